@@ -1,0 +1,223 @@
+"""The catalog: families of models, each with a check and candidates ordered by size.
+
+Loaded from TOML and validated without side effects. Every problem names the file, the
+entry and what is wrong; unknown keys list the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import CatalogError, FileMissing, SelectionError
+
+BUILTIN_CHECKS = ("causal_lm", "seq2seq", "ctc", "video_text", "embedding")
+SYNTHETIC_BUILDERS = ("llama", "t5", "wav2vec2", "xclip", "bert", "none")
+DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+FAMILY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+_CANDIDATE_KEYS = {
+    "id": str,
+    "path": str,
+    "revision": str,
+    "params_m": (int, float),
+    "allow_pickle": bool,
+    "trust_remote_code": bool,
+}
+_FAMILY_KEYS = {
+    "check": str,
+    "description": str,
+    "architectures": list,
+    "synthetic": str,
+    "candidates": list,
+    "time_limit_s": (int, float),
+    "memory_limit_mb": (int, float),
+    "repeats": int,
+}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model to try: a Hub id (optionally pinned) or a local directory."""
+
+    id: str | None = None
+    path: str | None = None
+    revision: str | None = None
+    params_m: float | None = None
+    allow_pickle: bool = False
+    trust_remote_code: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.id or self.path or "?"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    check: str
+    architectures: tuple[str, ...]
+    synthetic: str
+    candidates: tuple[Candidate, ...] = ()
+    description: str = ""
+    time_limit_s: float = 600.0
+    memory_limit_mb: float | None = None
+    repeats: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data: the job carries its family, so workers need no catalog file."""
+        d = asdict(self)
+        d["architectures"] = list(self.architectures)
+        d["candidates"] = [asdict(c) for c in self.candidates]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Family:
+        return cls(
+            **{
+                **d,
+                "architectures": tuple(d["architectures"]),
+                "candidates": tuple(Candidate(**c) for c in d["candidates"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Catalog:
+    source: str
+    families: dict[str, Family] = field(default_factory=dict)
+
+    def select(self, names: list[str] | None) -> list[Family]:
+        """Families by name, in catalog order for None; unknown names list the valid ones."""
+        if not names:
+            return list(self.families.values())
+        unknown = [n for n in names if n not in self.families]
+        if unknown:
+            raise SelectionError(
+                f"unknown family {', '.join(repr(u) for u in unknown)} in {self.source} "
+                f"(available: {', '.join(self.families)})"
+            )
+        return [self.families[n] for n in dict.fromkeys(names)]
+
+
+def known_checks() -> tuple[str, ...]:
+    """Built-in checks plus those a deployment adds through FLEET_EXTRA_CHECKS (see workers.plugins)."""
+    extra = [c.strip() for c in os.environ.get("FLEET_EXTRA_CHECKS", "").split(",") if c.strip()]
+    return BUILTIN_CHECKS + tuple(extra)
+
+
+def parse_devices(text: str) -> list[str]:
+    devices = [d.strip() for d in text.split(",") if d.strip()]
+    if not devices:
+        raise SelectionError("no device given (expected e.g. cpu,cuda)")
+    bad = [d for d in devices if not DEVICE_RE.match(d)]
+    if bad:
+        raise SelectionError(
+            f"unknown device {', '.join(repr(b) for b in bad)} (expected cpu, cuda or cuda:N)"
+        )
+    return list(dict.fromkeys(devices))
+
+
+def default_catalog_path() -> Path:
+    return Path(str(resources.files("orchestrator").joinpath("catalog.toml")))
+
+
+def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    p = Path(path) if path is not None else default_catalog_path()
+    if not p.is_file():
+        raise FileMissing(f"catalog file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{p}: not valid TOML: {exc}") from None
+    return parse_catalog(data, str(p))
+
+
+def parse_catalog(data: dict[str, Any], source: str) -> Catalog:
+    unknown = set(data) - {"families"}
+    if unknown:
+        raise CatalogError(f"{source}: unknown top-level key {sorted(unknown)} (valid: ['families'])")
+    fams = data.get("families")
+    if not isinstance(fams, dict) or not fams:
+        raise CatalogError(f"{source}: no [families.NAME] tables")
+    families = {name: _parse_family(source, name, spec) for name, spec in fams.items()}
+    return Catalog(source=source, families=families)
+
+
+def _check_keys(where: str, spec: Any, schema: dict[str, Any]) -> None:
+    if not isinstance(spec, dict):
+        raise CatalogError(f"{where}: expected a table, got {type(spec).__name__}")
+    for key, value in spec.items():
+        if key not in schema:
+            raise CatalogError(f"{where}: unknown key {key!r} (valid: {', '.join(schema)})")
+        want = schema[key]
+        ok = isinstance(value, bool) if want is bool else (
+            not isinstance(value, bool) and isinstance(value, want)
+        )
+        if not ok:
+            raise CatalogError(f"{where}: {key} must be {_type_name(want)}, got {type(value).__name__}")
+
+
+def _type_name(want: Any) -> str:
+    if isinstance(want, tuple):
+        return "a number"
+    return {str: "a string", bool: "true or false", list: "a list", int: "an integer"}.get(want, str(want))
+
+
+def _parse_family(source: str, name: str, spec: Any) -> Family:
+    where = f"{source}: families.{name}"
+    if not FAMILY_RE.match(name):
+        raise CatalogError(f"{where}: family names are lower-case letters, digits, '-' and '_'")
+    _check_keys(where, spec, _FAMILY_KEYS)
+    for required in ("check", "architectures"):
+        if required not in spec:
+            raise CatalogError(f"{where}: missing required key {required!r}")
+    checks = known_checks()
+    if spec["check"] not in checks:
+        raise CatalogError(f"{where}: unknown check {spec['check']!r} (available: {', '.join(checks)})")
+    archs = spec["architectures"]
+    if not archs or not all(isinstance(a, str) and a for a in archs):
+        raise CatalogError(f"{where}: architectures must be a non-empty list of class names")
+    synthetic = spec.get("synthetic", "none")
+    if synthetic not in SYNTHETIC_BUILDERS:
+        raise CatalogError(
+            f"{where}: unknown synthetic builder {synthetic!r} (available: {', '.join(SYNTHETIC_BUILDERS)})"
+        )
+    for key in ("time_limit_s", "memory_limit_mb", "repeats"):
+        if key in spec and spec[key] <= 0:
+            raise CatalogError(f"{where}: {key} must be positive, got {spec[key]}")
+    candidates = tuple(
+        _parse_candidate(f"{where}.candidates[{i}]", c) for i, c in enumerate(spec.get("candidates", []))
+    )
+    sizes = [c.params_m for c in candidates if c.params_m is not None]
+    if sizes != sorted(sizes):
+        raise CatalogError(f"{where}: candidates must be in order of increasing size (params_m {sizes})")
+    if not candidates and synthetic == "none":
+        raise CatalogError(f"{where}: no candidates and no synthetic builder: nothing could run")
+    return Family(
+        name=name,
+        check=spec["check"],
+        architectures=tuple(archs),
+        synthetic=synthetic,
+        candidates=candidates,
+        description=spec.get("description", ""),
+        time_limit_s=float(spec.get("time_limit_s", 600.0)),
+        memory_limit_mb=float(spec["memory_limit_mb"]) if "memory_limit_mb" in spec else None,
+        repeats=int(spec.get("repeats", 5)),
+    )
+
+
+def _parse_candidate(where: str, spec: Any) -> Candidate:
+    _check_keys(where, spec, _CANDIDATE_KEYS)
+    if ("id" in spec) == ("path" in spec):
+        raise CatalogError(f"{where}: give exactly one of 'id' (a Hub repo) or 'path' (a local directory)")
+    if "id" in spec and not re.match(r"^[\w.-]+(/[\w.-]+)?$", spec["id"]):
+        raise CatalogError(f"{where}: {spec['id']!r} is not a Hub repo id (owner/name)")
+    if "revision" in spec and "path" in spec:
+        raise CatalogError(f"{where}: 'revision' applies to Hub ids, not local paths")
+    return Candidate(**spec)

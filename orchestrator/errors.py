@@ -1,0 +1,104 @@
+"""The single error hierarchy of model-fleet.
+
+Every error the CLI can show derives from FleetError and carries its exit code. Errors
+that cross a process or broker boundary travel as data (see ErrorKind and to_dict), never
+as pickled exceptions.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ExitCode:
+    OK = 0
+    INTERNAL = 1
+    BAD_INPUT = 2  # malformed catalog, unknown family or device, bad option
+    UNREACHABLE = 3  # Redis cannot be reached
+    NOT_FOUND = 4  # run id or file that does not exist
+    RUN_FAILED = 5  # the run finished with FAILED or LOST jobs
+    INTERRUPTED = 130
+
+
+class ErrorKind(StrEnum):
+    """Why a candidate was passed over or a job failed. Stable strings: they are data."""
+
+    NOT_FOUND = "not_found"
+    GATED = "gated"
+    AUTH = "auth"
+    OFFLINE_NOT_CACHED = "offline_not_cached"
+    HUB_UNAVAILABLE = "hub_unavailable"
+    HUB_TIMEOUT = "hub_timeout"
+    UNSUPPORTED_ARCHITECTURE = "unsupported_architecture"
+    ARCHITECTURE_MISMATCH = "architecture_mismatch"
+    NO_CONFIG = "no_config"
+    TOO_LARGE = "too_large"
+    UNSAFE_WEIGHTS = "unsafe_weights"
+    LOAD_ERROR = "load_error"
+    OOM = "oom"
+    INFERENCE_ERROR = "inference_error"
+    OUTPUT_INVALID = "output_invalid"
+    TIMEOUT = "timeout"
+    WORKER_LOST = "worker_lost"
+    DEVICE_UNAVAILABLE = "device_unavailable"
+    NO_WORKER = "no_worker"
+    NO_CANDIDATE = "no_candidate"
+    INTERNAL = "internal"
+
+
+class FleetError(Exception):
+    """Root of every model-fleet error."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadInput(FleetError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class CatalogError(BadInput):
+    """A catalog file that cannot be used; the message names the file and the entry."""
+
+
+class SelectionError(BadInput):
+    """An unknown family or device was asked for."""
+
+
+class RedisUnreachable(FleetError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class RunNotFound(FleetError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class FileMissing(FleetError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class RunFailed(FleetError):
+    exit_code = ExitCode.RUN_FAILED
+
+
+class ServiceError(FleetError):
+    """A process we start (redis-server, a worker) did not come up."""
+
+
+class CheckFailure(FleetError):
+    """A candidate or a check failed for a known reason (kind) with details (data)."""
+
+    def __init__(self, kind: ErrorKind, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.kind = ErrorKind(kind)
+        self.data = data or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": str(self.kind), "message": self.message}
+        if self.data:
+            out["data"] = self.data
+        return out

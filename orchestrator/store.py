@@ -1,0 +1,231 @@
+"""The Redis result store: runs, jobs, results, attempt counts and worker heartbeats.
+
+Each job writes its own result into a per-run hash keyed by job id ("family@device"), so a
+repeated delivery overwrites instead of adding a row. Completion is counted here (HLEN),
+not with Celery chords. redis-py errors become RedisUnreachable at one place: _client().
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis
+
+from orchestrator.errors import ErrorKind, RedisUnreachable, RunNotFound
+from orchestrator.results import Status, now, terminal_result
+from orchestrator.settings import redact_url
+
+T = TypeVar("T")
+PREFIX = "fleet"
+WORKER_TTL_S = 30
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time, then a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+@contextmanager
+def _redis_errors(url: str) -> Iterator[None]:
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisUnreachable(f"cannot reach Redis at {redact_url(url)}: {exc}") from None
+    except redis.AuthenticationError as exc:
+        raise RedisUnreachable(f"Redis at {redact_url(url)} refused the credentials: {exc}") from None
+
+
+class ResultStore:
+    def __init__(self, url: str, keep_runs: int = 200) -> None:
+        self.url = url
+        self.keep_runs = keep_runs
+        with _redis_errors(url):
+            self.r: redis.Redis = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_connect_timeout=3,
+                socket_timeout=10,
+                health_check_interval=15,
+            )
+
+    def ping(self) -> None:
+        with _redis_errors(self.url):
+            self.r.ping()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run one Redis operation, translating connection errors."""
+        with _redis_errors(self.url):
+            return fn()
+
+    # -- keys -------------------------------------------------------------------------
+    @staticmethod
+    def _k(*parts: str) -> str:
+        return ":".join((PREFIX, *parts))
+
+    # -- runs -------------------------------------------------------------------------
+    def create_run(self, meta: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
+        run_id = meta["run_id"]
+        with _redis_errors(self.url):
+            pipe = self.r.pipeline(transaction=True)
+            pipe.set(self._k("run", run_id, "meta"), json.dumps(meta))
+            pipe.hset(self._k("run", run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
+            pipe.zadd(self._k("runs"), {run_id: meta["started_at"]})
+            pipe.execute()
+        self.prune()
+
+    def prune(self) -> None:
+        """Keep the newest keep_runs runs (retention)."""
+        with _redis_errors(self.url):
+            old = self.r.zrange(self._k("runs"), 0, -self.keep_runs - 1)
+            for run_id in old:
+                self.r.delete(*(self._k("run", run_id, s) for s in ("meta", "jobs", "results", "attempts", "finished", "report")))
+                self.r.zrem(self._k("runs"), run_id)
+
+    def run_ids(self, limit: int = 20) -> list[str]:
+        """Newest first."""
+        with _redis_errors(self.url):
+            return list(self.r.zrevrange(self._k("runs"), 0, limit - 1))
+
+    def resolve_run_id(self, run_id: str | None) -> str:
+        if run_id is None:
+            ids = self.run_ids(1)
+            if not ids:
+                raise RunNotFound(f"no runs in Redis at {redact_url(self.url)}")
+            return ids[0]
+        with _redis_errors(self.url):
+            if self.r.zscore(self._k("runs"), run_id) is None:
+                raise RunNotFound(f"no run with id {run_id!r} in Redis at {redact_url(self.url)}")
+        return run_id
+
+    def previous_run_id(self, run_id: str) -> str | None:
+        with _redis_errors(self.url):
+            rank = self.r.zrank(self._k("runs"), run_id)
+            if not rank:
+                return None
+            ids = self.r.zrange(self._k("runs"), rank - 1, rank - 1)
+        return ids[0] if ids else None
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        with _redis_errors(self.url):
+            raw = self.r.get(self._k("run", run_id, "meta"))
+            finished = self.r.get(self._k("run", run_id, "finished"))
+        if raw is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        meta: dict[str, Any] = json.loads(raw)
+        meta["finished_at"] = float(finished) if finished else None
+        return meta
+
+    def jobs(self, run_id: str) -> dict[str, dict[str, Any]]:
+        with _redis_errors(self.url):
+            raw = self.r.hgetall(self._k("run", run_id, "jobs"))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    # -- results ----------------------------------------------------------------------
+    def begin_attempt(self, run_id: str, job_id: str) -> int:
+        """Count one more delivery of this job; returns the count."""
+        with _redis_errors(self.url):
+            return int(self.r.hincrby(self._k("run", run_id, "attempts"), job_id, 1))
+
+    def has_result(self, run_id: str, job_id: str) -> bool:
+        with _redis_errors(self.url):
+            return bool(self.r.hexists(self._k("run", run_id, "results"), job_id))
+
+    def put_result(self, result: dict[str, Any], only_if_absent: bool = False) -> bool:
+        """Write (overwrite) one job's result; marks the run finished when it was the last."""
+        run_id, job_id = result["run_id"], result["job_id"]
+        key = self._k("run", run_id, "results")
+        with _redis_errors(self.url):
+            if only_if_absent:
+                written = bool(self.r.hsetnx(key, job_id, json.dumps(result)))
+            else:
+                self.r.hset(key, job_id, json.dumps(result))
+                written = True
+            if self.r.hlen(key) >= self.r.hlen(self._k("run", run_id, "jobs")):
+                self.r.set(self._k("run", run_id, "finished"), now(), nx=True)
+        return written
+
+    def results(self, run_id: str) -> list[dict[str, Any]]:
+        with _redis_errors(self.url):
+            raw = self.r.hgetall(self._k("run", run_id, "results"))
+        return [json.loads(v) for _, v in sorted(raw.items())]
+
+    def progress(self, run_id: str) -> tuple[int, int, Counter[str]]:
+        results = self.results(run_id)
+        with _redis_errors(self.url):
+            total = int(self.r.hlen(self._k("run", run_id, "jobs")))
+        return len(results), total, Counter(r["status"] for r in results)
+
+    def is_finished(self, run_id: str) -> bool:
+        with _redis_errors(self.url):
+            return bool(self.r.exists(self._k("run", run_id, "finished")))
+
+    def finalize_if_due(self, run_id: str) -> bool:
+        """Past the deadline, every job without a result becomes LOST, or SKIPPED when no
+        live worker serves its device. Returns whether the run is finished."""
+        if self.is_finished(run_id):
+            return True
+        meta = self.meta(run_id)
+        if time.time() < meta["deadline"]:
+            return False
+        served = {d for w in self.live_workers() for d in w.get("queues", [])}
+        have = {r["job_id"] for r in self.results(run_id)}
+        for jid, job in self.jobs(run_id).items():
+            if jid in have:
+                continue
+            if job["queue"] not in served:
+                res = terminal_result(
+                    job, Status.SKIPPED, ErrorKind.NO_WORKER,
+                    f"no live worker serves queue {job['queue']!r} (device {job['device']})",
+                )
+            else:
+                res = terminal_result(
+                    job, Status.LOST, ErrorKind.WORKER_LOST,
+                    f"no result before the run deadline ({meta['deadline_s']:.0f} s)",
+                )
+            self.put_result(res, only_if_absent=True)
+        with _redis_errors(self.url):
+            self.r.set(self._k("run", run_id, "finished"), now(), nx=True)
+        return True
+
+    # -- reports ----------------------------------------------------------------------
+    def save_report(self, run_id: str, markdown: str) -> None:
+        with _redis_errors(self.url):
+            self.r.set(self._k("run", run_id, "report"), markdown)
+
+    def saved_report(self, run_id: str) -> str | None:
+        with _redis_errors(self.url):
+            value = self.r.get(self._k("run", run_id, "report"))
+        return str(value) if value is not None else None
+
+    # -- workers ----------------------------------------------------------------------
+    def heartbeat(self, name: str, info: dict[str, Any], ttl: int = WORKER_TTL_S) -> None:
+        with _redis_errors(self.url):
+            self.r.set(self._k("worker", name), json.dumps({**info, "seen_at": now()}), ex=ttl)
+
+    def forget_worker(self, name: str) -> None:
+        with _redis_errors(self.url):
+            self.r.delete(self._k("worker", name))
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        with _redis_errors(self.url):
+            keys = sorted(self.r.scan_iter(self._k("worker", "*")))
+            values = self.r.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]
+
+    # -- schedule ---------------------------------------------------------------------
+    def claim_slot(self, slot: str, run_id: str, ttl_s: int = 7 * 86400) -> bool:
+        """At most one run per schedule slot, whoever asks (SET NX)."""
+        with _redis_errors(self.url):
+            return bool(self.r.set(self._k("slot", slot), run_id, nx=True, ex=ttl_s))
+
+    def slot_run(self, slot: str) -> str | None:
+        with _redis_errors(self.url):
+            value = self.r.get(self._k("slot", slot))
+        return str(value) if value is not None else None

@@ -1,0 +1,160 @@
+"""Expanding a selection of the catalog into (family, device) jobs, enqueueing them, waiting."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from celery import Celery
+
+from orchestrator import __version__
+from orchestrator.catalog import Catalog
+from orchestrator.celery_app import RUN_CHECK_TASK, queue_for
+from orchestrator.errors import RedisUnreachable
+from orchestrator.results import job_id, now
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore, new_run_id
+
+HARD_LIMIT_MARGIN_S = 15.0
+
+
+def plan_jobs(
+    run_id: str, catalog: Catalog, families: list[str] | None, devices: list[str], settings: RunSettings
+) -> list[dict[str, Any]]:
+    jobs = []
+    for fam in catalog.select(families):
+        for device in devices:
+            time_limit = settings.time_limit_s or fam.time_limit_s
+            jobs.append(
+                {
+                    "run_id": run_id,
+                    "job_id": job_id(fam.name, device),
+                    "family": fam.name,
+                    "device": device,
+                    "queue": queue_for(device),
+                    "family_spec": fam.to_dict(),
+                    "time_limit_s": time_limit,
+                    "repeats": settings.repeats or fam.repeats,
+                    "max_attempts": settings.max_attempts,
+                }
+            )
+    return jobs
+
+
+def order_longest_first(jobs: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Longest expected job first, from the previous run's durations; unknown ones count as longest."""
+    took = {
+        r["job_id"]: (r["finished_at"] - r["started_at"])
+        for r in previous
+        if r.get("started_at") and r.get("finished_at")
+    }
+    return sorted(jobs, key=lambda j: -took.get(j["job_id"], float("inf")))
+
+
+def submit(
+    store: ResultStore,
+    app: Celery,
+    catalog: Catalog,
+    families: list[str] | None,
+    devices: list[str],
+    settings: RunSettings,
+    order: str = "longest-first",
+    run_id: str | None = None,
+    origin: str = "cli",
+) -> str:
+    """Record the run, then publish every job over one connection. Returns the run id."""
+    run_id = run_id or new_run_id()
+    jobs = plan_jobs(run_id, catalog, families, devices, settings)
+    if order == "longest-first":
+        prev = store.run_ids(1)
+        jobs = order_longest_first(jobs, store.results(prev[0]) if prev else [])
+    started = now()
+    meta = {
+        "run_id": run_id,
+        "started_at": started,
+        "deadline": started + settings.deadline_s,
+        "deadline_s": settings.deadline_s,
+        "catalog": catalog.source,
+        "families": sorted({j["family"] for j in jobs}),
+        "devices": devices,
+        "total": len(jobs),
+        "origin": origin,
+        "orchestrator_version": __version__,
+        "workers_at_submit": store.live_workers(),
+    }
+    store.create_run(meta, jobs)
+    try:
+        with app.producer_or_acquire() as producer:
+            for job in jobs:
+                app.send_task(
+                    RUN_CHECK_TASK,
+                    args=[job],
+                    queue=job["queue"],
+                    soft_time_limit=job["time_limit_s"],
+                    time_limit=job["time_limit_s"] + HARD_LIMIT_MARGIN_S,
+                    producer=producer,
+                    retry=True,
+                )
+    except Exception as exc:  # kombu raises OperationalError and friends
+        raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc}") from None
+    return run_id
+
+
+def unserved_devices(store: ResultStore, devices: list[str]) -> list[str]:
+    served = {q for w in store.live_workers() for q in w.get("queues", [])}
+    return [d for d in devices if queue_for(d) not in served]
+
+
+def wait(
+    store: ResultStore,
+    run_id: str,
+    on_progress: Callable[[int, int, Counter[str]], None] | None = None,
+    poll_s: float = 0.5,
+    reconnect_s: float = 120.0,
+) -> Counter[str]:
+    """Block until the run is finished (all results, or the deadline passed). Survives a
+    Redis restart for up to reconnect_s."""
+    last_ok = time.monotonic()
+    while True:
+        try:
+            done, total, counts = store.progress(run_id)
+            if on_progress:
+                on_progress(done, total, counts)
+            if store.finalize_if_due(run_id):
+                done, total, counts = store.progress(run_id)
+                if on_progress:
+                    on_progress(done, total, counts)
+                return counts
+            last_ok = time.monotonic()
+        except RedisUnreachable:
+            if time.monotonic() - last_ok > reconnect_s:
+                raise
+        time.sleep(poll_s)
+
+
+class ProgressBar:
+    """done/total and counts per status, redrawn in place on a terminal, line by line otherwise."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.last = ""
+
+    def __call__(self, done: int, total: int, counts: Counter[str]) -> None:
+        width = 24
+        filled = int(width * done / total) if total else width
+        summary = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {summary}"
+        if line == self.last:
+            return
+        self.last = line
+        if self.tty:
+            self.stream.write("\r" + line)
+            if done >= total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

@@ -1,0 +1,32 @@
+"""The registry of checks, keyed by the names the catalog uses."""
+
+from __future__ import annotations
+
+from orchestrator.errors import CheckFailure, ErrorKind
+from workers.checks.base import Bundle, Check
+from workers.checks.causal_lm import CausalLMCheck
+from workers.checks.ctc import CTCCheck
+from workers.checks.embedding import EmbeddingCheck
+from workers.checks.seq2seq import Seq2SeqCheck
+from workers.checks.video_text import VideoTextCheck
+
+_REGISTRY: dict[str, Check] = {
+    c.name: c for c in (CausalLMCheck(), Seq2SeqCheck(), CTCCheck(), VideoTextCheck(), EmbeddingCheck())
+}
+
+
+def register(check: Check) -> None:
+    """Add a check (used by plugins named in FLEET_PLUGINS)."""
+    _REGISTRY[check.name] = check
+
+
+def get_check(name: str) -> Check:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise CheckFailure(
+            ErrorKind.INTERNAL, f"unknown check {name!r} (available: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+__all__ = ["Bundle", "Check", "get_check", "register"]

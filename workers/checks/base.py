@@ -1,0 +1,91 @@
+"""What every check shares: the loaded model bundle and the Check interface."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orchestrator.errors import CheckFailure, ErrorKind
+
+
+@dataclass
+class Bundle:
+    """A loaded model with its pre-processing, and where its weights came from."""
+
+    model: Any
+    tokenizer: Any = None
+    processor: Any = None  # feature extractor / image processor, when the check needs one
+    name: str = ""
+    source: str = ""  # hub | cache | local | synthetic
+    revision: str | None = None
+    weights_sha256: str | None = None
+    architecture: str = ""
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.source == "synthetic"
+
+
+class Check:
+    """One family's inference check.
+
+    prepare() builds inputs on the device, infer() runs one inference (under no_grad),
+    validate() raises CheckFailure(output_invalid) with the values that failed and returns
+    a small, JSON-able fingerprint of the output; units() says what throughput counts.
+    """
+
+    name = ""
+    auto_class = "AutoModel"
+    unit = "samples"
+
+    def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path), None
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def units(self, inputs: dict[str, Any], output: Any) -> float:
+        return 1.0
+
+
+def invalid(message: str, **values: Any) -> CheckFailure:
+    return CheckFailure(ErrorKind.OUTPUT_INVALID, message, {k: _jsonable(v) for k, v in values.items()})
+
+
+def require_finite(name: str, t: torch.Tensor) -> None:
+    bad = int((~torch.isfinite(t)).sum())
+    if bad:
+        raise invalid(f"{name} has {bad} non-finite value(s) of {t.numel()}", shape=list(t.shape), non_finite=bad)
+
+
+def require_shape(name: str, t: torch.Tensor, expected: tuple[int | None, ...]) -> None:
+    shape = tuple(t.shape)
+    if len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected, strict=True)):
+        raise invalid(f"{name} has shape {list(shape)}, expected {list(expected)}", shape=list(shape))
+
+
+def sample(t: torch.Tensor, n: int = 8) -> list[float]:
+    """The first n values, rounded: enough to compare devices, small enough to store."""
+    return [round(float(x), 5) for x in t.detach().flatten()[:n].float().cpu()]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return sample(v, 16)
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v

@@ -1,0 +1,79 @@
+"""Sentence embeddings (MiniLM): mean pooling, unit norm, and with real weights a semantic
+sanity check plus a known-answer comparison against a stored reference."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import torch
+
+from workers.checks.base import Bundle, Check, invalid, require_finite, require_shape, sample
+
+ANCHOR = "A man is eating food."
+CLOSE = "A man is eating a piece of bread."
+FAR = "The stock market fell sharply today."
+MARGIN = 0.1
+
+
+def references() -> dict[str, Any]:
+    """Known answers keyed by the sha256 of the weights file (see references.json)."""
+    text = resources.files("workers.checks").joinpath("references.json").read_text(encoding="utf-8")
+    return dict(json.loads(text))
+
+
+def embed(bundle: Bundle, inputs: dict[str, Any]) -> torch.Tensor:
+    hidden = bundle.model(**inputs).last_hidden_state
+    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+
+class EmbeddingCheck(Check):
+    name = "embedding"
+    auto_class = "AutoModel"
+    unit = "sentences"
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        enc = bundle.tokenizer([ANCHOR, CLOSE, FAR], padding=True, truncation=True, return_tensors="pt")
+        return {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        return embed(bundle, inputs)
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        hidden = bundle.model.config.hidden_size
+        require_shape("embeddings", first, (3, hidden))
+        require_finite("embeddings", first)
+        if not torch.allclose(first, repeat, atol=1e-5):
+            raise invalid("embeddings differ between two runs", max_diff=float((first - repeat).abs().max()))
+        close = float(first[0] @ first[1])
+        far = float(first[0] @ first[2])
+        out: dict[str, Any] = {
+            "similarity_close": round(close, 4),
+            "similarity_far": round(far, 4),
+            "embedding_sample": sample(first[0]),
+        }
+        if not bundle.synthetic and close < far + MARGIN:
+            raise invalid(
+                f"related sentences score {close:.3f}, unrelated {far:.3f}: expected a margin of {MARGIN}",
+                similarity_close=close, similarity_far=far,
+            )
+        ref = references().get(bundle.weights_sha256 or "")
+        if ref is None:
+            out["known_answer"] = "no reference for these weights"
+            return out
+        expected = torch.tensor(ref["anchor_embedding_head"])
+        got = first[0, : len(expected)].float().cpu()
+        diff = float((got - expected).abs().max())
+        if diff > ref["atol"]:
+            raise invalid(
+                f"embedding of the reference sentence differs from the stored known answer by {diff:.2e}",
+                expected=ref["anchor_embedding_head"], got=got.tolist(), atol=ref["atol"],
+            )
+        out["known_answer"] = f"matched {ref['source']} within {ref['atol']}"
+        return out
+
+    def units(self, inputs: dict[str, Any], output: Any) -> float:
+        return float(output.shape[0])

@@ -1,0 +1,166 @@
+"""Measurement as context managers and one benchmark loop: warm-up, repeated runs, CUDA
+synchronisation, percentiles. Every figure here is measured in this process, this job."""
+
+from __future__ import annotations
+
+import resource
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import psutil
+import torch
+
+from workers.checks.base import Bundle, Check
+
+WARMUP = 1
+
+
+class JobTimeout(Exception):
+    """Raised inside the job when its time limit passes."""
+
+
+class RssSampler:
+    """Peak resident memory of this process while the block runs (sampled every 10 ms)."""
+
+    def __init__(self, interval_s: float = 0.01) -> None:
+        self.interval_s = interval_s
+        self.proc = psutil.Process()
+        self.before = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise JobTimeout in the main thread after `seconds` (SIGALRM). The Celery hard time
+    limit stays as the backstop for code that never returns to Python."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        raise JobTimeout(f"time limit of {seconds:g} s reached")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def memory_limit(limit_mb: float | None) -> Iterator[None]:
+    """Let this process grow by at most limit_mb of address space while the block runs, so
+    an allocation past it fails with an error (reported as oom) instead of killing the host."""
+    if not limit_mb:
+        yield
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    current = psutil.Process().memory_info().vms
+    cap = current + int(limit_mb * 2**20)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the check: first inference, a repeat for validation, warm-up, timed repeats.
+    Returns (output fingerprint, metrics)."""
+    with torch.inference_mode():
+        inputs = check.prepare(bundle, dev)
+        _sync(dev)
+        t0 = time.perf_counter()
+        first = check.infer(bundle, inputs)
+        _sync(dev)
+        first_s = time.perf_counter() - t0
+        repeat = check.infer(bundle, inputs)
+        output = check.validate(bundle, inputs, first, repeat)
+        for _ in range(WARMUP):
+            check.infer(bundle, inputs)
+        latencies = []
+        for _ in range(repeats):
+            _sync(dev)
+            t0 = time.perf_counter()
+            check.infer(bundle, inputs)
+            _sync(dev)
+            latencies.append(time.perf_counter() - t0)
+    p50 = percentile(latencies, 0.5)
+    units = check.units(inputs, first)
+    metrics = {
+        "first_inference_s": round(first_s, 5),
+        "latency_ms_p50": round(p50 * 1000, 3),
+        "latency_ms_p95": round(percentile(latencies, 0.95) * 1000, 3),
+        "latency_ms_mean": round(statistics.fmean(latencies) * 1000, 3),
+        "repeats": repeats,
+        "warmup": WARMUP,
+        "throughput": round(units / p50, 3) if p50 > 0 else None,
+        "throughput_unit": f"{check.unit}/s",
+    }
+    return output, metrics
+
+
+def model_metrics(model: torch.nn.Module) -> dict[str, Any]:
+    params = list(model.parameters())
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+    return {
+        "parameters": sum(p.numel() for p in params),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in params),
+        "dtype": ",".join(dtypes),
+    }
+
+
+def cuda_reset(dev: torch.device) -> int:
+    if dev.type != "cuda":
+        return 0
+    torch.cuda.reset_peak_memory_stats(dev)
+    return int(torch.cuda.memory_allocated(dev))
+
+
+def cuda_metrics(dev: torch.device, baseline: int) -> dict[str, Any]:
+    if dev.type != "cuda":
+        return {}
+    return {
+        "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 2),
+        "cuda_baseline_allocated_mb": round(baseline / 2**20, 2),
+    }
+
