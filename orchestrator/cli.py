@@ -1,0 +1,267 @@
+"""The `orchestrator` command: submit runs, follow them, report on them, run the embedded fleet.
+
+Exit codes: 0 ok; 1 internal error; 2 bad input (catalog, family, device, option);
+3 Redis unreachable; 4 run or file not found; 5 the run has FAILED or LOST jobs;
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from orchestrator import report, settings
+from orchestrator.catalog import load_catalog, parse_devices
+from orchestrator.errors import ExitCode, FleetError, RunFailed, SelectionError
+from orchestrator.results import FAILING
+from orchestrator.settings import RunSettings, redact_url
+from orchestrator.store import ResultStore
+
+EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
+4 run or file not found, 5 the run has FAILED or LOST jobs, 130 interrupted.
+Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="model-fleet: which Hugging Face models really run on which hardware, with evidence.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--redis-url", help="Redis URL (redis:// or rediss://); default $FLEET_REDIS_URL")
+
+    select = argparse.ArgumentParser(add_help=False)
+    which = select.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every family in the catalog")
+    which.add_argument("--family", action="append", metavar="NAME", help="one family (repeatable)")
+    select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
+    select.add_argument("--repeats", type=int, help="timed repeats per check (default: the family's)")
+    select.add_argument("--time-limit", type=float, metavar="S", help="per-job time limit (default: the family's)")
+    select.add_argument("--deadline", type=float, default=3600.0, metavar="S",
+                        help="after this many seconds, jobs with no result are LOST (default 3600)")
+    select.add_argument("--max-attempts", type=int, default=3,
+                        help="deliveries before a job that kills its worker ends FAILED (default 3)")
+    select.add_argument("--order", choices=["longest-first", "catalog"], default="longest-first",
+                        help="submission order: longest expected job first (from the previous run), or catalog order")
+
+    s = sub.add_parser("submit", parents=[conn, select], help="enqueue (family, device) jobs; print the run id",
+                       description="Expand the selection into (family, device) jobs under a new run id and enqueue them.")
+    s.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda, cuda:N (default: cpu)")
+    s.add_argument("--wait", action="store_true", help="follow the run with a progress bar; exit 5 if any job FAILED or was LOST")
+
+    r = sub.add_parser("run", parents=[select], help="embedded fleet: private Redis + local workers, then a report",
+                       description="Start a private Redis and this machine's workers, run the selection, write "
+                                   "the report (markdown and JSON), stop everything.")
+    r.add_argument("--devices", help="default: cpu, plus cuda when a GPU is visible")
+    r.add_argument("--state-dir", type=Path, help="Redis data, logs and reports (default $FLEET_HOME or ~/.local/state/model-fleet)")
+    r.add_argument("--output-dir", type=Path, help="where the report files go (default STATE_DIR/reports)")
+
+    st = sub.add_parser("status", parents=[conn], help="progress and counts of a run (default: the latest)")
+    st.add_argument("run_id", nargs="?")
+    st.add_argument("--json", action="store_true")
+
+    rp = sub.add_parser("report", parents=[conn], help="render a run's report (default: the latest)")
+    rp.add_argument("run_id", nargs="?")
+    rp.add_argument("--format", choices=sorted(report.RENDERERS), default="md")
+    rp.add_argument("--output", type=Path, metavar="PATH", help="write here (atomically) instead of stdout")
+
+    d = sub.add_parser("diff", parents=[conn], help="status and metric changes between two runs")
+    d.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B (default: the one before the latest, the latest)")
+    d.add_argument("--threshold", type=float, default=0.2, help="relative metric change to list (default 0.2)")
+    d.add_argument("--json", action="store_true")
+
+    sub.add_parser("runs", parents=[conn], help="list the stored runs, newest first")
+    sub.add_parser("workers", parents=[conn], help="list the live workers and what they serve")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return int(COMMANDS[args.command](args))
+    except FleetError as exc:
+        print(f"orchestrator: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orchestrator: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _store(args: argparse.Namespace) -> ResultStore:
+    store = ResultStore(settings.redis_url(args.redis_url))
+    store.ping()
+    return store
+
+
+def _run_settings(args: argparse.Namespace) -> RunSettings:
+    for name in ("repeats", "time_limit", "deadline", "max_attempts"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise SelectionError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    return RunSettings(max_attempts=args.max_attempts, deadline_s=args.deadline, repeats=args.repeats,
+                       time_limit_s=args.time_limit)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from orchestrator.celery_app import make_app
+    from orchestrator.submit import ProgressBar, submit, unserved_devices, wait
+
+    catalog = load_catalog(args.catalog)
+    families = None if args.all else args.family
+    catalog.select(families)
+    devices = parse_devices(args.devices)
+    run_settings = _run_settings(args)
+    store = _store(args)
+    for device in unserved_devices(store, devices):
+        print(f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
+              f"({run_settings.deadline_s:.0f} s) unless one starts", file=sys.stderr)
+    run_id = submit(store, make_app(store.url), catalog, families, devices, run_settings, order=args.order)
+    print(run_id, flush=True)
+    if not args.wait:
+        return ExitCode.OK
+    counts = wait(store, run_id, ProgressBar())
+    return _verdict(run_id, counts)
+
+
+def _verdict(run_id: str, counts: Counter[str]) -> int:
+    bad = sum(counts.get(s, 0) for s in FAILING)
+    if bad:
+        print(f"orchestrator: run {run_id}: {bad} job(s) FAILED or LOST", file=sys.stderr)
+        return RunFailed.exit_code
+    return ExitCode.OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from orchestrator.celery_app import make_app
+    from orchestrator.embedded import EmbeddedFleet
+    from orchestrator.submit import ProgressBar, submit, wait
+    from workers.launcher import visible_gpus
+
+    catalog = load_catalog(args.catalog)
+    families = None if args.all else args.family
+    catalog.select(families)
+    gpus = visible_gpus()
+    devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
+    run_settings = _run_settings(args)
+    state = args.state_dir or settings.state_dir()
+    worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d != "cpu" for d in devices) else []))
+    print(f"orchestrator: starting Redis and workers ({worker_devices}) in {state}", file=sys.stderr)
+    with EmbeddedFleet(state, worker_devices) as fleet:
+        store = ResultStore(fleet.url)
+        run_id = submit(store, make_app(fleet.url), catalog, families, devices, run_settings,
+                        order=args.order, origin="embedded")
+        print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
+        counts = wait(store, run_id, ProgressBar())
+        paths = _write_reports(store, run_id, args.output_dir or state / "reports")
+    for path in paths:
+        print(path)
+    return _verdict(run_id, counts)
+
+
+def _write_reports(store: ResultStore, run_id: str, out_dir: Path) -> list[Path]:
+    data = report.build(store, run_id)
+    markdown = report.render_markdown(data)
+    store.save_report(run_id, markdown)
+    md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
+    report.write_atomic(md_path, markdown)
+    report.write_atomic(json_path, report.to_json(data))
+    return [md_path, json_path]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store = _store(args)
+    run_id = store.resolve_run_id(args.run_id)
+    finished = store.finalize_if_due(run_id)
+    done, total, counts = store.progress(run_id)
+    meta = store.meta(run_id)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "finished": finished, "done": done, "total": total,
+                          "counts": dict(counts), "started_at": meta["started_at"],
+                          "finished_at": meta["finished_at"]}))
+    else:
+        state = "finished" if finished else "running"
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no results yet"
+        print(f"run {run_id}: {state}, {done}/{total} done ({summary})")
+    return ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    store = _store(args)
+    run_id = store.resolve_run_id(args.run_id)
+    store.finalize_if_due(run_id)
+    text = report.RENDERERS[args.format](report.build(store, run_id))
+    if args.output:
+        report.write_atomic(args.output, text)
+        print(args.output)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if len(args.runs) == 2:
+        a, b = (store.resolve_run_id(x) for x in args.runs)
+    elif not args.runs:
+        ids = store.run_ids(2)
+        if len(ids) < 2:
+            raise SelectionError("diff needs two runs; only one is stored")
+        b, a = ids
+    else:
+        raise SelectionError("diff takes two run ids, or none for the latest against the one before")
+    data = report.diff(store, a, b, args.threshold)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return ExitCode.OK
+    print(f"{a} -> {b}")
+    for c in data["status_changes"]:
+        print(f"  {c['job_id']}: {c['from']} -> {c['to']} ({c['change']})")
+    for c in data["metric_changes"]:
+        print(f"  {c['job_id']}: {c['metric']} {c['from']} -> {c['to']} ({c['relative']:+.0%})")
+    if not data["status_changes"] and not data["metric_changes"]:
+        print("  no changes")
+    return ExitCode.OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for run_id in store.run_ids(50):
+        done, total, counts = store.progress(run_id)
+        print(f"{run_id}  {done}/{total}  " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return ExitCode.OK
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    store = _store(args)
+    workers = store.live_workers()
+    if not workers:
+        print(f"no live workers on {redact_url(store.url)}")
+    for w in workers:
+        gpus = f"  gpus: {'; '.join(w['gpus'])}" if w.get("gpus") else ""
+        print(f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
+              f"transformers={w.get('transformers')}{gpus}")
+    return ExitCode.OK
+
+
+COMMANDS: dict[str, Any] = {
+    "submit": cmd_submit, "run": cmd_run, "status": cmd_status, "report": cmd_report,
+    "diff": cmd_diff, "runs": cmd_runs, "workers": cmd_workers,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The worker's Celery application: one thin task over workers.core, plus the heartbeat.
+
+Start with `fleet-worker --devices cpu` (see workers.launcher), which runs
+`celery -A workers.app worker` with the right queues and environment.
+The parent process imports torch and transformers (so pool children start warm) but never
+initialises CUDA: models are loaded inside the task, in the pool child.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from typing import Any
+
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from celery import Task, signals  # noqa: E402
+from celery.exceptions import TimeLimitExceeded  # noqa: E402
+
+import workers.checks  # noqa: E402,F401  (preload check modules in the parent)
+from orchestrator import __version__  # noqa: E402
+from orchestrator.celery_app import RUN_CHECK_TASK, make_app  # noqa: E402
+from orchestrator.errors import ErrorKind, FleetError  # noqa: E402
+from orchestrator.results import Status, terminal_result  # noqa: E402
+from orchestrator.store import ResultStore  # noqa: E402
+from orchestrator.settings import redis_url  # noqa: E402
+from workers.core import run_job, worker_name  # noqa: E402
+
+# Preload the modeling code of the built-in families so that every pool child starts warm.
+for _mod in ("llama", "gpt_neox", "opt", "t5", "wav2vec2", "x_clip", "bert"):
+    __import__(f"transformers.models.{_mod}", fromlist=["*"])
+
+app = make_app()
+HEARTBEAT_S = 10.0
+_store: ResultStore | None = None
+
+
+def store() -> ResultStore:
+    global _store
+    if _store is None:
+        _store = ResultStore(redis_url())
+    return _store
+
+
+class RunCheck(Task):  # type: ignore[misc]
+    """Writes a FAILED(timeout) result when the hard time limit kills the pool child.
+    Celery calls on_failure for that in the worker's main process."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if not isinstance(exc, TimeLimitExceeded) or not args:
+            return
+        job = args[0]
+        store().put_result(
+            terminal_result(
+                job, Status.FAILED, ErrorKind.TIMEOUT,
+                f"hard time limit reached ({exc}); the process running it was replaced",
+                worker=worker_name(),
+            ),
+            only_if_absent=True,
+        )
+
+
+@app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
+def run_check(self: Task, job: dict[str, Any]) -> str:
+    s = store()
+    if s.has_result(job["run_id"], job["job_id"]):
+        return "already done"  # a repeated delivery of a finished job: nothing to count twice
+    delivery = s.begin_attempt(job["run_id"], job["job_id"])
+    if delivery > int(job.get("max_attempts", 3)):
+        s.put_result(
+            terminal_result(
+                job, Status.FAILED, ErrorKind.WORKER_LOST,
+                f"the process running this job died on each of {delivery - 1} deliveries",
+                worker=worker_name(), delivery=delivery,
+            )
+        )
+        return "gave up"
+    result = run_job(job, delivery=delivery)
+    s.put_result(result)
+    return str(result["status"])
+
+
+# -- capabilities and heartbeat (worker main process) --------------------------------------
+def capabilities() -> dict[str, Any]:
+    queues = [q for q in os.environ.get("FLEET_WORKER_QUEUES", "cpu").split(",") if q]
+    info: dict[str, Any] = {
+        "name": worker_name(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": queues,
+        "devices": os.environ.get("FLEET_WORKER_DEVICES", "cpu").split(","),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "model_fleet": __version__,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        # Proof that the parent never initialised CUDA (children can fork safely).
+        "parent_cuda_initialized": torch.cuda.is_initialized(),
+    }
+    if "gpu" in queues:
+        info["gpus"] = _nvidia_smi()
+    return info
+
+
+def _nvidia_smi() -> list[str]:
+    """GPU names and memory without touching CUDA in this process."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+_stop = threading.Event()
+
+
+def _beat_loop() -> None:
+    while True:
+        try:
+            store().heartbeat(worker_name(), capabilities(), ttl=int(HEARTBEAT_S * 3))
+        except FleetError:
+            pass  # Redis away for a moment: the next beat tries again
+        if _stop.wait(HEARTBEAT_S):
+            return
+
+
+@signals.worker_ready.connect
+def _on_ready(**_: Any) -> None:
+    threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True).start()
+
+
+@signals.worker_shutdown.connect
+def _on_shutdown(**_: Any) -> None:
+    _stop.set()
+    try:
+        store().forget_worker(worker_name())
+    except FleetError:
+        pass

@@ -1,0 +1,158 @@
+"""fleet-worker: start the Celery workers for this host's devices and supervise them.
+
+One worker process for the CPU (prefork, concurrency fitted to the cores) and one per GPU,
+pinned with CUDA_VISIBLE_DEVICES, prefork with concurrency 1. The launcher itself never
+imports torch. SIGTERM/SIGINT are passed on; when one worker exits, the others are stopped
+and the launcher exits with its code, so a supervisor (systemd, Kubernetes) restarts all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from types import FrameType
+
+from orchestrator.settings import redact_url, redis_url
+
+
+@dataclass
+class WorkerSpec:
+    label: str  # cpu | gpu0 | gpu1 ...
+    queue: str
+    device: str  # cpu | cuda
+    concurrency: int
+    cuda_visible: str | None  # physical GPU index for GPU workers
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices visible to this host, without initialising CUDA anywhere."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in (x.strip() for x in env.split(",")) if g and g != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", out, re.M)]
+
+
+def plan(devices: str, cpu_concurrency: int | None) -> list[WorkerSpec]:
+    wanted = [d.strip() for d in devices.split(",") if d.strip()]
+    specs: list[WorkerSpec] = []
+    gpus = visible_gpus()
+    for d in wanted:
+        if d == "auto":
+            specs.append(_cpu(cpu_concurrency))
+            specs.extend(_gpu(g) for g in gpus)
+        elif d == "cpu":
+            specs.append(_cpu(cpu_concurrency))
+        elif d == "cuda":
+            if not gpus:
+                raise SystemExit("fleet-worker: error: --devices cuda but no GPU is visible (nvidia-smi -L)")
+            specs.extend(_gpu(g) for g in gpus)
+        elif re.fullmatch(r"cuda:\d+", d):
+            specs.append(_gpu(d.split(":")[1]))
+        else:
+            raise SystemExit(f"fleet-worker: error: unknown device {d!r} (expected cpu, cuda, cuda:N or auto)")
+    labels = [s.label for s in specs]
+    return [s for i, s in enumerate(specs) if s.label not in labels[:i]]
+
+
+def _cpu(concurrency: int | None) -> WorkerSpec:
+    # Each check uses torch's intra-op threads; one job per two cores keeps them from fighting.
+    n = concurrency or max(1, (os.cpu_count() or 1) // 2)
+    return WorkerSpec("cpu", "cpu", "cpu", n, None)
+
+
+def _gpu(index: str) -> WorkerSpec:
+    return WorkerSpec(f"gpu{index}", "gpu", "cuda", 1, index)
+
+
+def command(spec: WorkerSpec, name: str, args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    cmd = [
+        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+        "-Q", spec.queue, "-c", str(spec.concurrency), "-P", "prefork",
+        "-n", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+    ]
+    if args.max_tasks_per_child:
+        cmd += ["--max-tasks-per-child", str(args.max_tasks_per_child)]
+    if args.max_memory_per_child_mb:
+        cmd += ["--max-memory-per-child", str(int(args.max_memory_per_child_mb * 1024))]
+    env = dict(os.environ)
+    env.update(
+        FLEET_REDIS_URL=redis_url(args.redis_url),
+        FLEET_WORKER_NAME=name,
+        FLEET_WORKER_QUEUES=spec.queue,
+        FLEET_WORKER_DEVICES=spec.device,
+        PYTORCH_NVML_BASED_CUDA_CHECK="1",
+    )
+    if spec.cuda_visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = spec.cuda_visible
+    elif spec.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # a cpu worker never runs on a GPU by accident
+    if spec.device == "cpu" and spec.concurrency > 1:
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // spec.concurrency)))
+    return cmd, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="fleet-worker",
+        description="Start model-fleet Celery workers for this host's devices: one for the CPU and one per GPU.",
+    )
+    p.add_argument("--devices", default="cpu", help="cpu, cuda (one worker per visible GPU), cuda:N, or auto (default: cpu)")
+    p.add_argument("--redis-url", help="broker and result store (default: $FLEET_REDIS_URL or redis://127.0.0.1:6379/0)")
+    p.add_argument("--concurrency", type=int, help="CPU worker processes (default: cores / 2)")
+    p.add_argument("--name", default=socket.gethostname(), help="worker name suffix (default: the host name)")
+    p.add_argument("--max-tasks-per-child", type=int, default=0, help="replace a pool process after N jobs (0: reuse)")
+    p.add_argument("--max-memory-per-child-mb", type=float, default=0, help="replace a pool process above this RSS")
+    p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--dry-run", action="store_true", help="print the worker commands and exit")
+    args = p.parse_args(argv)
+    specs = plan(args.devices, args.concurrency)
+    procs: list[subprocess.Popen[bytes]] = []
+    for spec in specs:
+        cmd, env = command(spec, f"{spec.label}@{args.name}", args)
+        pinned = f" CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}" if spec.device != "cpu" else ""
+        print(f"fleet-worker: {spec.label}:{pinned} {' '.join(cmd[1:])}", file=sys.stderr)
+        if not args.dry_run:
+            procs.append(subprocess.Popen(cmd, env=env))
+    if args.dry_run:
+        return 0
+    print(f"fleet-worker: {len(procs)} worker(s) on {redact_url(redis_url(args.redis_url))}", file=sys.stderr)
+
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pr in procs:
+            if pr.poll() is None:
+                pr.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    while procs:
+        for pr in list(procs):
+            rc = pr.poll()
+            if rc is None:
+                continue
+            procs.remove(pr)
+            code = code or rc
+            if not stopping:
+                print(f"fleet-worker: a worker exited with code {rc}; stopping the others", file=sys.stderr)
+                stop(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return 0 if stopping and code in (0, -signal.SIGTERM) else code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
