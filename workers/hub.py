@@ -24,7 +24,10 @@ from huggingface_hub import HfApi, constants, errors, hf_hub_download, snapshot_
 from orchestrator.errors import CheckFailure, ErrorKind
 
 PROBE_TTL_S = 60.0
-METADATA_TIMEOUT_S = float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
+def metadata_timeout() -> float:
+    return float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
+
+
 PROBE_TIMEOUT_S = 1.0
 # What a check needs from a repo: config, weights, tokenizer / processor files.
 ALLOW_PATTERNS = [
@@ -41,6 +44,16 @@ _probe_cache: dict[str, tuple[float, bool, str]] = {}
 
 def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def cache_dir() -> str:
+    """The HF cache, read at call time (HF_HUB_CACHE, then HF_HOME/hub) so that each test
+    and each worker can point at its own."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return str(constants.HF_HUB_CACHE)
 
 
 def token() -> str | None:
@@ -81,8 +94,11 @@ def translated(what: str) -> Iterator[None]:
         raise CheckFailure(ErrorKind.GATED, f"{what}: gated repository (accept its terms and set HF_TOKEN)") from exc
     except errors.RepositoryNotFoundError as exc:
         status = _status(exc)
-        kind = ErrorKind.AUTH if status == 401 and token() else ErrorKind.NOT_FOUND
-        raise CheckFailure(kind, f"{what}: repository not found or not accessible (HTTP {status})") from exc
+        if status == 401:
+            raise CheckFailure(
+                ErrorKind.AUTH, f"{what}: the Hub requires authentication (HTTP 401): private repo or bad token"
+            ) from exc
+        raise CheckFailure(ErrorKind.NOT_FOUND, f"{what}: repository not found (HTTP {status})") from exc
     except errors.RevisionNotFoundError as exc:
         raise CheckFailure(ErrorKind.NOT_FOUND, f"{what}: revision not found") from exc
     except errors.EntryNotFoundError as exc:
@@ -123,7 +139,7 @@ class RepoInfo:
 def repo_info(repo_id: str, revision: str | None) -> RepoInfo:
     with translated(repo_id):
         info: Any = HfApi(endpoint=endpoint()).model_info(
-            repo_id, revision=revision, files_metadata=True, token=token(), timeout=METADATA_TIMEOUT_S
+            repo_id, revision=revision, files_metadata=True, token=token(), timeout=metadata_timeout()
         )
     files: dict[str, int] = {}
     lfs: dict[str, str] = {}
@@ -141,7 +157,7 @@ def fetch_file(repo_id: str, filename: str, revision: str | None) -> Path:
         return Path(
             hf_hub_download(
                 repo_id, filename, revision=revision, token=token(), endpoint=endpoint(),
-                etag_timeout=METADATA_TIMEOUT_S,
+                etag_timeout=metadata_timeout(), cache_dir=cache_dir(),
             )
         )
 
@@ -152,7 +168,7 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
         return Path(
             snapshot_download(
                 repo_id, revision=revision, token=token(), endpoint=endpoint(),
-                allow_patterns=patterns, etag_timeout=METADATA_TIMEOUT_S,
+                allow_patterns=patterns, etag_timeout=metadata_timeout(), cache_dir=cache_dir(),
             )
         )
 
@@ -160,9 +176,9 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
 def cached_snapshot(repo_id: str, revision: str | None) -> Path:
     """The cached snapshot directory; no network call. Raises offline_not_cached."""
     with translated(repo_id):
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, cache_dir=cache_dir()))
 
 
 def cached_file(repo_id: str, filename: str) -> Path | None:
-    found = huggingface_hub.try_to_load_from_cache(repo_id, filename)
+    found = huggingface_hub.try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir())
     return Path(found) if isinstance(found, str) else None

@@ -98,7 +98,12 @@ def locate(cand: Candidate, offline: str | None) -> Located:
             path = hub.cached_snapshot(cand.id, cand.revision)
         except CheckFailure as exc:
             raise CheckFailure(exc.kind, f"{exc.message}; hub offline: {offline}") from None
-        return Located(path, "cache", path.name, _weight_files(path))
+        weights = _weight_files(path)
+        if not weights:
+            raise CheckFailure(
+                ErrorKind.OFFLINE_NOT_CACHED, f"{cand.id}: weights not in the local cache; hub offline: {offline}"
+            )
+        return Located(path, "cache", path.name, weights)
     info = hub.repo_info(cand.id, cand.revision)
     if info.gated and not hub.token():
         raise CheckFailure(ErrorKind.GATED, f"{cand.id}: gated repository and no HF_TOKEN set")
@@ -107,7 +112,8 @@ def locate(cand: Candidate, offline: str | None) -> Located:
         raise CheckFailure(ErrorKind.NO_CONFIG, f"{cand.id}: repository has no config.json")
     # Validate from metadata before downloading any weights.
     _require_safe(cand, list(weights))
-    config_path = hub.fetch_file(cand.id, "config.json", info.sha or cand.revision)
+    # Downloads name the catalog's revision (or main), so the cache records the ref for offline use.
+    config_path = hub.fetch_file(cand.id, "config.json", cand.revision)
     pre = Located(config_path.parent, "hub", info.sha, weights, info.lfs_sha256)
     return pre
 
@@ -199,7 +205,8 @@ def load(located: Located, cand: Candidate, check: Check, dev: torch.device, arc
     path = located.path
     if located.source == "hub":
         assert cand.id is not None
-        path = hub.download(cand.id, located.revision, cand.allow_pickle)
+        path = hub.download(cand.id, cand.revision, cand.allow_pickle)
+        located.revision = path.name  # the snapshot folder is named by the commit it holds
     try:
         auto = getattr(transformers, check.auto_class)
         model = auto.from_pretrained(

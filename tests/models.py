@@ -1,0 +1,37 @@
+"""Real tiny transformers models saved to disk, for the resolver and the local Hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from orchestrator.catalog import Family
+from workers import synthetic
+from workers.checks import get_check
+
+CHECK_OF = {"llama": "causal_lm", "t5": "seq2seq", "wav2vec2": "ctc", "xclip": "video_text", "bert": "embedding"}
+ARCH_OF = {"llama": "LlamaForCausalLM", "t5": "T5ForConditionalGeneration", "wav2vec2": "Wav2Vec2ForCTC",
+           "xclip": "XCLIPModel", "bert": "BertModel"}
+
+
+def family(builder: str, candidates: tuple = (), **kw: object) -> Family:
+    return Family(name=kw.pop("name", builder), check=CHECK_OF[builder],  # type: ignore[arg-type]
+                  architectures=(ARCH_OF[builder],), synthetic=builder, candidates=candidates, **kw)  # type: ignore[arg-type]
+
+
+def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture: str | None = None) -> Path:
+    """Build the seeded tiny model of `builder` and save it like a Hub repo."""
+    bundle = synthetic.build(family(builder), get_check(CHECK_OF[builder]), torch.device("cpu"))
+    path.mkdir(parents=True, exist_ok=True)
+    bundle.model.save_pretrained(path)
+    bundle.tokenizer.save_pretrained(path)
+    if pickle_only:
+        (path / "model.safetensors").unlink()
+        torch.save(bundle.model.state_dict(), path / "pytorch_model.bin")
+    if architecture:
+        cfg = json.loads((path / "config.json").read_text())
+        cfg["architectures"] = [architecture]
+        (path / "config.json").write_text(json.dumps(cfg))
+    return path

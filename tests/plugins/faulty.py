@@ -1,0 +1,69 @@
+"""Checks that misbehave on purpose, loaded by test workers through FLEET_PLUGINS.
+
+They run real tiny models; only their inference step is replaced by the fault.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import torch
+
+from workers.checks import register
+from workers.checks.base import Bundle
+from workers.checks.causal_lm import CausalLMCheck
+
+
+class Hang(CausalLMCheck):
+    name = "hang"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        while True:
+            time.sleep(0.05)
+
+
+class Oom(CausalLMCheck):
+    """Allocates 64 MiB tensors until the allocator refuses."""
+
+    name = "oom"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        hoard = []
+        for _ in range(10_000):
+            hoard.append(torch.ones(16 * 2**20))
+        return hoard
+
+
+class Crash(CausalLMCheck):
+    """Kills the process running it, every time."""
+
+    name = "crash"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Slow(CausalLMCheck):
+    """A real check that first waits FLEET_TEST_SLOW_S seconds (time to kill it mid-job)."""
+
+    name = "slow"
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        time.sleep(float(os.environ.get("FLEET_TEST_SLOW_S", "3")))
+        return super().prepare(bundle, device)
+
+
+class Raises(CausalLMCheck):
+    name = "raises"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        raise RuntimeError("deliberate failure inside inference")
+
+
+for check in (Hang(), Oom(), Crash(), Slow(), Raises()):
+    register(check)
+
+EXTRA_CHECKS = "hang,oom,crash,slow,raises"

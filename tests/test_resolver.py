@@ -1,0 +1,168 @@
+"""The resolver against a local HTTP server standing in for the Hub: the real
+huggingface_hub client makes the requests; faults are the server's answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from orchestrator.catalog import Candidate
+from tests.fakehub import FakeHub
+from tests.models import family, save_tiny
+from workers import hub
+from workers.checks import get_check
+from workers.resolver import resolve
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub._probe_cache.clear()
+    monkeypatch.setenv("FLEET_HUB_TIMEOUT", "2")
+
+
+@pytest.fixture
+def online(fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    return fake_hub
+
+
+def llama(*ids: str, **cand: object):
+    return family("llama", candidates=tuple(Candidate(id=i, **cand) for i in ids))  # type: ignore[arg-type]
+
+
+def run(fam):
+    return resolve(fam, get_check(fam.check), CPU)
+
+
+def test_hub_candidate_loads_real_with_provenance_then_cache_offline(online: FakeHub, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    online.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
+    res = run(llama("tiny/llama"))
+    assert res.bundle is not None, res.attempts
+    assert res.bundle.source == "hub"
+    assert res.bundle.revision and len(res.bundle.revision) == 40
+    expected_sha = __import__("hashlib").sha256((tmp_path / "repo" / "model.safetensors").read_bytes()).hexdigest()
+    assert res.bundle.weights_sha256 == expected_sha
+    assert [a["outcome"] for a in res.attempts] == ["loaded"]
+    # Now offline: the same candidate resolves from the cache, with no request to the Hub.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    before = len(online.requests)
+    res2 = run(llama("tiny/llama"))
+    assert res2.bundle is not None and res2.bundle.source == "cache", res2.attempts
+    assert res2.bundle.revision == res.bundle.revision
+    assert res2.bundle.weights_sha256 == expected_sha
+    assert len(online.requests) == before
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [("401", "auth"), ("gated", "gated"), ("404", "not_found"), ("500", "hub_unavailable")],
+)
+def test_hub_errors_become_error_kinds(online: FakeHub, tmp_path: Path, mode: str, kind: str) -> None:
+    online.add("bad/repo", save_tiny("llama", tmp_path / "repo"), mode=mode)
+    res = run(llama("bad/repo"))
+    first = res.attempts[0]
+    assert first["candidate"] == "bad/repo"
+    assert first["outcome"] == "skipped"
+    assert first["error_kind"] == kind, first
+    # the last resort still ran, labelled as what it is
+    assert res.bundle is not None and res.bundle.source == "synthetic"
+
+
+def test_hub_that_never_answers_is_a_timeout(online: FakeHub, tmp_path: Path) -> None:
+    online.hang_s = 10
+    online.add("slow/repo", save_tiny("llama", tmp_path / "repo"), mode="hang")
+    t0 = time.monotonic()
+    res = run(llama("slow/repo"))
+    assert res.attempts[0]["error_kind"] == "hub_timeout", res.attempts[0]
+    assert time.monotonic() - t0 < 8
+
+
+def test_gated_flag_in_metadata_is_reported_without_download(online: FakeHub, tmp_path: Path) -> None:
+    online.add("gated/repo", save_tiny("llama", tmp_path / "repo"), mode="gated")
+    res = run(llama("gated/repo"))
+    assert res.attempts[0]["error_kind"] == "gated"
+    assert not any("/resolve/" in r for r in online.requests)
+
+
+def test_other_architecture_is_never_substituted(online: FakeHub, tmp_path: Path) -> None:
+    online.add("other/arch", save_tiny("llama", tmp_path / "repo", architecture="OPTForCausalLM"))
+    res = run(llama("other/arch"))
+    assert res.attempts[0]["error_kind"] == "architecture_mismatch"
+    assert "OPTForCausalLM" in res.attempts[0]["detail"]
+
+
+def test_unknown_architecture_is_unsupported(tmp_path: Path) -> None:
+    path = save_tiny("llama", tmp_path / "m", architecture="FancyNewForCausalLM")
+    fam = family("llama", candidates=(Candidate(path=str(path)),))
+    fam = type(fam)(**{**fam.__dict__, "architectures": ("LlamaForCausalLM", "FancyNewForCausalLM")})
+    res = run(fam)
+    assert res.attempts[0]["error_kind"] == "unsupported_architecture"
+
+
+def test_remote_code_stays_off_unless_opted_in(tmp_path: Path) -> None:
+    path = save_tiny("llama", tmp_path / "m", architecture="CustomLM")
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomLM"}
+    (path / "config.json").write_text(json.dumps(cfg))
+    (path / "modeling_custom.py").write_text("raise SystemExit('remote code ran')\n")
+    fam = family("llama", candidates=(Candidate(path=str(path)),))
+    fam = type(fam)(**{**fam.__dict__, "architectures": ("CustomLM",)})
+    res = run(fam)
+    assert res.attempts[0]["error_kind"] == "unsupported_architecture"
+    assert "trust_remote_code is off" in res.attempts[0]["detail"]
+
+
+def test_pickle_weights_refused_unless_allowed(online: FakeHub, tmp_path: Path) -> None:
+    online.add("pickle/repo", save_tiny("llama", tmp_path / "repo", pickle_only=True))
+    res = run(llama("pickle/repo"))
+    assert res.attempts[0]["error_kind"] == "unsafe_weights"
+    assert not any("pytorch_model.bin" in r for r in online.requests)
+    res = run(llama("pickle/repo", allow_pickle=True))
+    assert res.bundle is not None and res.bundle.source == "hub", res.attempts
+
+
+def test_too_large_for_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_tiny("llama", tmp_path / "m")
+    from workers import devices
+
+    monkeypatch.setattr(devices, "free_bytes", lambda dev: 1000)  # the device boundary: a full device
+    res = run(family("llama", candidates=(Candidate(path=str(path)),)))
+    assert res.attempts[0]["error_kind"] == "too_large"
+
+
+def test_local_path_candidate_missing_is_not_found() -> None:
+    res = run(family("llama", candidates=(Candidate(path="/nonexistent/model"), Candidate(path="pkg:no_such_pkg/x"))))
+    assert [a["error_kind"] for a in res.attempts[:2]] == ["not_found", "not_found"]
+
+
+def test_offline_six_uncached_candidates_resolve_in_under_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: unreachable
+    fam = llama(*(f"org/model-{i}" for i in range(6)))
+    t0 = time.perf_counter()
+    res = run(fam)
+    took = time.perf_counter() - t0
+    kinds = [a["error_kind"] for a in res.attempts[:6]]
+    assert kinds == ["offline_not_cached"] * 6
+    assert res.bundle is not None and res.bundle.synthetic
+    assert took < 5  # the benchmark (bench/offline_resolution.py) measures the real figure
+
+
+def test_synthetic_uses_the_cached_config_of_the_first_candidate(online: FakeHub, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    online.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
+    hub.fetch_file("tiny/llama", "config.json", None)  # only the config is cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = run(llama("tiny/llama"))
+    assert res.attempts[0]["error_kind"] == "offline_not_cached"
+    assert res.bundle is not None and res.bundle.source == "synthetic"
+    assert res.attempts[-1]["detail"] == "cached config of tiny/llama, shrunk"
