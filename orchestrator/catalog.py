@@ -117,9 +117,7 @@ def parse_devices(text: str) -> list[str]:
         raise SelectionError("no device given (expected e.g. cpu,cuda)")
     bad = [d for d in devices if not DEVICE_RE.match(d)]
     if bad:
-        raise SelectionError(
-            f"unknown device {', '.join(repr(b) for b in bad)} (expected cpu, cuda or cuda:N)"
-        )
+        raise SelectionError(f"unknown device {', '.join(repr(b) for b in bad)} (expected cpu, cuda or cuda:N)")
     return list(dict.fromkeys(devices))
 
 
@@ -156,9 +154,7 @@ def _check_keys(where: str, spec: Any, schema: dict[str, Any]) -> None:
         if key not in schema:
             raise CatalogError(f"{where}: unknown key {key!r} (valid: {', '.join(schema)})")
         want = schema[key]
-        ok = isinstance(value, bool) if want is bool else (
-            not isinstance(value, bool) and isinstance(value, want)
-        )
+        ok = isinstance(value, bool) if want is bool else (not isinstance(value, bool) and isinstance(value, want))
         if not ok:
             raise CatalogError(f"{where}: {key} must be {_type_name(want)}, got {type(value).__name__}")
 

@@ -47,23 +47,50 @@ def _parser() -> argparse.ArgumentParser:
     select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
     select.add_argument("--repeats", type=int, help="timed repeats per check (default: the family's)")
     select.add_argument("--time-limit", type=float, metavar="S", help="per-job time limit (default: the family's)")
-    select.add_argument("--deadline", type=float, default=3600.0, metavar="S",
-                        help="after this many seconds, jobs with no result are LOST (default 3600)")
-    select.add_argument("--max-attempts", type=int, default=3,
-                        help="deliveries before a job that kills its worker ends FAILED (default 3)")
-    select.add_argument("--order", choices=["longest-first", "catalog"], default="longest-first",
-                        help="submission order: longest expected job first (from the previous run), or catalog order")
+    select.add_argument(
+        "--deadline",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="after this many seconds, jobs with no result are LOST (default 3600)",
+    )
+    select.add_argument(
+        "--max-attempts",
+        type=int,
+        default=3,
+        help="deliveries before a job that kills its worker ends FAILED (default 3)",
+    )
+    select.add_argument(
+        "--order",
+        choices=["longest-first", "catalog"],
+        default="longest-first",
+        help="submission order: longest expected job first (from the previous run), or catalog order",
+    )
 
-    s = sub.add_parser("submit", parents=[conn, select], help="enqueue (family, device) jobs; print the run id",
-                       description="Expand the selection into (family, device) jobs under a new run id and enqueue them.")
+    s = sub.add_parser(
+        "submit",
+        parents=[conn, select],
+        help="enqueue (family, device) jobs; print the run id",
+        description="Expand the selection into (family, device) jobs under a new run id and enqueue them.",
+    )
     s.add_argument("--devices", default="cpu", help="comma-separated: cpu, cuda, cuda:N (default: cpu)")
-    s.add_argument("--wait", action="store_true", help="follow the run with a progress bar; exit 5 if any job FAILED or was LOST")
+    s.add_argument(
+        "--wait", action="store_true", help="follow the run with a progress bar; exit 5 if any job FAILED or was LOST"
+    )
 
-    r = sub.add_parser("run", parents=[select], help="embedded fleet: private Redis + local workers, then a report",
-                       description="Start a private Redis and this machine's workers, run the selection, write "
-                                   "the report (markdown and JSON), stop everything.")
+    r = sub.add_parser(
+        "run",
+        parents=[select],
+        help="embedded fleet: private Redis + local workers, then a report",
+        description="Start a private Redis and this machine's workers, run the selection, write "
+        "the report (markdown and JSON), stop everything.",
+    )
     r.add_argument("--devices", help="default: cpu, plus cuda when a GPU is visible")
-    r.add_argument("--state-dir", type=Path, help="Redis data, logs and reports (default $FLEET_HOME or ~/.local/state/model-fleet)")
+    r.add_argument(
+        "--state-dir",
+        type=Path,
+        help="Redis data, logs and reports (default $FLEET_HOME or ~/.local/state/model-fleet)",
+    )
     r.add_argument("--output-dir", type=Path, help="where the report files go (default STATE_DIR/reports)")
 
     st = sub.add_parser("status", parents=[conn], help="progress and counts of a run (default: the latest)")
@@ -76,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", type=Path, metavar="PATH", help="write here (atomically) instead of stdout")
 
     d = sub.add_parser("diff", parents=[conn], help="status and metric changes between two runs")
-    d.add_argument("runs", nargs="*", metavar="RUN", help="RUN_A RUN_B (default: the one before the latest, the latest)")
+    d.add_argument(
+        "runs", nargs="*", metavar="RUN", help="RUN_A RUN_B (default: the one before the latest, the latest)"
+    )
     d.add_argument("--threshold", type=float, default=0.2, help="relative metric change to list (default 0.2)")
     d.add_argument("--json", action="store_true")
 
@@ -113,8 +142,9 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise SelectionError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    return RunSettings(max_attempts=args.max_attempts, deadline_s=args.deadline, repeats=args.repeats,
-                       time_limit_s=args.time_limit)
+    return RunSettings(
+        max_attempts=args.max_attempts, deadline_s=args.deadline, repeats=args.repeats, time_limit_s=args.time_limit
+    )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -128,8 +158,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     run_settings = _run_settings(args)
     store = _store(args)
     for device in unserved_devices(store, devices):
-        print(f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
-              f"({run_settings.deadline_s:.0f} s) unless one starts", file=sys.stderr)
+        print(
+            f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
+            f"({run_settings.deadline_s:.0f} s) unless one starts",
+            file=sys.stderr,
+        )
     run_id = submit(store, make_app(store.url), catalog, families, devices, run_settings, order=args.order)
     print(run_id, flush=True)
     if not args.wait:
@@ -163,8 +196,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"orchestrator: starting Redis and workers ({worker_devices}) in {state}", file=sys.stderr)
     with EmbeddedFleet(state, worker_devices) as fleet:
         store = ResultStore(fleet.url)
-        run_id = submit(store, make_app(fleet.url), catalog, families, devices, run_settings,
-                        order=args.order, origin="embedded")
+        run_id = submit(
+            store, make_app(fleet.url), catalog, families, devices, run_settings, order=args.order, origin="embedded"
+        )
         print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
         counts = wait(store, run_id, ProgressBar())
         paths = _write_reports(store, run_id, args.output_dir or state / "reports")
@@ -190,9 +224,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     done, total, counts = store.progress(run_id)
     meta = store.meta(run_id)
     if args.json:
-        print(json.dumps({"run_id": run_id, "finished": finished, "done": done, "total": total,
-                          "counts": dict(counts), "started_at": meta["started_at"],
-                          "finished_at": meta["finished_at"]}))
+        print(
+            json.dumps(
+                {
+                    "run_id": run_id,
+                    "finished": finished,
+                    "done": done,
+                    "total": total,
+                    "counts": dict(counts),
+                    "started_at": meta["started_at"],
+                    "finished_at": meta["finished_at"],
+                }
+            )
+        )
     else:
         state = "finished" if finished else "running"
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no results yet"
@@ -253,14 +297,21 @@ def cmd_workers(args: argparse.Namespace) -> int:
         print(f"no live workers on {redact_url(store.url)}")
     for w in workers:
         gpus = f"  gpus: {'; '.join(w['gpus'])}" if w.get("gpus") else ""
-        print(f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
-              f"transformers={w.get('transformers')}{gpus}")
+        print(
+            f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
+            f"transformers={w.get('transformers')}{gpus}"
+        )
     return ExitCode.OK
 
 
 COMMANDS: dict[str, Any] = {
-    "submit": cmd_submit, "run": cmd_run, "status": cmd_status, "report": cmd_report,
-    "diff": cmd_diff, "runs": cmd_runs, "workers": cmd_workers,
+    "submit": cmd_submit,
+    "run": cmd_run,
+    "status": cmd_status,
+    "report": cmd_report,
+    "diff": cmd_diff,
+    "runs": cmd_runs,
+    "workers": cmd_workers,
 }
 
 if __name__ == "__main__":

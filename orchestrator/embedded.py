@@ -45,8 +45,17 @@ class EmbeddedFleet:
         self.redis.start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        cmd = [sys.executable, "-m", "workers.launcher", "--devices", self.worker_devices,
-               "--redis-url", self.url, "--name", f"embedded-{os.getpid()}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "workers.launcher",
+            "--devices",
+            self.worker_devices,
+            "--redis-url",
+            self.url,
+            "--name",
+            f"embedded-{os.getpid()}",
+        ]
         self.launcher = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_for_workers()
 
@@ -56,7 +65,9 @@ class EmbeddedFleet:
         deadline = time.monotonic() + self.worker_timeout_s
         while time.monotonic() < deadline:
             if self.launcher is not None and self.launcher.poll() is not None:
-                raise ServiceError(f"the workers exited with code {self.launcher.returncode}; see {self.log_path}:\n{self._tail()}")
+                raise ServiceError(
+                    f"the workers exited with code {self.launcher.returncode}; see {self.log_path}:\n{self._tail()}"
+                )
             if len(store.live_workers()) >= expected:
                 return
             time.sleep(0.25)

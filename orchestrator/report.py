@@ -60,8 +60,14 @@ def number(value: Any, digits: int = 2) -> str:
 @cache
 def _env() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(resources.files("orchestrator.templates")))
-    env = jinja2.Environment(loader=loader, autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
     env.filters.update(md=md, mermaid=mermaid_label, when=when, num=number)
     return env
 
@@ -90,10 +96,14 @@ def assemble(
         rows.append({**r, "previous_status": prev_status, "change": change(prev_status, r["status"])})
     rows.sort(key=lambda r: (CHANGE_ORDER[r["change"]], r["family"], r["device"]))
     counts = Counter(r["status"] for r in results)
-    versions = sorted({
-        (r["environment"].get("torch"), r["environment"].get("transformers"), r["environment"].get("cuda"))
-        for r in results if r.get("environment")
-    }, key=str)
+    versions = sorted(
+        {
+            (r["environment"].get("torch"), r["environment"].get("transformers"), r["environment"].get("cuda"))
+            for r in results
+            if r.get("environment")
+        },
+        key=str,
+    )
     return {
         "run_id": meta["run_id"],
         "started_at": meta["started_at"],
@@ -116,7 +126,7 @@ def assemble(
 def _history(store: ResultStore, run_id: str, limit: int) -> list[tuple[str, dict[str, str]]]:
     ids = store.run_ids(1000)
     if run_id in ids:
-        ids = ids[ids.index(run_id):]
+        ids = ids[ids.index(run_id) :]
     out = []
     for rid in reversed(ids[:limit]):
         out.append((rid, {r["job_id"]: r["status"] for r in store.results(rid)}))
@@ -135,7 +145,13 @@ def agreement(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for other in (r for r in rs if r["device"] != "cpu"):
             if cpu is None or cpu["revision"] != other["revision"]:
                 continue
-            out.append({"family": family, "devices": f"cpu vs {other['device']}", **compare_outputs(cpu["output"], other["output"])})
+            out.append(
+                {
+                    "family": family,
+                    "devices": f"cpu vs {other['device']}",
+                    **compare_outputs(cpu["output"], other["output"]),
+                }
+            )
     return out
 
 
@@ -160,8 +176,19 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def to_json(report: dict[str, Any]) -> str:
-    keep = ("run_id", "started_at", "finished_at", "catalog", "origin", "previous_run_id", "workers",
-            "versions", "summary", "agreement", "results")
+    keep = (
+        "run_id",
+        "started_at",
+        "finished_at",
+        "catalog",
+        "origin",
+        "previous_run_id",
+        "workers",
+        "versions",
+        "summary",
+        "agreement",
+        "results",
+    )
     data = {k: report[k] for k in keep}
     data["changes"] = [
         {"job_id": r["job_id"], "previous": r["previous_status"], "current": r["status"], "change": r["change"]}
@@ -172,28 +199,37 @@ def to_json(report: dict[str, Any]) -> str:
 
 def to_junit(report: dict[str, Any]) -> str:
     s = report["summary"]
-    suite = ET.Element("testsuite", {
-        "name": f"model-fleet {report['run_id']}",
-        "tests": str(s["total"]),
-        "failures": str(s["FAILED"] + s["LOST"]),
-        "skipped": str(s["SKIPPED"]),
-        "timestamp": when(report["started_at"]),
-    })
+    suite = ET.Element(
+        "testsuite",
+        {
+            "name": f"model-fleet {report['run_id']}",
+            "tests": str(s["total"]),
+            "failures": str(s["FAILED"] + s["LOST"]),
+            "skipped": str(s["SKIPPED"]),
+            "timestamp": when(report["started_at"]),
+        },
+    )
     for r in report["rows"]:
-        case = ET.SubElement(suite, "testcase", {
-            "classname": f"model_fleet.{r['family']}",
-            "name": r["job_id"],
-            "time": str(r.get("metrics", {}).get("job_s", 0)),
-        })
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": f"model_fleet.{r['family']}",
+                "name": r["job_id"],
+                "time": str(r.get("metrics", {}).get("job_s", 0)),
+            },
+        )
         err = r.get("error") or {}
         if r["status"] in (Status.FAILED, Status.LOST):
-            node = ET.SubElement(case, "failure", {"type": err.get("kind", r["status"]), "message": err.get("message", "")})
+            node = ET.SubElement(
+                case, "failure", {"type": err.get("kind", r["status"]), "message": err.get("message", "")}
+            )
             node.text = json.dumps(r.get("attempts", []), indent=1)
         elif r["status"] == Status.SKIPPED:
             ET.SubElement(case, "skipped", {"message": err.get("message", "")})
-        ET.SubElement(case, "system-out").text = (
-            f"{r['status']} model={r.get('model_used')} source={r.get('source')} revision={r.get('revision')}"
-        )
+        ET.SubElement(
+            case, "system-out"
+        ).text = f"{r['status']} model={r.get('model_used')} source={r.get('source')} revision={r.get('revision')}"
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -230,5 +266,7 @@ def diff(store: ResultStore, run_a: str, run_b: str, threshold: float = 0.2) -> 
                 if isinstance(va, (int, float)) and isinstance(vb, (int, float)) and va > 0:
                     rel = (vb - va) / va
                     if abs(rel) > threshold:
-                        metric_changes.append({"job_id": jid, "metric": m, "from": va, "to": vb, "relative": round(rel, 3)})
+                        metric_changes.append(
+                            {"job_id": jid, "metric": m, "from": va, "to": vb, "relative": round(rel, 3)}
+                        )
     return {"from": run_a, "to": run_b, "status_changes": status_changes, "metric_changes": metric_changes}

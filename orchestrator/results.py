@@ -55,9 +55,7 @@ def base_result(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def terminal_result(
-    job: dict[str, Any], status: Status, kind: ErrorKind, message: str, **extra: Any
-) -> dict[str, Any]:
+def terminal_result(job: dict[str, Any], status: Status, kind: ErrorKind, message: str, **extra: Any) -> dict[str, Any]:
     """A result written without running the check (LOST, SKIPPED, worker_lost, timeout)."""
     result = base_result(job)
     result.update(status=str(status), error={"kind": str(kind), "message": message}, finished_at=now())

@@ -47,7 +47,8 @@ class ResultStore:
         self.url = url
         self.keep_runs = keep_runs
         with _redis_errors(url):
-            self.r: redis.Redis = redis.Redis.from_url(
+            # redis-py's stubs do not follow decode_responses=True (every reply is str here).
+            self.r: Any = redis.Redis.from_url(
                 url,
                 decode_responses=True,
                 socket_connect_timeout=3,
@@ -85,7 +86,9 @@ class ResultStore:
         with _redis_errors(self.url):
             old = self.r.zrange(self._k("runs"), 0, -self.keep_runs - 1)
             for run_id in old:
-                self.r.delete(*(self._k("run", run_id, s) for s in ("meta", "jobs", "results", "attempts", "finished", "report")))
+                self.r.delete(
+                    *(self._k("run", run_id, s) for s in ("meta", "jobs", "results", "attempts", "finished", "report"))
+                )
                 self.r.zrem(self._k("runs"), run_id)
 
     def run_ids(self, limit: int = 20) -> list[str]:
@@ -181,12 +184,16 @@ class ResultStore:
                 continue
             if job["queue"] not in served:
                 res = terminal_result(
-                    job, Status.SKIPPED, ErrorKind.NO_WORKER,
+                    job,
+                    Status.SKIPPED,
+                    ErrorKind.NO_WORKER,
                     f"no live worker serves queue {job['queue']!r} (device {job['device']})",
                 )
             else:
                 res = terminal_result(
-                    job, Status.LOST, ErrorKind.WORKER_LOST,
+                    job,
+                    Status.LOST,
+                    ErrorKind.WORKER_LOST,
                     f"no result before the run deadline ({meta['deadline_s']:.0f} s)",
                 )
             self.put_result(res, only_if_absent=True)

@@ -111,14 +111,41 @@ class Worker:
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
-    def start(redis_url: str, name: str = "w1", devices: str = "cpu", concurrency: int = 1,
-              wait: bool = True, args: tuple[str, ...] = (), **env: str) -> Worker:
+    def start(
+        redis_url: str,
+        name: str = "w1",
+        devices: str = "cpu",
+        concurrency: int = 1,
+        wait: bool = True,
+        args: tuple[str, ...] = (),
+        **env: str,
+    ) -> Worker:
         hf = Path(env.pop("HF_HOME", str(tmp_path / "hf")))
         log = tmp_path / f"worker-{name}.log"
-        cmd = [sys.executable, "-m", "workers.launcher", "--devices", devices, "--concurrency", str(concurrency),
-               "--name", name, "--redis-url", redis_url, "--loglevel", "INFO", *args]
-        proc = subprocess.Popen(cmd, env=worker_env(redis_url, hf, **env), cwd=ROOT, start_new_session=True,
-                                stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            "workers.launcher",
+            "--devices",
+            devices,
+            "--concurrency",
+            str(concurrency),
+            "--name",
+            name,
+            "--redis-url",
+            redis_url,
+            "--loglevel",
+            "INFO",
+            *args,
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            env=worker_env(redis_url, hf, **env),
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         w = Worker(proc, name, log)
         started.append(w)
         if wait:
@@ -142,12 +169,20 @@ def wait_for_worker(redis_url: str, name: str, w: Worker, timeout: float = 90) -
     raise TimeoutError(f"worker {name} did not come up: {w.log.read_text()[-3000:]}")
 
 
-def orchestrator(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def orchestrator(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], capture_output=True, text=True,
-                          env=full_env, cwd=ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
+    )
 
 
 def write_catalog(path: Path, families: dict[str, dict[str, Any]]) -> Path:

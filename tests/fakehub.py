@@ -43,14 +43,15 @@ class FakeHub:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 self._serve(body=False)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 self._serve(body=True)
 
-            def _send(self, status: int, payload: bytes = b"", headers: dict[str, str] | None = None,
-                      body: bool = True) -> None:
+            def _send(
+                self, status: int, payload: bytes = b"", headers: dict[str, str] | None = None, body: bool = True
+            ) -> None:
                 self.send_response(status)
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -72,18 +73,25 @@ class FakeHub:
                 if repo.mode == "401":
                     return self._send(401, b'{"error":"Invalid username or password."}', {}, body)
                 if repo.mode == "gated" and kind == "resolve":
-                    return self._send(403, b'{"error":"gated"}', {"X-Error-Code": "GatedRepo",
-                                      "X-Error-Message": "Access to this repo is restricted."}, body)
+                    return self._send(
+                        403,
+                        b'{"error":"gated"}',
+                        {"X-Error-Code": "GatedRepo", "X-Error-Message": "Access to this repo is restricted."},
+                        body,
+                    )
                 if repo.mode == "500":
                     return self._send(500, b"internal error", {}, body)
                 assert repo.path is not None
                 commit = hashlib.sha1(repo_id.encode()).hexdigest()  # type: ignore[union-attr]
                 if kind == "tree":
-                    return self._send(200, json.dumps(_tree(repo)).encode(),
-                                      {"Content-Type": "application/json"}, body)
+                    return self._send(200, json.dumps(_tree(repo)).encode(), {"Content-Type": "application/json"}, body)
                 if kind == "api":
-                    return self._send(200, json.dumps(_info(repo_id, repo, commit)).encode(),
-                                      {"Content-Type": "application/json"}, body)
+                    return self._send(
+                        200,
+                        json.dumps(_info(repo_id, repo, commit)).encode(),
+                        {"Content-Type": "application/json"},
+                        body,
+                    )
                 file = repo.path / rest
                 if not file.is_file():
                     return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, body)
@@ -134,9 +142,16 @@ def _info(repo_id: str, repo: Repo, commit: str) -> dict[str, object]:
             entry["lfs"] = {"sha256": _etag(f), "size": f.stat().st_size, "pointerSize": 134}
         siblings.append(entry)
     return {
-        "id": repo_id, "modelId": repo_id, "sha": commit, "private": False,
-        "gated": "manual" if repo.mode == "gated" else False, "disabled": False,
-        "siblings": siblings, "tags": [], "downloads": 0, "likes": 0,
+        "id": repo_id,
+        "modelId": repo_id,
+        "sha": commit,
+        "private": False,
+        "gated": "manual" if repo.mode == "gated" else False,
+        "disabled": False,
+        "siblings": siblings,
+        "tags": [],
+        "downloads": 0,
+        "likes": 0,
     }
 
 

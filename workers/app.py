@@ -16,19 +16,19 @@ from typing import Any
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from celery import Task, signals  # noqa: E402
-from celery.exceptions import TimeLimitExceeded  # noqa: E402
+import torch
+import transformers
+from celery import Task, signals
+from celery.exceptions import TimeLimitExceeded
 
-import workers.checks  # noqa: E402,F401  (preload check modules in the parent)
-from orchestrator import __version__  # noqa: E402
-from orchestrator.celery_app import RUN_CHECK_TASK, make_app  # noqa: E402
-from orchestrator.errors import ErrorKind, FleetError  # noqa: E402
-from orchestrator.results import Status, terminal_result  # noqa: E402
-from orchestrator.store import ResultStore  # noqa: E402
-from orchestrator.settings import redis_url  # noqa: E402
-from workers.core import run_job, worker_name  # noqa: E402
+import workers.checks  # noqa: F401  (preload check modules in the parent)
+from orchestrator import __version__
+from orchestrator.celery_app import RUN_CHECK_TASK, make_app
+from orchestrator.errors import ErrorKind, FleetError
+from orchestrator.results import Status, terminal_result
+from orchestrator.settings import redis_url
+from orchestrator.store import ResultStore
+from workers.core import run_job, worker_name
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
 for _mod in ("llama", "gpt_neox", "opt", "t5", "wav2vec2", "x_clip", "bert"):
@@ -46,7 +46,7 @@ def store() -> ResultStore:
     return _store
 
 
-class RunCheck(Task):  # type: ignore[misc]
+class RunCheck(Task):
     """Writes a FAILED(timeout) result when the hard time limit kills the pool child.
     Celery calls on_failure for that in the worker's main process."""
 
@@ -56,7 +56,9 @@ class RunCheck(Task):  # type: ignore[misc]
         job = args[0]
         store().put_result(
             terminal_result(
-                job, Status.FAILED, ErrorKind.TIMEOUT,
+                job,
+                Status.FAILED,
+                ErrorKind.TIMEOUT,
                 f"hard time limit reached ({exc}); the process running it was replaced",
                 worker=worker_name(),
             ),
@@ -73,9 +75,12 @@ def run_check(self: Task, job: dict[str, Any]) -> str:
     if delivery > int(job.get("max_attempts", 3)):
         s.put_result(
             terminal_result(
-                job, Status.FAILED, ErrorKind.WORKER_LOST,
+                job,
+                Status.FAILED,
+                ErrorKind.WORKER_LOST,
                 f"the process running this job died on each of {delivery - 1} deliveries",
-                worker=worker_name(), delivery=delivery,
+                worker=worker_name(),
+                delivery=delivery,
             )
         )
         return "gave up"
@@ -110,7 +115,10 @@ def _nvidia_smi() -> list[str]:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []

@@ -10,7 +10,6 @@ import gc
 import json
 import os
 import socket
-
 import traceback
 from typing import Any
 
@@ -79,7 +78,9 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
         result.update(status=str(Status.FAILED), error={"kind": str(ErrorKind.TIMEOUT), "message": str(exc)})
     except BaseException as exc:
         if _is_soft_time_limit(exc):
-            result.update(status=str(Status.FAILED), error={"kind": str(ErrorKind.TIMEOUT), "message": "soft time limit"})
+            result.update(
+                status=str(Status.FAILED), error={"kind": str(ErrorKind.TIMEOUT), "message": "soft time limit"}
+            )
         elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         else:
@@ -125,5 +126,3 @@ def scrub(result: dict[str, Any]) -> dict[str, Any]:
             text = text.replace(secret, "***")
     scrubbed: dict[str, Any] = json.loads(text)
     return scrubbed
-
-

@@ -24,6 +24,8 @@ from huggingface_hub import HfApi, constants, errors, hf_hub_download, snapshot_
 from orchestrator.errors import CheckFailure, ErrorKind
 
 PROBE_TTL_S = 60.0
+
+
 def metadata_timeout() -> float:
     return float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
 
@@ -110,7 +112,7 @@ def translated(what: str) -> Iterator[None]:
         if status == 404:
             raise CheckFailure(ErrorKind.NOT_FOUND, f"{what}: not found (HTTP 404)") from exc
         raise CheckFailure(ErrorKind.HUB_UNAVAILABLE, f"{what}: the Hub answered HTTP {status}") from exc
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise CheckFailure(ErrorKind.HUB_TIMEOUT, f"{what}: no answer from the Hub in time") from exc
     except Exception as exc:  # httpx transport errors, OfflineModeIsEnabled, OSError
         name = type(exc).__name__
@@ -156,8 +158,13 @@ def fetch_file(repo_id: str, filename: str, revision: str | None) -> Path:
     with translated(f"{repo_id}/{filename}"):
         return Path(
             hf_hub_download(
-                repo_id, filename, revision=revision, token=token(), endpoint=endpoint(),
-                etag_timeout=metadata_timeout(), cache_dir=cache_dir(),
+                repo_id,
+                filename,
+                revision=revision,
+                token=token(),
+                endpoint=endpoint(),
+                etag_timeout=metadata_timeout(),
+                cache_dir=cache_dir(),
             )
         )
 
@@ -167,8 +174,13 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
     with translated(repo_id):
         return Path(
             snapshot_download(
-                repo_id, revision=revision, token=token(), endpoint=endpoint(),
-                allow_patterns=patterns, etag_timeout=metadata_timeout(), cache_dir=cache_dir(),
+                repo_id,
+                revision=revision,
+                token=token(),
+                endpoint=endpoint(),
+                allow_patterns=patterns,
+                etag_timeout=metadata_timeout(),
+                cache_dir=cache_dir(),
             )
         )
 

@@ -77,9 +77,24 @@ def _gpu(index: str) -> WorkerSpec:
 
 def command(spec: WorkerSpec, name: str, args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     cmd = [
-        sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-        "-Q", spec.queue, "-c", str(spec.concurrency), "-P", "prefork",
-        "-n", name, "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        spec.queue,
+        "-c",
+        str(spec.concurrency),
+        "-P",
+        "prefork",
+        "-n",
+        name,
+        "--loglevel",
+        args.loglevel,
+        "--without-gossip",
+        "--without-mingle",
     ]
     if args.max_tasks_per_child:
         cmd += ["--max-tasks-per-child", str(args.max_tasks_per_child)]
@@ -107,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="fleet-worker",
         description="Start model-fleet Celery workers for this host's devices: one for the CPU and one per GPU.",
     )
-    p.add_argument("--devices", default="cpu", help="cpu, cuda (one worker per visible GPU), cuda:N, or auto (default: cpu)")
-    p.add_argument("--redis-url", help="broker and result store (default: $FLEET_REDIS_URL or redis://127.0.0.1:6379/0)")
+    p.add_argument(
+        "--devices", default="cpu", help="cpu, cuda (one worker per visible GPU), cuda:N, or auto (default: cpu)"
+    )
+    p.add_argument(
+        "--redis-url", help="broker and result store (default: $FLEET_REDIS_URL or redis://127.0.0.1:6379/0)"
+    )
     p.add_argument("--concurrency", type=int, help="CPU worker processes (default: cores / 2)")
     p.add_argument("--name", default=socket.gethostname(), help="worker name suffix (default: the host name)")
     p.add_argument("--max-tasks-per-child", type=int, default=0, help="replace a pool process after N jobs (0: reuse)")

@@ -163,4 +163,3 @@ def cuda_metrics(dev: torch.device, baseline: int) -> dict[str, Any]:
         "cuda_peak_allocated_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 2),
         "cuda_baseline_allocated_mb": round(baseline / 2**20, 2),
     }
-

@@ -190,7 +190,8 @@ def validate(located: Located, cand: Candidate, family: Family, dev: torch.devic
     if size * MEMORY_HEADROOM > free:
         raise CheckFailure(
             ErrorKind.TOO_LARGE,
-            f"{cand.name}: weights {size / 2**20:.0f} MiB need {MEMORY_HEADROOM}x, {dev} has {free / 2**20:.0f} MiB free",
+            f"{cand.name}: weights {size / 2**20:.0f} MiB need {MEMORY_HEADROOM}x, "
+            f"{dev} has {free / 2**20:.0f} MiB free",
         )
     return str(arch)
 

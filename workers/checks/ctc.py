@@ -47,8 +47,9 @@ class CTCCheck(Check):
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         vocab = bundle.model.config.vocab_size
         if first.dim() != 3 or first.shape[0] != 1 or first.shape[2] != vocab or first.shape[1] < 10:
-            raise invalid(f"logits have shape {list(first.shape)}, expected [1, frames>=10, {vocab}]",
-                          shape=list(first.shape))
+            raise invalid(
+                f"logits have shape {list(first.shape)}, expected [1, frames>=10, {vocab}]", shape=list(first.shape)
+            )
         require_finite("logits", first)
         if not torch.allclose(first, repeat, atol=1e-4):
             raise invalid("logits differ between two runs", max_diff=float((first - repeat).abs().max()))

@@ -58,7 +58,8 @@ class EmbeddingCheck(Check):
         if not bundle.synthetic and close < far + MARGIN:
             raise invalid(
                 f"related sentences score {close:.3f}, unrelated {far:.3f}: expected a margin of {MARGIN}",
-                similarity_close=close, similarity_far=far,
+                similarity_close=close,
+                similarity_far=far,
             )
         ref = references().get(bundle.weights_sha256 or "")
         if ref is None:
@@ -70,7 +71,9 @@ class EmbeddingCheck(Check):
         if diff > ref["atol"]:
             raise invalid(
                 f"embedding of the reference sentence differs from the stored known answer by {diff:.2e}",
-                expected=ref["anchor_embedding_head"], got=got.tolist(), atol=ref["atol"],
+                expected=ref["anchor_embedding_head"],
+                got=got.tolist(),
+                atol=ref["atol"],
             )
         out["known_answer"] = f"matched {ref['source']} within {ref['atol']}"
         return out
