@@ -39,6 +39,13 @@ def md(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def code(value: Any) -> str:
+    """For inside a `code span`, where backslash escapes would show: keep identifier characters only."""
+    if value is None or value == "":
+        return "—"
+    return re.sub(r"[^A-Za-z0-9_.:=,@/+-]", "?", str(value))
+
+
 def mermaid_label(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9@_.:-]", "_", str(value))[:60]
 
@@ -68,7 +75,7 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    env.filters.update(md=md, mermaid=mermaid_label, when=when, num=number)
+    env.filters.update(md=md, code=code, mermaid=mermaid_label, when=when, num=number)
     return env
 
 

@@ -1,0 +1,258 @@
+"""Reports computed from a real Redis: golden rendering with hostile strings, regressions
+first, JUnit, diff, and a real degradation between two runs of real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from orchestrator import report
+from orchestrator.catalog import Candidate, Catalog
+from orchestrator.celery_app import make_app
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit, wait
+from tests.models import family, save_tiny
+from workers import hub
+
+GOLDEN = Path(__file__).parent / "golden"
+HOSTILE_MODEL = "evil|org/model\n<script>alert(1)</script>"
+HOSTILE_MESSAGE = "boom | broken\n# not a heading <b>bold</b> [link](http://x) `tick`"
+
+
+def _result(run_id: str, fam: str, device: str, status: str, **kw: object) -> dict:
+    base = {
+        "run_id": run_id,
+        "job_id": f"{fam}@{device}",
+        "family": fam,
+        "device": device,
+        "status": status,
+        "model_used": None,
+        "architecture": None,
+        "source": None,
+        "revision": None,
+        "weights_sha256": None,
+        "attempts": [],
+        "metrics": {},
+        "environment": {},
+        "output": {},
+        "error": None,
+        "worker": "w1",
+        "delivery": 1,
+        "started_at": 1_790_000_000.0,
+        "finished_at": 1_790_000_002.5,
+    }
+    base.update(kw)
+    return base
+
+
+def _fixture_run(store: ResultStore, run_id: str, started: float, results: list[dict]) -> None:
+    jobs = [
+        {"run_id": run_id, "job_id": r["job_id"], "family": r["family"], "device": r["device"], "queue": "cpu"}
+        for r in results
+    ]
+    meta = {
+        "run_id": run_id,
+        "started_at": started,
+        "deadline": started + 60,
+        "deadline_s": 60,
+        "catalog": "fixture.toml",
+        "origin": "test",
+        "total": len(jobs),
+        "workers_at_submit": [{"name": "w1", "queues": ["cpu"], "devices": ["cpu"]}],
+    }
+    store.create_run(meta, jobs)
+    for r in results:
+        store.put_result(r)
+    store.r.set(f"fleet:run:{run_id}:finished", started + 120)  # fixed, for the golden file
+
+
+def _fixture(store: ResultStore) -> str:
+    env = {"torch": "2.13.0", "transformers": "5.24.0", "cuda": None, "model_device": "cpu"}
+    metrics = {
+        "load_s": 0.5,
+        "first_inference_s": 0.01,
+        "latency_ms_p50": 5.0,
+        "latency_ms_p95": 6.0,
+        "throughput": 100.0,
+        "throughput_unit": "tokens/s",
+        "peak_rss_mb": 400.0,
+        "parameters": 1000,
+        "dtype": "float32",
+        "job_s": 2.5,
+    }
+    _fixture_run(
+        store,
+        "run-1",
+        1_790_000_000.0,
+        [
+            _result(
+                "run-1",
+                "llama",
+                "cpu",
+                "REAL",
+                model_used="tiny/llama",
+                source="cache",
+                revision="a" * 40,
+                environment=env,
+                metrics=metrics,
+            ),
+            _result(
+                "run-1",
+                "t5",
+                "cpu",
+                "SYNTHETIC",
+                model_used="synthetic:t5",
+                source="synthetic",
+                environment=env,
+                metrics=metrics,
+            ),
+        ],
+    )
+    _fixture_run(
+        store,
+        "run-2",
+        1_790_086_400.0,
+        [
+            _result(
+                "run-2",
+                "llama",
+                "cpu",
+                "SYNTHETIC",
+                model_used="synthetic:llama",
+                source="synthetic",
+                revision="seed=1234",
+                environment=env,
+                metrics=metrics,
+                attempts=[
+                    {
+                        "candidate": HOSTILE_MODEL,
+                        "outcome": "skipped",
+                        "error_kind": "offline_not_cached",
+                        "detail": HOSTILE_MESSAGE,
+                        "seconds": 0.001,
+                    },
+                    {
+                        "candidate": "synthetic:llama",
+                        "outcome": "loaded",
+                        "error_kind": None,
+                        "detail": "builtin tiny config",
+                        "seconds": 0.01,
+                    },
+                ],
+            ),
+            _result(
+                "run-2",
+                "t5",
+                "cpu",
+                "SYNTHETIC",
+                model_used="synthetic:t5",
+                source="synthetic",
+                environment=env,
+                metrics=metrics,
+            ),
+            _result(
+                "run-2",
+                "evil",
+                "cpu",
+                "FAILED",
+                model_used=HOSTILE_MODEL,
+                error={"kind": "inference_error", "message": HOSTILE_MESSAGE},
+            ),
+        ],
+    )
+    return "run-2"
+
+
+def test_markdown_matches_golden_and_resists_hostile_strings(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    run_id = _fixture(store)
+    text = report.render_markdown(report.build(store, run_id))
+    golden = GOLDEN / "report.md"
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+    assert "<script>" not in text and "<b>" not in text
+    # every table keeps its column count on every row
+    tables = re.findall(r"((?:^\|.*\n)+)", text, re.M)
+    for table in tables:
+        counts = {len(re.split(r"(?<!\\)\|", row)) for row in table.strip().splitlines()}
+        assert len(counts) == 1, table
+
+
+def test_regressions_come_first_with_previous_status(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    data = report.build(store, _fixture(store))
+    assert [r["job_id"] for r in data["regressions"]] == ["llama@cpu"]
+    first = data["rows"][0]
+    assert (first["job_id"], first["previous_status"], first["status"], first["change"]) == (
+        "llama@cpu",
+        "REAL",
+        "SYNTHETIC",
+        "regressed",
+    )
+    assert {r["job_id"]: r["change"] for r in data["rows"]}["evil@cpu"] == "new"
+    md = report.render_markdown(data)
+    assert "### Regressions" in md and "llama@cpu**: REAL → SYNTHETIC" in md
+
+
+def test_junit_and_json(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    data = report.build(store, _fixture(store))
+    suite = ET.fromstring(report.to_junit(data))
+    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failed] == ["evil@cpu"]
+    assert failed[0].find("failure").get("message") == HOSTILE_MESSAGE  # XML escapes it, intact
+    js = json.loads(report.to_json(data))
+    assert js["summary"]["FAILED"] == 1 and js["previous_run_id"] == "run-1"
+
+
+def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    _fixture(store)
+    res = store.results("run-2")
+    t5 = next(r for r in res if r["family"] == "t5")
+    t5["metrics"]["latency_ms_p50"] = 10.0  # +100 %
+    store.put_result(t5)
+    d = report.diff(store, "run-1", "run-2", threshold=0.2)
+    assert {"job_id": "llama@cpu", "from": "REAL", "to": "SYNTHETIC", "change": "regressed"} in d["status_changes"]
+    assert [(c["job_id"], c["metric"]) for c in d["metric_changes"]] == [("t5@cpu", "latency_ms_p50")]
+
+
+def test_cross_device_agreement() -> None:
+    a = {"tokens": [1, 2, 3], "logits_sample": [0.1, 0.2]}
+    assert report.compare_outputs(a, {"tokens": [1, 2, 3], "logits_sample": [0.1, 0.2004]})["agree"]
+    assert not report.compare_outputs(a, {"tokens": [1, 2, 4], "logits_sample": [0.1, 0.2]})["agree"]
+    assert not report.compare_outputs(a, {"tokens": [1, 2, 3], "logits_sample": [0.1, 0.3]})["agree"]
+
+
+@pytest.mark.slow
+def test_cache_removed_between_runs_is_a_regression_real_to_synthetic(
+    redis_url: str, start_worker, fake_hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hf = tmp_path / "worker-hf"
+    monkeypatch.setenv("HF_HOME", str(hf))
+    fake_hub.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
+    hub.download("tiny/llama", None, allow_pickle=False)  # the worker's cache now holds the weights
+    start_worker(redis_url, HF_HOME=str(hf))  # the worker itself is offline (HF_HUB_OFFLINE=1)
+    catalog = Catalog("test", {"llama": family("llama", candidates=(Candidate(id="tiny/llama"),))})
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    first = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
+    wait(store, first)
+    r1 = store.results(first)[0]
+    assert (r1["status"], r1["source"]) == ("REAL", "cache"), r1
+    shutil.rmtree(hf / "hub" / "models--tiny--llama")
+    second = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
+    wait(store, second)
+    data = report.build(store, second)
+    assert [(r["job_id"], r["previous_status"], r["status"]) for r in data["regressions"]] == [
+        ("llama@cpu", "REAL", "SYNTHETIC")
+    ]
+    assert "llama@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
