@@ -30,6 +30,9 @@ def make_app(redis_url: str | None = None) -> Celery:
     app = Celery("model_fleet", broker=url, backend=url)
     transport_options = {
         "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        # Sweep for messages of dead workers every interval (default sweep: 10 x 10 s).
+        "unacked_restore_interval": max(1, min(10, VISIBILITY_TIMEOUT_S // 4)),
+        "unacked_restore_throttle": 1,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
         "retry_on_timeout": True,

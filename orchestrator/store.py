@@ -60,10 +60,18 @@ class ResultStore:
         with _redis_errors(self.url):
             self.r.ping()
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """Run one Redis operation, translating connection errors."""
-        with _redis_errors(self.url):
-            return fn()
+    def retrying(self, fn: Callable[[], T], timeout_s: float = 300.0) -> T:
+        """Run fn, retrying while Redis is unreachable (a restart), for up to timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except RedisUnreachable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     # -- keys -------------------------------------------------------------------------
     @staticmethod

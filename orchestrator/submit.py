@@ -18,7 +18,11 @@ from orchestrator.results import job_id, now
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore, new_run_id
 
-HARD_LIMIT_MARGIN_S = 15.0
+
+def hard_time_limit(soft_s: float) -> float:
+    """Celery's hard limit: the backstop for code that never returns to Python after the
+    soft limit (our own SIGALRM) fired."""
+    return soft_s + max(5.0, 0.25 * soft_s)
 
 
 def plan_jobs(
@@ -94,7 +98,7 @@ def submit(
                     args=[job],
                     queue=job["queue"],
                     soft_time_limit=job["time_limit_s"],
-                    time_limit=job["time_limit_s"] + HARD_LIMIT_MARGIN_S,
+                    time_limit=hard_time_limit(job["time_limit_s"]),
                     producer=producer,
                     retry=True,
                 )

@@ -54,38 +54,38 @@ class RunCheck(Task):
         if not isinstance(exc, TimeLimitExceeded) or not args:
             return
         job = args[0]
-        store().put_result(
-            terminal_result(
-                job,
-                Status.FAILED,
-                ErrorKind.TIMEOUT,
-                f"hard time limit reached ({exc}); the process running it was replaced",
-                worker=worker_name(),
-            ),
-            only_if_absent=True,
+        s = store()
+        timed_out = terminal_result(
+            job,
+            Status.FAILED,
+            ErrorKind.TIMEOUT,
+            f"hard time limit reached ({exc}); the process running it was replaced",
+            worker=worker_name(),
         )
+        s.retrying(lambda: s.put_result(timed_out, only_if_absent=True))
 
 
 @app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
 def run_check(self: Task, job: dict[str, Any]) -> str:
+    # Every store call rides out a Redis restart: a result is never dropped for a lost connection.
     s = store()
-    if s.has_result(job["run_id"], job["job_id"]):
+    run_id, job_id = job["run_id"], job["job_id"]
+    if s.retrying(lambda: s.has_result(run_id, job_id)):
         return "already done"  # a repeated delivery of a finished job: nothing to count twice
-    delivery = s.begin_attempt(job["run_id"], job["job_id"])
+    delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id))
     if delivery > int(job.get("max_attempts", 3)):
-        s.put_result(
-            terminal_result(
-                job,
-                Status.FAILED,
-                ErrorKind.WORKER_LOST,
-                f"the process running this job died on each of {delivery - 1} deliveries",
-                worker=worker_name(),
-                delivery=delivery,
-            )
+        gave_up = terminal_result(
+            job,
+            Status.FAILED,
+            ErrorKind.WORKER_LOST,
+            f"the process running this job died on each of {delivery - 1} deliveries",
+            worker=worker_name(),
+            delivery=delivery,
         )
+        s.retrying(lambda: s.put_result(gave_up))
         return "gave up"
     result = run_job(job, delivery=delivery)
-    s.put_result(result)
+    s.retrying(lambda: s.put_result(result))
     return str(result["status"])
 
 

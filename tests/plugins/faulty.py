@@ -5,6 +5,7 @@ They run real tiny models; only their inference step is replaced by the fault.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import time
@@ -21,6 +22,10 @@ class Hang(CausalLMCheck):
     name = "hang"
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        if os.environ.get("FLEET_TEST_BLOCK_ALARM"):
+            # a hang inside native code, which never returns to Python to run a signal handler
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGUSR1})
+            ctypes.CDLL(None).sleep(3600)
         while True:
             time.sleep(0.05)
 

@@ -1,0 +1,168 @@
+"""Faults injected for real: killed processes, a restarted Redis, hangs, memory exhaustion."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator.catalog import Catalog
+from orchestrator.celery_app import make_app
+from orchestrator.redis_server import RedisServer
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit, wait
+from tests.conftest import ROOT, write_catalog
+from tests.models import family
+
+
+def catalog_of(check: str, n: int = 1, **kw: object) -> Catalog:
+    fams = {}
+    for i in range(n):
+        name = f"{check}{i}" if n > 1 else check
+        f = family("llama", name=name, **kw)
+        fams[name] = type(f)(**{**f.__dict__, "check": check})
+    return Catalog("test", fams)
+
+
+def wait_until(cond, timeout: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def started(store: ResultStore, run_id: str, job_id: str) -> bool:
+    return int(store.r.hget(f"fleet:run:{run_id}:attempts", job_id) or 0) >= 1
+
+
+def test_killed_mid_job_is_delivered_again_and_counted_once(redis_url: str, start_worker) -> None:
+    w = start_worker(redis_url, FLEET_TEST_SLOW_S="4")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog_of("slow"), None, ["cpu"], RunSettings(repeats=1))
+    wait_until(lambda: started(store, run_id, "slow@cpu"), what="job start")
+    (child,) = w.pool_children()
+    child.send_signal(signal.SIGKILL)
+    counts = wait(store, run_id)
+    assert counts == {"SYNTHETIC": 1}
+    (result,) = store.results(run_id)
+    assert result["delivery"] == 2
+    assert store.r.hlen(f"fleet:run:{run_id}:results") == 1
+
+
+def test_job_that_kills_its_worker_every_time_ends_failed(redis_url: str, start_worker) -> None:
+    start_worker(redis_url)
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog_of("crash"), None, ["cpu"], RunSettings(max_attempts=2))
+    counts = wait(store, run_id)
+    assert counts == {"FAILED": 1}
+    (result,) = store.results(run_id)
+    assert result["error"]["kind"] == "worker_lost"
+    assert result["delivery"] == 3  # two deliveries died, the third gave up
+    assert "died on each of 2 deliveries" in result["error"]["message"]
+
+
+def test_hang_times_out_and_worker_keeps_serving(redis_url: str, start_worker) -> None:
+    start_worker(redis_url)
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    run_id = submit(store, app, catalog_of("hang"), None, ["cpu"], RunSettings(time_limit_s=2))
+    assert wait(store, run_id) == {"FAILED": 1}
+    assert store.results(run_id)[0]["error"]["kind"] == "timeout"
+    after = submit(store, app, catalog_of("raises"), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, after) == {"FAILED": 1}
+    assert store.results(after)[0]["error"]["kind"] == "inference_error"
+
+
+def test_hang_that_ignores_the_soft_limit_hits_the_hard_limit(redis_url: str, start_worker) -> None:
+    start_worker(redis_url, FLEET_TEST_BLOCK_ALARM="1")
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    t0 = time.monotonic()
+    run_id = submit(store, app, catalog_of("hang"), None, ["cpu"], RunSettings(time_limit_s=1))
+    assert wait(store, run_id) == {"FAILED": 1}
+    result = store.results(run_id)[0]
+    assert result["error"]["kind"] == "timeout"
+    assert "hard time limit" in result["error"]["message"]
+    assert time.monotonic() - t0 < 30
+    nxt = submit(store, app, catalog_of("raises"), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, nxt) == {"FAILED": 1}  # a new pool process served it
+
+
+def test_memory_exhaustion_is_oom_and_worker_survives(redis_url: str, start_worker) -> None:
+    w = start_worker(redis_url)
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    pids_before = {p.pid for p in w.pool_children()}
+    run_id = submit(store, app, catalog_of("oom", memory_limit_mb=512), None, ["cpu"], RunSettings())
+    assert wait(store, run_id) == {"FAILED": 1}
+    assert store.results(run_id)[0]["error"]["kind"] == "oom"
+    assert {p.pid for p in w.pool_children()} == pids_before  # the same process lives on
+
+
+def test_redis_restart_mid_run_loses_nothing(tmp_path: Path, start_worker) -> None:
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        url = server.url
+        start_worker(url, FLEET_TEST_SLOW_S="1.5")
+        cat = write_catalog(
+            tmp_path / "cat.toml",
+            {
+                f"slow{i}": {"check": "slow", "architectures": ["LlamaForCausalLM"], "synthetic": "llama"}
+                for i in range(4)
+            },
+        )
+        waiter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orchestrator",
+                "submit",
+                "--all",
+                "--catalog",
+                str(cat),
+                "--wait",
+                "--repeats",
+                "1",
+                "--redis-url",
+                url,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = redis.Redis.from_url(url, decode_responses=True)
+        wait_until(lambda: any(client.hlen(k) >= 1 for k in client.keys("fleet:run:*:results")), what="first result")
+        server.stop()
+        time.sleep(2)
+        server.start()
+        out, err = waiter.communicate(timeout=180)
+        assert waiter.returncode == 0, err
+        run_id = out.strip()
+        store = ResultStore(url)
+        results = store.results(run_id)
+        assert sorted(r["job_id"] for r in results) == [f"slow{i}@cpu" for i in range(4)]
+        assert {r["status"] for r in results} == {"SYNTHETIC"}
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_whole_worker_killed_another_worker_takes_the_job(redis_url: str, start_worker) -> None:
+    env = {"FLEET_TEST_SLOW_S": "3", "FLEET_VISIBILITY_TIMEOUT": "8"}
+    a = start_worker(redis_url, name="a", **env)
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog_of("slow"), None, ["cpu"], RunSettings(repeats=1))
+    wait_until(lambda: started(store, run_id, "slow@cpu"), what="job start")
+    a.kill_all()  # the host dies: main process and pool children at once
+    start_worker(redis_url, name="b", **env)
+    assert wait(store, run_id) == {"SYNTHETIC": 1}
+    (result,) = store.results(run_id)
+    assert result["worker"] == "cpu@b" and result["delivery"] == 2
+    assert json.loads(store.r.get(f"fleet:run:{run_id}:meta"))["total"] == 1
