@@ -109,6 +109,23 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=0.2, help="relative metric change to list (default 0.2)")
     d.add_argument("--json", action="store_true")
 
+    b = sub.add_parser(
+        "beat",
+        parents=[conn],
+        help="run the schedule: celery beat plus the control worker that submits and reports",
+        description="Run celery beat and the control worker (queue 'control') in this process. Each schedule "
+        "slot gives at most one run, however many beat processes run; the report is kept in Redis and in "
+        "REPORTS_DIR, with latest.md pointing at the newest.",
+    )
+    b.add_argument(
+        "--schedule", default=None, help="'cron:M H DOM MON DOW' in UTC (default 'cron:0 6 * * *') or 'every:SECONDS'"
+    )
+    b.add_argument("--devices", default="cpu", help="devices of the scheduled runs (default: cpu)")
+    b.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
+    b.add_argument("--reports-dir", type=Path, help="default $FLEET_REPORTS_DIR or STATE_DIR/reports")
+    b.add_argument("--deadline", type=float, default=3600.0, metavar="S", help="run deadline (default 3600)")
+    b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
+
     sub.add_parser("runs", parents=[conn], help="list the stored runs, newest first")
     sub.add_parser("workers", parents=[conn], help="list the live workers and what they serve")
     return p
@@ -304,7 +321,58 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def cmd_beat(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from orchestrator.schedule import DEFAULT_SCHEDULE, parse_schedule
+
+    spec = args.schedule or os.environ.get("FLEET_SCHEDULE") or DEFAULT_SCHEDULE
+    parse_schedule(spec)
+    load_catalog(args.catalog)
+    parse_devices(args.devices)
+    _store(args)
+    state = args.state_dir or settings.state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    env.update(
+        FLEET_REDIS_URL=settings.redis_url(args.redis_url),
+        FLEET_SCHEDULE=spec,
+        FLEET_SCHEDULE_DEVICES=args.devices,
+        FLEET_SCHEDULE_DEADLINE=str(args.deadline),
+        FLEET_REPORTS_DIR=str(args.reports_dir or state / "reports"),
+    )
+    if args.catalog:
+        env["FLEET_CATALOG"] = str(Path(args.catalog).resolve())
+    name = f"control-{os.getpid()}@{socket.gethostname()}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "orchestrator.beat",
+        "worker",
+        "-B",
+        "-Q",
+        "control",
+        "-c",
+        "2",
+        "-n",
+        name,
+        "--schedule-filename",
+        str(state / f"beat-{os.getpid()}.db"),
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel",
+        "INFO",
+    ]
+    print(f"orchestrator: beat on schedule {spec!r} (UTC), devices {args.devices}", file=sys.stderr)
+    os.execvpe(sys.executable, cmd, env)
+    return ExitCode.INTERNAL  # not reached
+
+
 COMMANDS: dict[str, Any] = {
+    "beat": cmd_beat,
     "submit": cmd_submit,
     "run": cmd_run,
     "status": cmd_status,

@@ -1,0 +1,138 @@
+"""The daily schedule: celery beat sends fleet.scheduled_run to the 'control' queue; the task
+claims the schedule slot in Redis (SET NX), so at most one run per slot happens however many
+beat processes send it, submits every (family, device), waits for the run to finish or reach
+its deadline, and keeps the report in Redis and as files (with latest.md pointing at it).
+
+Run it with `orchestrator beat` (celery worker -B on the control queue; no torch needed).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+from celery.schedules import crontab, schedule
+from kombu import Queue
+
+from orchestrator import report
+from orchestrator.catalog import load_catalog, parse_devices
+from orchestrator.celery_app import make_app
+from orchestrator.errors import SelectionError
+from orchestrator.settings import RunSettings, redis_url, state_dir
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit, wait
+
+CONTROL_QUEUE = "control"
+SCHEDULED_RUN_TASK = "fleet.scheduled_run"
+DEFAULT_SCHEDULE = "cron:0 6 * * *"  # 06:00 UTC every day
+
+
+class AlignedInterval(schedule):  # type: ignore[misc]
+    """Every N seconds on wall-clock multiples of N, so that independent beat processes fire
+    for the same slots (a plain interval schedule starts counting when each beat starts)."""
+
+    def __init__(self, every_s: float) -> None:
+        super().__init__(run_every=every_s)
+        self.every_s = every_s
+
+    def __reduce__(self) -> tuple[type[AlignedInterval], tuple[float]]:
+        return self.__class__, (self.every_s,)  # beat keeps its schedule in a shelve file
+
+    def is_due(self, last_run_at: datetime) -> tuple[bool, float]:
+        now = time.time()
+        last = last_run_at.timestamp()
+        next_slot = (math.floor(last / self.every_s) + 1) * self.every_s
+        if now >= next_slot:
+            return True, self.every_s - (now % self.every_s)
+        return False, next_slot - now
+
+
+def parse_schedule(spec: str) -> tuple[Any, float]:
+    """'cron:M H DOM MON DOW' (UTC) or 'every:SECONDS' -> (celery schedule, slot length in s)."""
+    kind, _, value = spec.partition(":")
+    if kind == "cron":
+        fields = value.split()
+        if len(fields) != 5:
+            raise SelectionError(f"schedule {spec!r}: a cron schedule has 5 fields (minute hour dom month dow)")
+        try:
+            return crontab(*fields), 60.0
+        except ValueError as exc:
+            raise SelectionError(f"schedule {spec!r}: {exc}") from None
+    if kind == "every" and re.fullmatch(r"\d+(\.\d+)?", value) and float(value) >= 1:
+        return AlignedInterval(float(value)), float(value)
+    raise SelectionError(f"schedule {spec!r}: expected 'cron:M H DOM MON DOW' or 'every:SECONDS' (>= 1)")
+
+
+def slot_name(now: float, slot_s: float) -> str:
+    start = math.floor(now / slot_s) * slot_s
+    return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reports_dir() -> Path:
+    return Path(os.environ.get("FLEET_REPORTS_DIR") or state_dir() / "reports")
+
+
+def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
+    data = report.build(store, run_id)
+    markdown = report.render_markdown(data)
+    store.save_report(run_id, markdown)
+    md_path = out_dir / f"{run_id}.md"
+    report.write_atomic(md_path, markdown)
+    report.write_atomic(out_dir / f"{run_id}.json", report.to_json(data))
+    link = out_dir / "latest.md"
+    tmp = out_dir / f".latest.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(md_path.name)
+    os.replace(tmp, link)  # atomic: readers see the old or the new report, never none
+    return md_path
+
+
+def make_beat_app() -> Celery:
+    app = make_app()
+    spec = os.environ.get("FLEET_SCHEDULE", DEFAULT_SCHEDULE)
+    sched, slot_s = parse_schedule(spec)
+    app.conf.task_queues = (*app.conf.task_queues, Queue(CONTROL_QUEUE))
+    app.conf.beat_schedule = {
+        "fleet-report": {
+            "task": SCHEDULED_RUN_TASK,
+            "schedule": sched,
+            "args": [slot_s],
+            # a message not picked up within its slot is stale: the next slot will run
+            "options": {"queue": CONTROL_QUEUE, "expires": slot_s},
+        }
+    }
+
+    @app.task(name=SCHEDULED_RUN_TASK, acks_late=False)  # type: ignore[untyped-decorator]
+    def scheduled_run(slot_s: float, sent_at: float | None = None) -> str:
+        return run_slot(slot_name(sent_at or time.time(), slot_s))
+
+    return app
+
+
+@signals.before_task_publish.connect
+def _stamp_send_time(sender: str | None = None, body: Any = None, **_: Any) -> None:
+    """Beat's messages carry the time they were sent, so the slot does not depend on when a
+    busy control worker gets to them."""
+    if sender == SCHEDULED_RUN_TASK and isinstance(body, tuple) and len(body) >= 2 and isinstance(body[1], dict):
+        body[1].setdefault("sent_at", time.time())
+
+
+def run_slot(slot: str) -> str:
+    """Claim the slot; if ours, run every family on the configured devices and publish the report."""
+    store = ResultStore(redis_url())
+    catalog = load_catalog(os.environ.get("FLEET_CATALOG") or None)
+    devices = parse_devices(os.environ.get("FLEET_SCHEDULE_DEVICES", "cpu"))
+    run_settings = RunSettings(deadline_s=float(os.environ.get("FLEET_SCHEDULE_DEADLINE", "3600")))
+    run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
+    if not store.claim_slot(slot, run_id):
+        return f"slot {slot} already taken by {store.slot_run(slot)}"
+    submit(store, make_app(store.url), catalog, None, devices, run_settings, run_id=run_id, origin=f"beat {slot}")
+    wait(store, run_id, poll_s=2.0)
+    publish_report(store, run_id, reports_dir())
+    return run_id

@@ -1,0 +1,117 @@
+"""The schedule: two beat processes on a short test schedule give exactly one run and one
+report per slot; the launcher starts one pinned worker per device; parse errors are clear."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator.errors import SelectionError
+from orchestrator.schedule import parse_schedule, slot_name
+from orchestrator.store import ResultStore
+from tests.conftest import ROOT, worker_env, write_catalog
+
+
+def test_schedule_specs() -> None:
+    assert parse_schedule("cron:0 6 * * *")[1] == 60
+    assert parse_schedule("every:30")[1] == 30
+    for bad in ("cron:0 6 * *", "every:0", "daily", "cron:99 6 * * *"):
+        with pytest.raises(SelectionError):
+            parse_schedule(bad)
+    assert slot_name(1_790_000_007.0, 10) == slot_name(1_790_000_001.0, 10) != slot_name(1_790_000_011.0, 10)
+
+
+@pytest.mark.slow
+def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker, tmp_path: Path) -> None:
+    start_worker(redis_url)
+    cat = write_catalog(
+        tmp_path / "cat.toml",
+        {"t5": {"check": "seq2seq", "architectures": ["T5ForConditionalGeneration"], "synthetic": "t5"}},
+    )
+    reports = tmp_path / "reports"
+    beats = []
+    for i in range(2):
+        log = (tmp_path / f"beat{i}.log").open("wb")
+        beats.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "orchestrator",
+                    "beat",
+                    "--schedule",
+                    "every:5",
+                    "--catalog",
+                    str(cat),
+                    "--reports-dir",
+                    str(reports),
+                    "--state-dir",
+                    str(tmp_path / f"state{i}"),
+                    "--redis-url",
+                    redis_url,
+                ],
+                cwd=ROOT,
+                env=worker_env(redis_url, tmp_path / "hf"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(client.keys("fleet:slot:*")) < 2:
+            time.sleep(0.5)
+        time.sleep(6)  # a slot more: both beats fire, nobody may claim it twice
+    finally:
+        for b in beats:
+            os.killpg(b.pid, signal.SIGTERM)
+        for b in beats:
+            b.wait(30)
+    store = ResultStore(redis_url)
+    slots = client.keys("fleet:slot:*")
+    runs = store.run_ids(100)
+    assert len(slots) >= 2
+    assert sorted(runs) == sorted(client.get(s) for s in slots)  # one run per slot, no more
+    logs = "".join((tmp_path / f"beat{i}.log").read_text() for i in range(2))
+    assert "already taken" in logs  # the second beat's message for a slot was refused
+    published = sorted(p.name for p in reports.glob("*.md") if p.name != "latest.md")
+    assert len(published) >= 2  # the first slots ran to their report (the last may have been cut short)
+    assert set(published) <= {f"{r}.md" for r in runs}  # one report per run, so one per slot
+    for name in published:
+        run_id = name.removesuffix(".md")
+        assert (reports / f"{run_id}.json").is_file() and store.saved_report(run_id)
+    assert (reports / "latest.md").resolve().name == published[-1]
+
+
+def test_launcher_starts_one_pinned_worker_per_device(redis_url: str, start_worker) -> None:
+    w = start_worker(redis_url, name="host1", devices="cpu,cuda:0,cuda:1", wait=False, concurrency=1)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(client.keys("fleet:worker:*")) < 3:
+        assert w.proc.poll() is None, w.log.read_text()[-2000:]
+        time.sleep(0.3)
+    workers = {x["name"]: x for x in ResultStore(redis_url).live_workers()}
+    assert set(workers) == {"cpu@host1", "gpu0@host1", "gpu1@host1"}
+    assert workers["gpu0@host1"]["queues"] == ["gpu"] and workers["gpu0@host1"]["cuda_visible_devices"] == "0"
+    assert workers["gpu1@host1"]["cuda_visible_devices"] == "1"
+    assert workers["cpu@host1"]["queues"] == ["cpu"] and workers["cpu@host1"]["cuda_visible_devices"] == ""
+    assert not any(x["parent_cuda_initialized"] for x in workers.values())
+    # the processes themselves: prefork, concurrency 1 for each GPU, pinned by environment
+    import psutil
+
+    mains = psutil.Process(w.proc.pid).children()
+    pinned = sorted(p.environ().get("CUDA_VISIBLE_DEVICES", "?") for p in mains)
+    assert pinned == ["", "0", "1"]
+    for p in mains:
+        cmd = p.cmdline()
+        assert cmd[cmd.index("-P") + 1] == "prefork"
+        if "gpu" in cmd[cmd.index("-Q") + 1]:
+            assert cmd[cmd.index("-c") + 1] == "1"
