@@ -71,6 +71,6 @@ def test_ctrl_c_leaves_no_process_behind(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     assert "interrupted" in err
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     assert not _leftovers(tmp_path)
