@@ -33,7 +33,7 @@ SCHEDULED_RUN_TASK = "fleet.scheduled_run"
 DEFAULT_SCHEDULE = "cron:0 6 * * *"  # 06:00 UTC every day
 
 
-class AlignedInterval(schedule):  # type: ignore[misc]
+class AlignedInterval(schedule):
     """Every N seconds on wall-clock multiples of N, so that independent beat processes fire
     for the same slots (a plain interval schedule starts counting when each beat starts)."""
 
@@ -108,7 +108,7 @@ def make_beat_app() -> Celery:
         }
     }
 
-    @app.task(name=SCHEDULED_RUN_TASK, acks_late=False)  # type: ignore[untyped-decorator]
+    @app.task(name=SCHEDULED_RUN_TASK, acks_late=False)
     def scheduled_run(slot_s: float, sent_at: float | None = None) -> str:
         return run_slot(slot_name(sent_at or time.time(), slot_s))
 

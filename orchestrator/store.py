@@ -139,28 +139,33 @@ class ResultStore:
         return {k: json.loads(v) for k, v in raw.items()}
 
     # -- results ----------------------------------------------------------------------
-    def begin_attempt(self, run_id: str, job_id: str) -> int:
-        """Count one more delivery of this job; returns the count."""
+    def begin_attempt(self, run_id: str, job_id: str) -> tuple[bool, int]:
+        """One round trip: whether the job already has a result, and its delivery count
+        (this delivery included)."""
         with _redis_errors(self.url):
-            return int(self.r.hincrby(self._k("run", run_id, "attempts"), job_id, 1))
-
-    def has_result(self, run_id: str, job_id: str) -> bool:
-        with _redis_errors(self.url):
-            return bool(self.r.hexists(self._k("run", run_id, "results"), job_id))
+            pipe = self.r.pipeline(transaction=False)
+            pipe.hexists(self._k("run", run_id, "results"), job_id)
+            pipe.hincrby(self._k("run", run_id, "attempts"), job_id, 1)
+            done, count = pipe.execute()
+        return bool(done), int(count)
 
     def put_result(self, result: dict[str, Any], only_if_absent: bool = False) -> bool:
-        """Write (overwrite) one job's result; marks the run finished when it was the last."""
+        """Write (overwrite) one job's result; marks the run finished when it was the last.
+        One round trip in the common case."""
         run_id, job_id = result["run_id"], result["job_id"]
         key = self._k("run", run_id, "results")
         with _redis_errors(self.url):
+            pipe = self.r.pipeline(transaction=False)
             if only_if_absent:
-                written = bool(self.r.hsetnx(key, job_id, json.dumps(result)))
+                pipe.hsetnx(key, job_id, json.dumps(result))
             else:
-                self.r.hset(key, job_id, json.dumps(result))
-                written = True
-            if self.r.hlen(key) >= self.r.hlen(self._k("run", run_id, "jobs")):
+                pipe.hset(key, job_id, json.dumps(result))
+            pipe.hlen(key)
+            pipe.hlen(self._k("run", run_id, "jobs"))
+            written, have, total = pipe.execute()
+            if have >= total:
                 self.r.set(self._k("run", run_id, "finished"), now(), nx=True)
-        return written
+        return bool(written) or not only_if_absent
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         with _redis_errors(self.url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections import Counter
@@ -91,7 +92,8 @@ def submit(
     }
     store.create_run(meta, jobs)
     try:
-        with app.producer_or_acquire() as producer:
+        # One connection; messages grouped into Redis pipelines (kombu's publish batches).
+        with app.producer_or_acquire() as producer, _batch(producer):
             for job in jobs:
                 app.send_task(
                     RUN_CHECK_TASK,
@@ -100,11 +102,19 @@ def submit(
                     soft_time_limit=job["time_limit_s"],
                     time_limit=hard_time_limit(job["time_limit_s"]),
                     producer=producer,
+                    argsrepr=f"[{job['job_id']} of {run_id}]",  # instead of repr() of the whole job
+                    kwargsrepr="{}",
                     retry=True,
                 )
     except Exception as exc:  # kombu raises OperationalError and friends
         raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc}") from None
     return run_id
+
+
+def _batch(producer: Any) -> Any:
+    """kombu >= 5.7 pipelines publishes; older versions publish one by one."""
+    batch = getattr(producer, "batch", None)
+    return batch(max_size=50) if batch is not None else contextlib.nullcontext()
 
 
 def unserved_devices(store: ResultStore, devices: list[str]) -> list[str]:

@@ -119,10 +119,11 @@ def _error_from_exception(exc: BaseException) -> dict[str, Any]:
 
 def scrub(result: dict[str, Any]) -> dict[str, Any]:
     """Remove any secret from the environment that found its way into the result's text."""
+    secrets = [s for s in (os.environ.get(n) for n in SECRET_ENV) if s and len(s) >= 4]
+    if not secrets:
+        return result
     text = json.dumps(result, default=str)
-    for name in SECRET_ENV:
-        secret = os.environ.get(name)
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+    for secret in secrets:
+        text = text.replace(secret, "***")
     scrubbed: dict[str, Any] = json.loads(text)
     return scrubbed

@@ -3,6 +3,7 @@ what the model's parameters really sat on (read back, never copied from the requ
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -44,8 +45,9 @@ def read_back(model: torch.nn.Module) -> str:
     return ",".join(devices) if devices else "none"
 
 
-def environment(dev: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = {
+@functools.cache
+def _host_environment() -> dict[str, Any]:
+    return {
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -54,8 +56,11 @@ def environment(dev: torch.device) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cpu_count": os.cpu_count(),
         "host_memory_mb": round(psutil.virtual_memory().total / 2**20),
-        "torch_threads": torch.get_num_threads(),
     }
+
+
+def environment(dev: torch.device) -> dict[str, Any]:
+    env: dict[str, Any] = {**_host_environment(), "torch_threads": torch.get_num_threads()}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
         env.update(

@@ -8,8 +8,8 @@ network, so a family with six uncached candidates resolves in milliseconds.
 
 from __future__ import annotations
 
+import http.client
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +30,7 @@ def metadata_timeout() -> float:
     return float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
 
 
-PROBE_TIMEOUT_S = 1.0
+PROBE_TIMEOUT_S = float(os.environ.get("FLEET_HUB_PROBE_TIMEOUT", "1.0"))
 # What a check needs from a repo: config, weights, tokenizer / processor files.
 ALLOW_PATTERNS = [
     "*.json",
@@ -64,7 +64,9 @@ def token() -> str | None:
 
 
 def offline_reason() -> str | None:
-    """Why the Hub counts as unreachable, or None when it is reachable. Decided once per TTL."""
+    """Why the Hub counts as unreachable, or None when it is reachable. Decided once per TTL
+    by one HEAD request with a 1 s timeout: a host that accepts connections but never answers
+    counts as unreachable too."""
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return "HF_HUB_OFFLINE is set"
     url = endpoint()
@@ -73,12 +75,17 @@ def offline_reason() -> str | None:
         return None if cached[1] else cached[2]
     parts = urlsplit(url)
     host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = conn_cls(host, parts.port, timeout=PROBE_TIMEOUT_S)
     try:
-        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S):
-            ok, why = True, ""
-    except OSError as exc:
-        ok, why = False, f"{host}:{port} unreachable ({exc.__class__.__name__}: {exc})"
+        # Any HTTP answer (even an error status) means the Hub can be reached.
+        conn.request("HEAD", (parts.path.rstrip("/") or "") + "/api/models")
+        conn.getresponse()
+        ok, why = True, ""
+    except (OSError, http.client.HTTPException) as exc:
+        ok, why = False, f"{host} unreachable ({exc.__class__.__name__}: {exc})"
+    finally:
+        conn.close()
     _probe_cache[url] = (time.monotonic(), ok, why)
     return None if ok else why
 

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,9 +199,19 @@ def _cached_config(family: Family) -> tuple[dict[str, Any], str] | None:
     return kept, first.id
 
 
+_PLUGIN_BUILDERS: dict[str, Callable[[Family, Check, torch.device], Bundle]] = {}
+
+
+def register_builder(name: str, fn: Callable[[Family, Check, torch.device], Bundle]) -> None:
+    """Add a synthetic builder (plugins named in FLEET_PLUGINS)."""
+    _PLUGIN_BUILDERS[name] = fn
+
+
 def build(family: Family, check: Check, device: torch.device) -> Bundle:
     """A seeded tiny model of the family's synthetic architecture, on the device."""
     builder = family.synthetic
+    if builder in _PLUGIN_BUILDERS:
+        return _PLUGIN_BUILDERS[builder](family, check, device)
     if builder not in TINY:
         raise CheckFailure(ErrorKind.NO_CANDIDATE, f"family {family.name} has no synthetic builder")
     config_from = "builtin tiny config"

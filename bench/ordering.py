@@ -1,0 +1,67 @@
+"""Unequal work: one long check and many short ones on two worker processes, submitted in
+catalog order (long last) and longest-first (durations from the previous run, the default
+of `orchestrator submit`).
+
+    python -m bench.ordering [--short 12] [--short-ms 250] [--long-ms 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Workers, catalog, redis_server, save
+from orchestrator.celery_app import make_app
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit, wait
+
+
+def run(url: str, names: list[str], order: str) -> float:
+    store = ResultStore(url)
+    t0 = time.perf_counter()
+    run_id = submit(store, make_app(url), catalog("spin", names), None, ["cpu"], RunSettings(repeats=1), order=order)
+    counts = wait(store, run_id, poll_s=0.02)
+    assert counts == {"SYNTHETIC": len(names)}, counts
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--short", type=int, default=12)
+    p.add_argument("--short-ms", type=int, default=250)
+    p.add_argument("--long-ms", type=int, default=3000)
+    args = p.parse_args()
+    names = [f"short{i}_{args.short_ms}ms" for i in range(args.short)] + [f"long0_{args.long_ms}ms"]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ordering-"))
+    server = redis_server(tmp)
+    workers = Workers(server.url, tmp)
+    try:
+        workers.start("w", concurrency=2)
+        run(server.url, names[:2], "catalog")  # warm both pool processes
+        catalog_s = run(server.url, names, "catalog")  # also the "previous run" for durations
+        longest_s = run(server.url, names, "longest-first")
+        catalog_again_s = run(server.url, names, "catalog")
+    finally:
+        workers.stop_all()
+        server.stop()
+    total = (args.short * args.short_ms + args.long_ms) / 1000
+    save(
+        "ordering",
+        {
+            "workers": 2,
+            "short_jobs": args.short,
+            "short_ms": args.short_ms,
+            "long_ms": args.long_ms,
+            "ideal_s": round(max(total / 2, args.long_ms / 1000), 3),
+            "catalog_order_s": round(min(catalog_s, catalog_again_s), 3),
+            "longest_first_s": round(longest_s, 3),
+            "speedup": round(min(catalog_s, catalog_again_s) / longest_s, 3),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Checks for the benchmarks, loaded by benchmark workers through FLEET_PLUGINS.
+
+noop: does nothing on a one-parameter model (framework overhead). spin: a fixed amount of
+single-threaded CPU work (BENCH_SPIN_S seconds, or the family's repeats x 10 ms for unequal
+work). They go through the same resolver, measurement and store as every other check.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import torch
+
+from orchestrator.catalog import Family
+from workers import synthetic
+from workers.checks import register
+from workers.checks.base import Bundle, Check
+
+
+def _empty(family: Family, check: Check, device: torch.device) -> Bundle:
+    model = torch.nn.Linear(1, 1, bias=False).to(device)
+    return Bundle(
+        model=model,
+        name="synthetic:empty",
+        source="synthetic",
+        revision="empty",
+        architecture="Linear",
+        extra={"family": family.name},
+    )
+
+
+class Noop(Check):
+    name = "noop"
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        return {}
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        return None
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        return {}
+
+
+def spin(seconds: float) -> int:
+    """Busy CPU work for about `seconds` (calibrated once per process)."""
+    n = int(seconds * _rate())
+    x = 0
+    for i in range(n):
+        x ^= i
+    return x
+
+
+_RATE: list[float] = []
+
+
+def _rate() -> float:
+    if not _RATE:
+        t0 = time.perf_counter()
+        x = 0
+        for i in range(2_000_000):
+            x ^= i
+        _RATE.append(2_000_000 / (time.perf_counter() - t0))
+    return _RATE[0]
+
+
+class Spin(Noop):
+    """Work happens once per job, in prepare (timed repeats stay at no cost): a family named
+    NAME_<ms>ms spins that long, others BENCH_SPIN_S seconds."""
+
+    name = "spin"
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        m = re.search(r"_(\d+)ms$", bundle.extra.get("family", ""))
+        spin(int(m.group(1)) / 1000 if m else float(os.environ.get("BENCH_SPIN_S", "0.25")))
+        return {}
+
+
+register(Noop())
+register(Spin())
+synthetic.register_builder("empty", _empty)
+EXTRA_CHECKS = "noop,spin"
+
+_rate()  # calibrate in the worker's parent process, before the pool forks

@@ -1,0 +1,25 @@
+"""Raw Celery baseline for bench.overhead: a no-op task on the same Redis and settings."""
+
+from __future__ import annotations
+
+import redis
+
+import bench.plugins  # noqa: F401  (calibrates spin() in the parent, as the fleet worker does)
+from orchestrator.celery_app import make_app
+from orchestrator.settings import redis_url
+
+app = make_app()
+_client = redis.Redis.from_url(redis_url())
+
+
+@app.task(name="bench.noop", acks_late=True)
+def noop(i: int) -> None:
+    _client.incr("bench:raw:done")  # one write, as a fleet job writes its result
+
+
+@app.task(name="bench.spin", acks_late=True)
+def spin_task(i: int, seconds: float) -> None:
+    from bench.plugins import spin
+
+    spin(seconds)
+    _client.incr("bench:raw:done")

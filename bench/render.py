@@ -1,0 +1,136 @@
+"""Rendering a report of 10,000 results (markdown, JSON, JUnit), and reading them from Redis.
+Target: markdown under 1 s.
+
+    python -m bench.render [--results 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import redis_server, save
+from orchestrator import report
+from orchestrator.store import ResultStore
+
+
+def fixture_results(run_id: str, n: int, status_cycle: tuple[str, ...]) -> list[dict]:
+    out = []
+    for i in range(n):
+        fam, dev = f"family{i // 2:05d}", ("cpu" if i % 2 == 0 else "cuda")
+        status = status_cycle[i % len(status_cycle)]
+        out.append(
+            {
+                "run_id": run_id,
+                "job_id": f"{fam}@{dev}",
+                "family": fam,
+                "device": dev,
+                "status": status,
+                "model_used": f"org/model-{i}",
+                "architecture": "LlamaForCausalLM",
+                "source": "cache",
+                "revision": "a" * 40,
+                "weights_sha256": "b" * 64,
+                "attempts": [
+                    {
+                        "candidate": f"org/big-{i}",
+                        "outcome": "skipped",
+                        "error_kind": "too_large",
+                        "detail": "weights 9000 MiB need 1.2x, cpu has 8000 MiB free",
+                        "seconds": 0.01,
+                    },
+                    {
+                        "candidate": f"org/model-{i}",
+                        "outcome": "loaded",
+                        "error_kind": None,
+                        "detail": "",
+                        "seconds": 1.2,
+                    },
+                ],
+                "metrics": {
+                    "load_s": 1.2,
+                    "first_inference_s": 0.05,
+                    "latency_ms_p50": 10.0 + i % 7,
+                    "latency_ms_p95": 12.0,
+                    "throughput": 800.0,
+                    "throughput_unit": "tokens/s",
+                    "peak_rss_mb": 900.0,
+                    "parameters": 68_000_000,
+                    "dtype": "float32",
+                    "job_s": 3.0,
+                },
+                "environment": {"torch": "2.13.0", "transformers": "5.24.0", "cuda": None, "model_device": dev},
+                "output": {},
+                "error": None,
+                "worker": "w1",
+                "delivery": 1,
+                "started_at": 1_790_000_000.0,
+                "finished_at": 1_790_000_003.0,
+            }
+        )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--results", type=int, default=10_000)
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-render-"))
+    server = redis_server(tmp)
+    try:
+        store = ResultStore(server.url)
+        for run_id, started, cycle in (
+            ("run-a", 1_790_000_000.0, ("REAL",)),
+            ("run-b", 1_790_086_400.0, ("REAL", "SYNTHETIC", "FAILED", "REAL")),
+        ):
+            results = fixture_results(run_id, args.results, cycle)
+            jobs = [
+                {"run_id": run_id, "job_id": r["job_id"], "family": r["family"], "device": r["device"], "queue": "cpu"}
+                for r in results
+            ]
+            store.create_run(
+                {
+                    "run_id": run_id,
+                    "started_at": started,
+                    "deadline": started + 60,
+                    "deadline_s": 60,
+                    "catalog": "bench",
+                    "origin": "bench",
+                    "total": len(jobs),
+                },
+                jobs,
+            )
+            pipe = store.r.pipeline()
+            import json
+
+            for r in results:
+                pipe.hset(f"fleet:run:{run_id}:results", r["job_id"], json.dumps(r))
+            pipe.execute()
+        t0 = time.perf_counter()
+        data = report.build(store, "run-b")
+        build_s = time.perf_counter() - t0
+        timings = {}
+        for fmt, fn in report.RENDERERS.items():
+            t0 = time.perf_counter()
+            text = fn(data)
+            timings[fmt] = (time.perf_counter() - t0, len(text))
+    finally:
+        server.stop()
+    save(
+        "render",
+        {
+            "results": args.results,
+            "build_from_redis_s": round(build_s, 3),
+            "render_markdown_s": round(timings["md"][0], 3),
+            "render_json_s": round(timings["json"][0], 3),
+            "render_junit_s": round(timings["junit"][0], 3),
+            "markdown_bytes": timings["md"][1],
+            "target_markdown_s": 1.0,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""Soak: 500 jobs through 2 workers, with 5 random worker kills (SIGKILL to the whole worker:
+main process and pool) and one Redis restart (AOF on) along the way. Must end with exactly
+500 results, one per job.
+
+    python -m bench.soak [--jobs 500] [--kills 5] [--seed 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.common import Workers, catalog, redis_server, save
+from orchestrator.celery_app import make_app
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit, wait
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--jobs", type=int, default=500)
+    p.add_argument("--kills", type=int, default=5)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
+    server = redis_server(tmp)
+    env = {"BENCH_SPIN_S": "0.05", "FLEET_VISIBILITY_TIMEOUT": "10"}
+    workers = Workers(server.url, tmp)
+    events: list[str] = []
+    try:
+        for name in ("a", "b"):
+            workers.start(name, concurrency=1, **env)
+        store = ResultStore(server.url)
+        t0 = time.perf_counter()
+        run_id = submit(
+            store,
+            make_app(server.url),
+            catalog("spin", [f"job{i}" for i in range(args.jobs)]),
+            None,
+            ["cpu"],
+            RunSettings(repeats=1, deadline_s=3600),
+            order="catalog",
+        )
+
+        def chaos() -> None:
+            restart_at = args.kills // 2
+            for k in range(args.kills):
+                time.sleep(rng.uniform(2.0, 4.0))
+                victim = rng.choice(["a", "b"])
+                workers.kill(victim)
+                events.append(f"{time.perf_counter() - t0:.1f}s kill {victim}")
+                workers.start(victim, concurrency=1, wait=False, **env)
+                if k == restart_at:
+                    time.sleep(1.0)
+                    server.stop()
+                    time.sleep(1.0)
+                    server.start()
+                    events.append(f"{time.perf_counter() - t0:.1f}s redis restarted")
+
+        chaos_thread = threading.Thread(target=chaos)
+        chaos_thread.start()
+        counts = wait(store, run_id, poll_s=0.2)
+        chaos_thread.join()
+        took = time.perf_counter() - t0
+        results = store.results(run_id)
+        attempts = {k: int(v) for k, v in store.r.hgetall(f"fleet:run:{run_id}:attempts").items()}
+    finally:
+        workers.stop_all()
+        server.stop()
+    job_ids = [r["job_id"] for r in results]
+    figures = {
+        "jobs": args.jobs,
+        "results": len(results),
+        "distinct_results": len(set(job_ids)),
+        "statuses": dict(counts),
+        "jobs_delivered_more_than_once": sum(1 for v in attempts.values() if v > 1),
+        "total_deliveries": sum(attempts.values()),
+        "events": events,
+        "seconds": round(took, 1),
+    }
+    save("soak", figures)
+    assert len(results) == len(set(job_ids)) == args.jobs and counts == {"SYNTHETIC": args.jobs}, figures
+
+
+if __name__ == "__main__":
+    main()
