@@ -57,7 +57,9 @@ class Workers:
         self.url, self.tmp = url, tmp
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, concurrency: int = 1, wait: bool = True, **env: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, name: str, concurrency: int = 1, wait: bool = True, devices: str = "cpu", **env: str
+    ) -> subprocess.Popen[bytes]:
         full = dict(os.environ)
         full.update(
             FLEET_REDIS_URL=self.url,
@@ -93,7 +95,7 @@ class Workers:
     def wait_registered(self, name: str, timeout: float = 120) -> None:
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout
-        while not client.exists(f"fleet:worker:cpu@{name}"):
+        while not client.keys(f"fleet:worker:*@{name}"):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {name} did not register")
             time.sleep(0.2)

@@ -8,6 +8,7 @@ not with Celery chords. redis-py errors become RedisUnreachable at one place: _c
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections import Counter
@@ -46,6 +47,9 @@ class ResultStore:
     def __init__(self, url: str, keep_runs: int = 200) -> None:
         self.url = url
         self.keep_runs = keep_runs
+        tls: dict[str, Any] = {}
+        if url.startswith("rediss://") and os.environ.get("FLEET_REDIS_CA"):
+            tls["ssl_ca_certs"] = os.environ["FLEET_REDIS_CA"]
         with _redis_errors(url):
             # redis-py's stubs do not follow decode_responses=True (every reply is str here).
             self.r: Any = redis.Redis.from_url(
@@ -54,6 +58,7 @@ class ResultStore:
                 socket_connect_timeout=3,
                 socket_timeout=10,
                 health_check_interval=15,
+                **tls,
             )
 
     def ping(self) -> None:

@@ -166,3 +166,15 @@ def test_whole_worker_killed_another_worker_takes_the_job(redis_url: str, start_
     (result,) = store.results(run_id)
     assert result["worker"] == "cpu@b" and result["delivery"] == 2
     assert json.loads(store.r.get(f"fleet:run:{run_id}:meta"))["total"] == 1
+
+
+def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: str, start_worker) -> None:
+    w = start_worker(redis_url, FLEET_MAX_RSS_GROWTH_MB="-1")  # every job "leaks": replace after each
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    (first_child,) = w.pool_children()
+    run_id = submit(store, app, catalog_of("causal_lm"), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 1}
+    wait_until(lambda: [p.pid for p in w.pool_children()] not in ([], [first_child.pid]), what="new pool process")
+    assert store.r.hlen(f"fleet:run:{run_id}:results") == 1
+    assert store.results(run_id)[0]["delivery"] == 1
+    assert "replacing pool process" in w.log.read_text()

@@ -9,6 +9,7 @@ initialises CUDA: models are loaded inside the task, in the pool child.
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 import subprocess
@@ -29,13 +30,14 @@ from orchestrator.errors import ErrorKind, FleetError
 from orchestrator.results import Status, terminal_result
 from orchestrator.settings import redis_url
 from orchestrator.store import ResultStore
-from workers.core import run_job, worker_name
+from workers.core import leaves_process_unclean, run_job, worker_name
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
 for _mod in ("llama", "gpt_neox", "opt", "t5", "wav2vec2", "x_clip", "bert"):
     __import__(f"transformers.models.{_mod}", fromlist=["*"])
 
 app = make_app()
+logger = logging.getLogger("fleet.worker")
 HEARTBEAT_S = 10.0
 # Everything imported so far lives as long as the process: keep it out of every later
 # collection. The full gc.collect() after each job (freeing the model) then scans only what
@@ -91,6 +93,12 @@ def run_check(self: Task, job: dict[str, Any]) -> str:
         return "gave up"
     result = run_job(job, delivery=delivery)
     s.retrying(lambda: s.put_result(result))
+    why = leaves_process_unclean(result)
+    if why:
+        # Replace this pool process. The result is already stored, so the redelivery that
+        # follows the exit finds it and stops ("already done"): nothing runs or counts twice.
+        logger.warning("replacing pool process %s after %s: %s", os.getpid(), job_id, why)
+        os._exit(0)
     return str(result["status"])
 
 

@@ -93,9 +93,23 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
             result["metrics"]["cuda_allocated_after_mb"] = round(torch.cuda.memory_allocated(dev) / 2**20, 2)
     result["metrics"]["peak_rss_mb"] = round(sampler.peak / 2**20, 1)
     result["metrics"]["rss_before_mb"] = round(sampler.before / 2**20, 1)
+    result["metrics"]["rss_after_mb"] = round(measure.rss_now() / 2**20, 1)
     result["finished_at"] = now()
     result["metrics"]["job_s"] = round(result["finished_at"] - result["started_at"], 3)
     return scrub(result)
+
+
+def leaves_process_unclean(result: dict[str, Any]) -> str | None:
+    """Why the process that ran this job should be replaced, or None. CUDA memory must come
+    back to its baseline; host RSS may grow at most FLEET_MAX_RSS_GROWTH_MB per job (unset: no limit)."""
+    m = result["metrics"]
+    after, baseline = m.get("cuda_allocated_after_mb"), m.get("cuda_baseline_allocated_mb")
+    if after is not None and baseline is not None and after > baseline + 1.0:
+        return f"CUDA memory did not return to its baseline ({after} MiB allocated, baseline {baseline} MiB)"
+    limit = os.environ.get("FLEET_MAX_RSS_GROWTH_MB")
+    if limit is not None and m["rss_after_mb"] - m["rss_before_mb"] > float(limit):
+        return f"host RSS grew by {m['rss_after_mb'] - m['rss_before_mb']:.0f} MiB in one job (limit {limit})"
+    return None
 
 
 def _no_candidate_message(attempts: list[dict[str, Any]]) -> str:

@@ -25,6 +25,10 @@ class JobTimeout(Exception):
     """Raised inside the job when its time limit passes."""
 
 
+def rss_now() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
 class RssSampler:
     """Peak resident memory of this process while the block runs (sampled every 10 ms)."""
 

@@ -1,0 +1,91 @@
+"""The worker's own cost per job: round trip (submit -> result in Redis) minus the time the
+job itself reports (job_s), one job at a time through one reused worker process.
+Target on a GPU worker: under 50 ms.
+
+    python -m bench.worker_overhead [--device cuda] [--jobs 30] [--family llama]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Workers, redis_server, save
+from orchestrator.catalog import Catalog, load_catalog
+from orchestrator.celery_app import make_app
+from orchestrator.settings import RunSettings
+from orchestrator.store import ResultStore
+from orchestrator.submit import submit
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--jobs", type=int, default=30)
+    p.add_argument("--family", default="llama")
+    p.add_argument("--redis-url", help="use a running fleet instead of starting Redis and a worker here")
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-worker-overhead-"))
+    server = None if args.redis_url else redis_server(tmp)
+    url = args.redis_url or server.url  # type: ignore[union-attr]
+    workers = Workers(url, tmp)
+    fam = load_catalog().families[args.family]
+    cat = Catalog("bench", {fam.name: fam})
+    rows = []
+    try:
+        if server is not None:
+            workers.start("overhead", devices="cuda" if args.device.startswith("cuda") else "cpu")
+        store, app = ResultStore(url), make_app(url)
+        for i in range(args.jobs + 2):
+            t0 = time.perf_counter()
+            run_id = submit(store, app, cat, None, [args.device], RunSettings(repeats=3), order="catalog")
+            key = f"fleet:run:{run_id}:results"
+            while not store.r.hlen(key):
+                time.sleep(0.001)
+            round_trip = time.perf_counter() - t0
+            (result,) = store.results(run_id)
+            if i < 2:
+                continue  # the first jobs warm the pool process
+            m = result["metrics"]
+            rows.append(
+                {
+                    "round_trip_ms": round_trip * 1000,
+                    "job_ms": m["job_s"] * 1000,
+                    "overhead_ms": round_trip * 1000 - m["job_s"] * 1000,
+                    "status": result["status"],
+                    "model_device": result["environment"].get("model_device"),
+                    "cuda_allocated_after_mb": m.get("cuda_allocated_after_mb"),
+                    "cuda_baseline_allocated_mb": m.get("cuda_baseline_allocated_mb"),
+                }
+            )
+    finally:
+        workers.stop_all()
+        if server is not None:
+            server.stop()
+    overheads = sorted(r["overhead_ms"] for r in rows)
+    save(
+        f"worker_overhead_{args.device.replace(':', '')}",
+        {
+            "device": args.device,
+            "family": args.family,
+            "jobs": len(rows),
+            "statuses": sorted({r["status"] for r in rows}),
+            "model_devices": sorted({str(r["model_device"]) for r in rows}),
+            "overhead_ms_p50": round(statistics.median(overheads), 2),
+            "overhead_ms_p95": round(overheads[int(0.95 * (len(overheads) - 1))], 2),
+            "job_ms_p50": round(statistics.median(r["job_ms"] for r in rows), 2),
+            "cuda_memory_back_to_baseline": all(
+                r["cuda_allocated_after_mb"] is None
+                or r["cuda_allocated_after_mb"] <= r["cuda_baseline_allocated_mb"] + 1
+                for r in rows
+            ),
+            "target_overhead_ms": 50,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

