@@ -52,7 +52,7 @@ def main() -> None:
             restart_at = args.kills // 2
             for k in range(args.kills):
                 time.sleep(rng.uniform(2.0, 4.0))
-                victim = rng.choice(["a", "b"])
+                victim = "ab"[k % 2]  # both workers die along the way
                 workers.kill(victim)
                 events.append(f"{time.perf_counter() - t0:.1f}s kill {victim}")
                 workers.start(victim, concurrency=1, wait=False, **env)

@@ -44,9 +44,10 @@ def _redis_errors(url: str) -> Iterator[None]:
 
 
 class ResultStore:
-    def __init__(self, url: str, keep_runs: int = 200) -> None:
+    def __init__(self, url: str, keep_runs: int | None = None) -> None:
         self.url = url
-        self.keep_runs = keep_runs
+        # Retention: the newest FLEET_KEEP_RUNS runs (default 200) are kept, older ones deleted.
+        self.keep_runs = keep_runs or int(os.environ.get("FLEET_KEEP_RUNS", "200"))
         tls: dict[str, Any] = {}
         if url.startswith("rediss://") and os.environ.get("FLEET_REDIS_CA"):
             tls["ssl_ca_certs"] = os.environ["FLEET_REDIS_CA"]

@@ -158,7 +158,9 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 def wait_for_worker(redis_url: str, name: str, w: Worker, timeout: float = 90) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    from orchestrator.store import ResultStore
+
+    client = ResultStore(redis_url).r  # honours FLEET_REDIS_CA for rediss:// URLs
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if w.proc.poll() is not None:

@@ -256,3 +256,11 @@ def test_cache_removed_between_runs_is_a_regression_real_to_synthetic(
         ("llama@cpu", "REAL", "SYNTHETIC")
     ]
     assert "llama@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
+
+
+def test_retention_keeps_the_newest_runs(redis_url: str) -> None:
+    store = ResultStore(redis_url, keep_runs=2)
+    for i in range(3):
+        _fixture_run(store, f"run-{i}", 1_790_000_000.0 + i, [_result(f"run-{i}", "t5", "cpu", "SYNTHETIC")])
+    assert store.run_ids() == ["run-2", "run-1"]
+    assert not store.r.keys("fleet:run:run-0:*")
