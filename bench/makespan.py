@@ -1,5 +1,6 @@
 """Makespan: 40 equal CPU-bound checks on W = 1 and W = 2 worker processes, against the
-ideal (total work / W) and against the same work run as tests with pytest-xdist -n W.
+ideal (total work / W, the work being the durations the jobs measured themselves) and
+against the same work run as tests with pytest-xdist -n W.
 Target: within 10 % of the ideal.
 
     python -m bench.makespan [--jobs 40] [--seconds 0.25]

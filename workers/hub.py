@@ -30,7 +30,7 @@ def metadata_timeout() -> float:
     return float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
 
 
-PROBE_TIMEOUT_S = float(os.environ.get("FLEET_HUB_PROBE_TIMEOUT", "1.0"))
+PROBE_TIMEOUT_S = float(os.environ.get("FLEET_HUB_PROBE_TIMEOUT", "0.8"))
 # What a check needs from a repo: config, weights, tokenizer / processor files.
 ALLOW_PATTERNS = [
     "*.json",
@@ -65,7 +65,7 @@ def token() -> str | None:
 
 def offline_reason() -> str | None:
     """Why the Hub counts as unreachable, or None when it is reachable. Decided once per TTL
-    by one HEAD request with a 1 s timeout: a host that accepts connections but never answers
+    by one HEAD request with a 0.8 s timeout (FLEET_HUB_PROBE_TIMEOUT): a host that accepts connections but never answers
     counts as unreachable too."""
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return "HF_HUB_OFFLINE is set"
