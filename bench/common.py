@@ -34,10 +34,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(name: str, figures: dict[str, Any]) -> Path:
+def save(name: str, figures: dict[str, Any], command: str | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    data = {"benchmark": name, "command": f"python -m bench.{name}", "machine": machine(), **figures}
+    command = command or "python -m bench." + name + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    data = {"benchmark": name, "command": command, "machine": machine(), **figures}
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data, indent=2))
     return path
