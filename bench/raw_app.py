@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import redis
 
-import bench.plugins  # noqa: F401  (calibrates spin() in the parent, as the fleet worker does)
 from orchestrator.celery_app import make_app
 from orchestrator.settings import redis_url
 
