@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +85,7 @@ def main() -> None:
             ),
             "target_overhead_ms": 50,
         },
+        command="python -m bench.worker_overhead " + " ".join(sys.argv[1:]),
     )
 
 
