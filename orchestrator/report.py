@@ -113,6 +113,10 @@ def assemble(
         },
         key=str,
     )
+    env_keys = ("host", "platform", "python", "torch", "transformers", "cuda", "gpu_name", "gpu_memory_mb")
+    environments = sorted(
+        {tuple(r["environment"].get(k) for k in env_keys) for r in results if r.get("environment")}, key=str
+    )
     return {
         "run_id": meta["run_id"],
         "started_at": meta["started_at"],
@@ -123,6 +127,7 @@ def assemble(
         "previous_run_id": previous_id,
         "workers": meta.get("workers_at_submit", []),
         "versions": [{"torch": t, "transformers": tr, "cuda": c} for t, tr, c in versions],
+        "environments": [dict(zip(env_keys, e, strict=True)) for e in environments],
         "summary": {s.value: counts.get(s.value, 0) for s in Status} | {"total": len(results)},
         "regressions": [r for r in rows if r["change"] == "regressed"],
         "rows": rows,
@@ -194,6 +199,7 @@ def to_json(report: dict[str, Any]) -> str:
         "previous_run_id",
         "workers",
         "versions",
+        "environments",
         "summary",
         "agreement",
         "results",

@@ -74,7 +74,15 @@ def _fixture_run(store: ResultStore, run_id: str, started: float, results: list[
 
 
 def _fixture(store: ResultStore) -> str:
-    env = {"torch": "2.13.0", "transformers": "5.24.0", "cuda": None, "model_device": "cpu"}
+    env = {
+        "host": "ci-host",
+        "platform": "Linux-x86_64",
+        "python": "3.11.7",
+        "torch": "2.13.0",
+        "transformers": "5.24.0",
+        "cuda": None,
+        "model_device": "cpu",
+    }
     metrics = {
         "load_s": 0.5,
         "first_inference_s": 0.01,
