@@ -65,8 +65,8 @@ def token() -> str | None:
 
 def offline_reason() -> str | None:
     """Why the Hub counts as unreachable, or None when it is reachable. Decided once per TTL
-    by one HEAD request with a 0.8 s timeout (FLEET_HUB_PROBE_TIMEOUT): a host that accepts connections but never answers
-    counts as unreachable too."""
+    by one HEAD request with a 0.8 s timeout (FLEET_HUB_PROBE_TIMEOUT): a host that accepts
+    connections but never answers counts as unreachable too."""
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         return "HF_HUB_OFFLINE is set"
     url = endpoint()
