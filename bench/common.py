@@ -8,7 +8,10 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,10 @@ import redis
 
 from orchestrator.catalog import Catalog, Family
 from orchestrator.redis_server import RedisServer
+from workers.launcher import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
 os.environ.setdefault("FLEET_EXTRA_CHECKS", "noop,spin")
 
 
@@ -59,7 +63,12 @@ class Workers:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(
-        self, name: str, concurrency: int = 1, wait: bool = True, devices: str = "cpu", **env: str
+        self,
+        name: str,
+        concurrency: int = 1,
+        wait: bool = True,
+        devices: str = "cpu",
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         full = dict(os.environ)
         full.update(
@@ -69,23 +78,9 @@ class Workers:
             HF_HUB_OFFLINE="1",
             PYTHONPATH=str(ROOT),
             OMP_NUM_THREADS="1",
-            **env,
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "workers.launcher",
-            "--devices",
-            "cpu",
-            "--concurrency",
-            str(concurrency),
-            "--name",
-            name,
-            "--redis-url",
-            self.url,
-            "--loglevel",
-            "WARNING",
-        ]
+        full.update(env or {})
+        cmd = command_line(self.url, devices, name, concurrency, "--loglevel", "WARNING")
         log = (self.tmp / f"worker-{name}.log").open("ab")
         proc = subprocess.Popen(cmd, env=full, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
@@ -122,3 +117,16 @@ class Workers:
 
 def redis_server(tmp: Path) -> RedisServer:
     return RedisServer(tmp / "redis").start()
+
+
+@contextmanager
+def private_fleet(name: str) -> Iterator[tuple[RedisServer, Workers]]:
+    """A private Redis and a (so far empty) set of workers, both stopped on exit."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    server = redis_server(tmp)
+    workers = Workers(server.url, tmp)
+    try:
+        yield server, workers
+    finally:
+        workers.stop_all()
+        server.stop()

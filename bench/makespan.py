@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import ROOT, Workers, catalog, redis_server, save
+from bench.common import ROOT, catalog, private_fleet, save
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
@@ -63,18 +63,15 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--seconds", type=float, default=0.25)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-makespan-"))
-    server = redis_server(tmp)
     rows = []
-    try:
+    with private_fleet("makespan") as (server, workers):
         for w in (1, 2):
-            workers = Workers(server.url, tmp)
-            workers.start(f"w{w}", concurrency=w, BENCH_SPIN_S=str(args.seconds))
+            workers.start(f"w{w}", concurrency=w, env={"BENCH_SPIN_S": str(args.seconds)})
             fleet(server.url, 4)  # warm the pool
             took, work = fleet(server.url, args.jobs)
             workers.stop_all()
             ideal = work / w
-            x = xdist(tmp, args.jobs, args.seconds, w)
+            x = xdist(Path(tempfile.mkdtemp(prefix="bench-xdist-")), args.jobs, args.seconds, w)
             rows.append(
                 {
                     "workers": w,
@@ -85,8 +82,6 @@ def main() -> None:
                     "xdist_over_ideal": round(x / ideal, 3),
                 }
             )
-    finally:
-        server.stop()
     save("makespan", {"jobs": args.jobs, "seconds_per_job": args.seconds, "rows": rows, "target_over_ideal": 1.1})
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
-from pathlib import Path
 
-from bench.common import Workers, redis_server, save
+from bench.common import private_fleet, save
 from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
@@ -30,12 +28,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--jobs", type=int, default=300)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    server = redis_server(tmp)
-    workers = Workers(server.url, tmp)
     shipped = load_catalog()
     rss: list[float] = []
-    try:
+    with private_fleet("memory") as (server, workers):
         workers.start("mem", concurrency=1)
         store, app = ResultStore(server.url), make_app(server.url)
         for i in range(args.jobs):
@@ -45,9 +40,6 @@ def main() -> None:
             (result,) = store.results(run_id)
             assert result["status"] in ("REAL", "SYNTHETIC"), result["error"]
             rss.append(result["metrics"]["rss_before_mb"])
-    finally:
-        workers.stop_all()
-        server.stop()
     tail = rss[len(rss) // 3 :]  # after the warm-up third
     save(
         "memory",

@@ -8,11 +8,9 @@ of `orchestrator submit`).
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import Workers, catalog, redis_server, save
+from bench.common import catalog, private_fleet, save
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
@@ -38,18 +36,12 @@ def main() -> None:
     p.add_argument("--long-ms", type=int, default=3000)
     args = p.parse_args()
     names = [f"short{i}_{args.short_ms}ms" for i in range(args.short)] + [f"long0_{args.long_ms}ms"]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ordering-"))
-    server = redis_server(tmp)
-    workers = Workers(server.url, tmp)
-    try:
+    with private_fleet("ordering") as (server, workers):
         workers.start("w", concurrency=2)
         run(server.url, names[:2], "catalog")  # warm both pool processes
         catalog_s, _ = run(server.url, names, "catalog")  # also the "previous run" for durations
         longest_s, ideal_s = run(server.url, names, "longest-first")
         catalog_again_s, _ = run(server.url, names, "catalog")
-    finally:
-        workers.stop_all()
-        server.stop()
     save(
         "ordering",
         {

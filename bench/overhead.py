@@ -10,17 +10,17 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import redis
 
-from bench.common import ROOT, Workers, catalog, redis_server, save
+from bench.common import ROOT, catalog, private_fleet, save
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
 from orchestrator.submit import submit
+
+CELERY = [sys.executable, "-m", "celery"]
 
 
 def raw_round(url: str, n: int, spin_s: float = 0.0) -> float:
@@ -64,49 +64,41 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--spin-ms", type=int, default=20, help="work per job in the second comparison")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    server = redis_server(tmp)
-    os.environ["FLEET_REDIS_URL"] = server.url
-    workers = Workers(server.url, tmp)
-    raw = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "bench.raw_app",
-            "worker",
-            "-Q",
-            "raw",
-            "-c",
-            "1",
-            "-P",
-            "prefork",
-            "--loglevel",
-            "WARNING",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        workers.start("bench", concurrency=1)
-        raw_round(server.url, 20)  # warm both
-        fleet_round(server.url, 20)
-        raws, fleets, raw_spin, fleet_spin = [], [], [], []
-        for _ in range(args.rounds):
-            raws.append(raw_round(server.url, args.jobs))
-            fleets.append(fleet_round(server.url, args.jobs))
-            raw_spin.append(raw_round(server.url, args.jobs // 3, spin_s=args.spin_ms / 1000))
-            fleet_spin.append(fleet_round(server.url, args.jobs // 3, spin_ms=args.spin_ms))
-    finally:
-        raw.terminate()
-        raw.wait(20)
-        workers.stop_all()
-        server.stop()
+    with private_fleet("overhead") as (server, workers):
+        os.environ["FLEET_REDIS_URL"] = server.url  # bench.raw_app reads it at import
+        raw = subprocess.Popen(
+            [
+                *CELERY,
+                "-A",
+                "bench.raw_app",
+                "worker",
+                "-Q",
+                "raw",
+                "-c",
+                "1",
+                "-P",
+                "prefork",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            workers.start("bench", concurrency=1)
+            raw_round(server.url, 20)  # warm both
+            fleet_round(server.url, 20)
+            raws, fleets, raw_spin, fleet_spin = [], [], [], []
+            for _ in range(args.rounds):
+                raws.append(raw_round(server.url, args.jobs))
+                fleets.append(fleet_round(server.url, args.jobs))
+                raw_spin.append(raw_round(server.url, args.jobs // 3, spin_s=args.spin_ms / 1000))
+                fleet_spin.append(fleet_round(server.url, args.jobs // 3, spin_ms=args.spin_ms))
+        finally:
+            raw.terminate()
+            raw.wait(20)
     raw_s, fleet_s = min(raws), min(fleets)
     save(
         "overhead",

@@ -7,11 +7,9 @@ Target: markdown under 1 s.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import redis_server, save
+from bench.common import private_fleet, save
 from orchestrator import report
 from orchestrator.store import ResultStore
 
@@ -77,9 +75,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", type=int, default=10_000)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-render-"))
-    server = redis_server(tmp)
-    try:
+    with private_fleet("render") as (server, _workers):
         store = ResultStore(server.url)
         for run_id, started, cycle in (
             ("run-a", 1_790_000_000.0, ("REAL",)),
@@ -116,8 +112,6 @@ def main() -> None:
             t0 = time.perf_counter()
             text = fn(data)
             timings[fmt] = (time.perf_counter() - t0, len(text))
-    finally:
-        server.stop()
     save(
         "render",
         {

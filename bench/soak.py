@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-from bench.common import Workers, catalog, redis_server, save
+from bench.common import catalog, private_fleet, save
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
@@ -28,14 +26,11 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7)
     args = p.parse_args()
     rng = random.Random(args.seed)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-soak-"))
-    server = redis_server(tmp)
     env = {"BENCH_SPIN_S": "0.05", "FLEET_VISIBILITY_TIMEOUT": "10"}
-    workers = Workers(server.url, tmp)
     events: list[str] = []
-    try:
+    with private_fleet("soak") as (server, workers):
         for name in ("a", "b"):
-            workers.start(name, concurrency=1, **env)
+            workers.start(name, concurrency=1, env=env)
         store = ResultStore(server.url)
         t0 = time.perf_counter()
         run_id = submit(
@@ -55,7 +50,7 @@ def main() -> None:
                 victim = "ab"[k % 2]  # both workers die along the way
                 workers.kill(victim)
                 events.append(f"{time.perf_counter() - t0:.1f}s kill {victim}")
-                workers.start(victim, concurrency=1, wait=False, **env)
+                workers.start(victim, concurrency=1, wait=False, env=env)
                 if k == restart_at:
                     time.sleep(1.0)
                     server.stop()
@@ -70,9 +65,6 @@ def main() -> None:
         took = time.perf_counter() - t0
         results = store.results(run_id)
         attempts = {k: int(v) for k, v in store.r.hgetall(f"fleet:run:{run_id}:attempts").items()}
-    finally:
-        workers.stop_all()
-        server.stop()
     job_ids = [r["job_id"] for r in results]
     figures = {
         "jobs": args.jobs,

@@ -6,11 +6,9 @@ python -m bench.submit_many [--jobs 10000]
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import catalog, redis_server, save
+from bench.common import catalog, private_fleet, save
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
@@ -21,17 +19,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--jobs", type=int, default=10_000)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-submit-"))
-    server = redis_server(tmp)
-    try:
+    with private_fleet("submit") as (server, _workers):
         store = ResultStore(server.url)
         cat = catalog("noop", [f"noop{i}" for i in range(args.jobs)])
         t0 = time.perf_counter()
         submit(store, make_app(server.url), cat, None, ["cpu"], RunSettings(), order="catalog")
         took = time.perf_counter() - t0
         queued = store.r.llen("cpu")
-    finally:
-        server.stop()
     assert queued == args.jobs, queued
     save("submit_many", {"jobs": args.jobs, "submit_s": round(took, 3), "jobs_per_s": round(args.jobs / took, 1)})
 

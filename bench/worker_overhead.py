@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.common import Workers, redis_server, save
+from bench.common import private_fleet, save
 from orchestrator.catalog import Catalog, load_catalog
 from orchestrator.celery_app import make_app
 from orchestrator.settings import RunSettings
@@ -27,18 +25,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--jobs", type=int, default=30)
     p.add_argument("--family", default="llama")
-    p.add_argument("--redis-url", help="use a running fleet instead of starting Redis and a worker here")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-worker-overhead-"))
-    server = None if args.redis_url else redis_server(tmp)
-    url = args.redis_url or server.url  # type: ignore[union-attr]
-    workers = Workers(url, tmp)
     fam = load_catalog().families[args.family]
     cat = Catalog("bench", {fam.name: fam})
     rows = []
-    try:
-        if server is not None:
-            workers.start("overhead", devices="cuda" if args.device.startswith("cuda") else "cpu")
+    with private_fleet("worker-overhead") as (server, workers):
+        workers.start("overhead", devices="cuda" if args.device.startswith("cuda") else "cpu")
+        url = server.url
         store, app = ResultStore(url), make_app(url)
         for i in range(args.jobs + 2):
             t0 = time.perf_counter()
@@ -62,10 +55,6 @@ def main() -> None:
                     "cuda_baseline_allocated_mb": m.get("cuda_baseline_allocated_mb"),
                 }
             )
-    finally:
-        workers.stop_all()
-        if server is not None:
-            server.stop()
     overheads = sorted(r["overhead_ms"] for r in rows)
     save(
         f"worker_overhead_{args.device.replace(':', '')}",

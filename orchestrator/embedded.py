@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -45,17 +44,9 @@ class EmbeddedFleet:
         self.redis.start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        cmd = [
-            sys.executable,
-            "-m",
-            "workers.launcher",
-            "--devices",
-            self.worker_devices,
-            "--redis-url",
-            self.url,
-            "--name",
-            f"embedded-{os.getpid()}",
-        ]
+        from workers.launcher import command_line  # imports no torch
+
+        cmd = command_line(self.url, self.worker_devices, f"embedded-{os.getpid()}")
         self.launcher = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_for_workers()
 

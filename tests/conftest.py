@@ -20,6 +20,7 @@ import redis
 from orchestrator.redis_server import RedisServer
 from tests.fakehub import FakeHub
 from tests.plugins.faulty import EXTRA_CHECKS
+from workers.launcher import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["FLEET_EXTRA_CHECKS"] = EXTRA_CHECKS
@@ -122,22 +123,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     ) -> Worker:
         hf = Path(env.pop("HF_HOME", str(tmp_path / "hf")))
         log = tmp_path / f"worker-{name}.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "workers.launcher",
-            "--devices",
-            devices,
-            "--concurrency",
-            str(concurrency),
-            "--name",
-            name,
-            "--redis-url",
-            redis_url,
-            "--loglevel",
-            "INFO",
-            *args,
-        ]
+        cmd = command_line(redis_url, devices, name, concurrency, "--loglevel", "INFO", *args)
         proc = subprocess.Popen(
             cmd,
             env=worker_env(redis_url, hf, **env),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
 from tests.conftest import ROOT, worker_env
 from tests.models import family
+from workers.launcher import command_line
 
 SUBNET = "10.213.77"
 
@@ -125,19 +125,7 @@ def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path:
     for host in ("a", "b"):
         net.run(
             host,
-            [
-                sys.executable,
-                "-m",
-                "workers.launcher",
-                "--devices",
-                "cpu",
-                "--concurrency",
-                "1",
-                "--name",
-                host,
-                "--redis-url",
-                url,
-            ],
+            command_line(url, "cpu", host, 1),
             env=env,
             cwd=ROOT,
             stdout=(tmp_path / f"{host}.log").open("wb"),

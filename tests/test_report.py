@@ -15,6 +15,7 @@ import pytest
 from orchestrator import report
 from orchestrator.catalog import Candidate, Catalog
 from orchestrator.celery_app import make_app
+from orchestrator.results import base_result
 from orchestrator.settings import RunSettings
 from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
@@ -27,29 +28,10 @@ HOSTILE_MESSAGE = "boom | broken\n# not a heading <b>bold</b> [link](http://x) `
 
 
 def _result(run_id: str, fam: str, device: str, status: str, **kw: object) -> dict:
-    base = {
-        "run_id": run_id,
-        "job_id": f"{fam}@{device}",
-        "family": fam,
-        "device": device,
-        "status": status,
-        "model_used": None,
-        "architecture": None,
-        "source": None,
-        "revision": None,
-        "weights_sha256": None,
-        "attempts": [],
-        "metrics": {},
-        "environment": {},
-        "output": {},
-        "error": None,
-        "worker": "w1",
-        "delivery": 1,
-        "started_at": 1_790_000_000.0,
-        "finished_at": 1_790_000_002.5,
-    }
-    base.update(kw)
-    return base
+    result = base_result({"run_id": run_id, "job_id": f"{fam}@{device}", "family": fam, "device": device})
+    result.update(status=status, worker="w1", delivery=1, started_at=1_790_000_000.0, finished_at=1_790_000_002.5)
+    result.update(kw)
+    return result
 
 
 def _fixture_run(store: ResultStore, run_id: str, started: float, results: list[dict]) -> None:

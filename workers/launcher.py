@@ -117,6 +117,18 @@ def command(spec: WorkerSpec, name: str, args: argparse.Namespace) -> tuple[list
     return cmd, env
 
 
+def command_line(
+    redis_url: str, devices: str = "cpu", name: str | None = None, concurrency: int | None = None, *extra: str
+) -> list[str]:
+    """The fleet-worker command, for code that starts workers as child processes."""
+    cmd = [sys.executable, "-m", "workers.launcher", "--devices", devices, "--redis-url", redis_url]
+    if name:
+        cmd += ["--name", name]
+    if concurrency:
+        cmd += ["--concurrency", str(concurrency)]
+    return [*cmd, *extra]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fleet-worker",
