@@ -217,6 +217,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             store, make_app(fleet.url), catalog, families, devices, run_settings, order=args.order, origin="embedded"
         )
         print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
+        # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
+        served = {q for w in store.live_workers() for q in w.get("queues", [])}
+        if store.skip_unserved(run_id, served):
+            print("orchestrator: warning: no GPU visible here; cuda jobs end SKIPPED", file=sys.stderr)
         counts = wait(store, run_id, ProgressBar())
         paths = _write_reports(store, run_id, args.output_dir or state / "reports")
     for path in paths:
@@ -316,7 +320,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
         gpus = f"  gpus: {'; '.join(w['gpus'])}" if w.get("gpus") else ""
         print(
             f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
-            f"transformers={w.get('transformers')}{gpus}"
+            f"transformers={w.get('transformers')}  parent_cuda_initialized={w.get('parent_cuda_initialized')}{gpus}"
         )
     return ExitCode.OK
 

@@ -196,29 +196,33 @@ class ResultStore:
         meta = self.meta(run_id)
         if time.time() < meta["deadline"]:
             return False
-        served = {d for w in self.live_workers() for d in w.get("queues", [])}
+        self.skip_unserved(run_id, {q for w in self.live_workers() for q in w.get("queues", [])})
         have = {r["job_id"] for r in self.results(run_id)}
         for jid, job in self.jobs(run_id).items():
-            if jid in have:
-                continue
-            if job["queue"] not in served:
-                res = terminal_result(
-                    job,
-                    Status.SKIPPED,
-                    ErrorKind.NO_WORKER,
-                    f"no live worker serves queue {job['queue']!r} (device {job['device']})",
-                )
-            else:
-                res = terminal_result(
+            if jid not in have:
+                lost = terminal_result(
                     job,
                     Status.LOST,
                     ErrorKind.WORKER_LOST,
                     f"no result before the run deadline ({meta['deadline_s']:.0f} s)",
                 )
-            self.put_result(res, only_if_absent=True)
+                self.put_result(lost, only_if_absent=True)
         with _redis_errors(self.url):
             self.r.set(self._k("run", run_id, "finished"), now(), nx=True)
         return True
+
+    def skip_unserved(self, run_id: str, served_queues: set[str]) -> int:
+        """Jobs whose queue no worker serves end SKIPPED (no_worker). Called at the deadline, or
+        at once by the embedded run, which knows every worker there will be."""
+        have = {r["job_id"] for r in self.results(run_id)}
+        skipped = 0
+        for jid, job in self.jobs(run_id).items():
+            if jid not in have and job["queue"] not in served_queues:
+                msg = f"no live worker serves queue {job['queue']!r} (device {job['device']})"
+                skipped += self.put_result(
+                    terminal_result(job, Status.SKIPPED, ErrorKind.NO_WORKER, msg), only_if_absent=True
+                )
+        return skipped
 
     # -- reports ----------------------------------------------------------------------
     def save_report(self, run_id: str, markdown: str) -> None:
