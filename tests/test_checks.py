@@ -133,3 +133,23 @@ def test_cuda_job_without_cuda_is_skipped_never_run_on_cpu(hf_home: object) -> N
     assert result["error"]["kind"] == "device_unavailable"
     assert result["metrics"].get("latency_ms_p50") is None
     assert result["model_used"] is None
+
+
+def test_the_job_frees_its_model_before_it_returns(hf_home: object) -> None:
+    from tests.plugins.faulty import Tracked
+
+    job = job_for("llama")
+    job["family_spec"]["check"] = "tracked"
+    result = run_job(job)
+    assert result["status"] == Status.SYNTHETIC
+    assert result["metrics"]["model_freed"] is True  # freed before the memory figures were taken
+    assert Tracked.models and Tracked.models[-1]() is None
+
+
+def test_a_failed_check_keeps_the_evidence_measured_before_it(hf_home: object) -> None:
+    job = job_for("llama")
+    job["family_spec"]["check"] = "raises"
+    result = run_job(job)
+    assert result["status"] == Status.FAILED
+    assert result["metrics"]["parameters"] > 0 and result["metrics"]["load_s"] >= 0
+    assert result["model_used"] == "synthetic:llama"

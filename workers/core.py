@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import traceback
+import weakref
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
     result.update(started_at=now(), worker=worker_name(), delivery=delivery)
     family = Family.from_dict(job["family_spec"])
     device_name = job["device"]
-    bundle = None
+    bundle = resolution = model_ref = None
     sampler = measure.RssSampler()
     dev: torch.device | None = None
     try:
@@ -57,7 +58,9 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
                 revision=bundle.revision,
                 weights_sha256=bundle.weights_sha256,
             )
-            metrics: dict[str, Any] = {"load_s": resolution.attempts[-1]["seconds"]}
+            model_ref = weakref.ref(bundle.model)
+            metrics: dict[str, Any] = result["metrics"]  # filled as measured: kept if a later step fails
+            metrics["load_s"] = resolution.attempts[-1]["seconds"]
             metrics.update(measure.model_metrics(bundle.model))
             model_device = devices.read_back(bundle.model)
             result["environment"]["model_device"] = model_device
@@ -68,7 +71,6 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
             output, timing = measure.benchmark(check, bundle, dev, int(job.get("repeats") or family.repeats))
             metrics.update(timing)
             metrics.update(measure.cuda_metrics(dev, cuda_baseline))
-            result["metrics"] = metrics
             result["output"] = output
             result["status"] = str(Status.SYNTHETIC if bundle.synthetic else Status.REAL)
     except CheckFailure as exc:
@@ -86,8 +88,10 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
         else:
             result.update(status=str(Status.FAILED), error=_error_from_exception(exc))
     finally:
-        bundle = None
+        bundle = resolution = None  # the last references to the model: free it before measuring
         gc.collect()
+        if model_ref is not None:
+            result["metrics"]["model_freed"] = model_ref() is None
         if dev is not None and dev.type == "cuda":
             torch.cuda.empty_cache()
             result["metrics"]["cuda_allocated_after_mb"] = round(torch.cuda.memory_allocated(dev) / 2**20, 2)

@@ -9,7 +9,8 @@ import ctypes
 import os
 import signal
 import time
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 import torch
 
@@ -72,3 +73,18 @@ for check in (Hang(), Oom(), Crash(), Slow(), Raises()):
     register(check)
 
 EXTRA_CHECKS = "hang,oom,crash,slow,raises"
+
+
+class Tracked(CausalLMCheck):
+    """A normal check that keeps a weak reference to the model it ran, to show it was freed."""
+
+    name = "tracked"
+    models: ClassVar[list[weakref.ref[Any]]] = []
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        self.models.append(weakref.ref(bundle.model))
+        return super().prepare(bundle, device)
+
+
+register(Tracked())
+EXTRA_CHECKS += ",tracked"
