@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
+import socket
 import sys
 from collections import Counter
 from pathlib import Path
@@ -326,9 +328,6 @@ def cmd_workers(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    import os
-    import socket
-
     from orchestrator.schedule import DEFAULT_SCHEDULE, parse_schedule
 
     spec = args.schedule or os.environ.get("FLEET_SCHEDULE") or DEFAULT_SCHEDULE
