@@ -151,6 +151,12 @@ def _beat_loop() -> None:
             return
 
 
+@signals.worker_process_init.connect
+def _freeze_child(**_: Any) -> None:
+    """What the pool child set up for itself also lives as long as it: out of every collection."""
+    gc.freeze()
+
+
 @signals.worker_ready.connect
 def _on_ready(**_: Any) -> None:
     threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True).start()
