@@ -130,11 +130,13 @@ def wait(
     reconnect_s: float = 120.0,
 ) -> Counter[str]:
     """Block until the run is finished (all results, or the deadline passed). Survives a
-    Redis restart for up to reconnect_s."""
+    Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
+    status), so large runs are polled less often: at least every total/4000 s."""
     last_ok = time.monotonic()
     while True:
         try:
             done, total, counts = store.progress(run_id)
+            poll_s = max(poll_s, total / 4000)
             if on_progress:
                 on_progress(done, total, counts)
             if store.finalize_if_due(run_id):

@@ -82,3 +82,20 @@ def test_devices() -> None:
     assert parse_devices("cpu, cuda,cuda:1,cpu") == ["cpu", "cuda", "cuda:1"]
     with pytest.raises(SelectionError, match="unknown device 'tpu'"):
         parse_devices("cpu,tpu")
+
+
+def test_the_control_plane_never_imports_torch() -> None:
+    """orchestrator/ must run where torch is not installed (the orchestrator image has none)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import orchestrator.cli, orchestrator.submit, orchestrator.store, orchestrator.report\n"
+        "import orchestrator.schedule, orchestrator.embedded, orchestrator.beat, workers.launcher\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'huggingface_hub'))\n"
+        "print(bad)\n"
+        "sys.exit(1 if bad else 0)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
