@@ -224,20 +224,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if store.skip_unserved(run_id, served):
             print("orchestrator: warning: no GPU visible here; cuda jobs end SKIPPED", file=sys.stderr)
         counts = wait(store, run_id, ProgressBar())
-        paths = _write_reports(store, run_id, args.output_dir or state / "reports")
+        paths = report.save_run_report(store, run_id, args.output_dir or state / "reports")
     for path in paths:
         print(path)
     return _verdict(run_id, counts)
-
-
-def _write_reports(store: ResultStore, run_id: str, out_dir: Path) -> list[Path]:
-    data = report.build(store, run_id)
-    markdown = report.render_markdown(data)
-    store.save_report(run_id, markdown)
-    md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
-    report.write_atomic(md_path, markdown)
-    report.write_atomic(json_path, report.to_json(data))
-    return [md_path, json_path]
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -86,9 +86,10 @@ def build(store: ResultStore, run_id: str, history_runs: int = HISTORY_RUNS) -> 
     meta = store.meta(run_id)
     results = store.results(run_id)
     previous_id = store.previous_run_id(run_id)
-    previous = {r["job_id"]: r for r in store.results(previous_id)} if previous_id else {}
-    history = _history(store, run_id, history_runs)
-    return assemble(meta, results, previous_id, previous, history)
+    previous_results = store.results(previous_id) if previous_id else []
+    loaded = {run_id: results} | ({previous_id: previous_results} if previous_id else {})
+    history = _history(store, run_id, history_runs, loaded)
+    return assemble(meta, results, previous_id, {r["job_id"]: r for r in previous_results}, history)
 
 
 def assemble(
@@ -137,13 +138,17 @@ def assemble(
     }
 
 
-def _history(store: ResultStore, run_id: str, limit: int) -> list[tuple[str, dict[str, str]]]:
+def _history(
+    store: ResultStore, run_id: str, limit: int, loaded: dict[str, list[dict[str, Any]]]
+) -> list[tuple[str, dict[str, str]]]:
+    """Statuses of the last `limit` runs up to run_id, oldest first (reusing results already read)."""
     ids = store.run_ids(1000)
     if run_id in ids:
         ids = ids[ids.index(run_id) :]
     out = []
     for rid in reversed(ids[:limit]):
-        out.append((rid, {r["job_id"]: r["status"] for r in store.results(rid)}))
+        results = loaded[rid] if rid in loaded else store.results(rid)
+        out.append((rid, {r["job_id"]: r["status"] for r in results}))
     return out
 
 
@@ -250,6 +255,17 @@ def to_junit(report: dict[str, Any]) -> str:
 
 
 RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit}
+
+
+def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path]:
+    """Render a run once: markdown kept in Redis, and RUN_ID.md and RUN_ID.json in out_dir."""
+    data = build(store, run_id)
+    markdown = render_markdown(data)
+    store.save_report(run_id, markdown)
+    md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
+    write_atomic(md_path, markdown)
+    write_atomic(json_path, to_json(data))
+    return md_path, json_path
 
 
 def write_atomic(path: Path, text: str) -> None:

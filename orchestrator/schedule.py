@@ -79,12 +79,7 @@ def reports_dir() -> Path:
 
 
 def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
-    data = report.build(store, run_id)
-    markdown = report.render_markdown(data)
-    store.save_report(run_id, markdown)
-    md_path = out_dir / f"{run_id}.md"
-    report.write_atomic(md_path, markdown)
-    report.write_atomic(out_dir / f"{run_id}.json", report.to_json(data))
+    md_path, _json_path = report.save_run_report(store, run_id, out_dir)
     link = out_dir / "latest.md"
     tmp = out_dir / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)

@@ -43,11 +43,3 @@ class RunSettings:
     deadline_s: float = 3600.0  # after this a job with no result is LOST (or SKIPPED: no worker)
     repeats: int | None = None  # overrides the family's steady-state repeat count
     time_limit_s: float | None = None  # overrides the family's time limit
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "max_attempts": self.max_attempts,
-            "deadline_s": self.deadline_s,
-            "repeats": self.repeats,
-            "time_limit_s": self.time_limit_s,
-        }
