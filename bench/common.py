@@ -19,9 +19,9 @@ from typing import Any
 import psutil
 import redis
 
-from orchestrator.catalog import Catalog, Family
+from fleet.catalog import Catalog, Family
+from fleet.launcher import command_line
 from orchestrator.redis_server import RedisServer
-from workers.launcher import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")

@@ -14,7 +14,7 @@ import torch
 import torch.utils.benchmark as tub
 
 from bench.common import save
-from orchestrator.catalog import Candidate, Family
+from fleet.catalog import Candidate, Family
 from workers import measure
 from workers.checks import get_check
 from workers.resolver import resolve

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from bench.common import ROOT, catalog, private_fleet, save
-from orchestrator.celery_app import make_app
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
+from fleet.broker import make_app
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.submit import submit, wait
 
 XDIST_TEST = """

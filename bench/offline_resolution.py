@@ -18,7 +18,7 @@ import time
 import torch
 
 from bench.common import save
-from orchestrator.catalog import Candidate, Family
+from fleet.catalog import Candidate, Family
 from workers import hub
 from workers.checks import get_check
 from workers.resolver import resolve

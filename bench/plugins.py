@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.catalog import Family
+from fleet.catalog import Family
 from workers import synthetic
 from workers.checks import register
 from workers.checks.base import Bundle, Check

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from orchestrator.celery_app import make_app
-from orchestrator.settings import redis_url
+from fleet.broker import make_app
+from fleet.settings import redis_url
 
 app = make_app()
 _client = redis.Redis.from_url(redis_url())

@@ -10,8 +10,8 @@ import argparse
 import time
 
 from bench.common import private_fleet, save
+from fleet.store import ResultStore
 from orchestrator import report
-from orchestrator.store import ResultStore
 
 
 def fixture_results(run_id: str, n: int, status_cycle: tuple[str, ...]) -> list[dict]:

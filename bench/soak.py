@@ -13,9 +13,9 @@ import threading
 import time
 
 from bench.common import catalog, private_fleet, save
-from orchestrator.celery_app import make_app
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
+from fleet.broker import make_app
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.submit import submit, wait
 
 

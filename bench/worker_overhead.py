@@ -13,10 +13,10 @@ import sys
 import time
 
 from bench.common import private_fleet, save
-from orchestrator.catalog import Catalog, load_catalog
-from orchestrator.celery_app import make_app
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
+from fleet.broker import make_app
+from fleet.catalog import Catalog, load_catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.submit import submit
 
 

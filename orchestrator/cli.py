@@ -18,12 +18,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from orchestrator import report, settings
-from orchestrator.catalog import load_catalog, parse_devices
-from orchestrator.errors import ExitCode, FleetError, RunFailed, SelectionError
-from orchestrator.results import FAILING
-from orchestrator.settings import RunSettings, redact_url
-from orchestrator.store import ResultStore
+from fleet import settings
+from fleet.catalog import load_catalog, parse_devices
+from fleet.errors import ExitCode, FleetError, RunFailed, SelectionError
+from fleet.protocol import FAILING
+from fleet.settings import RunSettings, redact_url
+from fleet.store import ResultStore
+from orchestrator import report
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs, 130 interrupted.
@@ -167,7 +168,7 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from orchestrator.celery_app import make_app
+    from fleet.broker import make_app
     from orchestrator.submit import ProgressBar, submit, unserved_devices, wait
 
     catalog = load_catalog(args.catalog)
@@ -199,10 +200,10 @@ def _verdict(run_id: str, counts: Counter[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.celery_app import make_app
+    from fleet.broker import make_app
+    from fleet.launcher import visible_gpus
     from orchestrator.embedded import EmbeddedFleet
     from orchestrator.submit import ProgressBar, submit, wait
-    from workers.launcher import visible_gpus
 
     catalog = load_catalog(args.catalog)
     families = None if args.all else args.family

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 from typing import IO
 
-from orchestrator.errors import ServiceError
+from fleet.errors import ServiceError
+from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
-from orchestrator.store import ResultStore
 
 
 class EmbeddedFleet:
@@ -44,7 +44,7 @@ class EmbeddedFleet:
         self.redis.start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        from workers.launcher import command_line  # imports no torch
+        from fleet.launcher import command_line  # imports no torch
 
         cmd = command_line(self.url, self.worker_devices, f"embedded-{os.getpid()}")
         self.launcher = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)

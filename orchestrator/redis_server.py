@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from orchestrator.errors import ServiceError
+from fleet.errors import ServiceError
 
 
 def find_binary() -> str:

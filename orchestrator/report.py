@@ -20,8 +20,8 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.results import FAILING, Status, change
-from orchestrator.store import ResultStore
+from fleet.protocol import FAILING, Status, change
+from fleet.store import ResultStore
 
 CHANGE_ORDER = {"regressed": 0, "new": 1, "improved": 2, "unchanged": 3}
 AGREEMENT_ATOL = 1e-3

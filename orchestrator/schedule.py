@@ -20,12 +20,12 @@ from celery import Celery, signals
 from celery.schedules import crontab, schedule
 from kombu import Queue
 
+from fleet.broker import make_app
+from fleet.catalog import load_catalog, parse_devices
+from fleet.errors import SelectionError
+from fleet.settings import RunSettings, redis_url, state_dir
+from fleet.store import ResultStore
 from orchestrator import report
-from orchestrator.catalog import load_catalog, parse_devices
-from orchestrator.celery_app import make_app
-from orchestrator.errors import SelectionError
-from orchestrator.settings import RunSettings, redis_url, state_dir
-from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
 
 CONTROL_QUEUE = "control"

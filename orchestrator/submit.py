@@ -11,13 +11,13 @@ from typing import Any, TextIO
 
 from celery import Celery
 
-from orchestrator import __version__
-from orchestrator.catalog import Catalog
-from orchestrator.celery_app import RUN_CHECK_TASK, queue_for
-from orchestrator.errors import RedisUnreachable
-from orchestrator.results import job_id, now
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore, new_run_id
+from fleet import __version__
+from fleet.broker import RUN_CHECK_TASK, queue_for
+from fleet.catalog import Catalog
+from fleet.errors import RedisUnreachable
+from fleet.protocol import job_id, now
+from fleet.settings import RunSettings
+from fleet.store import ResultStore, new_run_id
 
 
 def hard_time_limit(soft_s: float) -> float:

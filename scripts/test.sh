@@ -3,7 +3,7 @@
 # started by the tests themselves). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check orchestrator workers tests bench scripts
-.venv/bin/ruff format --check orchestrator workers tests bench scripts
+.venv/bin/ruff check fleet orchestrator workers tests bench scripts
+.venv/bin/ruff format --check fleet orchestrator workers tests bench scripts
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"

@@ -17,10 +17,10 @@ import psutil
 import pytest
 import redis
 
+from fleet.launcher import command_line
 from orchestrator.redis_server import RedisServer
 from tests.fakehub import FakeHub
 from tests.plugins.faulty import EXTRA_CHECKS
-from workers.launcher import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["FLEET_EXTRA_CHECKS"] = EXTRA_CHECKS
@@ -144,7 +144,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 
 
 def wait_for_worker(redis_url: str, name: str, w: Worker, timeout: float = 90) -> None:
-    from orchestrator.store import ResultStore
+    from fleet.store import ResultStore
 
     client = ResultStore(redis_url).r  # honours FLEET_REDIS_CA for rediss:// URLs
     deadline = time.monotonic() + timeout

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from orchestrator.catalog import Family
+from fleet.catalog import Family
 from workers import synthetic
 from workers.checks import get_check
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import load_catalog, parse_devices
-from orchestrator.errors import CatalogError, FileMissing, SelectionError
+from fleet.catalog import load_catalog, parse_devices
+from fleet.errors import CatalogError, FileMissing, SelectionError
 
 
 def test_shipped_catalog_has_the_required_families_in_size_order() -> None:
@@ -91,8 +91,8 @@ def test_the_control_plane_never_imports_torch() -> None:
 
     code = (
         "import sys\n"
-        "import orchestrator.cli, orchestrator.submit, orchestrator.store, orchestrator.report\n"
-        "import orchestrator.schedule, orchestrator.embedded, orchestrator.beat, workers.launcher\n"
+        "import orchestrator.cli, orchestrator.submit, fleet.store, orchestrator.report\n"
+        "import orchestrator.schedule, orchestrator.embedded, orchestrator.beat, fleet.launcher\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'huggingface_hub'))\n"
         "print(bad)\n"
         "sys.exit(1 if bad else 0)\n"

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from orchestrator.catalog import Candidate, load_catalog
-from orchestrator.errors import CheckFailure
-from orchestrator.results import Status
-from orchestrator.settings import RunSettings
+from fleet.catalog import Candidate, load_catalog
+from fleet.errors import CheckFailure
+from fleet.protocol import Status
+from fleet.settings import RunSettings
 from orchestrator.submit import plan_jobs
 from tests.models import family
 from workers import measure, synthetic

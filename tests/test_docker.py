@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.celery_app import GPU_QUEUE
+from fleet.broker import GPU_QUEUE
 from orchestrator.cli import _parser
 from orchestrator.submit import hard_time_limit
 
@@ -50,7 +50,7 @@ def test_dockerfile_copies_existing_files_and_runs_our_commands(name: str) -> No
     args = json.loads(cmd)
     if program == "fleet-worker":
         res = subprocess.run(
-            [sys.executable, "-m", "workers.launcher", *args, "--dry-run"],
+            [sys.executable, "-m", "fleet.launcher", *args, "--dry-run"],
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleet.launcher import visible_gpus
 from tests.conftest import ROOT, orchestrator
-from workers.launcher import visible_gpus
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.catalog import Catalog
-from orchestrator.celery_app import make_app
+from fleet.broker import make_app
+from fleet.catalog import Catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
 from tests.conftest import ROOT, write_catalog
 from tests.models import family

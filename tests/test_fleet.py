@@ -11,10 +11,10 @@ from pathlib import Path
 import redis
 from kombu import Connection, Exchange, Producer
 
-from orchestrator.catalog import load_catalog
-from orchestrator.celery_app import make_app
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
+from fleet.broker import make_app
+from fleet.catalog import load_catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.submit import submit, wait
 from tests.conftest import orchestrator, write_catalog
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.catalog import Catalog
-from orchestrator.celery_app import make_app
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
+from fleet.broker import make_app
+from fleet.catalog import Catalog
+from fleet.launcher import command_line
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.submit import submit, wait
 from tests.conftest import ROOT, worker_env
 from tests.models import family
-from workers.launcher import command_line
 
 SUBNET = "10.213.77"
 

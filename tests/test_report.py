@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from fleet.broker import make_app
+from fleet.catalog import Candidate, Catalog
+from fleet.protocol import base_result
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator import report
-from orchestrator.catalog import Candidate, Catalog
-from orchestrator.celery_app import make_app
-from orchestrator.results import base_result
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
 from tests.models import family, save_tiny
 from workers import hub

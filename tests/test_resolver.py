@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.catalog import Candidate
+from fleet.catalog import Candidate
 from tests.fakehub import FakeHub
 from tests.models import family, save_tiny
 from workers import hub

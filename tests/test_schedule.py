@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator.errors import SelectionError
+from fleet.errors import SelectionError
+from fleet.store import ResultStore
 from orchestrator.schedule import parse_schedule, slot_name
-from orchestrator.store import ResultStore
 from tests.conftest import ROOT, worker_env, write_catalog
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.catalog import load_catalog
-from orchestrator.celery_app import make_app
+from fleet.broker import make_app
+from fleet.catalog import load_catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer, free_port
-from orchestrator.settings import RunSettings
-from orchestrator.store import ResultStore
 from orchestrator.submit import submit, wait
 
 
@@ -123,7 +123,7 @@ def test_tls_redis(tmp_path: Path, start_worker, monkeypatch: pytest.MonkeyPatch
         assert result["status"] == "SYNTHETIC"
         # and without the CA the certificate is refused: TLS is really verified
         monkeypatch.delenv("FLEET_REDIS_CA")
-        from orchestrator.errors import RedisUnreachable
+        from fleet.errors import RedisUnreachable
 
         with pytest.raises(RedisUnreachable):
             ResultStore(url).ping()

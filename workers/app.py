@@ -1,6 +1,6 @@
 """The worker's Celery application: one thin task over workers.core, plus the heartbeat.
 
-Start with `fleet-worker --devices cpu` (see workers.launcher), which runs
+Start with `fleet-worker --devices cpu` (see fleet.launcher), which runs
 `celery -A workers.app worker` with the right queues and environment.
 The parent process imports torch and transformers (so pool children start warm) but never
 initialises CUDA: models are loaded inside the task, in the pool child.
@@ -24,12 +24,12 @@ from celery import Task, signals
 from celery.exceptions import TimeLimitExceeded
 
 import workers.checks  # noqa: F401  (preload check modules in the parent)
-from orchestrator import __version__
-from orchestrator.celery_app import RUN_CHECK_TASK, make_app
-from orchestrator.errors import ErrorKind, FleetError
-from orchestrator.results import Status, terminal_result
-from orchestrator.settings import redis_url
-from orchestrator.store import ResultStore
+from fleet import __version__
+from fleet.broker import RUN_CHECK_TASK, make_app
+from fleet.errors import ErrorKind, FleetError
+from fleet.protocol import Status, terminal_result
+from fleet.settings import redis_url
+from fleet.store import ResultStore
 from workers.core import leaves_process_unclean, run_job, worker_name
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.

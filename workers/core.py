@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from orchestrator.catalog import Family
-from orchestrator.errors import CheckFailure, ErrorKind
-from orchestrator.results import Status, base_result, now
+from fleet.catalog import Family
+from fleet.errors import CheckFailure, ErrorKind
+from fleet.protocol import Status, base_result, now
 from workers import devices, measure, plugins, resolver
 from workers.checks import get_check
 

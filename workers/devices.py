@@ -13,7 +13,7 @@ import psutil
 import torch
 import transformers
 
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind
 
 
 def check_available(device: str) -> torch.device:

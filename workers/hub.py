@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import huggingface_hub
 from huggingface_hub import HfApi, constants, errors, hf_hub_download, snapshot_download
 
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind
 
 PROBE_TTL_S = 60.0
 

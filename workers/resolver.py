@@ -15,8 +15,8 @@ from typing import Any
 import torch
 import transformers
 
-from orchestrator.catalog import Candidate, Family
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.catalog import Candidate, Family
+from fleet.errors import CheckFailure, ErrorKind
 from workers import devices, hub, synthetic
 from workers.checks.base import Bundle, Check
 

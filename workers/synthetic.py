@@ -21,8 +21,8 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from orchestrator.catalog import Family
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.catalog import Family
+from fleet.errors import CheckFailure, ErrorKind
 from workers import hub
 from workers.checks.base import Bundle, Check
 

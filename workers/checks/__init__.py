@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind
 from workers.checks.base import Bundle, Check
 from workers.checks.causal_lm import CausalLMCheck
 from workers.checks.ctc import CTCCheck

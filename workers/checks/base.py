@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind
 
 
 @dataclass

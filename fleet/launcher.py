@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-from orchestrator.settings import redact_url, redis_url
+from fleet.settings import redact_url, redis_url
 
 
 @dataclass
@@ -121,7 +121,7 @@ def command_line(
     redis_url: str, devices: str = "cpu", name: str | None = None, concurrency: int | None = None, *extra: str
 ) -> list[str]:
     """The fleet-worker command, for code that starts workers as child processes."""
-    cmd = [sys.executable, "-m", "workers.launcher", "--devices", devices, "--redis-url", redis_url]
+    cmd = [sys.executable, "-m", "fleet.launcher", "--devices", devices, "--redis-url", redis_url]
     if name:
         cmd += ["--name", name]
     if concurrency:

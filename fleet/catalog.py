@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import CatalogError, FileMissing, SelectionError
+from fleet.errors import CatalogError, FileMissing, SelectionError
 
 BUILTIN_CHECKS = ("causal_lm", "seq2seq", "ctc", "video_text", "embedding")
 SYNTHETIC_BUILDERS = ("llama", "t5", "wav2vec2", "xclip", "bert", "none")
@@ -122,7 +122,7 @@ def parse_devices(text: str) -> list[str]:
 
 
 def default_catalog_path() -> Path:
-    return Path(str(resources.files("orchestrator").joinpath("catalog.toml")))
+    return Path(str(resources.files("fleet").joinpath("catalog.toml")))
 
 
 def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:

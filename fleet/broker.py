@@ -1,7 +1,7 @@
 """The Celery application shared by the orchestrator (which sends tasks by name) and workers.
 
 Only JSON crosses the broker. Jobs are acknowledged late so that a job whose worker dies is
-delivered again; results go to our own store (orchestrator.store), not Celery's backend.
+delivered again; results go to our own store (fleet.store), not Celery's backend.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import os
 from celery import Celery
 from kombu import Queue
 
-from orchestrator import settings
+from fleet import settings
 
 RUN_CHECK_TASK = "fleet.run_check"
 CPU_QUEUE = "cpu"

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from orchestrator.errors import ErrorKind, RedisUnreachable, RunNotFound
-from orchestrator.results import Status, now, terminal_result
-from orchestrator.settings import redact_url
+from fleet.errors import ErrorKind, RedisUnreachable, RunNotFound
+from fleet.protocol import Status, now, terminal_result
+from fleet.settings import redact_url
 
 T = TypeVar("T")
 PREFIX = "fleet"

@@ -6,7 +6,7 @@ import time
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.errors import ErrorKind
+from fleet.errors import ErrorKind
 
 
 class Status(StrEnum):
