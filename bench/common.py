@@ -25,7 +25,6 @@ from orchestrator.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or ROOT / "bench" / "results")
-os.environ.setdefault("FLEET_EXTRA_CHECKS", "noop,spin")
 
 
 def machine() -> dict[str, Any]:
@@ -73,7 +72,7 @@ class Workers:
         full = dict(os.environ)
         full.update(
             FLEET_REDIS_URL=self.url,
-            FLEET_PLUGINS="bench.plugins",
+            FLEET_PLUGINS="bench.plugin",
             HF_HOME=str(self.tmp / "hf"),
             HF_HUB_OFFLINE="1",
             PYTHONPATH=str(ROOT),

@@ -15,7 +15,8 @@ from fleet.broker import make_app
 from fleet.catalog import Catalog, load_catalog
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 
 
 def slope(ys: list[float]) -> float:

@@ -1,4 +1,4 @@
-"""Checks for the benchmarks, loaded by benchmark workers through FLEET_PLUGINS.
+"""Checks for the benchmarks (registered by bench.plugin.register(), FLEET_PLUGINS=bench.plugin).
 
 noop: does nothing on a one-parameter model (framework overhead). spin: a fixed amount of
 single-threaded CPU work (BENCH_SPIN_S seconds, or the family's repeats x 10 ms for unequal
@@ -70,7 +70,7 @@ class Spin(Noop):
         return {}
 
 
-register(Noop())
-register(Spin())
-synthetic.register_builder("empty", _empty)
-EXTRA_CHECKS = "noop,spin"
+def register_all() -> None:
+    register(Noop())
+    register(Spin())
+    synthetic.register_builder("empty", _empty)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import redis
 
 from fleet.broker import make_app
-from fleet.settings import redis_url
+from fleet.settings import Settings
 
 app = make_app()
-_client = redis.Redis.from_url(redis_url())
+_client = redis.Redis.from_url(Settings.from_env().redis_url)
 
 
 @app.task(name="bench.noop", acks_late=True)

@@ -10,6 +10,7 @@ import argparse
 import time
 
 from bench.common import private_fleet, save
+from fleet.protocol import Job
 from fleet.store import ResultStore
 from orchestrator import report
 
@@ -82,8 +83,18 @@ def main() -> None:
             ("run-b", 1_790_086_400.0, ("REAL", "SYNTHETIC", "FAILED", "REAL")),
         ):
             results = fixture_results(run_id, args.results, cycle)
-            jobs = [
-                {"run_id": run_id, "job_id": r["job_id"], "family": r["family"], "device": r["device"], "queue": "cpu"}
+            jobs: list[Job] = [
+                {
+                    "run_id": run_id,
+                    "job_id": r["job_id"],
+                    "family": r["family"],
+                    "device": r["device"],
+                    "queue": "cpu",
+                    "family_spec": {},
+                    "time_limit_s": 60.0,
+                    "repeats": 1,
+                    "max_attempts": 1,
+                }
                 for r in results
             ]
             store.create_run(

@@ -16,7 +16,8 @@ from bench.common import catalog, private_fleet, save
 from fleet.broker import make_app
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 
 
 def main() -> None:

@@ -2,73 +2,88 @@
 
 Only JSON crosses the broker. Jobs are acknowledged late so that a job whose worker dies is
 delivered again; results go to our own store (fleet.store), not Celery's backend.
+
+`app` below is a torch-free application for Celery's own tools:
+`celery -A fleet.broker inspect ping`, `celery -A fleet.broker events`, Flower. It reads
+$FLEET_REDIS_URL when first used, not at import.
 """
 
 from __future__ import annotations
 
-import os
+import ssl
+from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
-from fleet import settings
+from fleet.devices import QUEUES
+from fleet.settings import Settings
 
 RUN_CHECK_TASK = "fleet.run_check"
-CPU_QUEUE = "cpu"
-GPU_QUEUE = "gpu"
-# Above the hardest time limit a job can have, or a long job would be delivered twice.
-VISIBILITY_TIMEOUT_S = int(os.environ.get("FLEET_VISIBILITY_TIMEOUT", "3900"))
 
 
-def queue_for(device: str) -> str:
-    """cpu jobs go to 'cpu'; cuda and cuda:N jobs to 'gpu' (served by one worker per GPU)."""
-    return CPU_QUEUE if device == "cpu" else GPU_QUEUE
-
-
-def make_app(redis_url: str | None = None) -> Celery:
-    url = settings.redis_url(redis_url)
-    app = Celery("model_fleet", broker=url, backend=url)
+def config(settings: Settings) -> dict[str, Any]:
+    """Celery configuration for these settings."""
+    url = settings.redis_url
+    visibility = settings.visibility_timeout_s
     transport_options = {
-        "visibility_timeout": VISIBILITY_TIMEOUT_S,
+        "visibility_timeout": visibility,
         # Sweep for messages of dead workers every interval (default sweep: 10 x 10 s).
-        "unacked_restore_interval": max(1, min(10, VISIBILITY_TIMEOUT_S // 4)),
+        "unacked_restore_interval": max(1, min(10, visibility // 4)),
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
         "retry_on_timeout": True,
     }
-    ssl_options = None
+    ssl_options: dict[str, Any] | None = None
     if url.startswith("rediss://"):
         # TLS: verify against the system CA bundle, or FLEET_REDIS_CA when given.
-        import ssl
-
         ssl_options = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
-        if os.environ.get("FLEET_REDIS_CA"):
-            ssl_options["ssl_ca_certs"] = os.environ["FLEET_REDIS_CA"]  # type: ignore[assignment]
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        event_serializer="json",
-        task_queues=(Queue(CPU_QUEUE), Queue(GPU_QUEUE)),
-        task_default_queue=CPU_QUEUE,
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        task_acks_on_failure_or_timeout=True,
-        task_ignore_result=True,
-        task_track_started=False,
-        worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        broker_transport_options=transport_options,
-        result_backend_transport_options=transport_options,
-        broker_connection_retry_on_startup=True,
-        broker_connection_max_retries=None,
-        broker_heartbeat=0,
-        broker_use_ssl=ssl_options,
-        redis_backend_use_ssl=ssl_options,
-        enable_utc=True,
-        timezone="UTC",
-    )
+        if settings.redis_ca:
+            ssl_options["ssl_ca_certs"] = settings.redis_ca
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "event_serializer": "json",
+        "task_queues": tuple(Queue(q) for q in QUEUES),  # type: ignore[no-untyped-call]
+        "task_default_queue": QUEUES[0],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_ignore_result": True,
+        "task_track_started": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "broker_transport_options": transport_options,
+        "result_backend_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_heartbeat": 0,
+        "broker_use_ssl": ssl_options,
+        "redis_backend_use_ssl": ssl_options,
+        "enable_utc": True,
+        "timezone": "UTC",
+    }
+
+
+def make_app(redis_url: str | None = None, settings: Settings | None = None) -> Celery:
+    """A Celery app for these settings (default: the environment's), on redis_url when given."""
+    settings = (settings or Settings.from_env()).with_redis_url(redis_url)
+    app = Celery("model_fleet", set_as_current=False)
+    app.conf.update(config(settings))
     return app
+
+
+def lazy_app() -> Celery:
+    """An app configured from the environment the first time its configuration is read."""
+    app = Celery("model_fleet")
+    app.add_defaults(lambda: config(Settings.from_env()))
+    return app
+
+
+app = lazy_app()

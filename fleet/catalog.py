@@ -14,11 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fleet import names
 from fleet.errors import CatalogError, FileMissing, SelectionError
 
-BUILTIN_CHECKS = ("causal_lm", "seq2seq", "ctc", "video_text", "embedding")
-SYNTHETIC_BUILDERS = ("llama", "t5", "wav2vec2", "xclip", "bert", "none")
-DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 FAMILY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 _CANDIDATE_KEYS = {
@@ -105,27 +103,12 @@ class Catalog:
         return [self.families[n] for n in dict.fromkeys(names)]
 
 
-def known_checks() -> tuple[str, ...]:
-    """Built-in checks plus those a deployment adds through FLEET_EXTRA_CHECKS (see workers.plugins)."""
-    extra = [c.strip() for c in os.environ.get("FLEET_EXTRA_CHECKS", "").split(",") if c.strip()]
-    return BUILTIN_CHECKS + tuple(extra)
-
-
-def parse_devices(text: str) -> list[str]:
-    devices = [d.strip() for d in text.split(",") if d.strip()]
-    if not devices:
-        raise SelectionError("no device given (expected e.g. cpu,cuda)")
-    bad = [d for d in devices if not DEVICE_RE.match(d)]
-    if bad:
-        raise SelectionError(f"unknown device {', '.join(repr(b) for b in bad)} (expected cpu, cuda or cuda:N)")
-    return list(dict.fromkeys(devices))
-
-
 def default_catalog_path() -> Path:
     return Path(str(resources.files("fleet").joinpath("catalog.toml")))
 
 
-def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+def load_catalog(path: str | os.PathLike[str] | None = None, plugins: tuple[str, ...] = ()) -> Catalog:
+    """The catalog at path (default: the one shipped); plugins add check names (fleet.names)."""
     p = Path(path) if path is not None else default_catalog_path()
     if not p.is_file():
         raise FileMissing(f"catalog file not found: {p}")
@@ -133,17 +116,17 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{p}: not valid TOML: {exc}") from None
-    return parse_catalog(data, str(p))
+    return parse_catalog(data, str(p), names.check_names(plugins))
 
 
-def parse_catalog(data: dict[str, Any], source: str) -> Catalog:
+def parse_catalog(data: dict[str, Any], source: str, checks: tuple[str, ...] = names.CHECKS) -> Catalog:
     unknown = set(data) - {"families"}
     if unknown:
         raise CatalogError(f"{source}: unknown top-level key {sorted(unknown)} (valid: ['families'])")
     fams = data.get("families")
     if not isinstance(fams, dict) or not fams:
         raise CatalogError(f"{source}: no [families.NAME] tables")
-    families = {name: _parse_family(source, name, spec) for name, spec in fams.items()}
+    families = {name: _parse_family(source, name, spec, checks) for name, spec in fams.items()}
     return Catalog(source=source, families=families)
 
 
@@ -165,7 +148,7 @@ def _type_name(want: Any) -> str:
     return {str: "a string", bool: "true or false", list: "a list", int: "an integer"}.get(want, str(want))
 
 
-def _parse_family(source: str, name: str, spec: Any) -> Family:
+def _parse_family(source: str, name: str, spec: Any, checks: tuple[str, ...]) -> Family:
     where = f"{source}: families.{name}"
     if not FAMILY_RE.match(name):
         raise CatalogError(f"{where}: family names are lower-case letters, digits, '-' and '_'")
@@ -173,17 +156,15 @@ def _parse_family(source: str, name: str, spec: Any) -> Family:
     for required in ("check", "architectures"):
         if required not in spec:
             raise CatalogError(f"{where}: missing required key {required!r}")
-    checks = known_checks()
     if spec["check"] not in checks:
         raise CatalogError(f"{where}: unknown check {spec['check']!r} (available: {', '.join(checks)})")
     archs = spec["architectures"]
     if not archs or not all(isinstance(a, str) and a for a in archs):
         raise CatalogError(f"{where}: architectures must be a non-empty list of class names")
-    synthetic = spec.get("synthetic", "none")
-    if synthetic not in SYNTHETIC_BUILDERS:
-        raise CatalogError(
-            f"{where}: unknown synthetic builder {synthetic!r} (available: {', '.join(SYNTHETIC_BUILDERS)})"
-        )
+    synthetic = spec.get("synthetic", names.NO_SYNTHETIC)
+    builders = (*names.SYNTHETIC_BUILDERS, names.NO_SYNTHETIC)
+    if synthetic not in builders:
+        raise CatalogError(f"{where}: unknown synthetic builder {synthetic!r} (available: {', '.join(builders)})")
     for key in ("time_limit_s", "memory_limit_mb", "repeats"):
         if key in spec and spec[key] <= 0:
             raise CatalogError(f"{where}: {key} must be positive, got {spec[key]}")
@@ -193,7 +174,7 @@ def _parse_family(source: str, name: str, spec: Any) -> Family:
     sizes = [c.params_m for c in candidates if c.params_m is not None]
     if sizes != sorted(sizes):
         raise CatalogError(f"{where}: candidates must be in order of increasing size (params_m {sizes})")
-    if not candidates and synthetic == "none":
+    if not candidates and synthetic == names.NO_SYNTHETIC:
         raise CatalogError(f"{where}: no candidates and no synthetic builder: nothing could run")
     return Family(
         name=name,

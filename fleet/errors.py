@@ -98,7 +98,7 @@ class CheckFailure(FleetError):
         self.data = data or {}
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": str(self.kind), "message": self.message}
-        if self.data:
-            out["data"] = self.data
-        return out
+        """As data (fleet.protocol.ErrorInfo), for crossing a process or broker boundary."""
+        from fleet.protocol import error_info
+
+        return dict(error_info(self.kind, self.message, self.data))

@@ -19,7 +19,9 @@ import time
 from dataclasses import dataclass
 from types import FrameType
 
-from fleet.settings import redact_url, redis_url
+from fleet.devices import CPU_QUEUE, GPU_QUEUE, Device
+from fleet.errors import SelectionError
+from fleet.settings import Settings, redact_url
 
 
 @dataclass
@@ -44,23 +46,29 @@ def visible_gpus() -> list[str]:
 
 
 def plan(devices: str, cpu_concurrency: int | None) -> list[WorkerSpec]:
-    wanted = [d.strip() for d in devices.split(",") if d.strip()]
+    """Worker processes for a --devices value: the fleet's device names, plus `auto` (the CPU
+    and every visible GPU). `cuda` means every visible GPU; `cuda:N` the N-th physical GPU."""
     specs: list[WorkerSpec] = []
     gpus = visible_gpus()
-    for d in wanted:
-        if d == "auto":
+    for name in (d.strip() for d in devices.split(",") if d.strip()):
+        if name == "auto":
             specs.append(_cpu(cpu_concurrency))
             specs.extend(_gpu(g) for g in gpus)
-        elif d == "cpu":
+            continue
+        try:
+            device = Device.parse(name)
+        except SelectionError:
+            raise SystemExit(
+                f"fleet-worker: error: unknown device {name!r} (expected cpu, cuda, cuda:N or auto)"
+            ) from None
+        if not device.is_gpu:
             specs.append(_cpu(cpu_concurrency))
-        elif d == "cuda":
+        elif device.index is None:
             if not gpus:
                 raise SystemExit("fleet-worker: error: --devices cuda but no GPU is visible (nvidia-smi -L)")
             specs.extend(_gpu(g) for g in gpus)
-        elif re.fullmatch(r"cuda:\d+", d):
-            specs.append(_gpu(d.split(":")[1]))
         else:
-            raise SystemExit(f"fleet-worker: error: unknown device {d!r} (expected cpu, cuda, cuda:N or auto)")
+            specs.append(_gpu(str(device.index)))
     labels = [s.label for s in specs]
     return [s for i, s in enumerate(specs) if s.label not in labels[:i]]
 
@@ -68,14 +76,16 @@ def plan(devices: str, cpu_concurrency: int | None) -> list[WorkerSpec]:
 def _cpu(concurrency: int | None) -> WorkerSpec:
     # Each check uses torch's intra-op threads; one job per two cores keeps them from fighting.
     n = concurrency or max(1, (os.cpu_count() or 1) // 2)
-    return WorkerSpec("cpu", "cpu", "cpu", n, None)
+    return WorkerSpec("cpu", CPU_QUEUE, "cpu", n, None)
 
 
 def _gpu(index: str) -> WorkerSpec:
-    return WorkerSpec(f"gpu{index}", "gpu", "cuda", 1, index)
+    return WorkerSpec(f"gpu{index}", GPU_QUEUE, "cuda", 1, index)
 
 
-def command(spec: WorkerSpec, name: str, args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+def command(
+    spec: WorkerSpec, name: str, args: argparse.Namespace, settings: Settings
+) -> tuple[list[str], dict[str, str]]:
     cmd = [
         sys.executable,
         "-m",
@@ -102,7 +112,7 @@ def command(spec: WorkerSpec, name: str, args: argparse.Namespace) -> tuple[list
         cmd += ["--max-memory-per-child", str(int(args.max_memory_per_child_mb * 1024))]
     env = dict(os.environ)
     env.update(
-        FLEET_REDIS_URL=redis_url(args.redis_url),
+        FLEET_REDIS_URL=settings.redis_url,
         FLEET_WORKER_NAME=name,
         FLEET_WORKER_QUEUES=spec.queue,
         FLEET_WORKER_DEVICES=spec.device,
@@ -147,17 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--dry-run", action="store_true", help="print the worker commands and exit")
     args = p.parse_args(argv)
+    settings = Settings.from_env().with_redis_url(args.redis_url)
     specs = plan(args.devices, args.concurrency)
     procs: list[subprocess.Popen[bytes]] = []
     for spec in specs:
-        cmd, env = command(spec, f"{spec.label}@{args.name}", args)
+        cmd, env = command(spec, f"{spec.label}@{args.name}", args, settings)
         pinned = f" CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}" if spec.device != "cpu" else ""
         print(f"fleet-worker: {spec.label}:{pinned} {' '.join(cmd[1:])}", file=sys.stderr)
         if not args.dry_run:
             procs.append(subprocess.Popen(cmd, env=env))
     if args.dry_run:
         return 0
-    print(f"fleet-worker: {len(procs)} worker(s) on {redact_url(redis_url(args.redis_url))}", file=sys.stderr)
+    print(f"fleet-worker: {len(procs)} worker(s) on {redact_url(settings.redis_url)}", file=sys.stderr)
 
     stopping = False
 

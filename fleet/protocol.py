@@ -1,10 +1,16 @@
-"""The result schema: what one (family, device) job reports, as plain JSON data."""
+"""The messages that cross the broker and the store, as typed JSON data.
+
+A Job goes from the orchestrator to a worker; a Result comes back (one per job, written to the
+store); Attempts record each candidate the resolver tried; ErrorInfo says why something failed.
+They are plain dicts on the wire (JSON), typed here so that every producer and consumer agrees.
+"""
 
 from __future__ import annotations
 
 import time
+import traceback
 from enum import StrEnum
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from fleet.errors import ErrorKind
 
@@ -18,8 +24,58 @@ class Status(StrEnum):
 
 
 FAILING = (Status.FAILED, Status.LOST)
-# Order used to decide whether a change is an improvement or a regression.
-RANK = {Status.REAL: 4, Status.SYNTHETIC: 3, Status.SKIPPED: 2, Status.FAILED: 1, Status.LOST: 0}
+# Order used to decide whether a change is an improvement or a regression (also the report's scores).
+RANK: dict[str, int] = {Status.REAL: 4, Status.SYNTHETIC: 3, Status.SKIPPED: 2, Status.FAILED: 1, Status.LOST: 0}
+STATUSES: tuple[str, ...] = tuple(str(s) for s in sorted(Status, key=lambda s: -RANK[s]))
+
+
+class ErrorInfo(TypedDict):
+    kind: str  # an ErrorKind value
+    message: str
+    data: NotRequired[dict[str, Any]]
+    traceback: NotRequired[str]
+
+
+class Attempt(TypedDict):
+    candidate: str
+    outcome: str  # loaded | skipped | failed
+    error_kind: str | None
+    detail: str
+    seconds: float
+
+
+class Job(TypedDict):
+    run_id: str
+    job_id: str  # family@device
+    family: str
+    device: str  # cpu | cuda | cuda:N
+    queue: str
+    family_spec: dict[str, Any]  # fleet.catalog.Family.to_dict()
+    time_limit_s: float
+    repeats: int
+    max_attempts: int
+
+
+class Result(TypedDict):
+    run_id: str
+    job_id: str
+    family: str
+    device: str
+    status: str | None
+    model_used: str | None
+    architecture: str | None
+    source: str | None  # hub | cache | local | synthetic
+    revision: str | None
+    weights_sha256: str | None
+    attempts: list[Attempt]
+    metrics: dict[str, Any]
+    environment: dict[str, Any]
+    output: dict[str, Any]
+    error: ErrorInfo | None
+    worker: str | None
+    delivery: int | None
+    started_at: float | None
+    finished_at: float | None
 
 
 def job_id(family: str, device: str) -> str:
@@ -30,7 +86,22 @@ def now() -> float:
     return round(time.time(), 3)
 
 
-def base_result(job: dict[str, Any]) -> dict[str, Any]:
+def error_info(
+    kind: ErrorKind | str,
+    message: str,
+    data: dict[str, Any] | None = None,
+    exc: BaseException | None = None,
+) -> ErrorInfo:
+    """The one way to build an ErrorInfo (kind, message, optional data and short traceback)."""
+    info: ErrorInfo = {"kind": str(ErrorKind(kind)), "message": message[:1000]}
+    if data:
+        info["data"] = data
+    if exc is not None:
+        info["traceback"] = "".join(traceback.format_exception(exc, limit=-4))[-2000:]
+    return info
+
+
+def base_result(job: Job) -> Result:
     """Every field of the schema, empty: checks fill in what they observed."""
     return {
         "run_id": job["run_id"],
@@ -40,7 +111,7 @@ def base_result(job: dict[str, Any]) -> dict[str, Any]:
         "status": None,
         "model_used": None,
         "architecture": None,
-        "source": None,  # hub | cache | local | synthetic
+        "source": None,
         "revision": None,
         "weights_sha256": None,
         "attempts": [],
@@ -55,11 +126,13 @@ def base_result(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def terminal_result(job: dict[str, Any], status: Status, kind: ErrorKind, message: str, **extra: Any) -> dict[str, Any]:
+def terminal_result(job: Job, status: Status, kind: ErrorKind, message: str, **extra: Any) -> Result:
     """A result written without running the check (LOST, SKIPPED, worker_lost, timeout)."""
     result = base_result(job)
-    result.update(status=str(status), error={"kind": str(kind), "message": message}, finished_at=now())
-    result.update(extra)
+    result["status"] = str(status)
+    result["error"] = error_info(kind, message)
+    result["finished_at"] = now()
+    result.update(extra)  # type: ignore[typeddict-item]
     return result
 
 
@@ -68,4 +141,4 @@ def change(previous: str | None, current: str) -> str:
         return "new"
     if previous == current:
         return "unchanged"
-    return "improved" if RANK[Status(current)] > RANK[Status(previous)] else "regressed"
+    return "improved" if RANK[current] > RANK[previous] else "regressed"

@@ -14,17 +14,17 @@ import signal
 import socket
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
-from fleet import settings
-from fleet.catalog import load_catalog, parse_devices
+from fleet.catalog import load_catalog
+from fleet.devices import parse_devices
 from fleet.errors import ExitCode, FleetError, RunFailed, SelectionError
 from fleet.protocol import FAILING
-from fleet.settings import RunSettings, redact_url
+from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
-from orchestrator import report
+from orchestrator import report, runs
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs, 130 interrupted.
@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        return int(COMMANDS[args.command](args))
+        settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
+        return int(COMMANDS[args.command](args, settings))
     except FleetError as exc:
         print(f"orchestrator: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -151,8 +152,8 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _store(args: argparse.Namespace) -> ResultStore:
-    store = ResultStore(settings.redis_url(args.redis_url))
+def _store(settings: Settings) -> ResultStore:
+    store = ResultStore.from_settings(settings)
     store.ping()
     return store
 
@@ -167,27 +168,27 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
     )
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
+def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
-    from orchestrator.submit import ProgressBar, submit, unserved_devices, wait
+    from orchestrator.submit import ProgressBar, submit, unserved_devices
 
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog(args.catalog, settings.plugins)
     families = None if args.all else args.family
     catalog.select(families)
     devices = parse_devices(args.devices)
     run_settings = _run_settings(args)
-    store = _store(args)
+    store = _store(settings)
     for device in unserved_devices(store, devices):
         print(
             f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
             f"({run_settings.deadline_s:.0f} s) unless one starts",
             file=sys.stderr,
         )
-    run_id = submit(store, make_app(store.url), catalog, families, devices, run_settings, order=args.order)
+    run_id = submit(store, make_app(settings=settings), catalog, families, devices, run_settings, order=args.order)
     print(run_id, flush=True)
     if not args.wait:
         return ExitCode.OK
-    counts = wait(store, run_id, ProgressBar())
+    counts = runs.wait(store, run_id, ProgressBar())
     return _verdict(run_id, counts)
 
 
@@ -199,44 +200,43 @@ def _verdict(run_id: str, counts: Counter[str]) -> int:
     return ExitCode.OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from fleet.launcher import visible_gpus
     from orchestrator.embedded import EmbeddedFleet
-    from orchestrator.submit import ProgressBar, submit, wait
+    from orchestrator.submit import ProgressBar, submit
 
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog(args.catalog, settings.plugins)
     families = None if args.all else args.family
     catalog.select(families)
     gpus = visible_gpus()
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
     run_settings = _run_settings(args)
-    state = args.state_dir or settings.state_dir()
-    worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d != "cpu" for d in devices) else []))
+    state = args.state_dir or settings.home
+    worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in devices) else []))
     print(f"orchestrator: starting Redis and workers ({worker_devices}) in {state}", file=sys.stderr)
     with EmbeddedFleet(state, worker_devices) as fleet:
-        store = ResultStore(fleet.url)
-        run_id = submit(
-            store, make_app(fleet.url), catalog, families, devices, run_settings, order=args.order, origin="embedded"
-        )
+        fleet_settings = settings.with_redis_url(fleet.url)
+        store = ResultStore.from_settings(fleet_settings)
+        app = make_app(settings=fleet_settings)
+        run_id = submit(store, app, catalog, families, devices, run_settings, order=args.order, origin="embedded")
         print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
-        served = {q for w in store.live_workers() for q in w.get("queues", [])}
-        if store.skip_unserved(run_id, served):
+        if runs.skip_unserved(store, run_id, store.served_queues()):
             print("orchestrator: warning: no GPU visible here; cuda jobs end SKIPPED", file=sys.stderr)
-        counts = wait(store, run_id, ProgressBar())
+        counts = runs.wait(store, run_id, ProgressBar())
         paths = report.save_run_report(store, run_id, args.output_dir or state / "reports")
     for path in paths:
         print(path)
     return _verdict(run_id, counts)
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    store = _store(args)
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
     run_id = store.resolve_run_id(args.run_id)
-    finished = store.finalize_if_due(run_id)
-    done, total, counts = store.progress(run_id)
-    meta = store.meta(run_id)
+    current = runs.view(store, run_id)  # reading never writes
+    meta, finished, counts = current.meta, current.finished, current.counts
+    done, total = len(current.results), current.total
     if args.json:
         print(
             json.dumps(
@@ -258,10 +258,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    store = _store(args)
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
     run_id = store.resolve_run_id(args.run_id)
-    store.finalize_if_due(run_id)
     text = report.RENDERERS[args.format](report.build(store, run_id))
     if args.output:
         report.write_atomic(args.output, text)
@@ -271,8 +270,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    store = _store(args)
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
     if len(args.runs) == 2:
         a, b = (store.resolve_run_id(x) for x in args.runs)
     elif not args.runs:
@@ -296,16 +295,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_runs(args: argparse.Namespace) -> int:
-    store = _store(args)
+def cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
     for run_id in store.run_ids(50):
         done, total, counts = store.progress(run_id)
         print(f"{run_id}  {done}/{total}  " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return ExitCode.OK
 
 
-def cmd_workers(args: argparse.Namespace) -> int:
-    store = _store(args)
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
     workers = store.live_workers()
     if not workers:
         print(f"no live workers on {redact_url(store.url)}")
@@ -318,54 +317,45 @@ def cmd_workers(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_beat(args: argparse.Namespace) -> int:
-    from orchestrator.schedule import DEFAULT_SCHEDULE, parse_schedule
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.schedule import CONTROL_QUEUE, DEFAULT_SCHEDULE, ScheduleOptions, make_beat_app
 
-    spec = args.schedule or os.environ.get("FLEET_SCHEDULE") or DEFAULT_SCHEDULE
-    parse_schedule(spec)
-    load_catalog(args.catalog)
-    parse_devices(args.devices)
-    _store(args)
-    state = args.state_dir or settings.state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    env.update(
-        FLEET_REDIS_URL=settings.redis_url(args.redis_url),
-        FLEET_SCHEDULE=spec,
-        FLEET_SCHEDULE_DEVICES=args.devices,
-        FLEET_SCHEDULE_DEADLINE=str(args.deadline),
-        FLEET_REPORTS_DIR=str(args.reports_dir or state / "reports"),
+    state = args.state_dir or settings.home
+    options = ScheduleOptions(
+        spec=args.schedule or DEFAULT_SCHEDULE,
+        devices=tuple(parse_devices(args.devices)),
+        reports_dir=args.reports_dir or state / "reports",
+        catalog=str(Path(args.catalog).resolve()) if args.catalog else None,
+        deadline_s=args.deadline,
     )
-    if args.catalog:
-        env["FLEET_CATALOG"] = str(Path(args.catalog).resolve())
+    load_catalog(options.catalog, settings.plugins)
+    app = make_beat_app(settings, options)  # checks the schedule
+    _store(settings)
+    state.mkdir(parents=True, exist_ok=True)
     name = f"control-{os.getpid()}@{socket.gethostname()}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "orchestrator.beat",
-        "worker",
-        "-B",
-        "-Q",
-        "control",
-        "-c",
-        "2",
-        "-n",
-        name,
-        "--schedule-filename",
-        str(state / f"beat-{os.getpid()}.db"),
-        "--without-gossip",
-        "--without-mingle",
-        "--loglevel",
-        "INFO",
-    ]
-    print(f"orchestrator: beat on schedule {spec!r} (UTC), devices {args.devices}", file=sys.stderr)
-    os.execvpe(sys.executable, cmd, env)
-    return ExitCode.INTERNAL  # not reached
+    print(f"orchestrator: beat on schedule {options.spec!r} (UTC), devices {args.devices}", file=sys.stderr)
+    app.worker_main(
+        [
+            "worker",
+            "-B",
+            "-Q",
+            CONTROL_QUEUE,
+            "-c",
+            "2",
+            "-n",
+            name,
+            "--schedule-filename",
+            str(state / f"beat-{os.getpid()}.db"),
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ]
+    )
+    return ExitCode.OK
 
 
-COMMANDS: dict[str, Any] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "beat": cmd_beat,
     "submit": cmd_submit,
     "run": cmd_run,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from fleet.errors import ServiceError
+from fleet.launcher import command_line, plan
 from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
 
@@ -44,15 +45,13 @@ class EmbeddedFleet:
         self.redis.start()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        from fleet.launcher import command_line  # imports no torch
-
         cmd = command_line(self.url, self.worker_devices, f"embedded-{os.getpid()}")
         self.launcher = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_for_workers()
 
     def _wait_for_workers(self) -> None:
         store = ResultStore(self.url)
-        expected = 1 + self.worker_devices.count("cuda")
+        expected = len(plan(self.worker_devices, None))  # one worker per device, as the launcher plans them
         deadline = time.monotonic() + self.worker_timeout_s
         while time.monotonic() < deadline:
             if self.launcher is not None and self.launcher.poll() is not None:

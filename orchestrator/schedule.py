@@ -3,7 +3,9 @@ claims the schedule slot in Redis (SET NX), so at most one run per slot happens 
 beat processes send it, submits every (family, device), waits for the run to finish or reach
 its deadline, and keeps the report in Redis and as files (with latest.md pointing at it).
 
-Run it with `orchestrator beat` (celery worker -B on the control queue; no torch needed).
+Run it with `orchestrator beat`: celery worker -B on the control queue, in that process, with
+the options it was given (no torch needed). The message carries only the slot: what a scheduled
+run does is decided by the beat process's own options, never by a message.
 """
 
 from __future__ import annotations
@@ -12,28 +14,31 @@ import math
 import os
 import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, signals
 from celery.schedules import crontab, schedule
-from kombu import Queue
+from kombu.entity import Queue
 
 from fleet.broker import make_app
-from fleet.catalog import load_catalog, parse_devices
+from fleet.catalog import load_catalog
+from fleet.devices import Device
 from fleet.errors import SelectionError
-from fleet.settings import RunSettings, redis_url, state_dir
+from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
 from orchestrator import report
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 
 CONTROL_QUEUE = "control"
 SCHEDULED_RUN_TASK = "fleet.scheduled_run"
 DEFAULT_SCHEDULE = "cron:0 6 * * *"  # 06:00 UTC every day
 
 
-class AlignedInterval(schedule):
+class AlignedInterval(schedule):  # type: ignore[misc]
     """Every N seconds on wall-clock multiples of N, so that independent beat processes fire
     for the same slots (a plain interval schedule starts counting when each beat starts)."""
 
@@ -74,8 +79,15 @@ def slot_name(now: float, slot_s: float) -> str:
     return datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reports_dir() -> Path:
-    return Path(os.environ.get("FLEET_REPORTS_DIR") or state_dir() / "reports")
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """What each scheduled run does; fixed when `orchestrator beat` starts."""
+
+    spec: str
+    devices: tuple[Device, ...]
+    reports_dir: Path
+    catalog: str | None = None
+    deadline_s: float = 3600.0
 
 
 def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
@@ -88,11 +100,10 @@ def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
     return md_path
 
 
-def make_beat_app() -> Celery:
-    app = make_app()
-    spec = os.environ.get("FLEET_SCHEDULE", DEFAULT_SCHEDULE)
-    sched, slot_s = parse_schedule(spec)
-    app.conf.task_queues = (*app.conf.task_queues, Queue(CONTROL_QUEUE))
+def make_beat_app(settings: Settings, options: ScheduleOptions) -> Celery:
+    app = make_app(settings=settings)
+    sched, slot_s = parse_schedule(options.spec)
+    app.conf.task_queues = (*app.conf.task_queues, Queue(CONTROL_QUEUE))  # type: ignore[no-untyped-call]
     app.conf.beat_schedule = {
         "fleet-report": {
             "task": SCHEDULED_RUN_TASK,
@@ -103,14 +114,14 @@ def make_beat_app() -> Celery:
         }
     }
 
-    @app.task(name=SCHEDULED_RUN_TASK, acks_late=False)
+    @app.task(name=SCHEDULED_RUN_TASK, acks_late=False)  # type: ignore[untyped-decorator]
     def scheduled_run(slot_s: float, sent_at: float | None = None) -> str:
-        return run_slot(slot_name(sent_at or time.time(), slot_s))
+        return run_slot(settings, options, slot_name(sent_at or time.time(), slot_s))
 
     return app
 
 
-@signals.before_task_publish.connect
+@signals.before_task_publish.connect  # type: ignore[untyped-decorator]
 def _stamp_send_time(sender: str | None = None, body: Any = None, **_: Any) -> None:
     """Beat's messages carry the time they were sent, so the slot does not depend on when a
     busy control worker gets to them."""
@@ -118,16 +129,16 @@ def _stamp_send_time(sender: str | None = None, body: Any = None, **_: Any) -> N
         body[1].setdefault("sent_at", time.time())
 
 
-def run_slot(slot: str) -> str:
+def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     """Claim the slot; if ours, run every family on the configured devices and publish the report."""
-    store = ResultStore(redis_url())
-    catalog = load_catalog(os.environ.get("FLEET_CATALOG") or None)
-    devices = parse_devices(os.environ.get("FLEET_SCHEDULE_DEVICES", "cpu"))
-    run_settings = RunSettings(deadline_s=float(os.environ.get("FLEET_SCHEDULE_DEADLINE", "3600")))
+    store = ResultStore.from_settings(settings)
+    catalog = load_catalog(options.catalog, settings.plugins)
+    run_settings = RunSettings(deadline_s=options.deadline_s)
     run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
     if not store.claim_slot(slot, run_id):
         return f"slot {slot} already taken by {store.slot_run(slot)}"
-    submit(store, make_app(store.url), catalog, None, devices, run_settings, run_id=run_id, origin=f"beat {slot}")
+    app = make_app(settings=settings)
+    submit(store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}")
     wait(store, run_id, poll_s=2.0)
-    publish_report(store, run_id, reports_dir())
+    publish_report(store, run_id, options.reports_dir)
     return run_id

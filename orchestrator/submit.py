@@ -1,21 +1,21 @@
-"""Expanding a selection of the catalog into (family, device) jobs, enqueueing them, waiting."""
+"""Expanding a selection of the catalog into (family, device) jobs and enqueueing them."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from celery import Celery
 
 from fleet import __version__
-from fleet.broker import RUN_CHECK_TASK, queue_for
+from fleet.broker import RUN_CHECK_TASK
 from fleet.catalog import Catalog
+from fleet.devices import Device
 from fleet.errors import RedisUnreachable
-from fleet.protocol import job_id, now
+from fleet.protocol import Job, Result, job_id, now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
 
@@ -26,20 +26,24 @@ def hard_time_limit(soft_s: float) -> float:
     return soft_s + max(5.0, 0.25 * soft_s)
 
 
+def as_devices(devices: Sequence[Device | str]) -> list[Device]:
+    return [d if isinstance(d, Device) else Device.parse(d) for d in devices]
+
+
 def plan_jobs(
-    run_id: str, catalog: Catalog, families: list[str] | None, devices: list[str], settings: RunSettings
-) -> list[dict[str, Any]]:
-    jobs = []
+    run_id: str, catalog: Catalog, families: list[str] | None, devices: Sequence[Device | str], settings: RunSettings
+) -> list[Job]:
+    jobs: list[Job] = []
     for fam in catalog.select(families):
-        for device in devices:
+        for device in as_devices(devices):
             time_limit = settings.time_limit_s or fam.time_limit_s
             jobs.append(
                 {
                     "run_id": run_id,
-                    "job_id": job_id(fam.name, device),
+                    "job_id": job_id(fam.name, str(device)),
                     "family": fam.name,
-                    "device": device,
-                    "queue": queue_for(device),
+                    "device": str(device),
+                    "queue": device.queue,
                     "family_spec": fam.to_dict(),
                     "time_limit_s": time_limit,
                     "repeats": settings.repeats or fam.repeats,
@@ -49,12 +53,12 @@ def plan_jobs(
     return jobs
 
 
-def order_longest_first(jobs: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def order_longest_first(jobs: list[Job], previous: list[Result]) -> list[Job]:
     """Longest expected job first, from the previous run's durations; unknown ones count as longest."""
     took = {
-        r["job_id"]: (r["finished_at"] - r["started_at"])
+        r["job_id"]: finished - started
         for r in previous
-        if r.get("started_at") and r.get("finished_at")
+        if (started := r.get("started_at")) and (finished := r.get("finished_at"))
     }
     return sorted(jobs, key=lambda j: -took.get(j["job_id"], float("inf")))
 
@@ -64,7 +68,7 @@ def submit(
     app: Celery,
     catalog: Catalog,
     families: list[str] | None,
-    devices: list[str],
+    devices: Sequence[Device | str],
     settings: RunSettings,
     order: str = "longest-first",
     run_id: str | None = None,
@@ -84,7 +88,7 @@ def submit(
         "deadline_s": settings.deadline_s,
         "catalog": catalog.source,
         "families": sorted({j["family"] for j in jobs}),
-        "devices": devices,
+        "devices": [str(d) for d in as_devices(devices)],
         "total": len(jobs),
         "origin": origin,
         "orchestrator_version": __version__,
@@ -117,38 +121,9 @@ def _batch(producer: Any) -> Any:
     return batch(max_size=50) if batch is not None else contextlib.nullcontext()
 
 
-def unserved_devices(store: ResultStore, devices: list[str]) -> list[str]:
-    served = {q for w in store.live_workers() for q in w.get("queues", [])}
-    return [d for d in devices if queue_for(d) not in served]
-
-
-def wait(
-    store: ResultStore,
-    run_id: str,
-    on_progress: Callable[[int, int, Counter[str]], None] | None = None,
-    poll_s: float = 0.5,
-    reconnect_s: float = 120.0,
-) -> Counter[str]:
-    """Block until the run is finished (all results, or the deadline passed). Survives a
-    Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
-    status), so large runs are polled less often: at least every total/4000 s."""
-    last_ok = time.monotonic()
-    while True:
-        try:
-            done, total, counts = store.progress(run_id)
-            poll_s = max(poll_s, total / 4000)
-            if on_progress:
-                on_progress(done, total, counts)
-            if store.finalize_if_due(run_id):
-                done, total, counts = store.progress(run_id)
-                if on_progress:
-                    on_progress(done, total, counts)
-                return counts
-            last_ok = time.monotonic()
-        except RedisUnreachable:
-            if time.monotonic() - last_ok > reconnect_s:
-                raise
-        time.sleep(poll_s)
+def unserved_devices(store: ResultStore, devices: Sequence[Device]) -> list[Device]:
+    served = store.served_queues()
+    return [d for d in devices if d.queue not in served]
 
 
 class ProgressBar:

@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff check fleet orchestrator workers tests bench scripts
 .venv/bin/ruff format --check fleet orchestrator workers tests bench scripts
 .venv/bin/mypy
+.venv/bin/mypy --strict fleet orchestrator
 .venv/bin/python -m pytest "$@"

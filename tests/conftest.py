@@ -20,11 +20,12 @@ import redis
 from fleet.launcher import command_line
 from orchestrator.redis_server import RedisServer
 from tests.fakehub import FakeHub
-from tests.plugins.faulty import EXTRA_CHECKS
+from tests.plugins import faulty
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["FLEET_EXTRA_CHECKS"] = EXTRA_CHECKS
-import tests.plugins.faulty  # noqa: E402,F401  (registers the faulty checks in-process too)
+PLUGINS = "tests.plugins.faulty"
+os.environ["FLEET_PLUGINS"] = PLUGINS  # orchestrator processes and in-process run_job() see the faulty checks
+faulty.register()  # ... and so does get_check() in this process
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +67,7 @@ def worker_env(redis_url: str, hf_home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         FLEET_REDIS_URL=redis_url,
-        FLEET_PLUGINS="tests.plugins.faulty",
-        FLEET_EXTRA_CHECKS=EXTRA_CHECKS,
+        FLEET_PLUGINS=PLUGINS,
         HF_HOME=str(hf_home),
         HF_HUB_OFFLINE="1",
         PYTHONPATH=str(ROOT),
@@ -146,7 +146,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 def wait_for_worker(redis_url: str, name: str, w: Worker, timeout: float = 90) -> None:
     from fleet.store import ResultStore
 
-    client = ResultStore(redis_url).r  # honours FLEET_REDIS_CA for rediss:// URLs
+    client = ResultStore(redis_url, redis_ca=os.environ.get("FLEET_REDIS_CA")).r
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if w.proc.poll() is not None:

@@ -136,7 +136,7 @@ def test_cuda_job_without_cuda_is_skipped_never_run_on_cpu(hf_home: object) -> N
 
 
 def test_the_job_frees_its_model_before_it_returns(hf_home: object) -> None:
-    from tests.plugins.faulty import Tracked
+    from tests.plugins.faulty_checks import Tracked
 
     job = job_for("llama")
     job["family_spec"]["check"] = "tracked"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.broker import GPU_QUEUE
+from fleet.devices import GPU_QUEUE
 from orchestrator.cli import _parser
 from orchestrator.submit import hard_time_limit
 

@@ -17,7 +17,8 @@ from fleet.catalog import Catalog
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 from tests.conftest import ROOT, write_catalog
 from tests.models import family
 

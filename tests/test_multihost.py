@@ -17,7 +17,8 @@ from fleet.catalog import Catalog
 from fleet.launcher import command_line
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 from tests.conftest import ROOT, worker_env
 from tests.models import family
 

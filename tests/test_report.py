@@ -18,7 +18,8 @@ from fleet.protocol import base_result
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator import report
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 from tests.models import family, save_tiny
 from workers import hub
 

@@ -10,14 +10,20 @@ import pytest
 
 from fleet.broker import make_app
 from fleet.catalog import load_catalog
-from fleet.settings import RunSettings
+from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer, free_port
-from orchestrator.submit import submit, wait
+from orchestrator.runs import wait
+from orchestrator.submit import submit
+
+
+def _store(url: str) -> ResultStore:
+    """A store configured like the CLI's: from the environment ($FLEET_REDIS_CA included)."""
+    return ResultStore.from_settings(Settings.from_env().with_redis_url(url))
 
 
 def _one_job(url: str) -> dict:
-    store = ResultStore(url)
+    store = _store(url)
     run_id = submit(store, make_app(url), load_catalog(), ["t5"], ["cpu"], RunSettings(repeats=1))
     assert wait(store, run_id) == {"SYNTHETIC": 1}
     return store.results(run_id)[0]
@@ -112,7 +118,7 @@ def test_tls_redis(tmp_path: Path, start_worker, monkeypatch: pytest.MonkeyPatch
 
         for _ in range(50):
             try:
-                ResultStore(url).ping()
+                _store(url).ping()
                 break
             except Exception:
                 if proc.poll() is not None:
@@ -126,7 +132,7 @@ def test_tls_redis(tmp_path: Path, start_worker, monkeypatch: pytest.MonkeyPatch
         from fleet.errors import RedisUnreachable
 
         with pytest.raises(RedisUnreachable):
-            ResultStore(url).ping()
+            _store(url).ping()
     finally:
         proc.kill()
         proc.wait()

@@ -8,6 +8,7 @@ initialises CUDA: models are loaded inside the task, in the pool child.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -25,32 +26,36 @@ from celery.exceptions import TimeLimitExceeded
 
 import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
-from fleet.broker import RUN_CHECK_TASK, make_app
+from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.errors import ErrorKind, FleetError
-from fleet.protocol import Status, terminal_result
-from fleet.settings import redis_url
+from fleet.protocol import Job, Status, terminal_result
+from fleet.settings import Settings
 from fleet.store import ResultStore
+from workers import synthetic
 from workers.core import leaves_process_unclean, run_job, worker_name
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
-for _mod in ("llama", "gpt_neox", "opt", "t5", "wav2vec2", "x_clip", "bert"):
+for _mod in synthetic.modeling_modules():
     __import__(f"transformers.models.{_mod}", fromlist=["*"])
 
-app = make_app()
+app = lazy_app()  # configured from the environment (fleet-worker sets it) when first used
 logger = logging.getLogger("fleet.worker")
 HEARTBEAT_S = 10.0
 # Everything imported so far lives as long as the process: keep it out of every later
 # collection. The full gc.collect() after each job (freeing the model) then scans only what
 # the job created: ~190 ms -> well under 1 ms with torch and transformers loaded.
 gc.freeze()
-_store: ResultStore | None = None
 
 
+@functools.cache
+def settings() -> Settings:
+    """This worker process's settings, read once (fleet-worker passes them in the environment)."""
+    return Settings.from_env()
+
+
+@functools.cache
 def store() -> ResultStore:
-    global _store
-    if _store is None:
-        _store = ResultStore(redis_url())
-    return _store
+    return ResultStore.from_settings(settings())
 
 
 class RunCheck(Task):
@@ -67,13 +72,13 @@ class RunCheck(Task):
             Status.FAILED,
             ErrorKind.TIMEOUT,
             f"hard time limit reached ({exc}); the process running it was replaced",
-            worker=worker_name(),
+            worker=worker_name(settings()),
         )
         s.retrying(lambda: s.put_result(timed_out, only_if_absent=True))
 
 
 @app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
-def run_check(self: Task, job: dict[str, Any]) -> str:
+def run_check(self: Task, job: Job) -> str:
     # Every store call rides out a Redis restart: a result is never dropped for a lost connection.
     s = store()
     run_id, job_id = job["run_id"], job["job_id"]
@@ -86,14 +91,14 @@ def run_check(self: Task, job: dict[str, Any]) -> str:
             Status.FAILED,
             ErrorKind.WORKER_LOST,
             f"the process running this job died on each of {delivery - 1} deliveries",
-            worker=worker_name(),
+            worker=worker_name(settings()),
             delivery=delivery,
         )
         s.retrying(lambda: s.put_result(gave_up))
         return "gave up"
-    result = run_job(job, delivery=delivery)
+    result = run_job(job, delivery=delivery, settings=settings())
     s.retrying(lambda: s.put_result(result))
-    why = leaves_process_unclean(result)
+    why = leaves_process_unclean(result, settings())
     if why:
         # Replace this pool process. The result is already stored, so the redelivery that
         # follows the exit finds it and stops ("already done"): nothing runs or counts twice.
@@ -104,13 +109,13 @@ def run_check(self: Task, job: dict[str, Any]) -> str:
 
 # -- capabilities and heartbeat (worker main process) --------------------------------------
 def capabilities() -> dict[str, Any]:
-    queues = [q for q in os.environ.get("FLEET_WORKER_QUEUES", "cpu").split(",") if q]
+    queues = list(settings().worker_queues)
     info: dict[str, Any] = {
-        "name": worker_name(),
+        "name": worker_name(settings()),
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queues": queues,
-        "devices": os.environ.get("FLEET_WORKER_DEVICES", "cpu").split(","),
+        "devices": list(settings().worker_devices),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "model_fleet": __version__,
@@ -144,7 +149,7 @@ _stop = threading.Event()
 def _beat_loop() -> None:
     while True:
         try:
-            store().heartbeat(worker_name(), capabilities(), ttl=int(HEARTBEAT_S * 3))
+            store().heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
         except FleetError:
             pass  # Redis away for a moment: the next beat tries again
         if _stop.wait(HEARTBEAT_S):
@@ -166,6 +171,6 @@ def _on_ready(**_: Any) -> None:
 def _on_shutdown(**_: Any) -> None:
     _stop.set()
     try:
-        store().forget_worker(worker_name())
+        store().forget_worker(worker_name(settings()))
     except FleetError:
         pass

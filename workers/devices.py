@@ -1,5 +1,6 @@
-"""Devices: what a job asked for, whether this worker has it, how much memory is free, and
-what the model's parameters really sat on (read back, never copied from the request)."""
+"""Devices on the torch side: whether this worker has the fleet.devices.Device a job asked for,
+how much memory is free, and what the model's parameters really sat on (read back, never
+copied from the request)."""
 
 from __future__ import annotations
 
@@ -13,16 +14,17 @@ import psutil
 import torch
 import transformers
 
+from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind
 
 
-def check_available(device: str) -> torch.device:
+def check_available(device: Device) -> torch.device:
     """The torch device for a job, or CheckFailure(device_unavailable). Never falls back to cpu."""
-    if device == "cpu":
+    if not device.is_gpu:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise CheckFailure(ErrorKind.DEVICE_UNAVAILABLE, f"{device} requested but this worker has no CUDA device")
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    index = device.index or 0
     # Workers are pinned with CUDA_VISIBLE_DEVICES; cuda:N names the N-th visible device.
     if index >= torch.cuda.device_count():
         raise CheckFailure(

@@ -24,13 +24,6 @@ from huggingface_hub import HfApi, constants, errors, hf_hub_download, snapshot_
 from fleet.errors import CheckFailure, ErrorKind
 
 PROBE_TTL_S = 60.0
-
-
-def metadata_timeout() -> float:
-    return float(os.environ.get("FLEET_HUB_TIMEOUT", "10"))
-
-
-PROBE_TIMEOUT_S = float(os.environ.get("FLEET_HUB_PROBE_TIMEOUT", "0.8"))
 # What a check needs from a repo: config, weights, tokenizer / processor files.
 ALLOW_PATTERNS = [
     "*.json",
@@ -63,7 +56,7 @@ def token() -> str | None:
     return os.environ.get("HF_TOKEN") or None
 
 
-def offline_reason() -> str | None:
+def offline_reason(probe_timeout_s: float = 0.8) -> str | None:
     """Why the Hub counts as unreachable, or None when it is reachable. Decided once per TTL
     by one HEAD request with a 0.8 s timeout (FLEET_HUB_PROBE_TIMEOUT): a host that accepts
     connections but never answers counts as unreachable too."""
@@ -76,7 +69,7 @@ def offline_reason() -> str | None:
     parts = urlsplit(url)
     host = parts.hostname or ""
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = conn_cls(host, parts.port, timeout=PROBE_TIMEOUT_S)
+    conn = conn_cls(host, parts.port, timeout=probe_timeout_s)
     try:
         # Any HTTP answer (even an error status) means the Hub can be reached.
         conn.request("HEAD", (parts.path.rstrip("/") or "") + "/api/models")
@@ -145,10 +138,10 @@ class RepoInfo:
     lfs_sha256: dict[str, str] = field(default_factory=dict)
 
 
-def repo_info(repo_id: str, revision: str | None) -> RepoInfo:
+def repo_info(repo_id: str, revision: str | None, timeout_s: float = 10.0) -> RepoInfo:
     with translated(repo_id):
         info: Any = HfApi(endpoint=endpoint()).model_info(
-            repo_id, revision=revision, files_metadata=True, token=token(), timeout=metadata_timeout()
+            repo_id, revision=revision, files_metadata=True, token=token(), timeout=timeout_s
         )
     files: dict[str, int] = {}
     lfs: dict[str, str] = {}
@@ -161,7 +154,7 @@ def repo_info(repo_id: str, revision: str | None) -> RepoInfo:
     return RepoInfo(sha=info.sha, gated=bool(info.gated), files=files, lfs_sha256=lfs)
 
 
-def fetch_file(repo_id: str, filename: str, revision: str | None) -> Path:
+def fetch_file(repo_id: str, filename: str, revision: str | None, timeout_s: float = 10.0) -> Path:
     with translated(f"{repo_id}/{filename}"):
         return Path(
             hf_hub_download(
@@ -170,13 +163,13 @@ def fetch_file(repo_id: str, filename: str, revision: str | None) -> Path:
                 revision=revision,
                 token=token(),
                 endpoint=endpoint(),
-                etag_timeout=metadata_timeout(),
+                etag_timeout=timeout_s,
                 cache_dir=cache_dir(),
             )
         )
 
 
-def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
+def download(repo_id: str, revision: str | None, allow_pickle: bool, timeout_s: float = 10.0) -> Path:
     patterns = ALLOW_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     with translated(repo_id):
         return Path(
@@ -186,7 +179,7 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool) -> Path:
                 token=token(),
                 endpoint=endpoint(),
                 allow_patterns=patterns,
-                etag_timeout=metadata_timeout(),
+                etag_timeout=timeout_s,
                 cache_dir=cache_dir(),
             )
         )

@@ -1,17 +1,28 @@
-"""Extra checks a deployment adds: FLEET_PLUGINS names modules (comma-separated) that call
-workers.checks.register(). Only the worker's own environment can name them, never a
-catalog or a job, so no input sent over the broker can bring code in."""
+"""Extra checks a deployment adds: Settings.plugins ($FLEET_PLUGINS) names modules that declare
+CHECKS and define register() (see fleet.names). Only the worker's own environment can name
+them, never a catalog or a job, so no input sent over the broker can bring code in."""
 
 from __future__ import annotations
 
-import importlib
-import os
+from fleet import names
+from fleet.errors import FleetError
+from workers import checks
 
 _loaded: set[str] = set()
 
 
-def load() -> None:
-    for name in filter(None, (m.strip() for m in os.environ.get("FLEET_PLUGINS", "").split(","))):
-        if name not in _loaded:
-            importlib.import_module(name)
-            _loaded.add(name)
+def load(modules: tuple[str, ...]) -> None:
+    for module in modules:
+        if module in _loaded:
+            continue
+        mod = names.plugin(module)
+        before = set(checks.registered())
+        mod.register()
+        after = set(checks.registered())
+        missing, undeclared = set(mod.CHECKS) - after, (after - before) - set(mod.CHECKS)
+        if missing or undeclared:
+            raise FleetError(
+                f"plugin {module}: register() must add exactly its CHECKS: "
+                f"missing {sorted(missing)}, undeclared {sorted(undeclared)}"
+            )
+        _loaded.add(module)

@@ -10,14 +10,15 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import transformers
 
 from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
-from workers import devices, hub, synthetic
+from fleet.protocol import Attempt
+from fleet.settings import Settings
+from workers import devices, failures, hub, synthetic
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
@@ -39,20 +40,21 @@ class Located:
 @dataclass
 class Resolution:
     bundle: Bundle | None
-    attempts: list[dict[str, Any]]
+    attempts: list[Attempt]
     offline: str | None
 
 
-def resolve(family: Family, check: Check, dev: torch.device) -> Resolution:
+def resolve(family: Family, check: Check, dev: torch.device, settings: Settings | None = None) -> Resolution:
     """Try every candidate, then the synthetic model. Never raises for a candidate's failure."""
+    settings = settings or Settings.from_env()
     offline = None
     if any(c.id for c in family.candidates):
-        offline = hub.offline_reason()
-    attempts: list[dict[str, Any]] = []
+        offline = hub.offline_reason(settings.hub_probe_timeout_s)
+    attempts: list[Attempt] = []
     for cand in family.candidates:
         t0 = time.perf_counter()
         try:
-            bundle = _try_candidate(cand, family, check, dev, offline)
+            bundle = _try_candidate(cand, family, check, dev, offline, settings)
         except CheckFailure as exc:
             attempts.append(_attempt(cand.name, "skipped", exc, t0))
             continue
@@ -65,14 +67,14 @@ def resolve(family: Family, check: Check, dev: torch.device) -> Resolution:
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "skipped", exc, t0))
         return Resolution(None, attempts, offline)
     except Exception as exc:
-        err = translate_load_error(exc, f"synthetic:{family.synthetic}")
+        err = failures.load_failure(exc, f"synthetic:{family.synthetic}")
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "failed", err, t0))
         return Resolution(None, attempts, offline)
     attempts.append(_attempt(bundle.name, "loaded", None, t0, detail=bundle.extra.get("config_from", "")))
     return Resolution(bundle, attempts, offline)
 
 
-def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detail: str = "") -> dict[str, Any]:
+def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detail: str = "") -> Attempt:
     return {
         "candidate": name,
         "outcome": outcome,
@@ -82,14 +84,16 @@ def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detai
     }
 
 
-def _try_candidate(cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None) -> Bundle:
-    located = locate(cand, offline)
+def _try_candidate(
+    cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None, settings: Settings
+) -> Bundle:
+    located = locate(cand, offline, settings.hub_timeout_s)
     architecture = validate(located, cand, family, dev)
-    return load(located, cand, check, dev, architecture)
+    return load(located, cand, check, dev, architecture, settings.hub_timeout_s)
 
 
 # -- locate ---------------------------------------------------------------------------
-def locate(cand: Candidate, offline: str | None) -> Located:
+def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) -> Located:
     if cand.path:
         return _locate_local(cand.path)
     assert cand.id is not None
@@ -104,7 +108,7 @@ def locate(cand: Candidate, offline: str | None) -> Located:
                 ErrorKind.OFFLINE_NOT_CACHED, f"{cand.id}: weights not in the local cache; hub offline: {offline}"
             )
         return Located(path, "cache", path.name, weights)
-    info = hub.repo_info(cand.id, cand.revision)
+    info = hub.repo_info(cand.id, cand.revision, hub_timeout_s)
     if info.gated and not hub.token():
         raise CheckFailure(ErrorKind.GATED, f"{cand.id}: gated repository and no HF_TOKEN set")
     weights = {f: s for f, s in info.files.items() if f.endswith((SAFE_SUFFIX, *PICKLE_SUFFIXES))}
@@ -113,7 +117,7 @@ def locate(cand: Candidate, offline: str | None) -> Located:
     # Validate from metadata before downloading any weights.
     _require_safe(cand, list(weights))
     # Downloads name the catalog's revision (or main), so the cache records the ref for offline use.
-    config_path = hub.fetch_file(cand.id, "config.json", cand.revision)
+    config_path = hub.fetch_file(cand.id, "config.json", cand.revision, hub_timeout_s)
     pre = Located(config_path.parent, "hub", info.sha, weights, info.lfs_sha256)
     return pre
 
@@ -202,11 +206,13 @@ def _weights_size(files: dict[str, int]) -> int:
 
 
 # -- load -----------------------------------------------------------------------------
-def load(located: Located, cand: Candidate, check: Check, dev: torch.device, architecture: str) -> Bundle:
+def load(
+    located: Located, cand: Candidate, check: Check, dev: torch.device, architecture: str, hub_timeout_s: float = 10.0
+) -> Bundle:
     path = located.path
     if located.source == "hub":
         assert cand.id is not None
-        path = hub.download(cand.id, cand.revision, cand.allow_pickle)
+        path = hub.download(cand.id, cand.revision, cand.allow_pickle, hub_timeout_s)
         located.revision = path.name  # the snapshot folder is named by the commit it holds
     try:
         auto = getattr(transformers, check.auto_class)
@@ -221,7 +227,7 @@ def load(located: Located, cand: Candidate, check: Check, dev: torch.device, arc
     except CheckFailure:
         raise
     except Exception as exc:
-        raise translate_load_error(exc, cand.name) from None
+        raise failures.load_failure(exc, cand.name) from None
     return Bundle(
         model=model,
         tokenizer=tokenizer,
@@ -252,11 +258,3 @@ def _weights_sha256(path: Path, located: Located) -> str | None:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def translate_load_error(exc: BaseException, name: str) -> CheckFailure:
-    """torch / transformers errors while building a model, in our kinds."""
-    text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text:
-        return CheckFailure(ErrorKind.OOM, f"{name}: out of memory while loading ({text[:300]})")
-    return CheckFailure(ErrorKind.LOAD_ERROR, f"{name}: {text[:500]}")

@@ -21,6 +21,7 @@ import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from fleet import names
 from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from workers import hub
@@ -161,20 +162,29 @@ def _ctc_tokenizer() -> Any:
         return Wav2Vec2CTCTokenizer(str(path), word_delimiter_token="|")
 
 
-def _preprocessing(builder: str) -> tuple[Any, Any]:
-    if builder == "llama":
-        return _word_tokenizer(
-            ["[PAD]", "<s>", "</s>", "[UNK]"], pad_token="[PAD]", bos_token="<s>", eos_token="</s>"
-        ), None
-    if builder == "t5":
-        return _word_tokenizer(["<pad>", "[UNK]", "</s>"], pad_token="<pad>", eos_token="</s>"), None
-    if builder == "bert":
-        return _word_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], pad_token="[PAD]"), None
-    if builder == "xclip":
-        return _word_tokenizer(["[PAD]", "[UNK]", "<s>", "</s>"], pad_token="[PAD]"), None
-    if builder == "wav2vec2":
-        return _ctc_tokenizer(), None
-    raise CheckFailure(ErrorKind.INTERNAL, f"no synthetic builder {builder!r}")
+# The tokenizer (and processor) each builder's model gets: built in memory, no download.
+PREPROCESSING: dict[str, Callable[[], tuple[Any, Any]]] = {
+    "llama": lambda: (
+        _word_tokenizer(["[PAD]", "<s>", "</s>", "[UNK]"], pad_token="[PAD]", bos_token="<s>", eos_token="</s>"),
+        None,
+    ),
+    "t5": lambda: (_word_tokenizer(["<pad>", "[UNK]", "</s>"], pad_token="<pad>", eos_token="</s>"), None),
+    "bert": lambda: (_word_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"], pad_token="[PAD]"), None),
+    "xclip": lambda: (_word_tokenizer(["[PAD]", "[UNK]", "<s>", "</s>"], pad_token="[PAD]"), None),
+    "wav2vec2": lambda: (_ctc_tokenizer(), None),
+}
+names.verify("synthetic builder", names.SYNTHETIC_BUILDERS, TINY)
+names.verify("synthetic preprocessing", names.SYNTHETIC_BUILDERS, PREPROCESSING)
+# Modeling code the catalog's families accept beyond the synthetic builders' own (preloaded by workers).
+PRELOAD_EXTRA = ("gpt_neox", "opt")
+
+
+def modeling_modules() -> tuple[str, ...]:
+    """transformers.models.* modules a worker preloads so that every pool child starts warm."""
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    own = [model_type_to_module_name(spec["model_type"]) for spec in TINY.values()]
+    return tuple(dict.fromkeys([*own, *PRELOAD_EXTRA]))
 
 
 def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +235,7 @@ def build(family: Family, check: Check, device: torch.device) -> Bundle:
     auto = getattr(transformers, check.auto_class)
     torch.manual_seed(SEED)
     model = auto.from_config(config).to(device).eval()
-    tokenizer, processor = _preprocessing(builder)
+    tokenizer, processor = PREPROCESSING[builder]()
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
     return Bundle(
         model=model,

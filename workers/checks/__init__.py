@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fleet import names
 from fleet.errors import CheckFailure, ErrorKind
 from workers.checks.base import Bundle, Check
 from workers.checks.causal_lm import CausalLMCheck
@@ -15,9 +16,16 @@ _REGISTRY: dict[str, Check] = {
 }
 
 
+names.verify("check", names.CHECKS, _REGISTRY)
+
+
 def register(check: Check) -> None:
     """Add a check (used by plugins named in FLEET_PLUGINS)."""
     _REGISTRY[check.name] = check
+
+
+def registered() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
 
 
 def get_check(name: str) -> Check:
@@ -29,4 +37,4 @@ def get_check(name: str) -> Check:
         ) from None
 
 
-__all__ = ["Bundle", "Check", "get_check", "register"]
+__all__ = ["Bundle", "Check", "get_check", "register", "registered"]

@@ -1,0 +1,44 @@
+"""Reports computed from the store: the model (model.py) and its renderers (markdown, JSON, JUnit),
+plus status and metric changes between runs (diff.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleet.store import ResultStore
+from orchestrator.output import write_atomic
+from orchestrator.report.diff import diff
+from orchestrator.report.json import to_json
+from orchestrator.report.junit import to_junit
+from orchestrator.report.markdown import code, md, render_markdown
+from orchestrator.report.model import agreement, assemble, build, compare_outputs
+
+RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit}
+
+
+def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path]:
+    """Render a run once: markdown kept in Redis, and RUN_ID.md and RUN_ID.json in out_dir."""
+    data = build(store, run_id)
+    markdown = render_markdown(data)
+    store.save_report(run_id, markdown)
+    md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
+    write_atomic(md_path, markdown)
+    write_atomic(json_path, to_json(data))
+    return md_path, json_path
+
+
+__all__ = [
+    "RENDERERS",
+    "agreement",
+    "assemble",
+    "build",
+    "code",
+    "compare_outputs",
+    "diff",
+    "md",
+    "render_markdown",
+    "save_run_report",
+    "to_json",
+    "to_junit",
+    "write_atomic",
+]

@@ -1,0 +1,74 @@
+"""The markdown report, rendered with the Jinja2 templates in templates/ (orchestrator.templates).
+
+Every value that reaches a table goes through md() or code(): HTML is made inert and markdown
+syntax escaped, so a hostile model name or error message cannot change the report's structure.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+
+from fleet.protocol import FAILING, RANK, STATUSES
+
+# One pass in C: HTML made inert, markdown syntax escaped, line breaks flattened.
+_MD_TABLE = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": " ", "\n": " "} | {c: "\\" + c for c in "\\`*_[]|~"}
+)
+
+
+def md(value: Any) -> str:
+    """Escape a value for a markdown table cell: no HTML, no table breaks, no formatting."""
+    if value is None:
+        return ""
+    return str(value).translate(_MD_TABLE)
+
+
+def code(value: Any) -> str:
+    """For inside a `code span`, where backslash escapes would show: keep identifier characters only."""
+    if value is None or value == "":
+        return "—"
+    return re.sub(r"[^A-Za-z0-9_.:=,@/+-]", "?", str(value))
+
+
+def mermaid_label(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9@_.:-]", "_", str(value))[:60]
+
+
+def when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def number(value: Any, digits: int = 2) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+@cache
+def _env() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader(str(resources.files("orchestrator.templates")))
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(md=md, code=code, mermaid=mermaid_label, when=when, num=number)
+    env.globals.update(RANK=RANK, STATUSES=STATUSES, FAILING=[str(s) for s in FAILING])
+    return env
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    return _env().get_template("report.md.j2").render(r=report)

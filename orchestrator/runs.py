@@ -1,0 +1,125 @@
+"""The run lifecycle: deadlines, LOST and SKIPPED, finishing, waiting.
+
+The store only reads and writes; the rules live here. Commands that own a run (submit --wait,
+run, the schedule) call finalize_if_due(); commands that only read (status, report) call
+view(), which shows what the run's final state would be without writing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.errors import ErrorKind, RedisUnreachable
+from fleet.protocol import Job, Result, Status, terminal_result
+from fleet.store import ResultStore
+
+
+def unserved_result(job: Job, served_queues: set[str]) -> Result | None:
+    """SKIPPED (no_worker) when no live worker serves the job's queue, else None."""
+    if job["queue"] in served_queues:
+        return None
+    msg = f"no live worker serves queue {job['queue']!r} (device {job['device']})"
+    return terminal_result(job, Status.SKIPPED, ErrorKind.NO_WORKER, msg)
+
+
+def lost_result(job: Job, deadline_s: float) -> Result:
+    return terminal_result(
+        job, Status.LOST, ErrorKind.WORKER_LOST, f"no result before the run deadline ({deadline_s:.0f} s)"
+    )
+
+
+def missing_results(store: ResultStore, run_id: str, meta: dict[str, Any], have: set[str]) -> list[Result]:
+    """What every job without a result ends as at the deadline: SKIPPED when no live worker
+    serves its queue, otherwise LOST."""
+    served = store.served_queues()
+    out = []
+    for jid, job in store.jobs(run_id).items():
+        if jid not in have:
+            out.append(unserved_result(job, served) or lost_result(job, meta["deadline_s"]))
+    return out
+
+
+def skip_unserved(store: ResultStore, run_id: str, served_queues: set[str]) -> int:
+    """Jobs whose queue no worker serves end SKIPPED (no_worker) now. Used by the embedded
+    run, which knows every worker there will be."""
+    have = {r["job_id"] for r in store.results(run_id)}
+    skipped = 0
+    for jid, job in store.jobs(run_id).items():
+        result = unserved_result(job, served_queues) if jid not in have else None
+        if result is not None:
+            skipped += store.put_result(result, only_if_absent=True)
+    return skipped
+
+
+def finalize_if_due(store: ResultStore, run_id: str) -> bool:
+    """Past the deadline, every job without a result is written as LOST or SKIPPED and the
+    run is marked finished. Returns whether the run is finished."""
+    if store.is_finished(run_id):
+        return True
+    meta = store.meta(run_id)
+    if time.time() < meta["deadline"]:
+        return False
+    have = {r["job_id"] for r in store.results(run_id)}
+    for result in missing_results(store, run_id, meta, have):
+        store.put_result(result, only_if_absent=True)
+    store.mark_finished(run_id)
+    return True
+
+
+@dataclass
+class RunView:
+    """A run as it stands, or as it will end when its deadline has passed (nothing written)."""
+
+    meta: dict[str, Any]
+    results: list[Result]
+    total: int
+    finished: bool
+
+    @property
+    def counts(self) -> Counter[str]:
+        return Counter(str(r["status"]) for r in self.results)
+
+
+def view(store: ResultStore, run_id: str) -> RunView:
+    meta = store.meta(run_id)
+    results = store.results(run_id)
+    total = store.job_count(run_id)
+    finished = meta["finished_at"] is not None
+    if not finished and time.time() >= meta["deadline"]:
+        have = {r["job_id"] for r in results}
+        results = sorted(results + missing_results(store, run_id, meta, have), key=lambda r: r["job_id"])
+        finished = True
+    return RunView(meta, results, total, finished)
+
+
+def wait(
+    store: ResultStore,
+    run_id: str,
+    on_progress: Callable[[int, int, Counter[str]], None] | None = None,
+    poll_s: float = 0.5,
+    reconnect_s: float = 120.0,
+) -> Counter[str]:
+    """Block until the run is finished (all results, or the deadline passed). Survives a
+    Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
+    status), so large runs are polled less often: at least every total/4000 s."""
+    last_ok = time.monotonic()
+    while True:
+        try:
+            done, total, counts = store.progress(run_id)
+            poll_s = max(poll_s, total / 4000)
+            if on_progress:
+                on_progress(done, total, counts)
+            if finalize_if_due(store, run_id):
+                done, total, counts = store.progress(run_id)
+                if on_progress:
+                    on_progress(done, total, counts)
+                return counts
+            last_ok = time.monotonic()
+        except RedisUnreachable:
+            if time.monotonic() - last_ok > reconnect_s:
+                raise
+        time.sleep(poll_s)
