@@ -42,7 +42,9 @@ def base_result(job: dict[str, Any]) -> dict[str, Any]:
         "architecture": None,
         "source": None,  # hub | cache | local | synthetic
         "revision": None,
-        "weights_sha256": None,
+        "revision_basis": None,  # hub | cache_ref | package_record | content_digest | claimed
+        "weights_sha256": None,  # sha256 of the bytes loaded (shards: see workers/integrity.py)
+        "weights": None,  # {"files": {name: sha256}, "digest", "claims": [...], "verified_by": [...]}
         "attempts": [],
         "metrics": {},
         "environment": {},

@@ -130,7 +130,7 @@ def _etag(file: Path) -> str:
     data = file.read_bytes()
     if file.suffix == ".safetensors":
         return hashlib.sha256(data).hexdigest()
-    return hashlib.sha1(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # the Hub's git blob id
 
 
 def _info(repo_id: str, repo: Repo, commit: str) -> dict[str, object]:

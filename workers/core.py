@@ -49,6 +49,8 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
             if resolution.offline:
                 result["environment"]["hub"] = f"offline: {resolution.offline}"
             bundle = resolution.bundle
+            if resolution.failure is not None:
+                raise resolution.failure
             if bundle is None:
                 raise CheckFailure(ErrorKind.NO_CANDIDATE, _no_candidate_message(resolution.attempts))
             result.update(
@@ -56,12 +58,19 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
                 architecture=bundle.architecture,
                 source=bundle.source,
                 revision=bundle.revision,
+                revision_basis=bundle.revision_basis,
                 weights_sha256=bundle.weights_sha256,
+                weights=bundle.weights,
             )
             model_ref = weakref.ref(bundle.model)
             metrics: dict[str, Any] = result["metrics"]  # filled as measured: kept if a later step fails
-            metrics["load_s"] = resolution.attempts[-1]["seconds"]
+            hash_s = float(bundle.extra.get("hash_s", 0.0))
+            metrics["load_s"] = round(max(resolution.attempts[-1]["seconds"] - hash_s, 0.0), 4)
+            if bundle.weights is not None:
+                metrics.update(hash_s=hash_s, hash_cached=bundle.extra.get("hash_cached"))
             metrics.update(measure.model_metrics(bundle.model))
+            if "parameters_loaded" in bundle.extra:
+                metrics["parameters_loaded"] = bundle.extra["parameters_loaded"]
             model_device = devices.read_back(bundle.model)
             result["environment"]["model_device"] = model_device
             if model_device.split(":")[0] != dev.type:
