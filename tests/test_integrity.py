@@ -390,6 +390,21 @@ def test_file_swapped_or_vanishing_during_load_is_corrupt(
     assert words in error["message"]
 
 
+def test_weights_written_in_place_after_the_load_are_caught(tmp_path: Path) -> None:
+    """safetensors are memory-mapped: a write in place after the load changes the live model.
+    The worker checks the files again after the inferences (workers/core.py)."""
+    path = save_tiny("llama", tmp_path / "m")
+    res = resolve_one(llama_fam(Candidate(path=str(path))))
+    assert res.bundle is not None
+    integrity.unchanged(res.bundle.hashed, "after load")  # untouched: no error
+    with open(path / "model.safetensors", "r+b") as fh:
+        fh.seek(-4, os.SEEK_END)
+        fh.write(b"\x00\x00\x80\x7f")
+    with pytest.raises(integrity.CheckFailure) as info:
+        integrity.unchanged(res.bundle.hashed, "after load")
+    assert info.value.kind == "weights_corrupt" and "changed after load" in info.value.message
+
+
 def test_digest_cache_is_reused_and_not_fooled_by_a_restored_mtime(tmp_path: Path) -> None:
     path = save_tiny("llama", tmp_path / "m")
     fam = llama_fam(Candidate(path=str(path)))

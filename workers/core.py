@@ -19,7 +19,7 @@ import torch
 from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Status, base_result, now
-from workers import devices, measure, plugins, resolver
+from workers import devices, integrity, measure, plugins, resolver
 from workers.checks import get_check
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -78,6 +78,8 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
                     ErrorKind.LOAD_ERROR, f"parameters sit on {model_device}, not on the requested {device_name}"
                 )
             output, timing = measure.benchmark(check, bundle, dev, int(job.get("repeats") or family.repeats))
+            if bundle.hashed is not None:  # weights are memory-mapped: a write in place would reach the model
+                integrity.unchanged(bundle.hashed, "after load")
             metrics.update(timing)
             metrics.update(measure.cuda_metrics(dev, cuda_baseline))
             result["output"] = output

@@ -320,15 +320,17 @@ def _is_hex(s: str) -> bool:
 
 
 # -- after the load ---------------------------------------------------------------------
-def unchanged(hashed: Hashed) -> None:
-    """Every file hashed is still the same file, untouched since it was hashed."""
+def unchanged(hashed: Hashed, when: str = "during load") -> None:
+    """Every file hashed is still the same file, untouched since it was hashed. Checked after
+    the load and again after the inferences: safetensors are memory-mapped, so bytes written
+    in place after the load would reach the model."""
     for name, key in hashed.watched.items():
         try:
             now = stat_key(hashed.path / name)
         except OSError as exc:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: vanished during load ({_oserror(exc)})") from None
+            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: vanished {when} ({_oserror(exc)})") from None
         if now != key:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed during load (replaced or written to)")
+            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed {when} (replaced or written to)")
 
 
 def built_class(model: Any, declared: str, accepted: tuple[str, ...]) -> None:

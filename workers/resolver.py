@@ -284,6 +284,7 @@ def load(
             "verified_by": verified_by,
         },
         revision_basis=basis,
+        hashed=hashed,
         extra={
             "hash_s": round(hashed.seconds, 4),
             "hash_cached": hashed.cached,

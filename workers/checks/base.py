@@ -26,6 +26,7 @@ class Bundle:
     architecture: str = ""
     weights: dict[str, Any] | None = None  # files, digest, claims, verified_by
     revision_basis: str | None = None  # how the revision is known
+    hashed: Any = None  # workers.integrity.Hashed: the files read, to check they stay unchanged
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
