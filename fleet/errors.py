@@ -36,6 +36,9 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"
     UNSAFE_WEIGHTS = "unsafe_weights"
     LOAD_ERROR = "load_error"
+    WEIGHTS_CORRUPT = "weights_corrupt"  # bytes differ from what their source claims, or changed during load
+    WEIGHTS_INCOMPLETE = "weights_incomplete"  # a parameter not taken from the checkpoint, or tensors left unused
+    RESOLVE_ERROR = "resolve_error"  # an unexpected error while locating or validating a candidate
     OOM = "oom"
     INFERENCE_ERROR = "inference_error"
     OUTPUT_INVALID = "output_invalid"

@@ -42,6 +42,7 @@ class Attempt(TypedDict):
     error_kind: str | None
     detail: str
     seconds: float
+    data: NotRequired[dict[str, Any]]  # what the failure measured (e.g. both digests)
 
 
 class Job(TypedDict):
@@ -66,7 +67,9 @@ class Result(TypedDict):
     architecture: str | None
     source: str | None  # hub | cache | local | synthetic
     revision: str | None
-    weights_sha256: str | None
+    revision_basis: str | None  # hub | cache_ref | package_record | content_digest | claimed
+    weights_sha256: str | None  # sha256 of the bytes loaded (several shards: see workers/integrity.py)
+    weights: dict[str, Any] | None  # {"files": {name: sha256}, "digest", "claims": [...], "verified_by": [...]}
     attempts: list[Attempt]
     metrics: dict[str, Any]
     environment: dict[str, Any]
@@ -113,7 +116,9 @@ def base_result(job: Job) -> Result:
         "architecture": None,
         "source": None,
         "revision": None,
+        "revision_basis": None,
         "weights_sha256": None,
+        "weights": None,
         "attempts": [],
         "metrics": {},
         "environment": {},

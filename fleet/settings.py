@@ -60,6 +60,7 @@ class Settings:
     redis_url: str = DEFAULT_REDIS_URL  # FLEET_REDIS_URL
     redis_ca: str | None = None  # FLEET_REDIS_CA: CA bundle for rediss:// with a private CA
     home: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "model-fleet")  # FLEET_HOME
+    cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "model-fleet")  # FLEET_CACHE_DIR
     keep_runs: int = 200  # FLEET_KEEP_RUNS
     visibility_timeout_s: int = 3900  # FLEET_VISIBILITY_TIMEOUT
     hub_timeout_s: float = 10.0  # FLEET_HUB_TIMEOUT
@@ -79,11 +80,16 @@ class Settings:
         else:
             xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
             home = Path(xdg) / "model-fleet"
+        if env.get("FLEET_CACHE_DIR"):
+            cache = Path(env["FLEET_CACHE_DIR"])
+        else:
+            cache = Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
         growth = env.get("FLEET_MAX_RSS_GROWTH_MB")
         return cls(
             redis_url=env.get("FLEET_REDIS_URL") or DEFAULT_REDIS_URL,
             redis_ca=env.get("FLEET_REDIS_CA") or None,
             home=home,
+            cache_dir=cache,
             keep_runs=int(_number(env, "FLEET_KEEP_RUNS", 200, minimum=1)),
             visibility_timeout_s=int(_number(env, "FLEET_VISIBILITY_TIMEOUT", 3900, minimum=1)),
             hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0),

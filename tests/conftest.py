@@ -44,6 +44,14 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     client.close()
 
 
+@pytest.fixture(autouse=True)
+def digest_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test hashes into its own digest cache (workers inherit it through the environment)."""
+    path = tmp_path / "fleet-cache"
+    monkeypatch.setenv("FLEET_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "hf"

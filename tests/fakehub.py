@@ -2,8 +2,8 @@
 
 It serves real model directories built by the tests, through the same two endpoints the
 real huggingface_hub client calls: /api/models/{repo}[/revision/{rev}] and
-/{repo}/resolve/{rev}/{file}. Per repo it can instead answer 401, gated 403, 404, 500, or
-never answer.
+/{repo}/resolve/{rev}/{file}. Per repo it can instead answer 401, gated 403, 404, 500, never
+answer, or serve weights whose bytes differ from the sha256 it advertises.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 @dataclass
 class Repo:
     path: Path | None = None
-    mode: str = "ok"  # ok | 401 | gated | 404 | 500 | hang
+    mode: str = "ok"  # ok | 401 | gated | 404 | 500 | hang | corrupt (weights served with bytes flipped)
     gated: bool = False
 
 
@@ -96,6 +96,8 @@ class FakeHub:
                 if not file.is_file():
                     return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, body)
                 data = file.read_bytes()
+                if repo.mode == "corrupt" and file.suffix == ".safetensors":
+                    data = data[:-8] + bytes(b ^ 0xFF for b in data[-8:])  # metadata still names the genuine sha256
                 headers = {"X-Repo-Commit": commit, "ETag": f'"{_etag(file)}"'}
                 if file.suffix == ".safetensors":
                     headers["X-Linked-Etag"] = f'"{_etag(file)}"'
@@ -130,7 +132,7 @@ def _etag(file: Path) -> str:
     data = file.read_bytes()
     if file.suffix == ".safetensors":
         return hashlib.sha256(data).hexdigest()
-    return hashlib.sha1(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # the Hub's git blob id
 
 
 def _info(repo_id: str, repo: Repo, commit: str) -> dict[str, object]:

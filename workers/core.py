@@ -20,7 +20,7 @@ from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Attempt, ErrorInfo, Job, Result, Status, base_result, error_info, now
 from fleet.settings import Settings
-from workers import devices, failures, measure, plugins, resolver
+from workers import devices, failures, integrity, measure, plugins, resolver
 from workers.checks import get_check
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
@@ -53,17 +53,26 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             if resolution.offline:
                 result["environment"]["hub"] = f"offline: {resolution.offline}"
             bundle = resolution.bundle
+            if resolution.failure is not None:
+                raise resolution.failure
             if bundle is None:
                 raise CheckFailure(ErrorKind.NO_CANDIDATE, _no_candidate_message(resolution.attempts))
             result["model_used"] = bundle.name
             result["architecture"] = bundle.architecture
             result["source"] = bundle.source
             result["revision"] = bundle.revision
+            result["revision_basis"] = bundle.revision_basis
             result["weights_sha256"] = bundle.weights_sha256
+            result["weights"] = bundle.weights
             model_ref = weakref.ref(bundle.model)
             metrics: dict[str, Any] = result["metrics"]  # filled as measured: kept if a later step fails
-            metrics["load_s"] = resolution.attempts[-1]["seconds"]
+            hash_s = float(bundle.extra.get("hash_s", 0.0))
+            metrics["load_s"] = round(max(resolution.attempts[-1]["seconds"] - hash_s, 0.0), 4)
+            if bundle.weights is not None:
+                metrics.update(hash_s=hash_s, hash_cached=bundle.extra.get("hash_cached"))
             metrics.update(measure.model_metrics(bundle.model))
+            if "parameters_loaded" in bundle.extra:
+                metrics["parameters_loaded"] = bundle.extra["parameters_loaded"]
             model_device = devices.read_back(bundle.model)
             result["environment"]["model_device"] = model_device
             if model_device.split(":")[0] != dev.type:
@@ -71,6 +80,8 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                     ErrorKind.LOAD_ERROR, f"parameters sit on {model_device}, not on the requested {device_name}"
                 )
             output, timing = measure.benchmark(check, bundle, dev, int(job.get("repeats") or family.repeats))
+            if bundle.hashed is not None:  # weights are memory-mapped: a write in place would reach the model
+                integrity.unchanged(bundle.hashed, "after load")
             metrics.update(timing)
             metrics.update(measure.cuda_metrics(dev, cuda_baseline))
             result["output"] = output

@@ -1,15 +1,18 @@
 """The fallback resolver: candidates in order of size, each validated before it is loaded,
-every pass-over recorded as data, and a synthetic model as the last resort."""
+every pass-over recorded as data, and a synthetic model as the last resort.
+
+Integrity failures (weights_corrupt, weights_incomplete, a substituted class) end the
+resolution: the job fails with that kind instead of falling back, so a tampered or broken
+copy on this host is never hidden behind another candidate or the synthetic model."""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import importlib.util
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -18,7 +21,7 @@ from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Attempt
 from fleet.settings import Settings
-from workers import devices, failures, hub, synthetic
+from workers import devices, failures, hub, integrity, synthetic
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
@@ -35,6 +38,12 @@ class Located:
     revision: str | None
     files: dict[str, int] = field(default_factory=dict)  # weight file -> bytes
     lfs_sha256: dict[str, str] = field(default_factory=dict)
+    record: dict[str, str] | None = None  # the package's RECORD sha256 per file (pkg: candidates)
+    hub_sha: str | None = None  # the commit the Hub answered with
+
+
+class IntegrityFailure(CheckFailure):
+    """A candidate whose weights are not what they claim to be: ends the resolution."""
 
 
 @dataclass
@@ -42,6 +51,7 @@ class Resolution:
     bundle: Bundle | None
     attempts: list[Attempt]
     offline: str | None
+    failure: CheckFailure | None = None  # an integrity failure that ended the resolution
 
 
 def resolve(family: Family, check: Check, dev: torch.device, settings: Settings | None = None) -> Resolution:
@@ -55,8 +65,15 @@ def resolve(family: Family, check: Check, dev: torch.device, settings: Settings 
         t0 = time.perf_counter()
         try:
             bundle = _try_candidate(cand, family, check, dev, offline, settings)
+        except IntegrityFailure as exc:
+            attempts.append(_attempt(cand.name, "failed", exc, t0))
+            return Resolution(None, attempts, offline, CheckFailure(exc.kind, f"{cand.name}: {exc.message}", exc.data))
         except CheckFailure as exc:
             attempts.append(_attempt(cand.name, "skipped", exc, t0))
+            continue
+        except Exception as exc:  # a bug or an odd file system: this attempt's error, not the job's
+            err = CheckFailure(ErrorKind.RESOLVE_ERROR, f"{cand.name}: {type(exc).__name__}: {str(exc)[:300]}")
+            attempts.append(_attempt(cand.name, "skipped", err, t0))
             continue
         attempts.append(_attempt(cand.name, "loaded", None, t0))
         return Resolution(bundle, attempts, offline)
@@ -75,13 +92,16 @@ def resolve(family: Family, check: Check, dev: torch.device, settings: Settings 
 
 
 def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detail: str = "") -> Attempt:
-    return {
+    out: Attempt = {
         "candidate": name,
         "outcome": outcome,
         "error_kind": str(exc.kind) if exc else None,
         "detail": exc.message if exc else detail,
         "seconds": round(time.perf_counter() - t0, 4),
     }
+    if exc is not None and exc.data:
+        out["data"] = exc.data
+    return out
 
 
 def _try_candidate(
@@ -89,7 +109,12 @@ def _try_candidate(
 ) -> Bundle:
     located = locate(cand, offline, settings.hub_timeout_s)
     architecture = validate(located, cand, family, dev)
-    return load(located, cand, check, dev, architecture, settings.hub_timeout_s)
+    try:
+        return load(located, cand, family, check, dev, architecture, settings.hub_timeout_s)
+    except CheckFailure as exc:
+        if exc.kind in (ErrorKind.WEIGHTS_CORRUPT, ErrorKind.WEIGHTS_INCOMPLETE, ErrorKind.ARCHITECTURE_MISMATCH):
+            raise IntegrityFailure(exc.kind, exc.message, exc.data) from None
+        raise
 
 
 # -- locate ---------------------------------------------------------------------------
@@ -118,27 +143,32 @@ def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) ->
     _require_safe(cand, list(weights))
     # Downloads name the catalog's revision (or main), so the cache records the ref for offline use.
     config_path = hub.fetch_file(cand.id, "config.json", cand.revision, hub_timeout_s)
-    pre = Located(config_path.parent, "hub", info.sha, weights, info.lfs_sha256)
-    return pre
+    return Located(config_path.parent, "hub", info.sha, weights, info.lfs_sha256, hub_sha=info.sha)
 
 
 def _locate_local(spec: str) -> Located:
-    revision = None
+    revision = record = None
     if spec.startswith("pkg:"):
         module, _, sub = spec[4:].partition("/")
-        found = importlib.util.find_spec(module)
-        if found is None or not found.submodule_search_locations:
-            raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec}: Python package {module!r} is not installed")
-        path = Path(next(iter(found.submodule_search_locations))) / sub
         try:
-            revision = f"{module.replace('_', '-')}=={importlib.metadata.version(module.replace('_', '-'))}"
-        except importlib.metadata.PackageNotFoundError:
-            revision = None
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or not found.submodule_search_locations:
+            raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: Python package {module[:100]!r} is not installed")
+        path = Path(next(iter(found.submodule_search_locations))) / sub
+        pkg = integrity.package_record(module, sub)
+        if pkg is not None:
+            revision, record = pkg
     else:
         path = Path(spec).expanduser()
-    if not path.is_dir():
-        raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec}: no such directory {path}")
-    return Located(path, "local", revision, _weight_files(path))
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: unusable path ({exc.strerror})") from None
+    if not is_dir:
+        raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: no such directory")
+    return Located(path, "local", revision, _weight_files(path), record=record)
 
 
 def _weight_files(path: Path) -> dict[str, int]:
@@ -207,54 +237,93 @@ def _weights_size(files: dict[str, int]) -> int:
 
 # -- load -----------------------------------------------------------------------------
 def load(
-    located: Located, cand: Candidate, check: Check, dev: torch.device, architecture: str, hub_timeout_s: float = 10.0
+    located: Located,
+    cand: Candidate,
+    family: Family,
+    check: Check,
+    dev: torch.device,
+    architecture: str,
+    hub_timeout_s: float = 10.0,
 ) -> Bundle:
+    """Hash exactly the files transformers will read, check them against what their source
+    claims, load, then check that the same files were read, completely, into the declared class."""
     path = located.path
     if located.source == "hub":
         assert cand.id is not None
         path = hub.download(cand.id, cand.revision, cand.allow_pickle, hub_timeout_s)
         located.revision = path.name  # the snapshot folder is named by the commit it holds
+    use_safetensors = True if any(f.endswith(SAFE_SUFFIX) for f in located.files) else None
+    config = _read_config(path, cand)
+    weights, index = integrity.weight_files(path, config, use_safetensors)
+    hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else [])])
+    claims = integrity.claims(hashed, located.lfs_sha256, located.record)
+    verified_by = integrity.verify(hashed, claims)
     try:
         auto = getattr(transformers, check.auto_class)
-        model = auto.from_pretrained(
+        model, info = auto.from_pretrained(
             path,
-            use_safetensors=True if any(f.endswith(SAFE_SUFFIX) for f in located.files) else None,
+            use_safetensors=use_safetensors,
             trust_remote_code=cand.trust_remote_code,
             dtype=torch.float32,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported in the loading info, then refused below
         )
+        integrity.unchanged(hashed)
+        integrity.built_class(model, architecture, family.architectures)
+        parameters_loaded = integrity.complete(model, info, hashed.numel)
         model = model.to(dev).eval()
         tokenizer, processor = check.load_preprocessing(path)
     except CheckFailure:
         raise
     except Exception as exc:
         raise failures.load_failure(exc, cand.name) from None
+    revision, basis = _provenance(located, path, hashed, verified_by)
     return Bundle(
         model=model,
         tokenizer=tokenizer,
         processor=processor,
         name=cand.name,
         source=located.source,
-        revision=located.revision,
-        weights_sha256=_weights_sha256(path, located),
+        revision=revision,
+        weights_sha256=hashed.digest,
         architecture=architecture,
         path=path,
+        weights={
+            "files": dict(sorted(hashed.files.items())),
+            "digest": hashed.digest,
+            "claims": claims,
+            "verified_by": verified_by,
+        },
+        revision_basis=basis,
+        hashed=hashed,
+        extra={
+            "hash_s": round(hashed.seconds, 4),
+            "hash_cached": hashed.cached,
+            "parameters_loaded": parameters_loaded,
+        },
     )
 
 
-def _weights_sha256(path: Path, located: Located) -> str | None:
-    """The HF cache names large-file blobs by their sha256; local files are hashed."""
-    files = sorted(f for f in located.files if f.endswith(SAFE_SUFFIX)) or sorted(located.files)
-    if not files:
-        return None
-    target = path / files[0]
-    if files[0] in located.lfs_sha256:
-        return located.lfs_sha256[files[0]]
-    if target.is_symlink():
-        blob = target.resolve().name
-        if len(blob) == 64:
-            return blob
-    digest = hashlib.sha256()
-    with target.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _read_config(path: Path, cand: Candidate) -> dict[str, Any]:
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckFailure(ErrorKind.LOAD_ERROR, f"{cand.name}: unreadable config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckFailure(ErrorKind.LOAD_ERROR, f"{cand.name}: config.json is not an object")
+    return config
+
+
+def _provenance(
+    located: Located, path: Path, hashed: integrity.Hashed, verified_by: list[str]
+) -> tuple[str | None, str]:
+    """The revision, and how it is known: never more than the evidence supports."""
+    if located.source == "hub":
+        return located.revision, "hub" if located.hub_sha and located.revision == located.hub_sha else "claimed"
+    if located.source == "cache":
+        return located.revision, integrity.cache_ref_basis(path)
+    if located.revision is not None:  # a package name==version
+        recorded = located.record or {}
+        whole = all(f in recorded for f in [*hashed.files, *hashed.others])
+        return located.revision, "package_record" if whole and "package_record" in verified_by else "claimed"
+    return f"sha256:{hashed.digest}", "content_digest"

@@ -22,8 +22,11 @@ class Bundle:
     name: str = ""
     source: str = ""  # hub | cache | local | synthetic
     revision: str | None = None
-    weights_sha256: str | None = None
+    weights_sha256: str | None = None  # of the bytes loaded (workers/integrity.py)
     architecture: str = ""
+    weights: dict[str, Any] | None = None  # files, digest, claims, verified_by
+    revision_basis: str | None = None  # how the revision is known
+    hashed: Any = None  # workers.integrity.Hashed: the files read, to check they stay unchanged
     path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
