@@ -43,6 +43,7 @@ def base_result(job: dict[str, Any]) -> dict[str, Any]:
         "source": None,  # hub | cache | local | synthetic
         "revision": None,
         "weights_sha256": None,
+        "provenance": {},  # how the weights came to be, e.g. {"conversion": ...} for a GGUF candidate
         "attempts": [],
         "metrics": {},
         "environment": {},

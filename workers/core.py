@@ -61,6 +61,11 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
             model_ref = weakref.ref(bundle.model)
             metrics: dict[str, Any] = result["metrics"]  # filled as measured: kept if a later step fails
             metrics["load_s"] = resolution.attempts[-1]["seconds"]
+            conversion = bundle.extra.get("conversion")
+            if conversion:  # a GGUF candidate: its conversion is provenance, and not part of load_s
+                result["provenance"] = {"conversion": conversion}
+                metrics["convert_s"] = conversion["seconds"]
+                metrics["load_s"] = round(max(0.0, metrics["load_s"] - conversion["seconds"]), 4)
             metrics.update(measure.model_metrics(bundle.model))
             model_device = devices.read_back(bundle.model)
             result["environment"]["model_device"] = model_device

@@ -17,7 +17,7 @@ import transformers
 
 from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
-from workers import devices, hub, synthetic
+from workers import devices, gguf, hub, synthetic
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
@@ -34,6 +34,7 @@ class Located:
     revision: str | None
     files: dict[str, int] = field(default_factory=dict)  # weight file -> bytes
     lfs_sha256: dict[str, str] = field(default_factory=dict)
+    conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
 
 
 @dataclass
@@ -84,6 +85,8 @@ def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detai
 
 def _try_candidate(cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None) -> Bundle:
     located = locate(cand, offline)
+    if cand.gguf_file:
+        located = convert_gguf(located, cand)
     architecture = validate(located, cand, family, dev)
     return load(located, cand, check, dev, architecture)
 
@@ -135,6 +138,27 @@ def _locate_local(spec: str) -> Located:
     if not path.is_dir():
         raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec}: no such directory {path}")
     return Located(path, "local", revision, _weight_files(path))
+
+
+def convert_gguf(located: Located, cand: Candidate) -> Located:
+    """The one hook for GGUF candidates: the converted (cached) folder, used like a local candidate."""
+    assert cand.gguf_file is not None
+    source = located.path / cand.gguf_file
+    if not source.is_file():
+        raise CheckFailure(ErrorKind.NOT_FOUND, f"{cand.name}: no GGUF file {cand.gguf_file} in {located.path}")
+    try:
+        conv = gguf.convert(source)
+    except Exception as exc:
+        raise translate_load_error(exc, f"{cand.name} (GGUF conversion)") from None
+    return Located(
+        conv.folder,
+        "local",
+        located.revision,
+        _weight_files(conv.folder),
+        # hashed just now by convert(): the bytes that are about to be loaded
+        lfs_sha256={gguf.WEIGHTS: conv.provenance["converted_sha256"]},
+        conversion=conv.to_dict(),
+    )
 
 
 def _weight_files(path: Path) -> dict[str, int]:
@@ -232,6 +256,7 @@ def load(located: Located, cand: Candidate, check: Check, dev: torch.device, arc
         weights_sha256=_weights_sha256(path, located),
         architecture=architecture,
         path=path,
+        extra={"conversion": located.conversion} if located.conversion else {},
     )
 
 
