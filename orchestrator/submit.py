@@ -18,6 +18,7 @@ from fleet.errors import RedisUnreachable
 from fleet.protocol import job_id, now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
+from orchestrator import pins as pinning
 
 
 def hard_time_limit(soft_s: float) -> float:
@@ -27,8 +28,15 @@ def hard_time_limit(soft_s: float) -> float:
 
 
 def plan_jobs(
-    run_id: str, catalog: Catalog, families: list[str] | None, devices: list[str], settings: RunSettings
+    run_id: str,
+    catalog: Catalog,
+    families: list[str] | None,
+    devices: list[str],
+    settings: RunSettings,
+    pins: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    """pins: known answers (orchestrator.pins); None for the default (shipped, plus $FLEET_PINS)."""
+    pins = pinning.load() if pins is None else pins
     jobs = []
     for fam in catalog.select(families):
         for device in devices:
@@ -44,6 +52,7 @@ def plan_jobs(
                     "time_limit_s": time_limit,
                     "repeats": settings.repeats or fam.repeats,
                     "max_attempts": settings.max_attempts,
+                    "pins": pinning.for_job(pins, fam, device),
                 }
             )
     return jobs
@@ -69,10 +78,11 @@ def submit(
     order: str = "longest-first",
     run_id: str | None = None,
     origin: str = "cli",
+    pins: list[dict[str, Any]] | None = None,
 ) -> str:
     """Record the run, then publish every job over one connection. Returns the run id."""
     run_id = run_id or new_run_id()
-    jobs = plan_jobs(run_id, catalog, families, devices, settings)
+    jobs = plan_jobs(run_id, catalog, families, devices, settings, pins)
     if order == "longest-first":
         prev = store.run_ids(1)
         jobs = order_longest_first(jobs, store.results(prev[0]) if prev else [])

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fleet import pins
 from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Status, base_result, now
@@ -77,6 +78,17 @@ def run_job(job: dict[str, Any], delivery: int = 1) -> dict[str, Any]:
             metrics.update(timing)
             metrics.update(measure.cuda_metrics(dev, cuda_baseline))
             result["output"] = output
+            if not bundle.synthetic:  # known answer: compared with the job's pins (fleet/pins.py)
+                output["known_answer"] = pins.judge(
+                    job.get("pins") or [],
+                    bundle.name,
+                    bundle.revision,
+                    bundle.weights_sha256,
+                    device_name,
+                    check.fingerprint(output),
+                    check.tolerance(),
+                )
+                output["known_answer"]["check"] = check.name
             result["status"] = str(Status.SYNTHETIC if bundle.synthetic else Status.REAL)
     except CheckFailure as exc:
         status = Status.SKIPPED if exc.kind == ErrorKind.DEVICE_UNAVAILABLE else Status.FAILED
