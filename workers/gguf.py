@@ -94,7 +94,8 @@ def verify(folder: Path, gguf_sha: str) -> str | None:
         return f"no usable provenance.json ({type(exc).__name__}: {exc})"
     present = {p.name for p in folder.iterdir() if p.name != PROVENANCE}
     if present != set(files):
-        return f"files differ from provenance.json (extra {sorted(present - set(files))}, missing {sorted(set(files) - present)})"
+        extra, missing = sorted(present - set(files)), sorted(set(files) - present)
+        return f"files differ from provenance.json (extra {extra}, missing {missing})"
     for name, expected in files.items():
         got = sha256_file(folder / name)
         if got != expected:
