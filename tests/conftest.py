@@ -27,6 +27,15 @@ os.environ["FLEET_EXTRA_CHECKS"] = EXTRA_CHECKS
 import tests.plugins.faulty  # noqa: E402,F401  (registers the faulty checks in-process too)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fleet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One GGUF conversion cache for the session (workers inherit it): converting SmolLM2 takes
+    15-25 s, reusing it well under a second. A FLEET_CACHE_DIR set outside is kept."""
+    if not os.environ.get("FLEET_CACHE_DIR"):
+        os.environ["FLEET_CACHE_DIR"] = str(tmp_path_factory.mktemp("fleet-cache"))
+    return Path(os.environ["FLEET_CACHE_DIR"])
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
