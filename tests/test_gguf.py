@@ -71,9 +71,7 @@ def test_tampered_converted_folder_is_not_trusted(
     assert not [p for p in (tmp_path / "converted").iterdir() if p.name.startswith(".")]  # no leftovers
 
 
-def test_worker_runs_llama_offline_real_from_smollm2(
-    redis_url: str, start_worker, converted: gguf.Conversion
-) -> None:
+def test_worker_runs_llama_offline_real_from_smollm2(redis_url: str, start_worker, converted: gguf.Conversion) -> None:
     start_worker(redis_url, HF_HUB_OFFLINE="1")
     store = ResultStore(redis_url)
     run_id = submit(store, make_app(redis_url), load_catalog(), ["llama"], ["cpu"], RunSettings(repeats=1))
