@@ -26,6 +26,7 @@ _CANDIDATE_KEYS = {
     "params_m": (int, float),
     "allow_pickle": bool,
     "trust_remote_code": bool,
+    "gguf_file": str,
 }
 _FAMILY_KEYS = {
     "check": str,
@@ -49,6 +50,7 @@ class Candidate:
     params_m: float | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    gguf_file: str | None = None  # a .gguf file inside `path`, converted once to safetensors by the worker
 
     @property
     def name(self) -> str:
@@ -171,9 +173,14 @@ def _parse_family(source: str, name: str, spec: Any, checks: tuple[str, ...]) ->
     candidates = tuple(
         _parse_candidate(f"{where}.candidates[{i}]", c) for i, c in enumerate(spec.get("candidates", []))
     )
-    sizes = [c.params_m for c in candidates if c.params_m is not None]
-    if sizes != sorted(sizes):
-        raise CatalogError(f"{where}: candidates must be in order of increasing size (params_m {sizes})")
+    # Hub ids in order of size; local paths (offline fallbacks) may follow them, in their own size order.
+    for kind, group in (("Hub", [c for c in candidates if c.id]), ("local path", [c for c in candidates if c.path])):
+        sizes = [c.params_m for c in group if c.params_m is not None]
+        if sizes != sorted(sizes):
+            raise CatalogError(
+                f"{where}: {kind} candidates must be in order of increasing size (params_m {sizes}); "
+                "local paths are ordered among themselves and may follow the Hub ids"
+            )
     if not candidates and synthetic == names.NO_SYNTHETIC:
         raise CatalogError(f"{where}: no candidates and no synthetic builder: nothing could run")
     return Family(
@@ -197,4 +204,10 @@ def _parse_candidate(where: str, spec: Any) -> Candidate:
         raise CatalogError(f"{where}: {spec['id']!r} is not a Hub repo id (owner/name)")
     if "revision" in spec and "path" in spec:
         raise CatalogError(f"{where}: 'revision' applies to Hub ids, not local paths")
+    if "gguf_file" in spec:
+        name = spec["gguf_file"]
+        if "path" not in spec:
+            raise CatalogError(f"{where}: 'gguf_file' names a file inside a local 'path'; it cannot go with 'id'")
+        if not name.endswith(".gguf") or "/" in name or "\\" in name or name.startswith("."):
+            raise CatalogError(f"{where}: gguf_file {name!r} must be a file name ending in .gguf (no directories)")
     return Candidate(**spec)

@@ -42,6 +42,7 @@ class ErrorKind(StrEnum):
     OOM = "oom"
     INFERENCE_ERROR = "inference_error"
     OUTPUT_INVALID = "output_invalid"
+    KNOWN_ANSWER_MISMATCH = "known_answer_mismatch"  # output differs from the pinned known answer
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     DEVICE_UNAVAILABLE = "device_unavailable"
@@ -70,6 +71,10 @@ class CatalogError(BadInput):
 
 class SelectionError(BadInput):
     """An unknown family or device was asked for."""
+
+
+class PinsError(BadInput):
+    """A pins file that cannot be used; the message names the file and the entry."""
 
 
 class RedisUnreachable(FleetError):

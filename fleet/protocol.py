@@ -55,6 +55,7 @@ class Job(TypedDict):
     time_limit_s: float
     repeats: int
     max_attempts: int
+    pins: NotRequired[list[dict[str, Any]]]  # known answers for this family's candidates (fleet/pins.py)
 
 
 class Result(TypedDict):
@@ -70,6 +71,7 @@ class Result(TypedDict):
     revision_basis: str | None  # hub | cache_ref | package_record | content_digest | claimed
     weights_sha256: str | None  # sha256 of the bytes loaded (several shards: see workers/integrity.py)
     weights: dict[str, Any] | None  # {"files": {name: sha256}, "digest", "claims": [...], "verified_by": [...]}
+    provenance: dict[str, Any]  # how the weights came to be, e.g. {"conversion": ...} for a GGUF candidate
     attempts: list[Attempt]
     metrics: dict[str, Any]
     environment: dict[str, Any]
@@ -119,6 +121,7 @@ def base_result(job: Job) -> Result:
         "revision_basis": None,
         "weights_sha256": None,
         "weights": None,
+        "provenance": {},
         "attempts": [],
         "metrics": {},
         "environment": {},

@@ -66,6 +66,7 @@ class Settings:
     hub_timeout_s: float = 10.0  # FLEET_HUB_TIMEOUT
     hub_probe_timeout_s: float = 0.8  # FLEET_HUB_PROBE_TIMEOUT
     max_rss_growth_mb: float | None = None  # FLEET_MAX_RSS_GROWTH_MB
+    pins: Path | None = None  # FLEET_PINS: known answers used on top of the shipped fleet/pins.toml
     plugins: tuple[str, ...] = ()  # FLEET_PLUGINS: worker modules that add checks (see fleet.names)
     # Set by fleet-worker for the Celery worker it starts (not meant to be set by hand):
     worker_name: str | None = None  # FLEET_WORKER_NAME
@@ -95,6 +96,7 @@ class Settings:
             hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0),
             hub_probe_timeout_s=_number(env, "FLEET_HUB_PROBE_TIMEOUT", 0.8),
             max_rss_growth_mb=_number(env, "FLEET_MAX_RSS_GROWTH_MB", 0.0, minimum=-math.inf) if growth else None,
+            pins=Path(env["FLEET_PINS"]) if env.get("FLEET_PINS") else None,
             plugins=_names(env, "FLEET_PLUGINS"),
             worker_name=env.get("FLEET_WORKER_NAME") or None,
             worker_queues=_names(env, "FLEET_WORKER_QUEUES") or ("cpu",),

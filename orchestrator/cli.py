@@ -24,11 +24,15 @@ from fleet.errors import ExitCode, FleetError, RunFailed, SelectionError
 from fleet.protocol import FAILING
 from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
+from orchestrator import pins as pinning
 from orchestrator import report, runs
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs, 130 interrupted.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
+
+
+PINS_HELP = "known-answer pins (TOML, from `orchestrator pin`), on top of the shipped ones (default $FLEET_PINS)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
         default="longest-first",
         help="submission order: longest expected job first (from the previous run), or catalog order",
     )
+    select.add_argument("--pins", metavar="FILE", help=PINS_HELP)
 
     s = sub.add_parser(
         "submit",
@@ -128,6 +133,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--reports-dir", type=Path, help="default $FLEET_REPORTS_DIR or STATE_DIR/reports")
     b.add_argument("--deadline", type=float, default=3600.0, metavar="S", help="run deadline (default 3600)")
     b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
+    b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
+
+    pn = sub.add_parser(
+        "pin",
+        parents=[conn],
+        help="write known-answer pins from a run's REAL results (default: the latest run)",
+        description="Record, for each REAL result, its output fingerprint keyed by model, revision, weights "
+        "sha256 and device type, with the check's tolerances. Later runs given --pins FILE compare with it: "
+        "a mismatch is FAILED known_answer_mismatch.",
+    )
+    pn.add_argument("run_id", nargs="?")
+    pn.add_argument("--output", type=Path, metavar="PATH", required=True, help="pins TOML file to write (atomically)")
 
     sub.add_parser("runs", parents=[conn], help="list the stored runs, newest first")
     sub.add_parser("workers", parents=[conn], help="list the live workers and what they serve")
@@ -184,7 +201,9 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             f"({run_settings.deadline_s:.0f} s) unless one starts",
             file=sys.stderr,
         )
-    run_id = submit(store, make_app(settings=settings), catalog, families, devices, run_settings, order=args.order)
+    pins = pinning.load(args.pins or settings.pins)
+    app = make_app(settings=settings)
+    run_id = submit(store, app, catalog, families, devices, run_settings, order=args.order, pins=pins)
     print(run_id, flush=True)
     if not args.wait:
         return ExitCode.OK
@@ -212,6 +231,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     gpus = visible_gpus()
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
     run_settings = _run_settings(args)
+    pins = pinning.load(args.pins or settings.pins)
     state = args.state_dir or settings.home
     worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in devices) else []))
     print(f"orchestrator: starting Redis and workers ({worker_devices}) in {state}", file=sys.stderr)
@@ -219,7 +239,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         fleet_settings = settings.with_redis_url(fleet.url)
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)
-        run_id = submit(store, app, catalog, families, devices, run_settings, order=args.order, origin="embedded")
+        run_id = submit(
+            store, app, catalog, families, devices, run_settings, order=args.order, origin="embedded", pins=pins
+        )
         print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
         if runs.skip_unserved(store, run_id, store.served_queues()):
@@ -321,14 +343,17 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.schedule import CONTROL_QUEUE, DEFAULT_SCHEDULE, ScheduleOptions, make_beat_app
 
     state = args.state_dir or settings.home
+    pins_path = args.pins or settings.pins
     options = ScheduleOptions(
         spec=args.schedule or DEFAULT_SCHEDULE,
         devices=tuple(parse_devices(args.devices)),
         reports_dir=args.reports_dir or state / "reports",
         catalog=str(Path(args.catalog).resolve()) if args.catalog else None,
         deadline_s=args.deadline,
+        pins=str(Path(pins_path).resolve()) if pins_path else None,
     )
     load_catalog(options.catalog, settings.plugins)
+    pinning.load(options.pins)  # a bad pins file is an error now, not at the first scheduled run
     app = make_beat_app(settings, options)  # checks the schedule
     _store(settings)
     state.mkdir(parents=True, exist_ok=True)
@@ -355,6 +380,18 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    run_id = store.resolve_run_id(args.run_id)
+    built = pinning.from_results(store.results(run_id), f"run {run_id}")
+    if not built:
+        raise SelectionError(f"run {run_id} has no REAL result with an output fingerprint: nothing to pin")
+    header = f"Known-answer pins written by `orchestrator pin {run_id}`. Use with --pins FILE."
+    report.write_atomic(args.output, pinning.dumps(built, header))
+    print(f"{args.output}: {len(built)} pin(s) from run {run_id}")
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "beat": cmd_beat,
     "submit": cmd_submit,
@@ -364,6 +401,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "diff": cmd_diff,
     "runs": cmd_runs,
     "workers": cmd_workers,
+    "pin": cmd_pin,
 }
 
 if __name__ == "__main__":

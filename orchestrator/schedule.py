@@ -29,6 +29,7 @@ from fleet.devices import Device
 from fleet.errors import SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
+from orchestrator import pins as pinning
 from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
@@ -88,6 +89,7 @@ class ScheduleOptions:
     reports_dir: Path
     catalog: str | None = None
     deadline_s: float = 3600.0
+    pins: str | None = None  # known answers on top of the shipped ones
 
 
 def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
@@ -138,7 +140,10 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     if not store.claim_slot(slot, run_id):
         return f"slot {slot} already taken by {store.slot_run(slot)}"
     app = make_app(settings=settings)
-    submit(store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}")
+    pins = pinning.load(options.pins)
+    submit(
+        store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}", pins=pins
+    )
     wait(store, run_id, poll_s=2.0)
     publish_report(store, run_id, options.reports_dir)
     return run_id

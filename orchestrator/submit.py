@@ -18,6 +18,7 @@ from fleet.errors import RedisUnreachable
 from fleet.protocol import Job, Result, job_id, now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
+from orchestrator import pins as pinning
 
 
 def hard_time_limit(soft_s: float) -> float:
@@ -31,8 +32,15 @@ def as_devices(devices: Sequence[Device | str]) -> list[Device]:
 
 
 def plan_jobs(
-    run_id: str, catalog: Catalog, families: list[str] | None, devices: Sequence[Device | str], settings: RunSettings
+    run_id: str,
+    catalog: Catalog,
+    families: list[str] | None,
+    devices: Sequence[Device | str],
+    settings: RunSettings,
+    pins: list[dict[str, Any]] | None = None,
 ) -> list[Job]:
+    """pins: known answers (orchestrator.pins); None for the shipped ones only."""
+    pins = pinning.load() if pins is None else pins
     jobs: list[Job] = []
     for fam in catalog.select(families):
         for device in as_devices(devices):
@@ -48,6 +56,7 @@ def plan_jobs(
                     "time_limit_s": time_limit,
                     "repeats": settings.repeats or fam.repeats,
                     "max_attempts": settings.max_attempts,
+                    "pins": pinning.for_job(pins, fam, device),
                 }
             )
     return jobs
@@ -73,10 +82,11 @@ def submit(
     order: str = "longest-first",
     run_id: str | None = None,
     origin: str = "cli",
+    pins: list[dict[str, Any]] | None = None,
 ) -> str:
     """Record the run, then publish every job over one connection. Returns the run id."""
     run_id = run_id or new_run_id()
-    jobs = plan_jobs(run_id, catalog, families, devices, settings)
+    jobs = plan_jobs(run_id, catalog, families, devices, settings, pins)
     if order == "longest-first":
         prev = store.run_ids(1)
         jobs = order_longest_first(jobs, store.results(prev[0]) if prev else [])

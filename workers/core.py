@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fleet import pins
 from fleet.catalog import Family
 from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind
@@ -66,10 +67,16 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             result["weights"] = bundle.weights
             model_ref = weakref.ref(bundle.model)
             metrics: dict[str, Any] = result["metrics"]  # filled as measured: kept if a later step fails
+            # hashing and a GGUF conversion are their own metrics, not part of load_s
             hash_s = float(bundle.extra.get("hash_s", 0.0))
-            metrics["load_s"] = round(max(resolution.attempts[-1]["seconds"] - hash_s, 0.0), 4)
+            conversion = bundle.extra.get("conversion")
+            convert_s = float(conversion["seconds"]) if conversion else 0.0
+            metrics["load_s"] = round(max(resolution.attempts[-1]["seconds"] - hash_s - convert_s, 0.0), 4)
             if bundle.weights is not None:
                 metrics.update(hash_s=hash_s, hash_cached=bundle.extra.get("hash_cached"))
+            if conversion:  # a GGUF candidate: its conversion is provenance
+                result["provenance"] = {"conversion": conversion}
+                metrics["convert_s"] = convert_s
             metrics.update(measure.model_metrics(bundle.model))
             if "parameters_loaded" in bundle.extra:
                 metrics["parameters_loaded"] = bundle.extra["parameters_loaded"]
@@ -85,6 +92,17 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             metrics.update(timing)
             metrics.update(measure.cuda_metrics(dev, cuda_baseline))
             result["output"] = output
+            if not bundle.synthetic:  # known answer: compared with the job's pins (fleet/pins.py)
+                output["known_answer"] = pins.judge(
+                    job.get("pins", []),
+                    bundle.name,
+                    bundle.revision,
+                    bundle.weights_sha256,
+                    device_name,
+                    check.fingerprint(output),
+                    check.tolerance(),
+                )
+                output["known_answer"]["check"] = check.name
             result["status"] = str(Status.SYNTHETIC if bundle.synthetic else Status.REAL)
     except CheckFailure as exc:
         status = Status.SKIPPED if exc.kind == ErrorKind.DEVICE_UNAVAILABLE else Status.FAILED

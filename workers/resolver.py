@@ -21,7 +21,7 @@ from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Attempt
 from fleet.settings import Settings
-from workers import devices, failures, hub, integrity, synthetic
+from workers import devices, failures, gguf, hub, integrity, synthetic
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
@@ -40,6 +40,7 @@ class Located:
     lfs_sha256: dict[str, str] = field(default_factory=dict)
     record: dict[str, str] | None = None  # the package's RECORD sha256 per file (pkg: candidates)
     hub_sha: str | None = None  # the commit the Hub answered with
+    conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
 
 
 class IntegrityFailure(CheckFailure):
@@ -108,6 +109,8 @@ def _try_candidate(
     cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None, settings: Settings
 ) -> Bundle:
     located = locate(cand, offline, settings.hub_timeout_s)
+    if cand.gguf_file:
+        located = convert_gguf(located, cand)
     architecture = validate(located, cand, family, dev)
     try:
         return load(located, cand, family, check, dev, architecture, settings.hub_timeout_s)
@@ -169,6 +172,38 @@ def _locate_local(spec: str) -> Located:
     if not is_dir:
         raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: no such directory")
     return Located(path, "local", revision, _weight_files(path), record=record)
+
+
+def convert_gguf(located: Located, cand: Candidate) -> Located:
+    """The one hook for GGUF candidates: the converted (cached) folder, used like a local candidate."""
+    assert cand.gguf_file is not None
+    source = located.path / cand.gguf_file
+    if not source.is_file():
+        raise CheckFailure(ErrorKind.NOT_FOUND, f"{cand.name}: no GGUF file {cand.gguf_file} in {located.path}")
+    try:
+        conv = gguf.convert(source)
+    except Exception as exc:
+        raise failures.load_failure(exc, f"{cand.name} (GGUF conversion)") from None
+    conversion = conv.to_dict()
+    # The GGUF file against what its package's RECORD says (a pkg: candidate): the converted
+    # weights are only as good as the file they came from.
+    recorded = (located.record or {}).get(cand.gguf_file)
+    if recorded is not None and recorded != conv.provenance["gguf_sha256"]:
+        raise IntegrityFailure(
+            ErrorKind.WEIGHTS_CORRUPT,
+            f"{cand.gguf_file}: sha256 {conv.provenance['gguf_sha256']} read, the package RECORD says {recorded}",
+            {"file": cand.gguf_file, "read": conv.provenance["gguf_sha256"], "claimed": recorded},
+        )
+    conversion["gguf_verified_by"] = "package_record" if recorded is not None else None
+    return Located(
+        conv.folder,
+        "local",
+        located.revision,
+        _weight_files(conv.folder),
+        # hashed just now by convert(): the bytes that are about to be loaded
+        lfs_sha256={gguf.WEIGHTS: conv.provenance["converted_sha256"]},
+        conversion=conversion,
+    )
 
 
 def _weight_files(path: Path) -> dict[str, int]:
@@ -300,6 +335,7 @@ def load(
             "hash_s": round(hashed.seconds, 4),
             "hash_cached": hashed.cached,
             "parameters_loaded": parameters_loaded,
+            **({"conversion": located.conversion} if located.conversion else {}),
         },
     )
 
@@ -322,6 +358,9 @@ def _provenance(
         return located.revision, "hub" if located.hub_sha and located.revision == located.hub_sha else "claimed"
     if located.source == "cache":
         return located.revision, integrity.cache_ref_basis(path)
+    if located.conversion is not None:  # converted from a GGUF file: as strong as that file's check
+        verified = located.conversion.get("gguf_verified_by") == "package_record"
+        return located.revision, "package_record" if verified else "claimed"
     if located.revision is not None:  # a package name==version
         recorded = located.record or {}
         whole = all(f in recorded for f in [*hashed.files, *hashed.others])

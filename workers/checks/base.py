@@ -46,6 +46,9 @@ class Check:
     name = ""
     auto_class = "AutoModel"
     unit = "samples"
+    # The output fields that make its known-answer fingerprint: field -> absolute tolerance
+    # (None: must be equal exactly). See fleet/pins.py and orchestrator/pins.py.
+    fingerprint_fields: dict[str, float | None] = {}
 
     def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
         from transformers import AutoTokenizer
@@ -63,6 +66,13 @@ class Check:
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return 1.0
+
+    def fingerprint(self, output: dict[str, Any]) -> dict[str, Any]:
+        """What a known-answer pin records of a validated output."""
+        return {k: output[k] for k in self.fingerprint_fields if k in output}
+
+    def tolerance(self) -> dict[str, float]:
+        return {k: v for k, v in self.fingerprint_fields.items() if v is not None}
 
 
 def invalid(message: str, **values: Any) -> CheckFailure:

@@ -16,6 +16,7 @@ class CausalLMCheck(Check):
     name = "causal_lm"
     auto_class = "AutoModelForCausalLM"
     unit = "tokens"
+    fingerprint_fields = {"tokens": None, "logits_sample": 5e-3}  # greedy tokens exact
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         enc = bundle.tokenizer(PROMPT, return_tensors="pt")

@@ -27,6 +27,7 @@ class CTCCheck(Check):
     name = "ctc"
     auto_class = "AutoModelForCTC"
     unit = "audio_s"
+    fingerprint_fields = {"transcript": None, "logits_sample": 5e-3}
 
     def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
         from transformers import AutoFeatureExtractor, AutoTokenizer

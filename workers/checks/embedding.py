@@ -1,10 +1,9 @@
 """Sentence embeddings (MiniLM): mean pooling, unit norm, and with real weights a semantic
-sanity check plus a known-answer comparison against a stored reference."""
+sanity check. The known answer (the anchor sentence's embedding head, from sentence-transformers)
+is a pin in fleet/pins.toml, compared like every other pin (fleet/pins.py)."""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 import torch
@@ -15,12 +14,6 @@ ANCHOR = "A man is eating food."
 CLOSE = "A man is eating a piece of bread."
 FAR = "The stock market fell sharply today."
 MARGIN = 0.1
-
-
-def references() -> dict[str, Any]:
-    """Known answers keyed by the sha256 of the weights file (see references.json)."""
-    text = resources.files("workers.checks").joinpath("references.json").read_text(encoding="utf-8")
-    return dict(json.loads(text))
 
 
 def embed(bundle: Bundle, inputs: dict[str, Any]) -> torch.Tensor:
@@ -34,6 +27,7 @@ class EmbeddingCheck(Check):
     name = "embedding"
     auto_class = "AutoModel"
     unit = "sentences"
+    fingerprint_fields = {"embedding_sample": 1e-4}  # the anchor sentence's first 16 dimensions
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         enc = bundle.tokenizer([ANCHOR, CLOSE, FAR], padding=True, truncation=True, return_tensors="pt")
@@ -53,7 +47,7 @@ class EmbeddingCheck(Check):
         out: dict[str, Any] = {
             "similarity_close": round(close, 4),
             "similarity_far": round(far, 4),
-            "embedding_sample": sample(first[0]),
+            "embedding_sample": sample(first[0], 16),
         }
         if not bundle.synthetic and close < far + MARGIN:
             raise invalid(
@@ -61,21 +55,6 @@ class EmbeddingCheck(Check):
                 similarity_close=close,
                 similarity_far=far,
             )
-        ref = references().get(bundle.weights_sha256 or "")
-        if ref is None:
-            out["known_answer"] = "no reference for these weights"
-            return out
-        expected = torch.tensor(ref["anchor_embedding_head"])
-        got = first[0, : len(expected)].float().cpu()
-        diff = float((got - expected).abs().max())
-        if diff > ref["atol"]:
-            raise invalid(
-                f"embedding of the reference sentence differs from the stored known answer by {diff:.2e}",
-                expected=ref["anchor_embedding_head"],
-                got=got.tolist(),
-                atol=ref["atol"],
-            )
-        out["known_answer"] = f"matched {ref['source']} within {ref['atol']}"
         return out
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:

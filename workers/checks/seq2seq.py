@@ -16,6 +16,7 @@ class Seq2SeqCheck(Check):
     name = "seq2seq"
     auto_class = "AutoModelForSeq2SeqLM"
     unit = "tokens"
+    fingerprint_fields = {"tokens": None, "logits_sample": 5e-3}
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         enc = bundle.tokenizer(SOURCE, return_tensors="pt")

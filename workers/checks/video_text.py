@@ -31,6 +31,7 @@ class VideoTextCheck(Check):
     name = "video_text"
     auto_class = "AutoModel"
     unit = "videos"
+    fingerprint_fields = {"probabilities": 1e-3}
 
     def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
         from transformers import AutoImageProcessor, AutoTokenizer

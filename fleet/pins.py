@@ -1,0 +1,92 @@
+"""Known-answer pins, the part both sides share: how a pin is keyed and how an output's
+fingerprint is compared with it. No torch: the worker and the control plane both use it.
+
+A pin is plain data: {model, revision, weights_sha256, device_type, check, expected,
+tolerance, source}. `expected` is a check's fingerprint of a REAL output (workers/checks:
+Check.fingerprint); `tolerance` gives an absolute tolerance per field, and a field without one
+must be equal exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fleet.devices import Device
+from fleet.errors import CheckFailure, ErrorKind
+
+KEY_FIELDS = ("model", "revision", "weights_sha256", "device_type")
+
+
+def device_type(device: str | Device) -> str:
+    """cpu | cuda: pins hold per device type, not per GPU index."""
+    return (device if isinstance(device, Device) else Device.parse(device)).type
+
+
+def key(pin: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(pin.get(f) for f in KEY_FIELDS)
+
+
+def find(
+    pins: list[dict[str, Any]], model: str, revision: str | None, weights: str | None, dev_type: str
+) -> dict[str, Any] | None:
+    """The pin for these weights on this device type: the exact (model, revision, digest) first,
+    else one for the same bytes under another name (a Hub id and its cached or packaged copy)."""
+    wanted = (model, revision, weights, dev_type)
+    exact = next((p for p in pins if key(p) == wanted), None)
+    if exact is not None or weights is None:
+        return exact
+    return next((p for p in pins if p.get("weights_sha256") == weights and p.get("device_type") == dev_type), None)
+
+
+def differences(expected: dict[str, Any], got: dict[str, Any], tolerance: dict[str, float]) -> dict[str, str]:
+    """Field -> why it differs; empty when every expected field matches."""
+    out: dict[str, str] = {}
+    for name, want in expected.items():
+        if name not in got:
+            out[name] = "missing from the output"
+            continue
+        atol = tolerance.get(name)
+        if atol is None:
+            if got[name] != want:
+                out[name] = "not equal"
+            continue
+        a, b = _numbers(want), _numbers(got[name])
+        if a is None or b is None or len(a) != len(b):
+            out[name] = "not comparable as numbers of the same length"
+            continue
+        worst = max((abs(x - y) for x, y in zip(a, b, strict=True)), default=0.0)
+        if not math.isfinite(worst) or worst > atol:
+            out[name] = f"max abs diff {worst:.3g} > tolerance {atol:g}"
+    return out
+
+
+def judge(
+    pins: list[dict[str, Any]],
+    model: str,
+    revision: str | None,
+    weights: str | None,
+    device: str,
+    fingerprint: dict[str, Any],
+    tolerance: dict[str, float],
+) -> dict[str, Any]:
+    """output["known_answer"] for a REAL result, or CheckFailure(known_answer_mismatch)."""
+    pin = find(pins, model, revision, weights, device_type(device))
+    base: dict[str, Any] = {"fingerprint": fingerprint, "tolerance": tolerance}
+    if pin is None:
+        return {"pinned": False, "matched": None, **base}
+    diff = differences(pin["expected"], fingerprint, pin.get("tolerance", {}))
+    if diff:
+        raise CheckFailure(
+            ErrorKind.KNOWN_ANSWER_MISMATCH,
+            f"{model}: output differs from the pinned known answer ({'; '.join(f'{k}: {v}' for k, v in diff.items())})",
+            {"expected": pin["expected"], "got": fingerprint, "tolerance": pin.get("tolerance", {}), "fields": diff},
+        )
+    return {"pinned": True, "matched": True, "pin_source": pin.get("source", ""), **base}
+
+
+def _numbers(v: Any) -> list[float] | None:
+    items = v if isinstance(v, list) else [v]
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items):
+        return None
+    return [float(x) for x in items]

