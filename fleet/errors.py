@@ -39,6 +39,7 @@ class ErrorKind(StrEnum):
     OOM = "oom"
     INFERENCE_ERROR = "inference_error"
     OUTPUT_INVALID = "output_invalid"
+    QUALITY_GATE = "quality_gate"  # complete weights whose outputs show no pretraining
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     DEVICE_UNAVAILABLE = "device_unavailable"
