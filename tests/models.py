@@ -38,6 +38,10 @@ def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture:
     path.mkdir(parents=True, exist_ok=True)
     bundle.model.save_pretrained(path)
     bundle.tokenizer.save_pretrained(path)
+    if builder == "wav2vec2":  # the CTC check loads its feature extractor from the folder too
+        from transformers import Wav2Vec2FeatureExtractor
+
+        Wav2Vec2FeatureExtractor(sampling_rate=16_000).save_pretrained(path)
     if pickle_only:
         (path / "model.safetensors").unlink()
         torch.save(bundle.model.state_dict(), path / "pytorch_model.bin")

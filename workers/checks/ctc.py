@@ -1,9 +1,8 @@
-"""wav2vec2 CTC: logits and greedy decoding of a short recording of a known sentence (real
-weights; its character error rate is the quality gate), or of a generated chirp (synthetic)."""
+"""wav2vec2 CTC: logits and greedy decoding of a short committed recording of a known
+sentence; the transcript's character error rate is the quality gate."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +12,6 @@ from workers import quality
 from workers.checks.base import Bundle, Check, invalid, require_finite, sample
 
 SAMPLE_RATE = 16_000
-
-
-def waveform(seconds: float = 1.0) -> torch.Tensor:
-    """A rising chirp with a little deterministic noise: speech-like energy, no download."""
-    n = int(SAMPLE_RATE * seconds)
-    t = torch.arange(n, dtype=torch.float32) / SAMPLE_RATE
-    f0, f1 = 200.0, 2000.0
-    phase = 2 * math.pi * (f0 * t + (f1 - f0) * t * t / (2 * seconds))
-    gen = torch.Generator().manual_seed(0)
-    return 0.5 * torch.sin(phase) + 0.01 * torch.randn(n, generator=gen)
 
 
 def input_values(bundle: Bundle, wave: torch.Tensor) -> torch.Tensor:
@@ -45,8 +34,7 @@ class CTCCheck(Check):
         return AutoTokenizer.from_pretrained(path), AutoFeatureExtractor.from_pretrained(path)
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
-        wave = waveform() if bundle.synthetic else quality.speech_sample()
-        return {"input_values": input_values(bundle, wave).to(device)}
+        return {"input_values": input_values(bundle, quality.speech_sample()).to(device)}
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
         return bundle.model(**inputs).logits
@@ -68,9 +56,6 @@ class CTCCheck(Check):
         }
 
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
-        if bundle.synthetic:  # the timed input is the chirp: score the speech sample on its own
-            values = input_values(bundle, quality.speech_sample())
-            inputs = {"input_values": values.to(inputs["input_values"].device)}
         ids = self.infer(bundle, inputs).argmax(-1)[0]
         transcript = bundle.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
         return quality.gate(
