@@ -19,7 +19,7 @@ from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator import report
 from orchestrator.submit import submit, wait
-from tests.models import family, save_tiny
+from tests.models import family, minilm_repo
 from workers import hub
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -229,23 +229,23 @@ def test_cache_removed_between_runs_is_a_regression_real_to_synthetic(
 ) -> None:
     hf = tmp_path / "worker-hf"
     monkeypatch.setenv("HF_HOME", str(hf))
-    fake_hub.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
-    hub.download("tiny/llama", None, allow_pickle=False)  # the worker's cache now holds the weights
+    fake_hub.add("st/minilm", minilm_repo(tmp_path / "repo"))  # real weights: REAL needs the quality gate
+    hub.download("st/minilm", None, allow_pickle=False)  # the worker's cache now holds the weights
     start_worker(redis_url, HF_HOME=str(hf))  # the worker itself is offline (HF_HUB_OFFLINE=1)
-    catalog = Catalog("test", {"llama": family("llama", candidates=(Candidate(id="tiny/llama"),))})
+    catalog = Catalog("test", {"minilm": family("bert", candidates=(Candidate(id="st/minilm"),), name="minilm")})
     store, app = ResultStore(redis_url), make_app(redis_url)
     first = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
     wait(store, first)
     r1 = store.results(first)[0]
-    assert (r1["status"], r1["source"]) == ("REAL", "cache"), r1
-    shutil.rmtree(hf / "hub" / "models--tiny--llama")
+    assert (r1["status"], r1["source"]) == ("REAL", "cache"), r1["attempts"][0]["detail"]
+    shutil.rmtree(hf / "hub" / "models--st--minilm")
     second = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
     wait(store, second)
     data = report.build(store, second)
     assert [(r["job_id"], r["previous_status"], r["status"]) for r in data["regressions"]] == [
-        ("llama@cpu", "REAL", "SYNTHETIC")
+        ("minilm@cpu", "REAL", "SYNTHETIC")
     ]
-    assert "llama@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
+    assert "minilm@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
 
 
 def test_retention_keeps_the_newest_runs(redis_url: str) -> None:
