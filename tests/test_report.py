@@ -25,6 +25,14 @@ from workers import hub
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE_MODEL = "evil|org/model\n<script>alert(1)</script>"
 HOSTILE_MESSAGE = "boom | broken\n# not a heading <b>bold</b> [link](http://x) `tick`"
+QUALITY_FAILED = {
+    "metric": "semantic_margin",
+    "value": -0.0198,
+    "bound": 0.12,
+    "direction": ">=",
+    "reference": "mean over 3 sentence triples",
+    "passed": False,
+}
 
 
 def _result(run_id: str, fam: str, device: str, status: str, **kw: object) -> dict:
@@ -119,7 +127,19 @@ def _fixture(store: ResultStore) -> str:
                 source="synthetic",
                 revision="seed=1234",
                 environment=env,
-                metrics=metrics,
+                metrics={**metrics, "quality_s": 0.001},
+                output={
+                    "quality": {
+                        **QUALITY_FAILED,
+                        "value": 4.8613,
+                        "metric": "mean_token_loss",
+                        "direction": "<=",
+                        "bound": 2.426,
+                        "reference": HOSTILE_MESSAGE,
+                        "passed": None,
+                        "informational": True,
+                    }
+                },
                 attempts=[
                     {
                         "candidate": HOSTILE_MODEL,
@@ -146,6 +166,18 @@ def _fixture(store: ResultStore) -> str:
                 source="synthetic",
                 environment=env,
                 metrics=metrics,
+            ),
+            _result(
+                "run-2",
+                "minilm",
+                "cpu",
+                "FAILED",
+                model_used="random/minilm",
+                source="cache",
+                environment=env,
+                metrics={**metrics, "quality_s": 0.02},
+                output={"quality": QUALITY_FAILED},
+                error={"kind": "quality_gate", "message": "quality gate: semantic_margin = -0.0198, required >= 0.12"},
             ),
             _result(
                 "run-2",
@@ -196,12 +228,13 @@ def test_junit_and_json(redis_url: str) -> None:
     store = ResultStore(redis_url)
     data = report.build(store, _fixture(store))
     suite = ET.fromstring(report.to_junit(data))
-    assert suite.get("tests") == "3" and suite.get("failures") == "1"
+    assert suite.get("tests") == "4" and suite.get("failures") == "2"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["evil@cpu"]
+    assert [c.get("name") for c in failed] == ["evil@cpu", "minilm@cpu"]
     assert failed[0].find("failure").get("message") == HOSTILE_MESSAGE  # XML escapes it, intact
+    assert failed[1].find("failure").get("message").startswith("quality gate: semantic_margin = -0.0198")
     js = json.loads(report.to_json(data))
-    assert js["summary"]["FAILED"] == 1 and js["previous_run_id"] == "run-1"
+    assert js["summary"]["FAILED"] == 2 and js["previous_run_id"] == "run-1"
 
 
 def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:

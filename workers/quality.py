@@ -59,11 +59,6 @@ EMBEDDING_TRIPLES = (
         "The market sells fresh fruit today.",
     ),
     ("It is raining heavily outside.", "There is a downpour out there.", "It is heavily outside the budget."),
-    (
-        "The plane landed safely at the airport.",
-        "The aircraft touched down without problems.",
-        "The airport plans a safe new car park.",
-    ),
 )
 # Embeddings: mean margin cos(anchor, paraphrase) - cos(anchor, unrelated) >= EMBEDDING_MARGIN.
 # Three triples keep the gate under a fifth of the check's time. Measured on MiniLM-L6
@@ -77,7 +72,6 @@ PROMPT_TRIPLES = (
     ("a person playing guitar", "someone strumming an acoustic guitar", "a person playing football"),
     ("a dog running on the beach", "a puppy sprinting along the sand", "a hot dog stand on the beach"),
     ("someone cooking in a kitchen", "a chef preparing a meal at the stove", "someone sleeping in a kitchen"),
-    ("a car driving on a highway", "a vehicle travelling fast on the road", "a car parked in a garage"),
 )
 # X-CLIP text margin >= TEXT_MARGIN. Measured here: random init ~0.00, zero 0.00 (tiny X-CLIP).
 # Real X-CLIP weights are not on this machine: NOT MEASURED (CLIP-family text towers usually
