@@ -72,8 +72,8 @@ def test_corrupted_weights_fail_the_check() -> None:
         w.copy_(w[torch.randperm(w.shape[0])])
     with pytest.raises(CheckFailure) as info:
         measure.benchmark(check, bundle, torch.device("cpu"), repeats=1)
-    assert info.value.kind == "output_invalid"
-    assert "known answer" in info.value.message or "related sentences" in info.value.message
+    assert info.value.kind == "output_invalid"  # the known answer catches it before the quality gate
+    assert "known answer" in info.value.message
 
 
 def test_nan_weights_fail_with_the_values() -> None:

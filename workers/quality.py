@@ -29,10 +29,10 @@ LM_TEXT = (
     "market square. By noon the air was warm, and most people stopped to eat lunch in the shade "
     "of the old trees."
 )
-# Causal LM: mean per-token loss <= LM_FRACTION * ln V.
-# Measured (bench/results/quality_calibration.json, ratio = loss / ln V):
-#   real SmolLM2-135M-Instruct (GGUF Q4_1, V=49152): 0.27; same with the second half of its
-#   layers re-initialised: 0.66-0.8; layers in reverse order: 0.75; random init: 1.00; zero: 1.00.
+# Causal LM: mean per-token loss <= LM_FRACTION * ln V. Measured (ratio = loss / ln V,
+# bench/results/quality_calibration.json): real SmolLM2-135M-Instruct (GGUF Q4_1, V=49152)
+# 0.32 (3.44 nats); its second half of layers re-initialised 2.07; layers deranged 1.56; only
+# the embeddings real 1.05; random init 1.02; zero 1.00. Tiny Llama (V=128): random 1.00, zero 1.00.
 LM_FRACTION = 0.5
 
 # Seq2seq: T5's own pretraining task, span corruption (sentinels mark the dropped spans).
@@ -43,9 +43,10 @@ SPAN_SOURCE = (
 )
 SPAN_TARGET = "<extra_id_0> quiet <extra_id_1> fields <extra_id_2> school <extra_id_3>"
 # Seq2seq: mean per-token loss on SPAN_TARGET <= SEQ2SEQ_FRACTION * ln V.
-# Measured here: random init 1.00, zero 1.00 (tiny T5, V=128). Real T5 weights are not on this
-# machine: NOT MEASURED. Expected from T5's published pretraining loss (about 1.5-2 nats on
-# span corruption with V=32128, ln V=10.4): a ratio of about 0.15-0.25.
+# Measured here: random init 1.09, zero 1.00 (tiny T5, V=128, copy task: its tokenizer has no
+# sentinels). Real T5 weights are not on this machine: NOT MEASURED. Expected from T5's
+# published pretraining loss (about 1.5-2 nats on span corruption, V=32128, ln V=10.4): a
+# ratio of about 0.15-0.2, not measured.
 SEQ2SEQ_FRACTION = 0.5
 
 # -- sentence embeddings --------------------------------------------------------------------
@@ -62,7 +63,7 @@ EMBEDDING_TRIPLES = (
 )
 # Embeddings: mean margin cos(anchor, paraphrase) - cos(anchor, unrelated) >= EMBEDDING_MARGIN.
 # Three triples keep the gate under a fifth of the check's time. Measured on MiniLM-L6
-# (all-MiniLM-L6-v2): real 0.32; layers shuffled 0.00; layers 4-6 re-initialised 0.04;
+# (all-MiniLM-L6-v2): real 0.32; layers deranged -0.00; layers 4-6 re-initialised 0.04;
 # random init -0.03; only the word embeddings real -0.05; zero 0.00.
 EMBEDDING_MARGIN = 0.12
 
@@ -73,18 +74,20 @@ PROMPT_TRIPLES = (
     ("a dog running on the beach", "a puppy sprinting along the sand", "a hot dog stand on the beach"),
     ("someone cooking in a kitchen", "a chef preparing a meal at the stove", "someone sleeping in a kitchen"),
 )
-# X-CLIP text margin >= TEXT_MARGIN. Measured here: random init ~0.00, zero 0.00 (tiny X-CLIP).
+# X-CLIP text margin >= TEXT_MARGIN. Measured here: random init -0.33, zero 0.00 (tiny X-CLIP).
 # Real X-CLIP weights are not on this machine: NOT MEASURED (CLIP-family text towers usually
 # separate paraphrases from unrelated prompts by 0.1-0.2 in cosine similarity).
 TEXT_MARGIN = 0.05
 
 # -- CTC speech -----------------------------------------------------------------------------
 SPEECH_TEXT = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
-SPEECH_FILE = "speech_16k.wav"  # made by scripts/make_speech_sample.sh (espeak-ng)
-# CTC: character error rate <= CER_BOUND. Measured here: random init 1.00 (tiny wav2vec2),
-# zero 1.00. Real wav2vec2 weights are not on this machine: NOT MEASURED (wav2vec2-base-960h
-# has 3.4 % WER on LibriSpeech test-clean; synthetic espeak speech is out of domain, so expect
-# a CER of roughly 0.05-0.3).
+# workers/checks/data/speech_16k.wav: 2.9 s, 16 kHz mono 16-bit, made once by
+# `python scripts/make_speech_sample.py` (espeak-ng -v en-us -s 160, resampled 22050 -> 16000).
+SPEECH_FILE = "speech_16k.wav"
+# CTC: character error rate <= CER_BOUND. Measured here: random init 6.84 (tiny wav2vec2: a
+# long garbage transcript), zero 1.00 (empty transcript). Real wav2vec2 weights are not on this
+# machine: NOT MEASURED (wav2vec2-base-960h has 3.4 % WER on LibriSpeech test-clean; espeak
+# speech is out of its domain, so a CER of roughly 0.05-0.3 is expected, not measured).
 CER_BOUND = 0.5
 
 
