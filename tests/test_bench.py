@@ -24,6 +24,7 @@ CASES = [
     ("worker_overhead", ["--jobs", "3"], "overhead_ms_p50"),
     ("offline_resolution", ["--skip-naive"], "black_hole_ours_s"),
     ("soak", ["--jobs", "30", "--kills", "1"], "distinct_results"),
+    ("quality_calibration", ["--no-smollm2", "--repeats", "1"], "max_quality_share"),
 ]
 
 
