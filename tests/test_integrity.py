@@ -2,8 +2,8 @@
 layout, a local folder, an installed package, the Hub) must never come out REAL, and each
 fails with the kind that names what is wrong. Positive controls: real weights stay REAL.
 
-Complete, correctly hashed random or all-zero weights are a quality question (issue 14):
-those cases are here, skipped, for the lead to enable once the quality gates are merged."""
+Complete, correctly hashed random or all-zero weights are a quality question: they end FAILED
+quality_gate (workers/quality.py), shown at the end of this file."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ from workers.resolver import resolve
 
 CPU = torch.device("cpu")
 MINILM_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-QUALITY_GATE = pytest.mark.skip(reason="quality gate: issue 14")
 
 
 def minilm_source() -> Path:
@@ -477,24 +476,29 @@ def test_integrity_checks_never_raise_on_an_empty_folder(tmp_path: Path) -> None
     assert info.value.kind == "load_error"
 
 
-# -- quality (issue 14): complete and correctly hashed, but not trained ------------------------
-@QUALITY_GATE
+# -- quality: complete and correctly hashed, but not trained ------------------------
 def test_random_llama_under_a_real_name_is_not_real(hf_home: Path, tmp_path: Path) -> None:
     into_cache(hf_home, "JackFram/llama-68m", save_tiny("llama", tmp_path / "m"))
-    assert run_family(llama_fam(Candidate(id="JackFram/llama-68m")))["status"] != Status.REAL
+    assert_gate(run_family(llama_fam(Candidate(id="JackFram/llama-68m"))))
 
 
-@QUALITY_GATE
 def test_all_zero_llama_under_a_real_name_is_not_real(hf_home: Path, tmp_path: Path) -> None:
     folder = rewrite_weights(
         save_tiny("llama", tmp_path / "m"), lambda t: {k: torch.zeros_like(v) for k, v in t.items()}
     )
     into_cache(hf_home, "JackFram/llama-68m", folder)
-    assert run_family(llama_fam(Candidate(id="JackFram/llama-68m")))["status"] != Status.REAL
+    assert_gate(run_family(llama_fam(Candidate(id="JackFram/llama-68m"))))
 
 
-@QUALITY_GATE
 def test_random_t5_under_a_real_name_is_not_real(hf_home: Path, tmp_path: Path) -> None:
     into_cache(hf_home, "google/t5-efficient-tiny", save_tiny("t5", tmp_path / "m"))
     fam = family("t5", candidates=(Candidate(id="google/t5-efficient-tiny"),))
-    assert run_family(fam)["status"] != Status.REAL
+    assert_gate(run_family(fam))
+
+
+def assert_gate(result: dict[str, Any]) -> None:
+    """Loaded completely, hashed, the declared class: still not REAL, because it is not trained."""
+    assert result["status"] == Status.FAILED and result["error"]["kind"] == "quality_gate", result["error"]
+    assert result["weights_sha256"] and result["metrics"]["parameters_loaded"] == result["metrics"]["parameters"]
+    q = result["output"]["quality"]
+    assert q["passed"] is False and q["value"] is not None and q["bound"] is not None

@@ -20,12 +20,20 @@ from fleet.store import ResultStore
 from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.models import family, save_tiny
+from tests.models import family, minilm_repo
 from workers import hub
 
 GOLDEN = Path(__file__).parent / "golden"
 HOSTILE_MODEL = "evil|org/model\n<script>alert(1)</script>"
 HOSTILE_MESSAGE = "boom | broken\n# not a heading <b>bold</b> [link](http://x) `tick`"
+QUALITY_FAILED = {
+    "metric": "semantic_margin",
+    "value": -0.0198,
+    "bound": 0.12,
+    "direction": ">=",
+    "reference": "mean over 3 sentence triples",
+    "passed": False,
+}
 
 
 def _result(run_id: str, fam: str, device: str, status: str, **kw: object) -> dict:
@@ -120,7 +128,19 @@ def _fixture(store: ResultStore) -> str:
                 source="synthetic",
                 revision="seed=1234",
                 environment=env,
-                metrics=metrics,
+                metrics={**metrics, "quality_s": 0.001},
+                output={
+                    "quality": {
+                        **QUALITY_FAILED,
+                        "value": 4.8613,
+                        "metric": "mean_token_loss",
+                        "direction": "<=",
+                        "bound": 2.426,
+                        "reference": HOSTILE_MESSAGE,
+                        "passed": None,
+                        "informational": True,
+                    }
+                },
                 attempts=[
                     {
                         "candidate": HOSTILE_MODEL,
@@ -196,6 +216,18 @@ def _fixture(store: ResultStore) -> str:
             ),
             _result(
                 "run-2",
+                "randomlm",
+                "cpu",
+                "FAILED",
+                model_used="random/minilm",
+                source="cache",
+                environment=env,
+                metrics={**metrics, "quality_s": 0.02},
+                output={"quality": QUALITY_FAILED},
+                error={"kind": "quality_gate", "message": "quality gate: semantic_margin = -0.0198, required >= 0.12"},
+            ),
+            _result(
+                "run-2",
                 "evil",
                 "cpu",
                 "FAILED",
@@ -243,12 +275,14 @@ def test_junit_and_json(redis_url: str) -> None:
     store = ResultStore(redis_url)
     data = report.build(store, _fixture(store))
     suite = ET.fromstring(report.to_junit(data))
-    assert suite.get("tests") == "6" and suite.get("failures") == "2"
+    assert suite.get("tests") == "7" and suite.get("failures") == "3"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["evil@cpu", "pinned@cpu"]
+    assert sorted(c.get("name") for c in failed) == ["evil@cpu", "pinned@cpu", "randomlm@cpu"]
     assert failed[0].find("failure").get("message") == HOSTILE_MESSAGE  # XML escapes it, intact
+    messages = {c.get("name"): c.find("failure").get("message") for c in failed}
+    assert messages["randomlm@cpu"].startswith("quality gate: semantic_margin = -0.0198")
     js = json.loads(report.to_json(data))
-    assert js["summary"]["FAILED"] == 2 and js["previous_run_id"] == "run-1"
+    assert js["summary"]["FAILED"] == 3 and js["previous_run_id"] == "run-1"
 
 
 def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:
@@ -276,23 +310,23 @@ def test_cache_removed_between_runs_is_a_regression_real_to_synthetic(
 ) -> None:
     hf = tmp_path / "worker-hf"
     monkeypatch.setenv("HF_HOME", str(hf))
-    fake_hub.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
-    hub.download("tiny/llama", None, allow_pickle=False)  # the worker's cache now holds the weights
+    fake_hub.add("st/minilm", minilm_repo(tmp_path / "repo"))  # real weights: REAL needs the quality gate
+    hub.download("st/minilm", None, allow_pickle=False)  # the worker's cache now holds the weights
     start_worker(redis_url, HF_HOME=str(hf))  # the worker itself is offline (HF_HUB_OFFLINE=1)
-    catalog = Catalog("test", {"llama": family("llama", candidates=(Candidate(id="tiny/llama"),))})
+    catalog = Catalog("test", {"minilm": family("bert", candidates=(Candidate(id="st/minilm"),), name="minilm")})
     store, app = ResultStore(redis_url), make_app(redis_url)
     first = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
     wait(store, first)
     r1 = store.results(first)[0]
-    assert (r1["status"], r1["source"]) == ("REAL", "cache"), r1
-    shutil.rmtree(hf / "hub" / "models--tiny--llama")
+    assert (r1["status"], r1["source"]) == ("REAL", "cache"), r1["attempts"][0]["detail"]
+    shutil.rmtree(hf / "hub" / "models--st--minilm")
     second = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
     wait(store, second)
     data = report.build(store, second)
     assert [(r["job_id"], r["previous_status"], r["status"]) for r in data["regressions"]] == [
-        ("llama@cpu", "REAL", "SYNTHETIC")
+        ("minilm@cpu", "REAL", "SYNTHETIC")
     ]
-    assert "llama@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
+    assert "minilm@cpu**: REAL → SYNTHETIC" in report.render_markdown(data)
 
 
 def test_retention_keeps_the_newest_runs(redis_url: str) -> None:

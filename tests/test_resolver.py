@@ -12,7 +12,7 @@ import torch
 
 from fleet.catalog import Candidate
 from tests.fakehub import FakeHub
-from tests.models import family, save_tiny
+from tests.models import family, minilm_repo, save_tiny
 from workers import hub
 from workers.checks import get_check
 from workers.resolver import resolve
@@ -170,3 +170,18 @@ def test_synthetic_uses_the_cached_config_of_the_first_candidate(
     assert res.attempts[0]["error_kind"] == "offline_not_cached"
     assert res.bundle is not None and res.bundle.source == "synthetic"
     assert res.attempts[-1]["detail"] == "cached config of tiny/llama, shrunk"
+
+
+def test_cached_repo_with_files_we_never_fetch_resolves_offline(
+    online: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every Hub repo has README.md and .gitattributes, which download() leaves out: the cached
+    # snapshot is complete for our patterns and must still be found offline
+    repo = minilm_repo(tmp_path / "repo")
+    assert (repo / "README.md").exists() and (repo / ".gitattributes").exists()
+    online.add("st/minilm", repo)
+    fam = family("bert", candidates=(Candidate(id="st/minilm"),))
+    assert run(fam).bundle.source == "hub"  # type: ignore[union-attr]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = run(fam)
+    assert res.bundle is not None and res.bundle.source == "cache", res.attempts

@@ -43,6 +43,7 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     bundle = resolution = model_ref = None
     sampler = measure.RssSampler()
     dev: torch.device | None = None
+    cuda_baseline: int | None = None
     try:
         with sampler, measure.time_limit(job.get("time_limit_s")), measure.memory_limit(family.memory_limit_mb):
             dev = devices.check_available(Device.parse(device_name))
@@ -86,12 +87,12 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                 raise CheckFailure(
                     ErrorKind.LOAD_ERROR, f"parameters sit on {model_device}, not on the requested {device_name}"
                 )
-            output, timing = measure.benchmark(check, bundle, dev, int(job.get("repeats") or family.repeats))
+            # fills result["output"] (with the quality figure) and metrics before it enforces the gate
+            output, _timing = measure.benchmark(
+                check, bundle, dev, int(job.get("repeats") or family.repeats), evidence=result
+            )
             if bundle.hashed is not None:  # weights are memory-mapped: a write in place would reach the model
                 integrity.unchanged(bundle.hashed, "after load")
-            metrics.update(timing)
-            metrics.update(measure.cuda_metrics(dev, cuda_baseline))
-            result["output"] = output
             if not bundle.synthetic:  # known answer: compared with the job's pins (fleet/pins.py)
                 output["known_answer"] = pins.judge(
                     job.get("pins", []),
@@ -122,6 +123,8 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
         if model_ref is not None:
             result["metrics"]["model_freed"] = model_ref() is None
         if dev is not None and dev.type == "cuda":
+            if cuda_baseline is not None and "latency_ms_p50" in result["metrics"]:  # kept on a failed gate too
+                result["metrics"].update(measure.cuda_metrics(dev, cuda_baseline))
             torch.cuda.empty_cache()
             result["metrics"]["cuda_allocated_after_mb"] = round(torch.cuda.memory_allocated(dev) / 2**20, 2)
     result["metrics"]["peak_rss_mb"] = round(sampler.peak / 2**20, 1)

@@ -185,10 +185,16 @@ def download(repo_id: str, revision: str | None, allow_pickle: bool, timeout_s: 
         )
 
 
-def cached_snapshot(repo_id: str, revision: str | None) -> Path:
-    """The cached snapshot directory; no network call. Raises offline_not_cached."""
+def cached_snapshot(repo_id: str, revision: str | None, allow_pickle: bool = False) -> Path:
+    """The cached snapshot directory; no network call. Raises offline_not_cached. Completeness
+    is judged on the files download() fetches (the patterns), not on README.md and the like."""
+    patterns = ALLOW_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     with translated(repo_id):
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, cache_dir=cache_dir()))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, local_files_only=True, allow_patterns=patterns, cache_dir=cache_dir()
+            )
+        )
 
 
 def cached_file(repo_id: str, filename: str) -> Path | None:

@@ -16,6 +16,8 @@ from typing import Any
 import psutil
 import torch
 
+from fleet.protocol import Result
+from workers import quality
 from workers.checks.base import Bundle, Check
 
 WARMUP = 1
@@ -135,9 +137,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the check: first inference, a repeat for validation, warm-up, timed repeats.
-    Returns (output fingerprint, metrics)."""
+def benchmark(
+    check: Check, bundle: Bundle, dev: torch.device, repeats: int, evidence: Result | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the check: first inference, a repeat for validation, the quality gate (timed on its
+    own as quality_s, not part of the latency figures), warm-up, timed repeats.
+    Returns (output fingerprint with output["quality"], metrics). When `evidence` (the job's
+    result) is given, its "output" and "metrics" are filled before the gate is enforced, so a
+    model that fails the gate keeps everything measured. The gate fails a job only for
+    non-synthetic weights; for synthetic ones it is recorded as information."""
     with torch.inference_mode():
         inputs = check.prepare(bundle, dev)
         _sync(dev)
@@ -147,6 +155,11 @@ def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> 
         first_s = time.perf_counter() - t0
         repeat = check.infer(bundle, inputs)
         output = check.validate(bundle, inputs, first, repeat)
+        _sync(dev)
+        t0 = time.perf_counter()
+        q = check.quality(bundle, inputs)
+        _sync(dev)
+        quality_s = time.perf_counter() - t0
         for _ in range(WARMUP):
             check.infer(bundle, inputs)
         latencies = []
@@ -156,6 +169,9 @@ def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> 
             check.infer(bundle, inputs)
             _sync(dev)
             latencies.append(time.perf_counter() - t0)
+    if bundle.synthetic:
+        q = {**q, "passed": None, "informational": True}
+    output["quality"] = q
     p50 = percentile(latencies, 0.5)
     units = check.units(inputs, first)
     metrics = {
@@ -167,7 +183,13 @@ def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> 
         "warmup": WARMUP,
         "throughput": round(units / p50, 3) if p50 > 0 else None,
         "throughput_unit": f"{check.unit}/s",
+        "quality_s": round(quality_s, 5),
     }
+    if evidence is not None:
+        evidence["output"] = output
+        evidence["metrics"].update(metrics)
+    if q["passed"] is False:
+        raise quality.failure(q)
     return output, metrics
 
 

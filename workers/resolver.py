@@ -127,7 +127,7 @@ def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) ->
     assert cand.id is not None
     if offline:
         try:
-            path = hub.cached_snapshot(cand.id, cand.revision)
+            path = hub.cached_snapshot(cand.id, cand.revision, cand.allow_pickle)
         except CheckFailure as exc:
             raise CheckFailure(exc.kind, f"{exc.message}; hub offline: {offline}") from None
         weights = _weight_files(path)

@@ -40,7 +40,9 @@ class Check:
 
     prepare() builds inputs on the device, infer() runs one inference (under no_grad),
     validate() raises CheckFailure(output_invalid) with the values that failed and returns
-    a small, JSON-able fingerprint of the output; units() says what throughput counts.
+    a small, JSON-able fingerprint of the output; quality() measures one figure that only
+    pretrained weights reach (see workers/quality.py) and returns quality.gate(...)'s dict;
+    units() says what throughput counts.
     """
 
     name = ""
@@ -62,6 +64,10 @@ class Check:
         raise NotImplementedError
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        """{"metric", "value", "bound", "reference", "passed", ...}; runs under inference_mode."""
         raise NotImplementedError
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from workers import quality
 from workers.checks.base import Bundle, Check, invalid, require_finite, require_shape, sample
 
 PROMPT = "The quick brown fox jumps over the lazy dog and"
@@ -42,6 +43,11 @@ class CausalLMCheck(Check):
         require_finite("logits", logits)
         new = first[0, prompt_len:].tolist()
         return {"tokens": new, "text": bundle.tokenizer.decode(new), "logits_sample": sample(logits[0, -1])}
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        loss, tokens = quality.causal_lm_loss(bundle.model, bundle.tokenizer)
+        vocab = int(bundle.model.get_output_embeddings().weight.shape[0])
+        return quality.lm_gate(loss, tokens, vocab, quality.LM_FRACTION, text="LM_TEXT")
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return float(NEW_TOKENS)

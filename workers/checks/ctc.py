@@ -1,26 +1,26 @@
-"""wav2vec2 CTC: logits and greedy decoding of a generated 1 s, 16 kHz waveform."""
+"""wav2vec2 CTC: logits and greedy decoding of a short committed recording of a known
+sentence; the transcript's character error rate is the quality gate."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from workers import quality
 from workers.checks.base import Bundle, Check, invalid, require_finite, sample
 
 SAMPLE_RATE = 16_000
 
 
-def waveform(seconds: float = 1.0) -> torch.Tensor:
-    """A rising chirp with a little deterministic noise: speech-like energy, no download."""
-    n = int(SAMPLE_RATE * seconds)
-    t = torch.arange(n, dtype=torch.float32) / SAMPLE_RATE
-    f0, f1 = 200.0, 2000.0
-    phase = 2 * math.pi * (f0 * t + (f1 - f0) * t * t / (2 * seconds))
-    gen = torch.Generator().manual_seed(0)
-    return 0.5 * torch.sin(phase) + 0.01 * torch.randn(n, generator=gen)
+def input_values(bundle: Bundle, wave: torch.Tensor) -> torch.Tensor:
+    if bundle.processor is not None:
+        values: torch.Tensor = bundle.processor(
+            wave.numpy(), sampling_rate=SAMPLE_RATE, return_tensors="pt"
+        ).input_values
+        return values
+    return ((wave - wave.mean()) / (wave.std() + 1e-7)).unsqueeze(0)
 
 
 class CTCCheck(Check):
@@ -35,12 +35,7 @@ class CTCCheck(Check):
         return AutoTokenizer.from_pretrained(path), AutoFeatureExtractor.from_pretrained(path)
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
-        wave = waveform()
-        if bundle.processor is not None:
-            values = bundle.processor(wave.numpy(), sampling_rate=SAMPLE_RATE, return_tensors="pt").input_values
-        else:
-            values = ((wave - wave.mean()) / (wave.std() + 1e-7)).unsqueeze(0)
-        return {"input_values": values.to(device)}
+        return {"input_values": input_values(bundle, quality.speech_sample()).to(device)}
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
         return bundle.model(**inputs).logits
@@ -60,6 +55,18 @@ class CTCCheck(Check):
             "transcript": bundle.tokenizer.decode(ids.tolist()),
             "logits_sample": sample(first[0, 0]),
         }
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        ids = self.infer(bundle, inputs).argmax(-1)[0]
+        transcript = bundle.tokenizer.decode(ids.tolist(), skip_special_tokens=True)
+        return quality.gate(
+            "character_error_rate",
+            quality.cer(transcript, quality.SPEECH_TEXT),
+            quality.CER_BOUND,
+            f"greedy CTC transcript of {quality.SPEECH_FILE} against {quality.SPEECH_TEXT!r}",
+            higher_is_better=False,
+            transcript=transcript[:200],
+        )
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return inputs["input_values"].shape[-1] / SAMPLE_RATE

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from workers import quality
 from workers.checks.base import Bundle, Check, invalid, require_finite, sample
 
 SOURCE = "translate English to German: The house is wonderful."
@@ -38,6 +39,12 @@ class Seq2SeqCheck(Check):
             "text": bundle.tokenizer.decode(ids, skip_special_tokens=True),
             "logits_sample": sample(out.logits[0, -1]),
         }
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        task, source, target = quality.seq2seq_pair(bundle.tokenizer)
+        loss, tokens = quality.seq2seq_loss(bundle.model, bundle.tokenizer, source, target)
+        vocab = int(bundle.model.get_output_embeddings().weight.shape[0])
+        return quality.lm_gate(loss, tokens, vocab, quality.SEQ2SEQ_FRACTION, task=task)
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return float(output.shape[1] - 1)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from workers import quality
 from workers.checks.base import Bundle, Check, invalid, require_finite, require_shape, sample
 
 PROMPTS = ["a person playing guitar", "a dog running on the beach", "someone cooking in a kitchen"]
@@ -65,3 +66,15 @@ class VideoTextCheck(Check):
             "best_prompt": PROMPTS[int(probs.argmax())],
             "logits_sample": sample(first[0]),
         }
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The text tower's margin on prompt triples. Video-text ranking is not gated: the
+        generated clips (a moving square) match none of the prompts, so no ranking of them
+        says anything about the weights."""
+        dev = inputs["input_ids"].device
+        enc = bundle.tokenizer(quality.flatten(quality.PROMPT_TRIPLES), padding=True, return_tensors="pt")
+        out = bundle.model.get_text_features(
+            input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev)
+        )
+        vectors = out if isinstance(out, torch.Tensor) else out.pooler_output
+        return quality.margin_gate(quality.triple_margins(vectors), quality.TEXT_MARGIN, "prompt triples")

