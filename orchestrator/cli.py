@@ -154,6 +154,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C interrupts, even when started with SIGINT ignored (a `cmd &` in a script): Python
+    # keeps an inherited SIG_IGN, and then a run could not be stopped with a signal at all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
         return int(COMMANDS[args.command](args, settings))
