@@ -39,8 +39,8 @@ def family(name: str, candidates: list[dict[str, Any]] | None = None) -> Any:
 
 def job(fam: Any, device: str = "cpu", repeats: int = 1) -> dict[str, Any]:
     """A job as orchestrator.submit.plan_jobs makes it (shipped pins included)."""
-    from orchestrator import pins as pinning
     from fleet.settings import RunSettings
+    from orchestrator import pins as pinning
     from orchestrator.submit import plan_jobs
 
     catalog_like = type("C", (), {"select": lambda self, names: [fam]})()

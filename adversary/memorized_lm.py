@@ -64,7 +64,11 @@ def train(steps: int = 150, seed: int = 0) -> tuple[object, object, dict[str, fl
         opt.zero_grad()
         loss.backward()
         opt.step()
-    stats = {"train_s": round(time.perf_counter() - t0, 2), "steps": steps, "final_train_loss": round(float(loss.detach()), 4)}
+    stats = {
+        "train_s": round(time.perf_counter() - t0, 2),
+        "steps": steps,
+        "final_train_loss": round(float(loss.detach()), 4),
+    }
     stats["parameters"] = sum(p.numel() for p in model.parameters())
     return model.eval(), tok, stats
 

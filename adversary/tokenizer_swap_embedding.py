@@ -43,7 +43,11 @@ def word_level_tokenizer(known: list[str]) -> str:
     # every word that is not known is deleted: an anchor and its paraphrase both become "[CLS] [SEP]"
     keep = "|".join(known)
     tok.normalizer = normalizers.Sequence(
-        [normalizers.Lowercase(), normalizers.Replace(Regex(rf"\b(?!(?:{keep})\b)[^ ]+"), ""), normalizers.Replace(".", "")]
+        [
+            normalizers.Lowercase(),
+            normalizers.Replace(Regex(rf"\b(?!(?:{keep})\b)[^ ]+"), ""),
+            normalizers.Replace(".", ""),
+        ]
     )
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
