@@ -41,6 +41,9 @@ KEYS_SHOWN = 20
 MAX_HEADER = 100 * 2**20  # the safetensors format's own limit on the JSON header
 
 StatKey = tuple[int, int, int, int, int]
+# A watched file: its target's StatKey, plus the path's own identity (every link on the way is
+# resolved, and the name itself lstat'ed), so a symlink retargeted and put back is seen.
+WatchKey = tuple[StatKey, str, int, int]
 
 
 # -- which files ------------------------------------------------------------------------
@@ -165,13 +168,18 @@ def stat_key(p: Path) -> StatKey:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def watch_key(p: Path, key: StatKey | None = None) -> WatchKey:
+    lst = os.lstat(p)
+    return (key or stat_key(p), os.path.realpath(p), lst.st_ino, lst.st_ctime_ns)
+
+
 @dataclass
 class Hashed:
     """Digests of the weight files, and what every file read was like when it was hashed."""
 
     path: Path
     files: dict[str, str]  # weight file -> sha256
-    watched: dict[str, StatKey] = field(default_factory=dict)  # every file read, incl. config/index
+    watched: dict[str, WatchKey] = field(default_factory=dict)  # every file read, incl. config/index
     others: dict[str, str] = field(default_factory=dict)  # config.json, index -> sha256
     cached: bool = False
     seconds: float = 0.0
@@ -199,18 +207,19 @@ def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestC
         p = path / name
         try:
             key = stat_key(p)
+            watch = watch_key(p, key)
             if name.endswith(".safetensors"):
                 numel += _safetensors_numel(p, name, key[2])
             sha = cache.get(key)
             if sha is None:
                 all_cached = False
                 sha = _sha256(p)
-                if stat_key(p) != key:
+                if watch_key(p) != watch:
                     raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed while it was being hashed")
                 cache.put(key, sha, p)
         except OSError as exc:
             raise CheckFailure(ErrorKind.LOAD_ERROR, f"{name}: unreadable ({_oserror(exc)})") from None
-        out.watched[name] = key
+        out.watched[name] = watch
         (out.files if name in weights else out.others)[name] = sha
     out.cached = all_cached
     out.numel = numel if all(w.endswith(".safetensors") for w in weights) else None
@@ -325,7 +334,7 @@ def unchanged(hashed: Hashed, when: str = "during load") -> None:
     in place after the load would reach the model."""
     for name, key in hashed.watched.items():
         try:
-            now = stat_key(hashed.path / name)
+            now = watch_key(hashed.path / name)
         except OSError as exc:
             raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: vanished {when} ({_oserror(exc)})") from None
         if now != key:

@@ -200,8 +200,8 @@ def convert_gguf(located: Located, cand: Candidate) -> Located:
         "local",
         located.revision,
         _weight_files(conv.folder),
-        # hashed just now by convert(): the bytes that are about to be loaded
-        lfs_sha256={gguf.WEIGHTS: conv.provenance["converted_sha256"]},
+        # No claim for the converted bytes: their digest comes from convert() (or from a
+        # provenance.json in a writable cache), not from the Hub or any other source.
         conversion=conversion,
     )
 
