@@ -43,6 +43,7 @@ class ErrorKind(StrEnum):
     INFERENCE_ERROR = "inference_error"
     OUTPUT_INVALID = "output_invalid"
     KNOWN_ANSWER_MISMATCH = "known_answer_mismatch"  # output differs from the pinned known answer
+    SIZE_MISMATCH = "size_mismatch"  # the checkpoint is far from the size the catalog gives the candidate
     QUALITY_GATE = "quality_gate"  # complete weights whose outputs show no pretraining
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"

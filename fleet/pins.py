@@ -30,13 +30,28 @@ def key(pin: dict[str, Any]) -> tuple[Any, ...]:
 def find(
     pins: list[dict[str, Any]], model: str, revision: str | None, weights: str | None, dev_type: str
 ) -> dict[str, Any] | None:
-    """The pin for these weights on this device type: the exact (model, revision, digest) first,
-    else one for the same bytes under another name (a Hub id and its cached or packaged copy)."""
+    """The pin for these weights on this device type: the exact (model, revision, digest) first;
+    else one for the same bytes under another name (a Hub id and its cached or packaged copy);
+    else one for the same model and revision with other bytes. The last is how a substitution
+    shows: a pinned model at a pinned revision must still give the pinned answer, whatever
+    bytes a cache now holds for it (a re-conversion that changes nothing still matches)."""
     wanted = (model, revision, weights, dev_type)
     exact = next((p for p in pins if key(p) == wanted), None)
-    if exact is not None or weights is None:
+    if exact is not None:
         return exact
-    return next((p for p in pins if p.get("weights_sha256") == weights and p.get("device_type") == dev_type), None)
+    same_bytes = next(
+        (p for p in pins if weights and p.get("weights_sha256") == weights and p.get("device_type") == dev_type), None
+    )
+    if same_bytes is not None:
+        return same_bytes
+    return next(
+        (
+            p
+            for p in pins
+            if p.get("model") == model and p.get("revision") == revision and p.get("device_type") == dev_type
+        ),
+        None,
+    )
 
 
 def differences(expected: dict[str, Any], got: dict[str, Any], tolerance: dict[str, float]) -> dict[str, str]:
@@ -75,14 +90,30 @@ def judge(
     base: dict[str, Any] = {"fingerprint": fingerprint, "tolerance": tolerance}
     if pin is None:
         return {"pinned": False, "matched": None, **base}
+    how = (
+        "exact"
+        if key(pin) == (model, revision, weights, device_type(device))
+        else ("same_weights" if pin.get("weights_sha256") == weights else "same_model_revision")
+    )
     diff = differences(pin["expected"], fingerprint, pin.get("tolerance", {}))
     if diff:
+        why = "; ".join(f"{k}: {v}" for k, v in diff.items())
+        if how == "same_model_revision":
+            why += f"; the weights loaded ({weights}) are not the pinned ones ({pin.get('weights_sha256')})"
         raise CheckFailure(
             ErrorKind.KNOWN_ANSWER_MISMATCH,
-            f"{model}: output differs from the pinned known answer ({'; '.join(f'{k}: {v}' for k, v in diff.items())})",
-            {"expected": pin["expected"], "got": fingerprint, "tolerance": pin.get("tolerance", {}), "fields": diff},
+            f"{model}: output differs from the pinned known answer ({why})",
+            {
+                "expected": pin["expected"],
+                "got": fingerprint,
+                "tolerance": pin.get("tolerance", {}),
+                "fields": diff,
+                "pinned_by": how,
+                "pinned_weights": pin.get("weights_sha256"),
+                "loaded_weights": weights,
+            },
         )
-    return {"pinned": True, "matched": True, "pin_source": pin.get("source", ""), **base}
+    return {"pinned": True, "matched": True, "pin_source": pin.get("source", ""), "pinned_by": how, **base}
 
 
 def _numbers(v: Any) -> list[float] | None:

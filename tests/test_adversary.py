@@ -2,7 +2,7 @@
 write the places the offline resolver reads could build, runs the real worker code
 (workers.core.run_job, a job as orchestrator.submit.plan_jobs makes it) and asserts the
 behaviour the evidence rules require. Every test here failed on the code it was written
-against (main at b51eea4); the reproducers are under adversary/ (python -m adversary.NAME).
+against; the reproducers are under tests/adversary/ (python -m tests.adversary.NAME).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from adversary import common, gguf_forged_cache, memorized_lm, symlink_swap, tokenizer_swap_embedding
+from tests.adversary import common, gguf_forged_cache, memorized_lm, symlink_swap, tokenizer_swap_embedding
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ def offline_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "fleet-cache"))
+    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "adv-cache"))
     monkeypatch.delenv("FLEET_PINS", raising=False)
     return tmp_path
 
@@ -69,7 +69,7 @@ def _install_conversion(folder: Path, cache: Path) -> Path:
 
 def test_gguf_result_does_not_claim_hub_verification(offline_env: Path, converted: Path) -> None:
     """A GGUF candidate never touches the Hub: its converted digest is no Hub LFS claim."""
-    _install_conversion(converted, offline_env / "fleet-cache")
+    _install_conversion(converted, offline_env / "adv-cache")
     r = common.run(_smollm2_job())
     assert r["status"] == "REAL", r.get("error")
     assert "hub" not in r["weights"]["verified_by"], r["weights"]
@@ -81,7 +81,7 @@ def test_forged_gguf_conversion_cache_is_not_real(offline_env: Path, converted: 
     package RECORD only vouches for the GGUF file, so these weights must not be REAL with
     basis package_record (rebuild the folder, or fail)."""
     genuine = json.loads((converted / "provenance.json").read_text())["converted_sha256"]
-    forged = gguf_forged_cache.forge(_install_conversion(converted, offline_env / "fleet-cache"))
+    forged = gguf_forged_cache.forge(_install_conversion(converted, offline_env / "adv-cache"))
     assert forged != genuine
     r = common.run(_smollm2_job())
     assert not (r["status"] == "REAL" and r["weights_sha256"] == forged), common.summary(r)

@@ -160,7 +160,15 @@ def test_real_minilm_in_the_cache_is_real_with_cache_provenance(hf_home: Path, t
     assert result["status"] == Status.REAL, (result["error"], result["attempts"])
     assert result["source"] == "cache" and result["revision_basis"] == "cache_ref"
     assert result["weights"]["verified_by"] == ["cache_blob"]
-    assert {c["file"] for c in result["weights"]["claims"]} == {"model.safetensors", "config.json"}
+    # the weights, the config and the tokenizer files: each held to its cache blob's name
+    assert {c["file"] for c in result["weights"]["claims"]} == {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    }
     assert result["output"]["known_answer"]["matched"] is True
 
 

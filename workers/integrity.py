@@ -389,6 +389,41 @@ def complete(model: Any, info: dict[str, Any], checkpoint_numel: int | None) -> 
     return int(loaded)
 
 
+SIZE_TOLERANCE = 2.0  # the catalog's params_m is approximate: within a factor of 2 either way
+
+
+def expected_size(parameters_loaded: int, params_m: float | None, name: str) -> None:
+    """A candidate is the model the catalog names only if it is about the size the catalog
+    says: a 2 M-parameter model under a 68 M name (say one trained on the gate's own text) is
+    size_mismatch, whatever its outputs."""
+    if not params_m:
+        return
+    ratio = parameters_loaded / (params_m * 1e6)
+    if not 1 / SIZE_TOLERANCE <= ratio <= SIZE_TOLERANCE:
+        raise CheckFailure(
+            ErrorKind.SIZE_MISMATCH,
+            f"{name}: the checkpoint holds {parameters_loaded / 1e6:.2f} M parameters, the catalog says "
+            f"{params_m:g} M (allowed: a factor of {SIZE_TOLERANCE:g} either way)",
+            {"parameters_loaded": parameters_loaded, "params_m": params_m},
+        )
+
+
+def fits_checkpoint(planned: int, checkpoint_numel: int | None, free_bytes: int, name: str) -> None:
+    """Before anything is allocated: a config that describes more parameters than the
+    checkpoint holds, and more than the device could hold, is refused here as incomplete (an
+    inflated config would otherwise end as an out-of-memory load, or kill the worker). A
+    smaller excess is left to complete(), which names the missing keys after the load."""
+    if checkpoint_numel is None or planned <= checkpoint_numel:
+        return
+    if planned * 4 > free_bytes:  # float32
+        raise CheckFailure(
+            ErrorKind.WEIGHTS_INCOMPLETE,
+            f"{name}: config.json describes {planned} parameters ({planned * 4 / 2**20:.0f} MiB in float32), "
+            f"the checkpoint holds {checkpoint_numel} values",
+            {"planned_parameters": planned, "checkpoint_values": checkpoint_numel, "free_bytes": free_bytes},
+        )
+
+
 def _is_parameter(model: Any, key: str) -> bool:
     try:
         model.get_parameter(key)

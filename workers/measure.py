@@ -158,6 +158,10 @@ def benchmark(
         _sync(dev)
         t0 = time.perf_counter()
         q = check.quality(bundle, inputs)
+        if not bundle.synthetic:  # a gate measured through a tokenizer that garbles its text proves nothing
+            unfaithful = quality.tokenizer_problem(bundle.tokenizer, check.gate_texts(bundle))
+            if unfaithful is not None:
+                q = {**q, "passed": False, "tokenizer_unfaithful": unfaithful}
         _sync(dev)
         quality_s = time.perf_counter() - t0
         for _ in range(WARMUP):

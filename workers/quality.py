@@ -111,11 +111,36 @@ def gate(
 
 
 def failure(q: dict[str, Any]) -> CheckFailure:
-    return CheckFailure(
-        ErrorKind.QUALITY_GATE,
-        f"quality gate: {q['metric']} = {q['value']}, required {q['direction']} {q['bound']} ({q['reference']})",
-        dict(q),
-    )
+    message = f"quality gate: {q['metric']} = {q['value']}, required {q['direction']} {q['bound']} ({q['reference']})"
+    if q.get("tokenizer_unfaithful"):
+        bad = q["tokenizer_unfaithful"]
+        message += (
+            f"; the tokenizer does not reproduce the gate text "
+            f"({bad['text'][:60]!r} decodes to {bad['decoded'][:60]!r})"
+        )
+    return CheckFailure(ErrorKind.QUALITY_GATE, message, dict(q))
+
+
+def _letters(text: str, specials: list[str]) -> str:
+    for token in sorted(specials, key=len, reverse=True):
+        text = text.replace(token, " ")
+    return "".join(ch for ch in text.lower() if ch.isalnum())
+
+
+def tokenizer_problem(tokenizer: Any, texts: list[str]) -> dict[str, Any] | None:
+    """The tokenizer decides what every text gate measures: it must reproduce the gate's texts
+    (letters and digits, case and spacing aside) when they are encoded and decoded again. A
+    tokenizer that drops or merges words to make the text easy (random weights passing a
+    margin gate, a loss over a handful of tokens) is a failed gate. None when it is faithful."""
+    if tokenizer is None or not texts:
+        return None
+    specials = [str(t) for t in (getattr(tokenizer, "all_special_tokens", None) or [])]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        back = tokenizer.decode(ids, skip_special_tokens=False)
+        if _letters(text, specials) != _letters(back, specials):
+            return {"text": text[:200], "decoded": back[:200], "tokens": len(ids)}
+    return None
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

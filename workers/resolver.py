@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 import transformers
 
@@ -25,6 +27,18 @@ from workers import devices, failures, gguf, hub, integrity, synthetic
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
+PREPROCESSING_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "tokenizer.model",
+    "preprocessor_config.json",
+)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MEMORY_HEADROOM = 1.2  # weights need this factor of free memory to count as fitting
 
@@ -41,6 +55,16 @@ class Located:
     record: dict[str, str] | None = None  # the package's RECORD sha256 per file (pkg: candidates)
     hub_sha: str | None = None  # the commit the Hub answered with
     conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
+
+
+# Failures that say a candidate's files are not what they claim to be: they end the job rather
+# than fall back to the next candidate or the synthetic model, which would hide the tampering.
+INTEGRITY_KINDS = (
+    ErrorKind.WEIGHTS_CORRUPT,
+    ErrorKind.WEIGHTS_INCOMPLETE,
+    ErrorKind.ARCHITECTURE_MISMATCH,
+    ErrorKind.SIZE_MISMATCH,
+)
 
 
 class IntegrityFailure(CheckFailure):
@@ -115,7 +139,7 @@ def _try_candidate(
     try:
         return load(located, cand, family, check, dev, architecture, settings.hub_timeout_s)
     except CheckFailure as exc:
-        if exc.kind in (ErrorKind.WEIGHTS_CORRUPT, ErrorKind.WEIGHTS_INCOMPLETE, ErrorKind.ARCHITECTURE_MISMATCH):
+        if exc.kind in INTEGRITY_KINDS:
             raise IntegrityFailure(exc.kind, exc.message, exc.data) from None
         raise
 
@@ -290,11 +314,17 @@ def load(
     use_safetensors = True if any(f.endswith(SAFE_SUFFIX) for f in located.files) else None
     config = _read_config(path, cand)
     weights, index = integrity.weight_files(path, config, use_safetensors)
-    hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else [])])
+    # The tokenizer and processor files decide what the checks feed the model: their bytes are
+    # evidence too, hashed and held to the source's claims like the weights.
+    preprocessing = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
+    hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else []), *preprocessing])
     claims = integrity.claims(hashed, located.lfs_sha256, located.record)
     verified_by = integrity.verify(hashed, claims)
     try:
         auto = getattr(transformers, check.auto_class)
+        if hashed.numel is not None:  # sized on the meta device: nothing allocated yet
+            planned = _planned_parameters(auto, path, cand)
+            integrity.fits_checkpoint(planned, hashed.numel, _memory_budget(dev), cand.name)
         model, info = auto.from_pretrained(
             path,
             use_safetensors=use_safetensors,
@@ -306,6 +336,7 @@ def load(
         integrity.unchanged(hashed)
         integrity.built_class(model, architecture, family.architectures)
         parameters_loaded = integrity.complete(model, info, hashed.numel)
+        integrity.expected_size(parameters_loaded, cand.params_m, cand.name)
         model = model.to(dev).eval()
         tokenizer, processor = check.load_preprocessing(path)
     except CheckFailure:
@@ -338,6 +369,23 @@ def load(
             **({"conversion": located.conversion} if located.conversion else {}),
         },
     )
+
+
+def _memory_budget(dev: torch.device) -> int:
+    """What a load may use: the device's free memory, or less under the job's RLIMIT_AS."""
+    free = devices.free_bytes(dev)
+    soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+    if dev.type == "cpu" and soft != resource.RLIM_INFINITY:
+        free = min(free, max(0, soft - psutil.Process().memory_info().vms))
+    return free
+
+
+def _planned_parameters(auto: Any, path: Path, cand: Candidate) -> int:
+    """Parameters of the model config.json describes, built on the meta device (no memory)."""
+    config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=cand.trust_remote_code)
+    with torch.device("meta"):
+        model = auto.from_config(config, trust_remote_code=cand.trust_remote_code)
+    return int(sum(p.numel() for p in model.parameters()))
 
 
 def _read_config(path: Path, cand: Candidate) -> dict[str, Any]:

@@ -57,6 +57,11 @@ class Check:
 
         return AutoTokenizer.from_pretrained(path), None
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        """The texts the quality gate feeds through the tokenizer (checked for a faithful
+        tokenizer before the gate runs, for real weights)."""
+        return []
+
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         raise NotImplementedError
 

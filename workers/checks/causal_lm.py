@@ -44,6 +44,9 @@ class CausalLMCheck(Check):
         new = first[0, prompt_len:].tolist()
         return {"tokens": new, "text": bundle.tokenizer.decode(new), "logits_sample": sample(logits[0, -1])}
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        return [quality.LM_TEXT]
+
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
         loss, tokens = quality.causal_lm_loss(bundle.model, bundle.tokenizer)
         vocab = int(bundle.model.get_output_embeddings().weight.shape[0])

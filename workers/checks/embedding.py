@@ -51,6 +51,9 @@ class EmbeddingCheck(Check):
         }
         return out
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        return quality.flatten(quality.EMBEDDING_TRIPLES)
+
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
         dev = inputs["input_ids"].device
         enc = bundle.tokenizer(quality.flatten(quality.EMBEDDING_TRIPLES), padding=True, return_tensors="pt")

@@ -40,6 +40,10 @@ class Seq2SeqCheck(Check):
             "logits_sample": sample(out.logits[0, -1]),
         }
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        _task, source, target = quality.seq2seq_pair(bundle.tokenizer)
+        return [source, target]
+
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
         task, source, target = quality.seq2seq_pair(bundle.tokenizer)
         loss, tokens = quality.seq2seq_loss(bundle.model, bundle.tokenizer, source, target)

@@ -67,6 +67,9 @@ class VideoTextCheck(Check):
             "logits_sample": sample(first[0]),
         }
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        return quality.flatten(quality.PROMPT_TRIPLES)
+
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
         """The text tower's margin on prompt triples. Video-text ranking is not gated: the
         generated clips (a moving square) match none of the prompts, so no ranking of them

@@ -2,7 +2,7 @@
 fleet cache, offline Hub), a job built the way orchestrator.submit.plan_jobs builds it
 (shipped pins included), and run_job in-process.
 
-Every reproducer is run as `python -m adversary.NAME` from the repository root and prints
+Every reproducer is run as `python -m tests.adversary.NAME` from the repository root and prints
 the result's key fields as JSON. It exits 1 when the attack succeeds (the code is wrong),
 0 when the attack is refused."""
 

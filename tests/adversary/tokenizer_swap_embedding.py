@@ -9,7 +9,7 @@ sentences: every anchor and its paraphrase become the same run of [UNK] tokens (
 pin is keyed by the weights digest so random weights are just "unpinned", and the result is
 REAL, source cache, revision_basis cache_ref.
 
-Run: python -m adversary.tokenizer_swap_embedding
+Run: python -m tests.adversary.tokenizer_swap_embedding
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from adversary import common
+from tests.adversary import common
 
 REPO = "sentence-transformers/all-MiniLM-L6-v2"
 COMMIT = "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"

@@ -7,7 +7,7 @@ the snapshot of the catalog's first llama candidate, JackFram/llama-68m (refs/ma
 it). The result is REAL for "JackFram/llama-68m" with revision_basis cache_ref; nothing compares
 the loaded model's size with the candidate's params_m (68 M declared, 2 M loaded).
 
-Run: python -m adversary.memorized_lm
+Run: python -m tests.adversary.memorized_lm
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from adversary import common
+from tests.adversary import common
 
 REPO = "JackFram/llama-68m"
 COMMIT = "964a5d77df908b69f8d6476fb70e940425b04cb5"

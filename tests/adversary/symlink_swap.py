@@ -11,7 +11,7 @@ The attacker's timing is simulated at the library boundary: transformers' from_p
 wrapped so the link is swapped right before it runs and restored right after it returns (a
 real attacker polls; the window is the whole load).
 
-Run: python -m adversary.symlink_swap
+Run: python -m tests.adversary.symlink_swap
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from adversary import common, memorized_lm
+from tests.adversary import common, memorized_lm
 
 REPO = memorized_lm.REPO
 COMMIT = memorized_lm.COMMIT

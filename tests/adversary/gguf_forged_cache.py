@@ -6,7 +6,7 @@ RECORD, so the result says REAL with revision_basis "package_record" and gguf_ve
 for these weights is keyed by the converted digest, so the forged digest is simply "unpinned"
 instead of a known_answer_mismatch.
 
-Run: python -m adversary.gguf_forged_cache
+Run: python -m tests.adversary.gguf_forged_cache
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from adversary import common
+from tests.adversary import common
 
 TENSOR = "model.layers.15.mlp.down_proj.weight"
 
