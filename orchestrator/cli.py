@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
@@ -31,6 +32,13 @@ EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable
 4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
 because no worker served their device), 130 interrupted. Output closed early (| head): 0.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line (exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _finite(text: str) -> float:
@@ -52,7 +60,7 @@ def _positive_int(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="orchestrator",
         description="model-fleet: which Hugging Face models really run on which hardware, with evidence.",
         epilog=EPILOG,
@@ -60,10 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    conn = argparse.ArgumentParser(add_help=False)
+    conn = _Parser(add_help=False)
     conn.add_argument("--redis-url", help="Redis URL (redis:// or rediss://); default $FLEET_REDIS_URL")
 
-    select = argparse.ArgumentParser(add_help=False)
+    select = _Parser(add_help=False)
     which = select.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every family in the catalog")
     which.add_argument("--family", action="append", metavar="NAME", help="one family (repeatable)")
@@ -179,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
-        return int(COMMANDS[args.command](args, settings))
+        code = int(COMMANDS[args.command](args, settings))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except FleetError as exc:
         print(f"orchestrator: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
