@@ -38,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage mistakes in one line (exit 2), like every other error of the command."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.BAD_INPUT, f"orchestrator: error: {message} (see {self.prog} --help)\n")
 
 
 def _finite(text: str) -> float:
