@@ -311,3 +311,23 @@ def test_9_catalog_size_capped_and_descriptions_stay_out_of_jobs(tmp_path: Path)
     small = write_catalog(tmp_path / "small.toml", {"f": {**base, "description": "d" * 1900}})
     (job,) = plan_jobs("r", load_catalog(small), None, ["cpu"], RunSettings())
     assert "description" not in job["family_spec"] and "d" * 100 not in json.dumps(job)
+
+
+def test_9_worker_refuses_a_malformed_job_message(redis_url: str, start_worker) -> None:
+    from fleet.broker import RUN_CHECK_TASK
+    from fleet.catalog import load_catalog
+
+    start_worker(redis_url)
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    run_id = submit(store, app, load_catalog(), ["t5"], ["cpu"], RunSettings(repeats=1))
+    wait(store, run_id)
+    (job,) = plan_jobs(run_id, load_catalog(), ["t5"], ["cpu"], RunSettings(repeats=1))
+    job["job_id"] = "t5@cpu-forged"
+    job["time_limit_s"] = float("inf")  # JSON carries it as Infinity
+    store.r.hset(f"fleet:run:{run_id}:jobs", job["job_id"], json.dumps(job))
+    store.r.delete(f"fleet:run:{run_id}:finished")
+    app.send_task(RUN_CHECK_TASK, args=[job], queue="cpu")
+    wait_until(lambda: len(store.results(run_id)) == 2, timeout=60, what="the refusal")
+    forged = next(r for r in store.results(run_id) if r["job_id"] == "t5@cpu-forged")
+    assert forged["status"] == "FAILED" and forged["error"]["kind"] == "bad_job"
+    assert "time_limit_s" in forged["error"]["message"]

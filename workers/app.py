@@ -29,6 +29,7 @@ import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.errors import ErrorKind, FleetError
+from fleet.jobs import job_problem
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import restore_orphans
 from fleet.settings import Settings
@@ -86,6 +87,13 @@ class RunCheck(Task):
 def run_check(self: Task, job: Job) -> str:
     # Every store call rides out a Redis restart: a result is never dropped for a lost connection.
     s = store()
+    problem = job_problem(job)
+    if problem:
+        logger.error("refused a job message: %s", problem)
+        if isinstance(job, dict) and all(isinstance(job.get(k), str) for k in ("run_id", "job_id", "family", "device")):
+            refused = terminal_result(job, Status.FAILED, ErrorKind.BAD_JOB, f"refused: {problem}")
+            s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+        return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
     done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id))
     if done:
