@@ -274,12 +274,13 @@ class ResultStore:
         if delivery_tags:
             self.r.hdel(HELD_KEY, *delivery_tags)
 
-    def unacked_tags(self, delivery_tags: list[str]) -> set[str]:
-        """Those of these delivery tags whose message is still unacknowledged."""
+    def unacked_since(self, delivery_tags: list[str]) -> dict[str, float]:
+        """Those of these delivery tags whose message is still unacknowledged, with the time it
+        was delivered (kombu's unacked_index)."""
         pipe = self.r.pipeline(transaction=False)
         for tag in delivery_tags:
-            pipe.hexists(UNACKED_KEY, tag)
-        return {tag for tag, there in zip(delivery_tags, pipe.execute(), strict=True) if there}
+            pipe.zscore(UNACKED_INDEX_KEY, tag)
+        return {tag: float(t) for tag, t in zip(delivery_tags, pipe.execute(), strict=True) if t is not None}
 
     def restore_unacked(self, delivery_tag: str) -> bool:
         """Put an unacknowledged message back on its queue now, as kombu's own restore does
