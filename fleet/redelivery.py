@@ -3,9 +3,10 @@
 Each worker process records the delivery tag of every message it receives under its instance
 id (a random id per worker start, shown in its heartbeat). A worker whose heartbeat expired
 is dead; the messages it held that are still unacknowledged, and were delivered more than a
-heartbeat's lifetime (30 s) ago, are put back on their queue at once (fleet.store.restore_unacked, the same transaction kombu uses after the visibility
-timeout, so a message is never restored twice). Every live worker's heartbeat loop and every
-waiting orchestrator run this check; whoever comes first restores.
+heartbeat's lifetime (30 s) ago, are put back on their queue at once (fleet.store.restore_unacked:
+the same transaction kombu uses after the visibility timeout, so a message is never restored
+twice). Every live worker's heartbeat loop and every waiting orchestrator run this check;
+whoever comes first restores.
 """
 
 from __future__ import annotations
