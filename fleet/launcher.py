@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fleet-worker",
         description="Start model-fleet Celery workers for this host's devices: one for the CPU and one per GPU.",
+        epilog="exit codes: 0 stopped by a signal, 2 bad input (device, URL, flag), otherwise a worker's own code. "
+        "Jobs may not import repository code, unpickle weights or read local directories unless a flag "
+        "above allows it (README: Trust model).",
     )
     p.add_argument(
         "--devices", default="cpu", help="cpu, cuda (one worker per visible GPU), cuda:N, or auto (default: cpu)"
