@@ -6,6 +6,7 @@ entry and what is wrong; unknown keys list the valid ones.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -16,8 +17,23 @@ from typing import Any
 
 from fleet import names
 from fleet.errors import CatalogError, FileMissing, SelectionError
+from fleet.timing import MAX_TIME_LIMIT_S
 
 FAMILY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_CATALOG_BYTES = 1 << 20
+MAX_FAMILIES = 1000
+MAX_CANDIDATES = 32
+MAX_ARCHITECTURES = 32
+# Longest allowed text per key (characters): every job message carries its family's spec.
+MAX_LENGTH = {"description": 2000, "id": 200, "path": 1024, "revision": 200, "check": 64, "synthetic": 64}
+MAX_ARCHITECTURE_LENGTH = 128
+# Numbers: (minimum, exclusive minimum?, maximum); NaN and infinities are refused.
+_RANGES: dict[str, tuple[float, bool, float]] = {
+    "time_limit_s": (0.0, True, MAX_TIME_LIMIT_S),
+    "memory_limit_mb": (0.0, True, float(1 << 30)),
+    "repeats": (0.0, True, 10_000.0),
+    "params_m": (0.0, False, 1e7),
+}
 
 _CANDIDATE_KEYS = {
     "id": str,
@@ -115,9 +131,14 @@ def load_catalog(path: str | os.PathLike[str] | None = None, plugins: tuple[str,
     if not p.is_file():
         raise FileMissing(f"catalog file not found: {p}")
     try:
+        size = p.stat().st_size
+        if size > MAX_CATALOG_BYTES:
+            raise CatalogError(f"{p}: {size} bytes; a catalog may have at most {MAX_CATALOG_BYTES} bytes")
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CatalogError(f"{p}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise CatalogError(f"{p}: cannot read the catalog: {exc.strerror or exc}") from None
     return parse_catalog(data, str(p), names.check_names(plugins))
 
 
@@ -128,6 +149,8 @@ def parse_catalog(data: dict[str, Any], source: str, checks: tuple[str, ...] = n
     fams = data.get("families")
     if not isinstance(fams, dict) or not fams:
         raise CatalogError(f"{source}: no [families.NAME] tables")
+    if len(fams) > MAX_FAMILIES:
+        raise CatalogError(f"{source}: {len(fams)} families; at most {MAX_FAMILIES}")
     families = {name: _parse_family(source, name, spec, checks) for name, spec in fams.items()}
     return Catalog(source=source, families=families)
 
@@ -142,6 +165,15 @@ def _check_keys(where: str, spec: Any, schema: dict[str, Any]) -> None:
         ok = isinstance(value, bool) if want is bool else (not isinstance(value, bool) and isinstance(value, want))
         if not ok:
             raise CatalogError(f"{where}: {key} must be {_type_name(want)}, got {type(value).__name__}")
+        if isinstance(value, str) and len(value) > MAX_LENGTH.get(key, 0):
+            raise CatalogError(f"{where}: {key} is {len(value)} characters long; at most {MAX_LENGTH.get(key, 0)}")
+        if key in _RANGES:
+            low, exclusive, high = _RANGES[key]
+            if not math.isfinite(value) or value < low or (exclusive and value == low) or value > high:
+                bound = ">" if exclusive else ">="
+                raise CatalogError(
+                    f"{where}: {key} must be a finite number {bound} {low:g} and <= {high:g}, got {value}"
+                )
 
 
 def _type_name(want: Any) -> str:
@@ -167,9 +199,12 @@ def _parse_family(source: str, name: str, spec: Any, checks: tuple[str, ...]) ->
     builders = (*names.SYNTHETIC_BUILDERS, names.NO_SYNTHETIC)
     if synthetic not in builders:
         raise CatalogError(f"{where}: unknown synthetic builder {synthetic!r} (available: {', '.join(builders)})")
-    for key in ("time_limit_s", "memory_limit_mb", "repeats"):
-        if key in spec and spec[key] <= 0:
-            raise CatalogError(f"{where}: {key} must be positive, got {spec[key]}")
+    if len(archs) > MAX_ARCHITECTURES or any(len(a) > MAX_ARCHITECTURE_LENGTH for a in archs):
+        raise CatalogError(
+            f"{where}: at most {MAX_ARCHITECTURES} architectures of at most {MAX_ARCHITECTURE_LENGTH} characters"
+        )
+    if len(spec.get("candidates", [])) > MAX_CANDIDATES:
+        raise CatalogError(f"{where}: at most {MAX_CANDIDATES} candidates")
     candidates = tuple(
         _parse_candidate(f"{where}.candidates[{i}]", c) for i, c in enumerate(spec.get("candidates", []))
     )

@@ -16,11 +16,12 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import FrameType
 
 from fleet.devices import CPU_QUEUE, GPU_QUEUE, Device
-from fleet.errors import SelectionError
+from fleet.errors import BadInput, FleetError, SelectionError
 from fleet.settings import Settings, redact_url
 
 
@@ -58,16 +59,17 @@ def plan(devices: str, cpu_concurrency: int | None) -> list[WorkerSpec]:
         try:
             device = Device.parse(name)
         except SelectionError:
-            raise SystemExit(
-                f"fleet-worker: error: unknown device {name!r} (expected cpu, cuda, cuda:N or auto)"
-            ) from None
+            raise SelectionError(f"unknown device {name!r} (expected cpu, cuda, cuda:N or auto)") from None
         if not device.is_gpu:
             specs.append(_cpu(cpu_concurrency))
         elif device.index is None:
             if not gpus:
-                raise SystemExit("fleet-worker: error: --devices cuda but no GPU is visible (nvidia-smi -L)")
+                raise SelectionError("--devices cuda but no GPU is visible (nvidia-smi -L)")
             specs.extend(_gpu(g) for g in gpus)
         else:
+            if str(device.index) not in gpus:
+                shown = ", ".join(f"cuda:{g}" for g in gpus) or "none"
+                raise SelectionError(f"--devices {name} but that GPU is not visible (visible: {shown})")
             specs.append(_gpu(str(device.index)))
     labels = [s.label for s in specs]
     return [s for i, s in enumerate(specs) if s.label not in labels[:i]]
@@ -111,6 +113,7 @@ def command(
     if args.max_memory_per_child_mb:
         cmd += ["--max-memory-per-child", str(int(args.max_memory_per_child_mb * 1024))]
     env = dict(os.environ)
+    env.update(settings.policy_env())  # the trust policy: only what this launcher was told
     env.update(
         FLEET_REDIS_URL=settings.redis_url,
         FLEET_WORKER_NAME=name,
@@ -127,11 +130,30 @@ def command(
     return cmd, env
 
 
+def policy(settings: Settings, args: argparse.Namespace) -> Settings:
+    """The settings with the trust policy of the command line added (flags only ever allow more)."""
+    paths = []
+    for raw in args.allow_path:
+        path = Path(raw).expanduser()
+        if not path.is_dir():
+            raise BadInput(f"--allow-path {raw}: no such directory")
+        paths.append(Path(os.path.realpath(path)))
+    return replace(
+        settings,
+        trust_remote_code=settings.trust_remote_code or args.trust_remote_code,
+        allow_pickle=settings.allow_pickle or args.allow_pickle,
+        allow_paths=(*settings.allow_paths, *paths),
+    )
+
+
 def command_line(
-    redis_url: str, devices: str = "cpu", name: str | None = None, concurrency: int | None = None, *extra: str
+    redis_url: str | None, devices: str = "cpu", name: str | None = None, concurrency: int | None = None, *extra: str
 ) -> list[str]:
-    """The fleet-worker command, for code that starts workers as child processes."""
-    cmd = [sys.executable, "-m", "fleet.launcher", "--devices", devices, "--redis-url", redis_url]
+    """The fleet-worker command, for code that starts workers as child processes. Without
+    redis_url the workers read $FLEET_REDIS_URL (keeps a password off the command line)."""
+    cmd = [sys.executable, "-m", "fleet.launcher", "--devices", devices]
+    if redis_url:
+        cmd += ["--redis-url", redis_url]
     if name:
         cmd += ["--name", name]
     if concurrency:
@@ -143,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="fleet-worker",
         description="Start model-fleet Celery workers for this host's devices: one for the CPU and one per GPU.",
+        epilog="exit codes: 0 stopped by a signal, 2 bad input (device, URL, flag), otherwise a worker's own code. "
+        "Jobs may not import repository code, unpickle weights or read local directories unless a flag "
+        "above allows it (README: Trust model).",
     )
     p.add_argument(
         "--devices", default="cpu", help="cpu, cuda (one worker per visible GPU), cuda:N, or auto (default: cpu)"
@@ -154,11 +179,34 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default=socket.gethostname(), help="worker name suffix (default: the host name)")
     p.add_argument("--max-tasks-per-child", type=int, default=0, help="replace a pool process after N jobs (0: reuse)")
     p.add_argument("--max-memory-per-child-mb", type=float, default=0, help="replace a pool process above this RSS")
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let jobs whose candidate sets trust_remote_code run the repository's own code (default: refused)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let jobs whose candidate sets allow_pickle load pickle weights (default: refused)",
+    )
+    p.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="let jobs load local model directories under DIR (repeatable; default: only pkg: paths)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--dry-run", action="store_true", help="print the worker commands and exit")
     args = p.parse_args(argv)
-    settings = Settings.from_env().with_redis_url(args.redis_url)
-    specs = plan(args.devices, args.concurrency)
+    try:
+        settings = policy(Settings.from_env().with_redis_url(args.redis_url), args)
+        if args.concurrency is not None and args.concurrency < 1:
+            raise BadInput(f"--concurrency must be at least 1, got {args.concurrency}")
+        specs = plan(args.devices, args.concurrency)
+    except FleetError as exc:
+        print(f"fleet-worker: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     procs: list[subprocess.Popen[bytes]] = []
     for spec in specs:
         cmd, env = command(spec, f"{spec.label}@{args.name}", args, settings)

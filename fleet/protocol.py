@@ -24,6 +24,8 @@ class Status(StrEnum):
 
 
 FAILING = (Status.FAILED, Status.LOST)
+# Final once written: a result that arrives later is kept as a late attempt, never in their place.
+SEALED: tuple[str, ...] = (Status.LOST, Status.SKIPPED)
 # Order used to decide whether a change is an improvement or a regression (also the report's scores).
 RANK: dict[str, int] = {Status.REAL: 4, Status.SYNTHETIC: 3, Status.SKIPPED: 2, Status.FAILED: 1, Status.LOST: 0}
 STATUSES: tuple[str, ...] = tuple(str(s) for s in sorted(Status, key=lambda s: -RANK[s]))

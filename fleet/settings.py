@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fleet.errors import BadInput
 
@@ -34,6 +34,55 @@ def redact_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# Query options of a Redis URL that redis-py and kombu read as numbers.
+_NUMERIC_URL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval", "max_connections", "db")
+
+
+def check_redis_url(url: str, where: str = "--redis-url") -> str:
+    """The URL when redis-py and kombu can use it; otherwise BadInput naming what is wrong."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise BadInput(f"{where}: {shown} is not a usable Redis URL ({exc})") from None
+    if parts.scheme not in REDIS_SCHEMES:
+        raise BadInput(f"{where}: {shown} is not a Redis URL (expected redis://, rediss:// or unix://)")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise BadInput(f"{where}: {shown} names no host (expected redis://HOST[:PORT][/DB])")
+        if port == 0:
+            raise BadInput(f"{where}: {shown}: port must be 1-65535")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise BadInput(f"{where}: {shown}: the database must be a number (/0 ... /15), got /{db}")
+    elif not parts.path:
+        raise BadInput(f"{where}: {shown} names no socket path (expected unix:///path/to/redis.sock)")
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _NUMERIC_URL_OPTIONS:
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadInput(f"{where}: {shown}: {key} must be a number, got {value!r}") from None
+            if not math.isfinite(number) or number < 0:
+                raise BadInput(f"{where}: {shown}: {key} must be a finite number >= 0, got {value!r}")
+    return url
+
+
+def _paths(env: Mapping[str, str], name: str) -> tuple[Path, ...]:
+    return tuple(Path(x) for x in env.get(name, "").split(os.pathsep) if x.strip())
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadInput(f"${name} must be 1 or 0, got {env[name]!r}")
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
@@ -72,6 +121,11 @@ class Settings:
     worker_name: str | None = None  # FLEET_WORKER_NAME
     worker_queues: tuple[str, ...] = ("cpu",)  # FLEET_WORKER_QUEUES
     worker_devices: tuple[str, ...] = ("cpu",)  # FLEET_WORKER_DEVICES
+    # The worker's trust policy (fleet-worker --trust-remote-code, --allow-pickle, --allow-path DIR):
+    # what a job message may ask of this worker. Off by default; see workers.trust.
+    trust_remote_code: bool = False  # FLEET_TRUST_REMOTE_CODE=1
+    allow_pickle: bool = False  # FLEET_ALLOW_PICKLE=1
+    allow_paths: tuple[Path, ...] = ()  # FLEET_ALLOW_PATHS, os.pathsep-separated directories
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,7 +141,7 @@ class Settings:
             cache = Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
         growth = env.get("FLEET_MAX_RSS_GROWTH_MB")
         return cls(
-            redis_url=env.get("FLEET_REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_url=check_redis_url(env.get("FLEET_REDIS_URL") or DEFAULT_REDIS_URL, "$FLEET_REDIS_URL"),
             redis_ca=env.get("FLEET_REDIS_CA") or None,
             home=home,
             cache_dir=cache,
@@ -101,11 +155,22 @@ class Settings:
             worker_name=env.get("FLEET_WORKER_NAME") or None,
             worker_queues=_names(env, "FLEET_WORKER_QUEUES") or ("cpu",),
             worker_devices=_names(env, "FLEET_WORKER_DEVICES") or ("cpu",),
+            trust_remote_code=_flag(env, "FLEET_TRUST_REMOTE_CODE"),
+            allow_pickle=_flag(env, "FLEET_ALLOW_PICKLE"),
+            allow_paths=_paths(env, "FLEET_ALLOW_PATHS"),
         )
 
     def with_redis_url(self, url: str | None) -> Settings:
         """These settings with a command line's --redis-url, when one was given."""
-        return replace(self, redis_url=url) if url else self
+        return replace(self, redis_url=check_redis_url(url)) if url else self
+
+    def policy_env(self) -> dict[str, str]:
+        """The trust policy as the environment of a worker process (read back by from_env)."""
+        return {
+            "FLEET_TRUST_REMOTE_CODE": "1" if self.trust_remote_code else "0",
+            "FLEET_ALLOW_PICKLE": "1" if self.allow_pickle else "0",
+            "FLEET_ALLOW_PATHS": os.pathsep.join(str(p) for p in self.allow_paths),
+        }
 
 
 @dataclass(frozen=True)
@@ -113,6 +178,6 @@ class RunSettings:
     """Knobs every job of a run carries to its worker."""
 
     max_attempts: int = 3  # deliveries before a job that keeps killing its worker ends FAILED
-    deadline_s: float = 3600.0  # after this a job with no result is LOST (or SKIPPED: no worker)
+    deadline_s: float | None = None  # after this a job with no result is LOST; None: fleet.timing.default_deadline
     repeats: int | None = None  # overrides the family's steady-state repeat count
     time_limit_s: float | None = None  # overrides the family's time limit

@@ -21,13 +21,43 @@ from typing import Any, TypeVar
 import redis
 
 from fleet.errors import RedisUnreachable, RunNotFound
-from fleet.protocol import Job, Result, now
+from fleet.protocol import SEALED, Job, Result, now
 from fleet.settings import Settings, redact_url
 
 T = TypeVar("T")
 PREFIX = "fleet"
 WORKER_TTL_S = 30
-RUN_KEYS = ("meta", "jobs", "results", "attempts", "finished", "report")
+RUN_KEYS = ("meta", "jobs", "results", "attempts", "finished", "report", "late")
+HELD_KEY = "fleet:held"  # delivery tag -> instance id of the worker process that received it
+UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"  # kombu's Redis transport
+
+# Write a result unless the run is finished or the job's result is sealed (a status in ARGV[4..]):
+# then it is kept as a late attempt for the record. Marks the run finished when it was the last.
+# One script, so that a late result and the finalisation cannot interleave.
+_PUT_RESULT = """
+local results, jobs, finished, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_id, value, only_if_absent, now = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+if redis.call('EXISTS', finished) == 1 then
+  redis.call('RPUSH', late, value)
+  return 0
+end
+local previous = redis.call('HGET', results, job_id)
+if previous then
+  if only_if_absent then return 0 end
+  local status = cjson.decode(previous)['status']
+  for i = 5, #ARGV do
+    if status == ARGV[i] then
+      redis.call('RPUSH', late, value)
+      return 0
+    end
+  end
+end
+redis.call('HSET', results, job_id, value)
+if redis.call('HLEN', results) >= redis.call('HLEN', jobs) then
+  redis.call('SET', finished, now, 'NX')
+end
+return 1
+"""
 
 
 def new_run_id() -> str:
@@ -182,22 +212,19 @@ class ResultStore:
         done, count = pipe.execute()
         return bool(done), int(count)
 
-    def put_result(self, result: Result, only_if_absent: bool = False) -> bool:
-        """Write (overwrite) one job's result; marks the run finished when it was the last.
-        One round trip in the common case. Returns whether it was written."""
+    def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
+        """Write one job's result in one round trip, unless the run is finished or the job
+        already holds a result whose status is in `sealed` (those results are appended to the
+        run's late attempts instead). only_if_absent: never replace an existing result.
+        Marks the run finished when it was the last. Returns whether it was written."""
         run_id, job_id = result["run_id"], result["job_id"]
-        key = self._k("run", run_id, "results")
-        pipe = self.r.pipeline(transaction=False)
-        if only_if_absent:
-            pipe.hsetnx(key, job_id, json.dumps(result))
-        else:
-            pipe.hset(key, job_id, json.dumps(result))
-        pipe.hlen(key)
-        pipe.hlen(self._k("run", run_id, "jobs"))
-        written, have, total = pipe.execute()
-        if have >= total:
-            self.mark_finished(run_id)
-        return bool(written) or not only_if_absent
+        keys = [self._k("run", run_id, k) for k in ("results", "jobs", "finished", "late")]
+        args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
+        return bool(self.r.eval(_PUT_RESULT, len(keys), *keys, *args))
+
+    def late_results(self, run_id: str) -> list[Result]:
+        """Results that arrived after the run was finished or the job's result was sealed."""
+        return [json.loads(v) for v in self.r.lrange(self._k("run", run_id, "late"), 0, -1)]
 
     def results(self, run_id: str) -> list[Result]:
         raw = self.r.hgetall(self._k("run", run_id, "results"))
@@ -235,6 +262,69 @@ class ResultStore:
 
     def served_queues(self) -> set[str]:
         return {q for w in self.live_workers() for q in w.get("queues", [])}
+
+    # -- deliveries: which worker process holds which message ------------------------
+    def hold(self, delivery_tag: str, instance: str) -> None:
+        self.r.hset(HELD_KEY, delivery_tag, instance)
+
+    def held(self) -> dict[str, str]:
+        return dict(self.r.hgetall(HELD_KEY))
+
+    def release(self, *delivery_tags: str) -> None:
+        if delivery_tags:
+            self.r.hdel(HELD_KEY, *delivery_tags)
+
+    def unacked_since(self, delivery_tags: list[str]) -> dict[str, float]:
+        """Those of these delivery tags whose message is still unacknowledged, with the time it
+        was delivered (kombu's unacked_index)."""
+        pipe = self.r.pipeline(transaction=False)
+        for tag in delivery_tags:
+            pipe.zscore(UNACKED_INDEX_KEY, tag)
+        return {tag: float(t) for tag, t in zip(delivery_tags, pipe.execute(), strict=True) if t is not None}
+
+    def restore_unacked(self, delivery_tag: str) -> bool:
+        """Put an unacknowledged message back on its queue now, as kombu's own restore does
+        after the visibility timeout (same transaction: it cannot be restored twice)."""
+        restored = False
+
+        def move(pipe: Any) -> None:
+            nonlocal restored
+            raw = pipe.hget(UNACKED_KEY, delivery_tag)
+            pipe.multi()
+            pipe.zrem(UNACKED_INDEX_KEY, delivery_tag)
+            pipe.hdel(UNACKED_KEY, delivery_tag)
+            pipe.hdel(HELD_KEY, delivery_tag)
+            if raw:
+                message, _exchange, routing_key = json.loads(raw)
+                message.get("headers", {})["redelivered"] = True
+                message.get("properties", {}).get("delivery_info", {})["redelivered"] = True
+                pipe.rpush(routing_key, json.dumps(message))  # consumers BRPOP: the front of the queue
+                restored = True
+
+        self.r.transaction(move, UNACKED_KEY)
+        return restored
+
+    # -- queues -----------------------------------------------------------------------
+    def queued(self, queue: str) -> list[str]:
+        return list(self.r.lrange(queue, 0, -1))
+
+    def drop_queued(self, queue: str, raw_messages: list[str]) -> int:
+        """Remove these messages (as returned by queued()) from the queue."""
+        pipe = self.r.pipeline(transaction=False)
+        for raw in raw_messages:
+            pipe.lrem(queue, 1, raw)
+        return sum(int(n) for n in pipe.execute())
+
+    def clear_queues(self, queues: tuple[str, ...]) -> None:
+        """Every queued and unacknowledged message gone (the embedded run, before its workers start)."""
+        self.r.delete(*queues, UNACKED_KEY, UNACKED_INDEX_KEY, HELD_KEY)
+
+    def unfinished_run_ids(self) -> list[str]:
+        ids = self.run_ids(self.keep_runs)
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.exists(self._k("run", run_id, "finished"))
+        return [run_id for run_id, done in zip(ids, pipe.execute(), strict=True) if not done]
 
     # -- schedule ---------------------------------------------------------------------
     def claim_slot(self, slot: str, run_id: str, ttl_s: int = 7 * 86400) -> bool:

@@ -17,26 +17,54 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
-from fleet.errors import ExitCode, FleetError, RunFailed, SelectionError
-from fleet.protocol import FAILING
+from fleet.errors import BadInput, ErrorKind, ExitCode, FleetError, RunFailed, SelectionError
+from fleet.protocol import FAILING, Status
 from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
+from fleet.timing import MAX_TIME_LIMIT_S, finite_positive
 from orchestrator import pins as pinning
 from orchestrator import report, runs
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
-4 run or file not found, 5 the run has FAILED or LOST jobs, 130 interrupted.
+4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
+because no worker served their device), 130 interrupted. Output closed early (| head): 0.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
 
 
 PINS_HELP = "known-answer pins (TOML, from `orchestrator pin`), on top of the shipped ones (default $FLEET_PINS)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line (exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.BAD_INPUT, f"orchestrator: error: {message} (see {self.prog} --help)\n")
+
+
+def _finite(text: str) -> float:
+    """argparse type: a finite number > 0 (no nan, no inf)."""
+    try:
+        return finite_positive(float(text), "the value")
+    except (ValueError, FleetError):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="orchestrator",
         description="model-fleet: which Hugging Face models really run on which hardware, with evidence.",
         epilog=EPILOG,
@@ -44,26 +72,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    conn = argparse.ArgumentParser(add_help=False)
+    conn = _Parser(add_help=False)
     conn.add_argument("--redis-url", help="Redis URL (redis:// or rediss://); default $FLEET_REDIS_URL")
 
-    select = argparse.ArgumentParser(add_help=False)
+    select = _Parser(add_help=False)
     which = select.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every family in the catalog")
     which.add_argument("--family", action="append", metavar="NAME", help="one family (repeatable)")
     select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
-    select.add_argument("--repeats", type=int, help="timed repeats per check (default: the family's)")
-    select.add_argument("--time-limit", type=float, metavar="S", help="per-job time limit (default: the family's)")
+    select.add_argument("--repeats", type=_positive_int, help="timed repeats per check (default: the family's)")
+    select.add_argument(
+        "--time-limit",
+        type=_finite,
+        metavar="S",
+        help=f"per-job time limit, at most {MAX_TIME_LIMIT_S:g} (default: the family's)",
+    )
     select.add_argument(
         "--deadline",
-        type=float,
-        default=3600.0,
+        type=_finite,
+        default=None,
         metavar="S",
-        help="after this many seconds, jobs with no result are LOST (default 3600)",
+        help="after this many seconds, jobs with no result are LOST (default: visibility timeout + the "
+        "longest hard time limit + 60 s, at least 3600; see README 'Deadlines')",
     )
     select.add_argument(
         "--max-attempts",
-        type=int,
+        type=_positive_int,
         default=3,
         help="deliveries before a job that kills its worker ends FAILED (default 3)",
     )
@@ -100,6 +134,17 @@ def _parser() -> argparse.ArgumentParser:
         help="Redis data, logs and reports (default $FLEET_HOME or ~/.local/state/model-fleet)",
     )
     r.add_argument("--output-dir", type=Path, help="where the report files go (default STATE_DIR/reports)")
+    r.add_argument(
+        "--trust-remote-code", action="store_true", help="start the workers with --trust-remote-code (default: off)"
+    )
+    r.add_argument("--allow-pickle", action="store_true", help="start the workers with --allow-pickle (default: off)")
+    r.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="start the workers with --allow-path DIR (repeatable; catalogs with local paths need it)",
+    )
 
     st = sub.add_parser("status", parents=[conn], help="progress and counts of a run (default: the latest)")
     st.add_argument("run_id", nargs="?")
@@ -108,13 +153,16 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", parents=[conn], help="render a run's report (default: the latest)")
     rp.add_argument("run_id", nargs="?")
     rp.add_argument("--format", choices=sorted(report.RENDERERS), default="md")
-    rp.add_argument("--output", type=Path, metavar="PATH", help="write here (atomically) instead of stdout")
+    rp.add_argument(
+        "--output", type=Path, metavar="PATH", help="write a regular file here (atomically) instead of stdout"
+    )
+    rp.add_argument("--force", action="store_true", help="with --output: replace a symbolic link at PATH")
 
     d = sub.add_parser("diff", parents=[conn], help="status and metric changes between two runs")
     d.add_argument(
         "runs", nargs="*", metavar="RUN", help="RUN_A RUN_B (default: the one before the latest, the latest)"
     )
-    d.add_argument("--threshold", type=float, default=0.2, help="relative metric change to list (default 0.2)")
+    d.add_argument("--threshold", type=_finite, default=0.2, help="relative metric change to list (default 0.2)")
     d.add_argument("--json", action="store_true")
 
     b = sub.add_parser(
@@ -131,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--devices", default="cpu", help="devices of the scheduled runs (default: cpu)")
     b.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
     b.add_argument("--reports-dir", type=Path, help="default $FLEET_REPORTS_DIR or STATE_DIR/reports")
-    b.add_argument("--deadline", type=float, default=3600.0, metavar="S", help="run deadline (default 3600)")
+    b.add_argument("--deadline", type=_finite, default=3600.0, metavar="S", help="run deadline (default 3600)")
     b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
     b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
 
@@ -159,13 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
-        return int(COMMANDS[args.command](args, settings))
+        code = int(COMMANDS[args.command](args, settings))
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except FleetError as exc:
         print(f"orchestrator: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("orchestrator: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`orchestrator runs | head -1`): not an error; silence the
+        # interpreter's own flush of the closed stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OK
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
@@ -179,10 +234,8 @@ def _store(settings: Settings) -> ResultStore:
 
 
 def _run_settings(args: argparse.Namespace) -> RunSettings:
-    for name in ("repeats", "time_limit", "deadline", "max_attempts"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            raise SelectionError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.time_limit is not None and args.time_limit > MAX_TIME_LIMIT_S:
+        raise BadInput(f"--time-limit must be at most {MAX_TIME_LIMIT_S:g} s, got {args.time_limit:g}")
     return RunSettings(
         max_attempts=args.max_attempts, deadline_s=args.deadline, repeats=args.repeats, time_limit_s=args.time_limit
     )
@@ -201,7 +254,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     for device in unserved_devices(store, devices):
         print(
             f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
-            f"({run_settings.deadline_s:.0f} s) unless one starts",
+            "unless one starts",
             file=sys.stderr,
         )
     pins = pinning.load(args.pins or settings.pins)
@@ -211,7 +264,19 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     if not args.wait:
         return ExitCode.OK
     counts = runs.wait(store, run_id, ProgressBar())
-    return _verdict(run_id, counts)
+    verdict = _verdict(run_id, counts)
+    # Devices nobody served: the run did not test what was asked, so --wait does not exit 0.
+    unserved = sorted(
+        {
+            r["device"]
+            for r in store.results(run_id)
+            if r["status"] == Status.SKIPPED and r["error"] is not None and r["error"]["kind"] == ErrorKind.NO_WORKER
+        }
+    )
+    if unserved:
+        print(f"orchestrator: run {run_id}: no worker served {', '.join(unserved)}", file=sys.stderr)
+        return RunFailed.exit_code
+    return verdict
 
 
 def _verdict(run_id: str, counts: Counter[str]) -> int:
@@ -220,6 +285,21 @@ def _verdict(run_id: str, counts: Counter[str]) -> int:
         print(f"orchestrator: run {run_id}: {bad} job(s) FAILED or LOST", file=sys.stderr)
         return RunFailed.exit_code
     return ExitCode.OK
+
+
+def _state_dir(path: Path) -> Path:
+    """The embedded run's state directory: created private (0700), or a one-line error."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise BadInput(f"--state-dir {path} is not a directory")
+        os.chmod(path, 0o700)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(f"cannot use {path} as the state directory: {exc.strerror or exc}") from None
+    return path
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -235,10 +315,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
     run_settings = _run_settings(args)
     pins = pinning.load(args.pins or settings.pins)
-    state = args.state_dir or settings.home
+    state = _state_dir(args.state_dir or settings.home)
     worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in devices) else []))
+    flags = ["--trust-remote-code"] * args.trust_remote_code + ["--allow-pickle"] * args.allow_pickle
+    for raw in args.allow_path:
+        if not Path(raw).expanduser().is_dir():
+            raise BadInput(f"--allow-path {raw}: no such directory")
+        flags += ["--allow-path", str(Path(raw).expanduser().resolve())]
     print(f"orchestrator: starting Redis and workers ({worker_devices}) in {state}", file=sys.stderr)
-    with EmbeddedFleet(state, worker_devices) as fleet:
+    with EmbeddedFleet(state, worker_devices, worker_flags=flags) as fleet:
         fleet_settings = settings.with_redis_url(fleet.url)
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)
@@ -288,7 +373,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     run_id = store.resolve_run_id(args.run_id)
     text = report.RENDERERS[args.format](report.build(store, run_id))
     if args.output:
-        report.write_atomic(args.output, text)
+        report.write_atomic(args.output, text, force=args.force)
         print(args.output)
     else:
         sys.stdout.write(text)

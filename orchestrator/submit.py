@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from celery import Celery
@@ -18,13 +19,11 @@ from fleet.errors import RedisUnreachable
 from fleet.protocol import Job, Result, job_id, now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
+from fleet.timing import DEFAULT_VISIBILITY_S, check_visibility, default_deadline, hard_time_limit
 from orchestrator import pins as pinning
+from orchestrator.runs import abandon
 
-
-def hard_time_limit(soft_s: float) -> float:
-    """Celery's hard limit: the backstop for code that never returns to Python after the
-    soft limit (our own SIGALRM) fired."""
-    return soft_s + max(5.0, 0.25 * soft_s)
+__all__ = ["hard_time_limit", "plan_jobs", "submit"]
 
 
 def as_devices(devices: Sequence[Device | str]) -> list[Device]:
@@ -45,6 +44,8 @@ def plan_jobs(
     for fam in catalog.select(families):
         for device in as_devices(devices):
             time_limit = settings.time_limit_s or fam.time_limit_s
+            spec = fam.to_dict()
+            spec.pop("description", None)  # for people, not workers: it stays out of every message
             jobs.append(
                 {
                     "run_id": run_id,
@@ -52,7 +53,7 @@ def plan_jobs(
                     "family": fam.name,
                     "device": str(device),
                     "queue": device.queue,
-                    "family_spec": fam.to_dict(),
+                    "family_spec": spec,
                     "time_limit_s": time_limit,
                     "repeats": settings.repeats or fam.repeats,
                     "max_attempts": settings.max_attempts,
@@ -90,12 +91,17 @@ def submit(
     if order == "longest-first":
         prev = store.run_ids(1)
         jobs = order_longest_first(jobs, store.results(prev[0]) if prev else [])
+    visibility = float(app.conf.broker_transport_options.get("visibility_timeout", DEFAULT_VISIBILITY_S))
+    limits = [j["time_limit_s"] for j in jobs]
+    check_visibility(limits, visibility)
+    deadline_s = settings.deadline_s or default_deadline(limits, visibility)
     started = now()
+    expires = datetime.fromtimestamp(started + deadline_s, UTC)  # queues drain at the deadline
     meta = {
         "run_id": run_id,
         "started_at": started,
-        "deadline": started + settings.deadline_s,
-        "deadline_s": settings.deadline_s,
+        "deadline": started + deadline_s,
+        "deadline_s": deadline_s,
         "catalog": catalog.source,
         "families": sorted({j["family"] for j in jobs}),
         "devices": [str(d) for d in as_devices(devices)],
@@ -115,12 +121,15 @@ def submit(
                     queue=job["queue"],
                     soft_time_limit=job["time_limit_s"],
                     time_limit=hard_time_limit(job["time_limit_s"]),
+                    expires=expires,
                     producer=producer,
                     argsrepr=f"[{job['job_id']} of {run_id}]",  # instead of repr() of the whole job
                     kwargsrepr="{}",
                     retry=True,
                 )
     except Exception as exc:  # kombu raises OperationalError and friends
+        with contextlib.suppress(RedisUnreachable):  # no run left behind at 0/N
+            abandon(store, run_id, f"its jobs could not be enqueued: {exc}")
         raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc}") from None
     return run_id
 

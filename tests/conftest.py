@@ -37,6 +37,14 @@ def fleet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(os.environ["FLEET_CACHE_DIR"])
 
 
+@pytest.fixture(autouse=True)
+def in_process_paths(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Code run in this process (run_job, resolve) may read the tests' temporary folders, as a
+    worker started with --allow-path for them would. Worker and CLI processes never inherit
+    it (worker_env, orchestrator): their policy is what each test gives them."""
+    monkeypatch.setenv("FLEET_ALLOW_PATHS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
@@ -86,6 +94,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
 
 def worker_env(redis_url: str, hf_home: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("FLEET_ALLOW_PATHS", None)  # a worker's trust policy comes from its own flags (args=...)
     env.update(
         FLEET_REDIS_URL=redis_url,
         FLEET_PLUGINS=PLUGINS,
@@ -182,6 +191,7 @@ def orchestrator(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
+    full_env.pop("FLEET_ALLOW_PATHS", None)  # the CLI and the workers it starts: only what a test gives
     full_env.update(env or {})
     full_env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(

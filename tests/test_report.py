@@ -291,7 +291,7 @@ def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:
     res = store.results("run-2")
     t5 = next(r for r in res if r["family"] == "t5")
     t5["metrics"]["latency_ms_p50"] = 10.0  # +100 %
-    store.put_result(t5)
+    store.r.hset("fleet:run:run-2:results", t5["job_id"], json.dumps(t5))  # edit the finished fixture run
     d = report.diff(store, "run-1", "run-2", threshold=0.2)
     assert {"job_id": "llama@cpu", "from": "REAL", "to": "SYNTHETIC", "change": "regressed"} in d["status_changes"]
     assert [(c["job_id"], c["metric"]) for c in d["metric_changes"]] == [("t5@cpu", "latency_ms_p50")]

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from fleet.catalog import Candidate
+from fleet.settings import Settings
 from tests.fakehub import FakeHub
 from tests.models import family, minilm_repo, save_tiny
 from workers import hub
@@ -37,8 +39,9 @@ def llama(*ids: str, **cand: object):
     return family("llama", candidates=tuple(Candidate(id=i, **cand) for i in ids))  # type: ignore[arg-type]
 
 
-def run(fam):
-    return resolve(fam, get_check(fam.check), CPU)
+def run(fam, **policy: object):
+    """Resolve in this process, with the worker trust policy given (default: nothing allowed)."""
+    return resolve(fam, get_check(fam.check), CPU, replace(Settings.from_env(), **policy))  # type: ignore[arg-type]
 
 
 def test_hub_candidate_loads_real_with_provenance_then_cache_offline(
@@ -104,7 +107,7 @@ def test_unknown_architecture_is_unsupported(tmp_path: Path) -> None:
     path = save_tiny("llama", tmp_path / "m", architecture="FancyNewForCausalLM")
     fam = family("llama", candidates=(Candidate(path=str(path)),))
     fam = type(fam)(**{**fam.__dict__, "architectures": ("LlamaForCausalLM", "FancyNewForCausalLM")})
-    res = run(fam)
+    res = run(fam, allow_paths=(tmp_path,))
     assert res.attempts[0]["error_kind"] == "unsupported_architecture"
 
 
@@ -116,9 +119,14 @@ def test_remote_code_stays_off_unless_opted_in(tmp_path: Path) -> None:
     (path / "modeling_custom.py").write_text("raise SystemExit('remote code ran')\n")
     fam = family("llama", candidates=(Candidate(path=str(path)),))
     fam = type(fam)(**{**fam.__dict__, "architectures": ("CustomLM",)})
-    res = run(fam)
+    res = run(fam, allow_paths=(tmp_path,))
     assert res.attempts[0]["error_kind"] == "unsupported_architecture"
     assert "trust_remote_code is off" in res.attempts[0]["detail"]
+    # The candidate asking for it is not enough: the worker must allow it too.
+    asking = type(fam)(**{**fam.__dict__, "candidates": (Candidate(path=str(path), trust_remote_code=True),)})
+    res = run(asking, allow_paths=(tmp_path,))
+    assert res.attempts[0]["error_kind"] == "not_allowed"
+    assert "--trust-remote-code" in res.attempts[0]["detail"]
 
 
 def test_pickle_weights_refused_unless_allowed(online: FakeHub, tmp_path: Path) -> None:
@@ -126,7 +134,10 @@ def test_pickle_weights_refused_unless_allowed(online: FakeHub, tmp_path: Path) 
     res = run(llama("pickle/repo"))
     assert res.attempts[0]["error_kind"] == "unsafe_weights"
     assert not any("pytorch_model.bin" in r for r in online.requests)
-    res = run(llama("pickle/repo", allow_pickle=True))
+    res = run(llama("pickle/repo", allow_pickle=True))  # the catalog asks; the worker does not allow
+    assert res.attempts[0]["error_kind"] == "not_allowed" and "--allow-pickle" in res.attempts[0]["detail"]
+    assert not any("pytorch_model.bin" in r for r in online.requests)
+    res = run(llama("pickle/repo", allow_pickle=True), allow_pickle=True)
     assert res.bundle is not None and res.bundle.source == "hub", res.attempts
 
 
@@ -135,13 +146,27 @@ def test_too_large_for_the_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from workers import devices
 
     monkeypatch.setattr(devices, "free_bytes", lambda dev: 1000)  # the device boundary: a full device
-    res = run(family("llama", candidates=(Candidate(path=str(path)),)))
+    res = run(family("llama", candidates=(Candidate(path=str(path)),)), allow_paths=(tmp_path,))
     assert res.attempts[0]["error_kind"] == "too_large"
 
 
 def test_local_path_candidate_missing_is_not_found() -> None:
-    res = run(family("llama", candidates=(Candidate(path="/nonexistent/model"), Candidate(path="pkg:no_such_pkg/x"))))
+    fam = family("llama", candidates=(Candidate(path="/nonexistent/model"), Candidate(path="pkg:no_such_pkg/x")))
+    res = run(fam, allow_paths=(Path("/nonexistent"),))
     assert [a["error_kind"] for a in res.attempts[:2]] == ["not_found", "not_found"]
+
+
+def test_local_paths_need_allow_path_after_symlinks_and_dotdot(tmp_path: Path) -> None:
+    model = save_tiny("llama", tmp_path / "outside" / "m")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "link").symlink_to(model)  # a link out of the allowed folder does not count
+    for spec in (str(model), str(allowed / "link"), str(allowed / ".." / "outside" / "m"), "pkg:json/../../.."):
+        res = run(family("llama", candidates=(Candidate(path=spec),)), allow_paths=(allowed,))
+        assert res.attempts[0]["error_kind"] == "not_allowed", (spec, res.attempts[0])
+        assert "--allow-path" in res.attempts[0]["detail"]
+    res = run(family("llama", candidates=(Candidate(path=str(model)),)), allow_paths=(tmp_path / "outside",))
+    assert res.bundle is not None and res.bundle.source == "local", res.attempts
 
 
 def test_offline_six_uncached_candidates_resolve_in_under_a_second(

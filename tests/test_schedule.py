@@ -92,7 +92,10 @@ def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker,
 
 
 def test_launcher_starts_one_pinned_worker_per_device(redis_url: str, start_worker) -> None:
-    w = start_worker(redis_url, name="host1", devices="cpu,cuda:0,cuda:1", wait=False, concurrency=1)
+    # A host that shows two GPUs (the launcher refuses cuda:N for a GPU it cannot see).
+    w = start_worker(
+        redis_url, name="host1", devices="cpu,cuda:0,cuda:1", wait=False, concurrency=1, CUDA_VISIBLE_DEVICES="0,1"
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(client.keys("fleet:worker:*")) < 3:

@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import threading
+import uuid
 from typing import Any
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
@@ -28,7 +29,9 @@ import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.errors import ErrorKind, FleetError
-from fleet.protocol import Job, Status, terminal_result
+from fleet.jobs import job_problem
+from fleet.protocol import SEALED, Job, Status, terminal_result
+from fleet.redelivery import restore_orphans
 from fleet.settings import Settings
 from fleet.store import ResultStore
 from workers import synthetic
@@ -41,6 +44,9 @@ for _mod in synthetic.modeling_modules():
 app = lazy_app()  # configured from the environment (fleet-worker sets it) when first used
 logger = logging.getLogger("fleet.worker")
 HEARTBEAT_S = 10.0
+# This worker start, in its heartbeat and on every message it receives (fleet.redelivery).
+# Pool children are forked from the main process and share it.
+INSTANCE = uuid.uuid4().hex
 # Everything imported so far lives as long as the process: keep it out of every later
 # collection. The full gc.collect() after each job (freeing the model) then scans only what
 # the job created: ~190 ms -> well under 1 ms with torch and transformers loaded.
@@ -74,13 +80,20 @@ class RunCheck(Task):
             f"hard time limit reached ({exc}); the process running it was replaced",
             worker=worker_name(settings()),
         )
-        s.retrying(lambda: s.put_result(timed_out, only_if_absent=True))
+        s.retrying(lambda: s.put_result(timed_out, only_if_absent=True, sealed=SEALED))
 
 
 @app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
 def run_check(self: Task, job: Job) -> str:
     # Every store call rides out a Redis restart: a result is never dropped for a lost connection.
     s = store()
+    problem = job_problem(job)
+    if problem:
+        logger.error("refused a job message: %s", problem)
+        if isinstance(job, dict) and all(isinstance(job.get(k), str) for k in ("run_id", "job_id", "family", "device")):
+            refused = terminal_result(job, Status.FAILED, ErrorKind.BAD_JOB, f"refused: {problem}")
+            s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+        return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
     done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id))
     if done:
@@ -94,10 +107,10 @@ def run_check(self: Task, job: Job) -> str:
             worker=worker_name(settings()),
             delivery=delivery,
         )
-        s.retrying(lambda: s.put_result(gave_up))
+        s.retrying(lambda: s.put_result(gave_up, sealed=SEALED))
         return "gave up"
     result = run_job(job, delivery=delivery, settings=settings())
-    s.retrying(lambda: s.put_result(result))
+    s.retrying(lambda: s.put_result(result, sealed=SEALED))
     why = leaves_process_unclean(result, settings())
     if why:
         # Replace this pool process. The result is already stored, so the redelivery that
@@ -114,6 +127,7 @@ def capabilities() -> dict[str, Any]:
         "name": worker_name(settings()),
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "instance": INSTANCE,
         "queues": queues,
         "devices": list(settings().worker_devices),
         "torch": torch.__version__,
@@ -150,10 +164,24 @@ def _beat_loop() -> None:
     while True:
         try:
             store().heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
+            restored = restore_orphans(store())
+            if restored:
+                logger.warning("put %d message(s) of dead workers back on their queues", restored)
         except FleetError:
             pass  # Redis away for a moment: the next beat tries again
         if _stop.wait(HEARTBEAT_S):
             return
+
+
+@signals.task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    """Record that this worker start holds the message (main process, before the job runs)."""
+    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+    if tag:
+        try:
+            store().hold(str(tag), INSTANCE)
+        except FleetError:
+            pass  # Redis away: the visibility timeout stays the backstop for this message
 
 
 @signals.worker_process_init.connect

@@ -23,7 +23,7 @@ from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Attempt
 from fleet.settings import Settings
-from workers import devices, failures, gguf, hub, integrity, synthetic
+from workers import devices, failures, gguf, hub, integrity, synthetic, trust
 from workers.checks.base import Bundle, Check
 
 SAFE_SUFFIX = ".safetensors"
@@ -132,6 +132,7 @@ def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detai
 def _try_candidate(
     cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None, settings: Settings
 ) -> Bundle:
+    trust.require_allowed(cand, settings)  # before anything is read, downloaded or imported
     located = locate(cand, offline, settings.hub_timeout_s)
     if cand.gguf_file:
         located = convert_gguf(located, cand)

@@ -22,7 +22,9 @@ def build(store: ResultStore, run_id: str, history_runs: int = HISTORY_RUNS) -> 
     previous_results = store.results(previous_id) if previous_id else []
     loaded = {run_id: results} | ({previous_id: previous_results} if previous_id else {})
     history = _history(store, run_id, history_runs, loaded)
-    return assemble(meta, results, previous_id, {r["job_id"]: r for r in previous_results}, history)
+    data = assemble(meta, results, previous_id, {r["job_id"]: r for r in previous_results}, history)
+    data["late_attempts"] = store.late_results(run_id)  # after the run ended or the job was sealed
+    return data
 
 
 def assemble(
@@ -68,6 +70,7 @@ def assemble(
         "agreement": agreement(results),
         "history": history,
         "results": results,
+        "late_attempts": [],
     }
 
 
