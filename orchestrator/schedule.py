@@ -30,8 +30,8 @@ from fleet.devices import Device
 from fleet.errors import SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
+from orchestrator import metrics, report
 from orchestrator import pins as pinning
-from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 
@@ -102,6 +102,7 @@ def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(path.name)
         os.replace(tmp, link)  # atomic: readers see the old or the new report, never none
+    report.write_atomic(out_dir / "fleet.prom", metrics.exposition(store, run_id))
     return md_path
 
 

@@ -85,7 +85,7 @@ def bar_chart(title: str, desc: str, items: list[tuple[str, float, str]], unit: 
         w = max(1.0, bar_w * value / top)
         short = label if len(label) <= 40 else label[:39] + "…"
         parts.append(
-            f'<g><title>{escape(label)}: {value:.2f} {escape(unit)} ({escape(status)})</title>'
+            f"<g><title>{escape(label)}: {value:.2f} {escape(unit)} ({escape(status)})</title>"
             f'<text x="{label_w - 6}" y="{y + 13}" text-anchor="end">{escape(short)}</text>'
             f'<rect x="{label_w}" y="{y + 2}" width="{w:.1f}" height="{row_h - 5}" '
             f'fill="{COLOUR.get(status, "#888888")}"/>'
