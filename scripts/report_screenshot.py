@@ -104,9 +104,9 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
         flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+        flags += [f"--user-data-dir={tmp}/profile", f"--screenshot={args.out}", "--window-size=1400,1000"]
         subprocess.run(
-            [chromium, *flags, f"--user-data-dir={tmp}/profile", f"--screenshot={args.out}", "--window-size=1400,1000"]
-            + [page.as_uri()],
+            [chromium, *flags, page.as_uri()],
             check=True,
             capture_output=True,
         )
