@@ -1,7 +1,7 @@
-"""Rendering a report of 10,000 results (markdown, JSON, JUnit), and reading them from Redis.
-Target: markdown under 1 s.
+"""Rendering a report of 10,000 results (markdown, JSON, JUnit, HTML), and reading them from Redis;
+and the HTML report of 1,500 results. Targets: markdown under 1 s at 10,000, HTML under 1 s at 1,500.
 
-    python -m bench.render [--results 10000]
+    python -m bench.render [--results 10000] [--html-results 1500]
 """
 
 from __future__ import annotations
@@ -72,9 +72,22 @@ def fixture_results(run_id: str, n: int, status_cycle: tuple[str, ...]) -> list[
     return out
 
 
+def html_at(n: int) -> tuple[float, int]:
+    """The HTML report of n results with a baseline and 10 runs of history (model assembled in memory)."""
+    results = fixture_results("run-b", n, ("REAL", "SYNTHETIC", "FAILED", "REAL"))
+    previous = {r["job_id"]: r for r in fixture_results("run-a", n, ("REAL",))}
+    history = [(f"run-{i}", {r["job_id"]: r["status"] for r in results}) for i in range(10)]
+    meta = {"run_id": "run-b", "started_at": 1_790_086_400.0, "catalog": "bench", "origin": "bench"}
+    data = report.assemble(meta, results, "run-a", previous, history)  # type: ignore[arg-type]
+    t0 = time.perf_counter()
+    text = report.render_html(data)
+    return time.perf_counter() - t0, len(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", type=int, default=10_000)
+    p.add_argument("--html-results", type=int, default=1_500)
     args = p.parse_args()
     with private_fleet("render") as (server, _workers):
         store = ResultStore(server.url)
@@ -123,6 +136,7 @@ def main() -> None:
             t0 = time.perf_counter()
             text = fn(data)
             timings[fmt] = (time.perf_counter() - t0, len(text))
+    html_s, html_bytes = html_at(args.html_results)
     save(
         "render",
         {
@@ -131,8 +145,14 @@ def main() -> None:
             "render_markdown_s": round(timings["md"][0], 3),
             "render_json_s": round(timings["json"][0], 3),
             "render_junit_s": round(timings["junit"][0], 3),
+            "render_html_s": round(timings["html"][0], 3),
             "markdown_bytes": timings["md"][1],
+            "html_bytes": timings["html"][1],
             "target_markdown_s": 1.0,
+            "html_results": args.html_results,
+            "render_html_small_s": round(html_s, 3),
+            "html_small_bytes": html_bytes,
+            "target_html_small_s": 1.0,
         },
     )
 

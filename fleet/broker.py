@@ -58,7 +58,10 @@ def config(settings: Settings) -> dict[str, Any]:
         "task_track_started": False,
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
+        # Task events (received, started, succeeded, ...) and the sent event from the publisher, for
+        # `celery events`, Flower and celery-exporter; JSON like every other message.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "broker_transport_options": transport_options,
         "result_backend_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,

@@ -240,6 +240,13 @@ class ResultStore:
     def mark_finished(self, run_id: str) -> None:
         self.r.set(self._k("run", run_id, "finished"), now(), nx=True)
 
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in a broker queue: kombu's list for the queue and its priority lists."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in [queue] + [f"{queue}\x06\x16{p}" for p in (3, 6, 9)]:
+            pipe.llen(key)
+        return int(sum(pipe.execute()))
+
     # -- reports ----------------------------------------------------------------------
     def save_report(self, run_id: str, markdown: str) -> None:
         self.r.set(self._k("run", run_id, "report"), markdown)

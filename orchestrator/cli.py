@@ -26,8 +26,8 @@ from fleet.protocol import FAILING, Status
 from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
 from fleet.timing import MAX_TIME_LIMIT_S, finite_positive
+from orchestrator import metrics, report, runs
 from orchestrator import pins as pinning
-from orchestrator import report, runs
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
@@ -158,6 +158,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--force", action="store_true", help="with --output: replace a symbolic link at PATH")
 
+    mt = sub.add_parser(
+        "metrics",
+        parents=[conn],
+        help="Prometheus metrics of a run (default: the latest): jobs by status, duration, queue lengths",
+    )
+    mt.add_argument("run_id", nargs="?")
+    mt.add_argument("--output", type=Path, metavar="PATH", help="write here (atomically), e.g. a .prom textfile")
+
     d = sub.add_parser("diff", parents=[conn], help="status and metric changes between two runs")
     d.add_argument(
         "runs", nargs="*", metavar="RUN", help="RUN_A RUN_B (default: the one before the latest, the latest)"
@@ -171,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
         help="run the schedule: celery beat plus the control worker that submits and reports",
         description="Run celery beat and the control worker (queue 'control') in this process. Each schedule "
         "slot gives at most one run, however many beat processes run; the report is kept in Redis and in "
-        "REPORTS_DIR, with latest.md pointing at the newest.",
+        "REPORTS_DIR (md, json, html), with latest.md and latest.html pointing at the newest and fleet.prom "
+        "holding its metrics.",
     )
     b.add_argument(
         "--schedule", default=None, help="'cron:M H DOM MON DOW' in UTC (default 'cron:0 6 * * *') or 'every:SECONDS'"
@@ -380,6 +389,17 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    text = metrics.exposition(store, store.resolve_run_id(args.run_id))
+    if args.output:
+        report.write_atomic(args.output, text)
+        print(args.output)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     if len(args.runs) == 2:
@@ -486,6 +506,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "status": cmd_status,
     "report": cmd_report,
+    "metrics": cmd_metrics,
     "diff": cmd_diff,
     "runs": cmd_runs,
     "workers": cmd_workers,

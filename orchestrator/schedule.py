@@ -1,7 +1,8 @@
 """The daily schedule: celery beat sends fleet.scheduled_run to the 'control' queue; the task
 claims the schedule slot in Redis (SET NX), so at most one run per slot happens however many
 beat processes send it, submits every (family, device), waits for the run to finish or reach
-its deadline, and keeps the report in Redis and as files (with latest.md pointing at it).
+its deadline, and keeps the report in Redis and as files (with latest.md and latest.html
+pointing at it).
 
 Run it with `orchestrator beat`: celery worker -B on the control queue, in that process, with
 the options it was given (no torch needed). The message carries only the slot: what a scheduled
@@ -29,8 +30,8 @@ from fleet.devices import Device
 from fleet.errors import SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
+from orchestrator import metrics, report
 from orchestrator import pins as pinning
-from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 
@@ -93,12 +94,15 @@ class ScheduleOptions:
 
 
 def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
-    md_path, _json_path = report.save_run_report(store, run_id, out_dir)
-    link = out_dir / "latest.md"
-    tmp = out_dir / f".latest.{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(md_path.name)
-    os.replace(tmp, link)  # atomic: readers see the old or the new report, never none
+    """Write the run's reports, point latest.md and latest.html at them, refresh fleet.prom."""
+    md_path, _json_path, html_path = report.save_run_report(store, run_id, out_dir)
+    for path in (md_path, html_path):
+        link = out_dir / f"latest{path.suffix}"
+        tmp = out_dir / f".latest{path.suffix}.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(path.name)
+        os.replace(tmp, link)  # atomic: readers see the old or the new report, never none
+    report.write_atomic(out_dir / "fleet.prom", metrics.exposition(store, run_id))
     return md_path
 
 

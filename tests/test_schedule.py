@@ -88,7 +88,9 @@ def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker,
     for name in published:
         run_id = name.removesuffix(".md")
         assert (reports / f"{run_id}.json").is_file() and store.saved_report(run_id)
+        assert (reports / f"{run_id}.html").is_file()
     assert (reports / "latest.md").resolve().name == published[-1]
+    assert (reports / "latest.html").resolve().name == published[-1].replace(".md", ".html")
 
 
 def test_launcher_starts_one_pinned_worker_per_device(redis_url: str, start_worker) -> None:

@@ -8,23 +8,25 @@ from pathlib import Path
 from fleet.store import ResultStore
 from orchestrator.output import write_atomic
 from orchestrator.report.diff import diff
+from orchestrator.report.html import render_html
 from orchestrator.report.json import to_json
 from orchestrator.report.junit import to_junit
 from orchestrator.report.markdown import code, md, render_markdown
 from orchestrator.report.model import agreement, assemble, build, compare_outputs
 
-RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit}
+RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit, "html": render_html}
 
 
-def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path]:
-    """Render a run once: markdown kept in Redis, and RUN_ID.md and RUN_ID.json in out_dir."""
+def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path, Path]:
+    """Render a run once: markdown kept in Redis, and RUN_ID.md, RUN_ID.json and RUN_ID.html in out_dir."""
     data = build(store, run_id)
     markdown = render_markdown(data)
     store.save_report(run_id, markdown)
-    md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
+    md_path, json_path, html_path = (out_dir / f"{run_id}.{ext}" for ext in ("md", "json", "html"))
     write_atomic(md_path, markdown)
     write_atomic(json_path, to_json(data))
-    return md_path, json_path
+    write_atomic(html_path, render_html(data))
+    return md_path, json_path, html_path
 
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "compare_outputs",
     "diff",
     "md",
+    "render_html",
     "render_markdown",
     "save_run_report",
     "to_json",
