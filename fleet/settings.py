@@ -116,3 +116,4 @@ class RunSettings:
     deadline_s: float = 3600.0  # after this a job with no result is LOST (or SKIPPED: no worker)
     repeats: int | None = None  # overrides the family's steady-state repeat count
     time_limit_s: float | None = None  # overrides the family's time limit
+    reruns: int = 0  # a FAILED job runs again up to this many times (fresh process); mixed outcomes: FLAKY
