@@ -68,8 +68,11 @@ def describe(before_status: str | None, status: str, changes: list[dict[str, Any
     head = f"{before_status} → {status}"
     if not changes:
         return f"{head}; no change in the recorded environment"
-    parts = [f"{c['fact']} {_short(c['from']) if c['from'] is not None else 'none'} → "
-             f"{_short(c['to']) if c['to'] is not None else 'none'}" for c in changes]
+    parts = [
+        f"{c['fact']} {_short(c['from']) if c['from'] is not None else 'none'} → "
+        f"{_short(c['to']) if c['to'] is not None else 'none'}"
+        for c in changes
+    ]
     return f"{head}; changed: " + ", ".join(parts)
 
 

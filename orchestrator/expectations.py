@@ -64,7 +64,8 @@ class Expectations:
     def lookup(self, job_id: str) -> Expectation | None:
         if job_id in self.exact:
             return self.exact[job_id]
-        return next((e for e in self.entries if _is_pattern(e.pattern) and fnmatch.fnmatchcase(job_id, e.pattern)), None)
+        patterns = (e for e in self.entries if _is_pattern(e.pattern))
+        return next((e for e in patterns if fnmatch.fnmatchcase(job_id, e.pattern)), None)
 
     def judge(self, result: Result) -> dict[str, Any]:
         """{expected, reason, pattern, unexpected, lapsed, kind} for one result."""
@@ -73,7 +74,7 @@ class Expectations:
         lapsed = exp is not None and exp.lapsed(result)
         if exp is None or lapsed:
             unexpected = status in (*FAILING, Status.FLAKY)
-            verdict = {"expected": None, "reason": None, "pattern": None, "unexpected": unexpected}
+            verdict: dict[str, Any] = {"expected": None, "reason": None, "pattern": None, "unexpected": unexpected}
             if lapsed and exp is not None:
                 verdict.update(lapsed=exp.as_dict())
         else:
@@ -108,7 +109,7 @@ def parse(text: str, source: str) -> Expectations:
         raise BadInput(f"{source}: unknown table(s) {sorted(unknown)}; expected only [expect]")
     table = data.get("expect")
     if not isinstance(table, dict):
-        raise BadInput(f"{source}: missing [expect] table (e.g. \"llama@cpu\" = \"REAL\")")
+        raise BadInput(f'{source}: missing [expect] table (e.g. "llama@cpu" = "REAL")')
     entries = []
     for key, value in table.items():
         if not isinstance(value, str):
@@ -118,9 +119,7 @@ def parse(text: str, source: str) -> Expectations:
         status, _, reason = value.partition(":")
         status, reason = status.strip().upper(), reason.strip()
         if status not in STATUSES:
-            raise BadInput(
-                f'{source}: [expect] "{key}": unknown status {status!r}; one of {", ".join(STATUSES)}'
-            )
+            raise BadInput(f'{source}: [expect] "{key}": unknown status {status!r}; one of {", ".join(STATUSES)}')
         m = UNTIL.search(reason)
         until = None
         if m:
@@ -154,12 +153,12 @@ def dumps(results: list[Result], run_id: str) -> str:
     """An expectations file that expects each job's outcome in this run."""
     lines = [
         f"# Expectations written by `orchestrator expect {run_id}`: each job's outcome in that run.",
-        "# Edit reasons; keys may be fnmatch patterns (\"*@cuda\"). Use with --expectations FILE.",
+        '# Edit reasons; keys may be fnmatch patterns ("*@cuda"). Use with --expectations FILE.',
         "[expect]",
     ]
     for r in sorted(results, key=lambda r: r["job_id"]):
         status = str(r["status"])
-        err = r.get("error") or {}
+        err: dict[str, Any] = dict(r.get("error") or {})
         why = f"{err.get('kind')}: {err.get('message', '')}"[:120] if err and status != Status.FLAKY else ""
         if status == Status.FLAKY:
             why = f"pass ratio {r.get('pass_ratio')}"

@@ -95,7 +95,7 @@ def post(url: str, payload: dict[str, Any], timeout_s: float = TIMEOUT_S, tries:
             url, data=body, method="POST", headers={"Content-Type": "application/json", "User-Agent": "model-fleet"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (http/https checked)
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # http(s) only: check_url
                 if 200 <= response.status < 300:
                     return True
                 why = f"HTTP {response.status}"

@@ -29,8 +29,10 @@ from fleet.devices import Device
 from fleet.errors import SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
+from orchestrator import expectations as expecting
+from orchestrator import notify, report
 from orchestrator import pins as pinning
-from orchestrator import report
+from orchestrator.expectations import Expectations
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 
@@ -90,10 +92,13 @@ class ScheduleOptions:
     catalog: str | None = None
     deadline_s: float = 3600.0
     pins: str | None = None  # known answers on top of the shipped ones
+    reruns: int = 1  # reruns of a FAILED job (RunSettings.reruns)
+    expectations: str | None = None  # expectations file, for the report and the alert
+    notify: str | None = None  # webhook URL for the alert (never logged)
 
 
-def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
-    md_path, _json_path = report.save_run_report(store, run_id, out_dir)
+def publish_report(store: ResultStore, run_id: str, out_dir: Path, expectations: Expectations | None = None) -> Path:
+    md_path, _json_path = report.save_run_report(store, run_id, out_dir, expectations=expectations)
     link = out_dir / "latest.md"
     tmp = out_dir / f".latest.{os.getpid()}"
     tmp.unlink(missing_ok=True)
@@ -135,7 +140,7 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     """Claim the slot; if ours, run every family on the configured devices and publish the report."""
     store = ResultStore.from_settings(settings)
     catalog = load_catalog(options.catalog, settings.plugins)
-    run_settings = RunSettings(deadline_s=options.deadline_s)
+    run_settings = RunSettings(deadline_s=options.deadline_s, reruns=options.reruns)
     run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
     if not store.claim_slot(slot, run_id):
         return f"slot {slot} already taken by {store.slot_run(slot)}"
@@ -145,5 +150,7 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
         store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}", pins=pins
     )
     wait(store, run_id, poll_s=2.0)
-    publish_report(store, run_id, options.reports_dir)
+    expected = expecting.load(options.expectations)
+    publish_report(store, run_id, options.reports_dir, expected)
+    notify.send(options.notify, report.build(store, run_id, expectations=expected))
     return run_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleet.store import ResultStore
+from orchestrator.expectations import Expectations
 from orchestrator.output import write_atomic
 from orchestrator.report.diff import diff
 from orchestrator.report.json import to_json
@@ -16,9 +17,11 @@ from orchestrator.report.model import agreement, assemble, build, compare_output
 RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit}
 
 
-def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path]:
+def save_run_report(
+    store: ResultStore, run_id: str, out_dir: Path, expectations: Expectations | None = None
+) -> tuple[Path, Path]:
     """Render a run once: markdown kept in Redis, and RUN_ID.md and RUN_ID.json in out_dir."""
-    data = build(store, run_id)
+    data = build(store, run_id, expectations=expectations)
     markdown = render_markdown(data)
     store.save_report(run_id, markdown)
     md_path, json_path = out_dir / f"{run_id}.md", out_dir / f"{run_id}.json"
