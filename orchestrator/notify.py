@@ -44,11 +44,19 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{host}{port}/…"
 
 
+def _unexpected(row: dict[str, Any]) -> bool:
+    """Against expectations when the run has them; otherwise a job that newly fails (new or
+    regressed, ending FAILED, LOST or FLAKY): a failure that persists is no change."""
+    if row.get("expectation") is not None:
+        return bool(row["expectation"]["unexpected"])
+    return row["status"] in ("FAILED", "LOST", "FLAKY") and row["change"] in ("new", "regressed")
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any] | None:
     """What an alert says about a run (from the report model), or None when nothing is unexpected."""
     rows = report["rows"]
     regressions = [r for r in rows if r["change"] == "regressed"]
-    unexpected = [r for r in rows if (r.get("expectation") or {}).get("unexpected")]
+    unexpected = [r for r in rows if _unexpected(r)]
     flaky = [r for r in rows if r["status"] == "FLAKY"]
     metrics = report.get("metric_regressions", [])
     if not (regressions or unexpected or flaky or metrics):

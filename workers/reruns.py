@@ -14,6 +14,7 @@ and a hard time limit (the worker's main process writes that result).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fleet.errors import ErrorKind
@@ -62,6 +63,7 @@ def record(result: Result, job: Job) -> dict[str, Any]:
         "message": str(err.get("message", ""))[:300],
         "worker": result.get("worker"),
         "delivery": result.get("delivery"),
+        "pid": os.getpid(),  # a rerun runs in a fresh process: a different pid
         "started_at": result.get("started_at"),
     }
 

@@ -6,7 +6,7 @@ check names; workers call register().
 
 from __future__ import annotations
 
-CHECKS = ("hang", "oom", "crash", "slow", "raises", "tracked")
+CHECKS = ("hang", "oom", "crash", "slow", "raises", "tracked", "flaky", "stepped")
 
 
 def register() -> None:
