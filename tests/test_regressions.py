@@ -306,3 +306,26 @@ def test_alerts_are_received_and_a_silent_endpoint_never_fails_the_run(
     assert notify.check_url(url) == url
     bad = orchestrator("submit", "--notify", "ftp://x/y", *common)
     assert bad.returncode == 2 and "--notify" in bad.stderr
+
+
+def test_a_library_upgrade_on_another_worker_is_attributed(redis_url: str, start_worker, tmp_path: Path) -> None:
+    """Two real workers in turn: the job fails on the first, passes on the second, which runs
+    another transformers release; the change names both facts."""
+    flaky_dir = tmp_path / "flaky"
+    flaky_dir.mkdir()
+    catalog = Catalog("test", {"upg": synthetic_family("upg", check="flaky")})  # fails, then passes
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    old = start_worker(redis_url, name="old", FLEET_TEST_FLAKY_DIR=str(flaky_dir))
+    first = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
+    wait(store, first)
+    old.stop()
+    start_worker(redis_url, name="new", FLEET_TEST_FLAKY_DIR=str(flaky_dir), FLEET_TEST_TRANSFORMERS_VERSION="9.1.0")
+    second = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
+    wait(store, second)
+    row = report.build(store, second)["rows"][0]
+    assert (row["baseline"]["status"], row["status"], row["change"]) == ("FAILED", "SYNTHETIC", "improved")
+    changed = {c["fact"]: (c["from"], c["to"]) for c in row["attribution"]["changed"]}
+    installed = store.results(first)[0]["environment"]["transformers"]
+    assert changed == {"transformers": (installed, "9.1.0"), "worker": ("cpu@old", "cpu@new")}
+    assert f"transformers {installed} → 9.1.0" in row["attribution"]["summary"]
+    assert row["history"]["first_failure"] is None and row["history"]["last_success"]["run_id"] == second
