@@ -19,6 +19,7 @@ class Status(StrEnum):
     REAL = "REAL"  # named candidate's pretrained weights loaded and the check passed
     SYNTHETIC = "SYNTHETIC"  # no candidate usable; a locally built random-weight model passed
     FAILED = "FAILED"  # the check ran and failed, or every option failed
+    FLAKY = "FLAKY"  # failed, then passed on a rerun in a fresh process (result["pass_ratio"])
     SKIPPED = "SKIPPED"  # could not be attempted (no such device on any worker, too large)
     LOST = "LOST"  # no result before the run's deadline
 
@@ -27,7 +28,15 @@ FAILING = (Status.FAILED, Status.LOST)
 # Final once written: a result that arrives later is kept as a late attempt, never in their place.
 SEALED: tuple[str, ...] = (Status.LOST, Status.SKIPPED)
 # Order used to decide whether a change is an improvement or a regression (also the report's scores).
-RANK: dict[str, int] = {Status.REAL: 4, Status.SYNTHETIC: 3, Status.SKIPPED: 2, Status.FAILED: 1, Status.LOST: 0}
+# FLAKY sits between SYNTHETIC and SKIPPED: it did pass, but not every time.
+RANK: dict[str, int] = {
+    Status.REAL: 5,
+    Status.SYNTHETIC: 4,
+    Status.FLAKY: 3,
+    Status.SKIPPED: 2,
+    Status.FAILED: 1,
+    Status.LOST: 0,
+}
 STATUSES: tuple[str, ...] = tuple(str(s) for s in sorted(Status, key=lambda s: -RANK[s]))
 
 
@@ -58,6 +67,8 @@ class Job(TypedDict):
     repeats: int
     max_attempts: int
     pins: NotRequired[list[dict[str, Any]]]  # known answers for this family's candidates (fleet/pins.py)
+    reruns: NotRequired[int]  # how many times a FAILED job is run again before it is reported (default 0)
+    rerun: NotRequired[int]  # which run of the job this message is: 0 first, 1.. reruns
 
 
 class Result(TypedDict):
@@ -83,6 +94,10 @@ class Result(TypedDict):
     delivery: int | None
     started_at: float | None
     finished_at: float | None
+    # Set only when the job was rerun after a failure (RunSettings.reruns): every outcome in
+    # order, and the share of them that passed.
+    reruns: NotRequired[list[dict[str, Any]]]  # [{status, error_kind, message, worker, delivery, rerun}]
+    pass_ratio: NotRequired[float]
 
 
 def job_id(family: str, device: str) -> str:

@@ -181,3 +181,4 @@ class RunSettings:
     deadline_s: float | None = None  # after this a job with no result is LOST; None: fleet.timing.default_deadline
     repeats: int | None = None  # overrides the family's steady-state repeat count
     time_limit_s: float | None = None  # overrides the family's time limit
+    reruns: int = 0  # a FAILED job runs again up to this many times (fresh process); mixed outcomes: FLAKY

@@ -27,7 +27,7 @@ from fleet.settings import Settings, redact_url
 T = TypeVar("T")
 PREFIX = "fleet"
 WORKER_TTL_S = 30
-RUN_KEYS = ("meta", "jobs", "results", "attempts", "finished", "report", "late")
+RUN_KEYS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns")
 HELD_KEY = "fleet:held"  # delivery tag -> instance id of the worker process that received it
 UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"  # kombu's Redis transport
 
@@ -203,12 +203,12 @@ class ResultStore:
         return int(self.r.hlen(self._k("run", run_id, "jobs")))
 
     # -- results ----------------------------------------------------------------------
-    def begin_attempt(self, run_id: str, job_id: str) -> tuple[bool, int]:
+    def begin_attempt(self, run_id: str, job_id: str, counter: str | None = None) -> tuple[bool, int]:
         """One round trip: whether the job already has a result, and its delivery count
-        (this delivery included)."""
+        (this delivery included). counter: the field counted (default job_id; a rerun counts apart)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hexists(self._k("run", run_id, "results"), job_id)
-        pipe.hincrby(self._k("run", run_id, "attempts"), job_id, 1)
+        pipe.hincrby(self._k("run", run_id, "attempts"), counter or job_id, 1)
         done, count = pipe.execute()
         return bool(done), int(count)
 
@@ -225,6 +225,43 @@ class ResultStore:
     def late_results(self, run_id: str) -> list[Result]:
         """Results that arrived after the run was finished or the job's result was sealed."""
         return [json.loads(v) for v in self.r.lrange(self._k("run", run_id, "late"), 0, -1)]
+
+    # -- reruns (a FAILED job run again before its result is written) --------------------
+    def add_rerun(self, run_id: str, job_id: str, rerun: int, record: dict[str, Any]) -> bool:
+        """Keep the outcome of run number `rerun` of a job; False when it was already kept
+        (a redelivery of a message whose outcome is known)."""
+        return bool(self.r.hsetnx(self._k("run", run_id, "reruns"), f"{job_id}#{rerun}", json.dumps(record)))
+
+    def reruns(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
+        """The outcomes kept for a job, in rerun order."""
+        raw = self.r.hgetall(self._k("run", run_id, "reruns"))
+        mine = {int(k.rpartition("#")[2]): json.loads(v) for k, v in raw.items() if k.rpartition("#")[0] == job_id}
+        return [mine[i] for i in sorted(mine)]
+
+    # -- reading across runs (baselines, history, trends) -------------------------------
+    def runs_before(self, run_id: str, limit: int) -> list[tuple[str, float]]:
+        """Up to `limit` runs older than run_id with their start times, newest first."""
+        score = self.r.zscore(self._k("runs"), run_id)
+        if score is None:
+            return []
+        rows = self.r.zrevrangebyscore(self._k("runs"), f"({score}", "-inf", start=0, num=limit, withscores=True)
+        return [(str(rid), float(ts)) for rid, ts in rows]
+
+    def results_of(self, run_ids: list[str], job_ids: list[str]) -> dict[str, dict[str, Result]]:
+        """For each run, its results for these jobs (one round trip)."""
+        if not run_ids or not job_ids:
+            return {rid: {} for rid in run_ids}
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(self._k("run", rid, "results"), job_ids)
+        out: dict[str, dict[str, Result]] = {}
+        for rid, values in zip(run_ids, pipe.execute(), strict=True):
+            out[rid] = {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+        return out
+
+    def job_specs(self, run_id: str, job_ids: list[str]) -> dict[str, Job]:
+        values = self.r.hmget(self._k("run", run_id, "jobs"), job_ids) if job_ids else []
+        return {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
 
     def results(self, run_id: str) -> list[Result]:
         raw = self.r.hgetall(self._k("run", run_id, "results"))

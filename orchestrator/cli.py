@@ -1,8 +1,8 @@
 """The `orchestrator` command: submit runs, follow them, report on them, run the embedded fleet.
 
 Exit codes: 0 ok; 1 internal error; 2 bad input (catalog, family, device, option);
-3 Redis unreachable; 4 run or file not found; 5 the run has FAILED or LOST jobs;
-130 interrupted.
+3 Redis unreachable; 4 run or file not found; 5 the run has FAILED or LOST jobs (with
+--expectations: the run has unexpected outcomes); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -26,16 +26,21 @@ from fleet.protocol import FAILING, Status
 from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
 from fleet.timing import MAX_TIME_LIMIT_S, finite_positive
-from orchestrator import metrics, report, runs
+from orchestrator import expectations as expecting
+from orchestrator import metrics, notify, report, runs
 from orchestrator import pins as pinning
+from orchestrator.trends import TrendSettings
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
-because no worker served their device), 130 interrupted. Output closed early (| head): 0.
+because no worker served their device; with --expectations: unexpected outcomes, unexpected
+passes included), 130 interrupted. Output closed early (| head): 0.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
 
 
 PINS_HELP = "known-answer pins (TOML, from `orchestrator pin`), on top of the shipped ones (default $FLEET_PINS)"
+EXPECT_HELP = "expected outcome per job (TOML, e.g. from `orchestrator expect`): exit 5 only for unexpected outcomes"
+NOTIFY_HELP = "POST a JSON summary of unexpected changes here (Slack-compatible); a failed alert never fails the run"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,6 +113,15 @@ def _parser() -> argparse.ArgumentParser:
         help="submission order: longest expected job first (from the previous run), or catalog order",
     )
     select.add_argument("--pins", metavar="FILE", help=PINS_HELP)
+    select.add_argument(
+        "--reruns",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run a FAILED job again up to N times in a fresh process; mixed outcomes are FLAKY (default 1, 0: never)",
+    )
+    select.add_argument("--expectations", metavar="FILE", help=EXPECT_HELP)
+    select.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
 
     s = sub.add_parser(
         "submit",
@@ -158,6 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--force", action="store_true", help="with --output: replace a symbolic link at PATH")
 
+    rp.add_argument("--expectations", metavar="FILE", help="separate expected from unexpected outcomes")
+    rp.add_argument("--trend-runs", type=int, default=5, metavar="N", help="runs in a metric's median (default 5)")
+    rp.add_argument("--trend-violations", type=int, default=2, metavar="K", help="violations in a row (default 2)")
+    rp.add_argument(
+        "--trend-threshold", type=float, default=0.2, metavar="F", help="relative change that violates (default 0.2)"
+    )
+
     mt = sub.add_parser(
         "metrics",
         parents=[conn],
@@ -191,6 +212,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--deadline", type=_finite, default=3600.0, metavar="S", help="run deadline (default 3600)")
     b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
     b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
+    b.add_argument("--reruns", type=int, default=1, metavar="N", help="reruns of a FAILED job (default 1)")
+    b.add_argument("--expectations", metavar="FILE", help="expected outcomes, for the reports and alerts")
+    b.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
 
     pn = sub.add_parser(
         "pin",
@@ -202,6 +226,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     pn.add_argument("run_id", nargs="?")
     pn.add_argument("--output", type=Path, metavar="PATH", required=True, help="pins TOML file to write (atomically)")
+
+    ex = sub.add_parser(
+        "expect",
+        parents=[conn],
+        help="write an expectations file from a run's outcomes (default: the latest run)",
+        description="Write expectations.toml: each job's status in the run, with a reason to edit. Later "
+        "runs given --expectations FILE exit 5 only for outcomes that differ (unexpected passes included).",
+    )
+    ex.add_argument("run_id", nargs="?")
+    ex.add_argument("--output", type=Path, metavar="PATH", required=True, help="TOML file to write (atomically)")
 
     sub.add_parser("runs", parents=[conn], help="list the stored runs, newest first")
     sub.add_parser("workers", parents=[conn], help="list the live workers and what they serve")
@@ -245,8 +279,14 @@ def _store(settings: Settings) -> ResultStore:
 def _run_settings(args: argparse.Namespace) -> RunSettings:
     if args.time_limit is not None and args.time_limit > MAX_TIME_LIMIT_S:
         raise BadInput(f"--time-limit must be at most {MAX_TIME_LIMIT_S:g} s, got {args.time_limit:g}")
+    if args.reruns < 0:
+        raise SelectionError(f"--reruns must be 0 or more, got {args.reruns}")
     return RunSettings(
-        max_attempts=args.max_attempts, deadline_s=args.deadline, repeats=args.repeats, time_limit_s=args.time_limit
+        max_attempts=args.max_attempts,
+        deadline_s=args.deadline,
+        repeats=args.repeats,
+        time_limit_s=args.time_limit,
+        reruns=args.reruns,
     )
 
 
@@ -267,13 +307,15 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     pins = pinning.load(args.pins or settings.pins)
+    expected = expecting.load(args.expectations)
+    notify.check_url(args.notify)
     app = make_app(settings=settings)
     run_id = submit(store, app, catalog, families, devices, run_settings, order=args.order, pins=pins)
     print(run_id, flush=True)
     if not args.wait:
         return ExitCode.OK
     counts = runs.wait(store, run_id, ProgressBar())
-    verdict = _verdict(run_id, counts)
+    verdict = _finish(store, run_id, counts, expected, args.notify)
     # Devices nobody served: the run did not test what was asked, so --wait does not exit 0.
     unserved = sorted(
         {
@@ -288,8 +330,26 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     return verdict
 
 
+def _finish(
+    store: ResultStore,
+    run_id: str,
+    counts: Counter[str],
+    expected: expecting.Expectations | None,
+    notify_url: str | None,
+) -> int:
+    """Alert (when asked, never failing the run), then the exit code."""
+    if notify_url:
+        notify.send(notify_url, report.build(store, run_id, expectations=expected))
+    if expected is not None:
+        return _verdict_expected(run_id, store, expected)
+    return _verdict(run_id, counts)
+
+
 def _verdict(run_id: str, counts: Counter[str]) -> int:
     bad = sum(counts.get(s, 0) for s in FAILING)
+    flaky = counts.get("FLAKY", 0)
+    if flaky:
+        print(f"orchestrator: run {run_id}: {flaky} job(s) FLAKY (passed on a rerun)", file=sys.stderr)
     if bad:
         print(f"orchestrator: run {run_id}: {bad} job(s) FAILED or LOST", file=sys.stderr)
         return RunFailed.exit_code
@@ -311,6 +371,18 @@ def _state_dir(path: Path) -> Path:
     return path
 
 
+def _verdict_expected(run_id: str, store: ResultStore, expected: expecting.Expectations) -> int:
+    """Exit 5 only for outcomes that differ from the expectations (unexpected passes included)."""
+    bad = [(r, expected.judge(r)) for r in store.results(run_id)]
+    bad = [(r, v) for r, v in bad if v["unexpected"]]
+    for r, v in bad:
+        want = v["expected"] or "a pass"
+        print(f"orchestrator: {run_id}: {r['job_id']}: {v['kind']}: {r['status']}, expected {want}", file=sys.stderr)
+    if bad:
+        return RunFailed.exit_code
+    return ExitCode.OK
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from fleet.launcher import visible_gpus
@@ -324,6 +396,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
     run_settings = _run_settings(args)
     pins = pinning.load(args.pins or settings.pins)
+    expected = expecting.load(args.expectations)
+    notify.check_url(args.notify)
     state = _state_dir(args.state_dir or settings.home)
     worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in devices) else []))
     flags = ["--trust-remote-code"] * args.trust_remote_code + ["--allow-pickle"] * args.allow_pickle
@@ -344,10 +418,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if runs.skip_unserved(store, run_id, store.served_queues()):
             print("orchestrator: warning: no GPU visible here; cuda jobs end SKIPPED", file=sys.stderr)
         counts = runs.wait(store, run_id, ProgressBar())
-        paths = report.save_run_report(store, run_id, args.output_dir or state / "reports")
+        paths = report.save_run_report(store, run_id, args.output_dir or state / "reports", expectations=expected)
+        code = _finish(store, run_id, counts, expected, args.notify)
     for path in paths:
         print(path)
-    return _verdict(run_id, counts)
+    return code
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -380,7 +455,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
     run_id = store.resolve_run_id(args.run_id)
-    text = report.RENDERERS[args.format](report.build(store, run_id))
+    trend = TrendSettings(args.trend_runs, args.trend_violations, args.trend_threshold)
+    if trend.window < 1 or trend.violations < 1 or trend.threshold <= 0:
+        raise SelectionError("--trend-runs and --trend-violations must be at least 1, --trend-threshold positive")
+    expected = expecting.load(args.expectations)
+    text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend))
     if args.output:
         report.write_atomic(args.output, text, force=args.force)
         print(args.output)
@@ -420,6 +499,8 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:
         print(f"  {c['job_id']}: {c['from']} -> {c['to']} ({c['change']})")
     for c in data["metric_changes"]:
         print(f"  {c['job_id']}: {c['metric']} {c['from']} -> {c['to']} ({c['relative']:+.0%})")
+    for c in data["metrics_not_compared"]:
+        print(f"  {c['job_id']}: metrics not compared ({c['reason']})")
     if not data["status_changes"] and not data["metric_changes"]:
         print("  no changes")
     return ExitCode.OK
@@ -452,8 +533,14 @@ def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
 
     state = args.state_dir or settings.home
     pins_path = args.pins or settings.pins
+    if args.reruns < 0:
+        raise SelectionError(f"--reruns must be 0 or more, got {args.reruns}")
+    expecting.load(args.expectations)  # a bad file is an error now, not at the first scheduled run
     options = ScheduleOptions(
         spec=args.schedule or DEFAULT_SCHEDULE,
+        reruns=args.reruns,
+        expectations=str(Path(args.expectations).resolve()) if args.expectations else None,
+        notify=notify.check_url(args.notify),
         devices=tuple(parse_devices(args.devices)),
         reports_dir=args.reports_dir or state / "reports",
         catalog=str(Path(args.catalog).resolve()) if args.catalog else None,
@@ -500,6 +587,17 @@ def cmd_pin(args: argparse.Namespace, settings: Settings) -> int:
     return ExitCode.OK
 
 
+def cmd_expect(args: argparse.Namespace, settings: Settings) -> int:
+    store = _store(settings)
+    run_id = store.resolve_run_id(args.run_id)
+    results = runs.view(store, run_id).results
+    if not results:
+        raise SelectionError(f"run {run_id} has no results yet: nothing to expect")
+    report.write_atomic(args.output, expecting.dumps(results, run_id))
+    print(f"{args.output}: {len(results)} expectation(s) from run {run_id}")
+    return ExitCode.OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "beat": cmd_beat,
     "submit": cmd_submit,
@@ -511,6 +609,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "runs": cmd_runs,
     "workers": cmd_workers,
     "pin": cmd_pin,
+    "expect": cmd_expect,
 }
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ from fleet.devices import Device
 from fleet.errors import SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
-from orchestrator import metrics, report
+from orchestrator import expectations as expecting
+from orchestrator import metrics, notify, report
 from orchestrator import pins as pinning
+from orchestrator.expectations import Expectations
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 
@@ -91,11 +93,14 @@ class ScheduleOptions:
     catalog: str | None = None
     deadline_s: float = 3600.0
     pins: str | None = None  # known answers on top of the shipped ones
+    reruns: int = 1  # reruns of a FAILED job (RunSettings.reruns)
+    expectations: str | None = None  # expectations file, for the report and the alert
+    notify: str | None = None  # webhook URL for the alert (never logged)
 
 
-def publish_report(store: ResultStore, run_id: str, out_dir: Path) -> Path:
+def publish_report(store: ResultStore, run_id: str, out_dir: Path, expectations: Expectations | None = None) -> Path:
     """Write the run's reports, point latest.md and latest.html at them, refresh fleet.prom."""
-    md_path, _json_path, html_path = report.save_run_report(store, run_id, out_dir)
+    md_path, _json_path, html_path = report.save_run_report(store, run_id, out_dir, expectations=expectations)
     for path in (md_path, html_path):
         link = out_dir / f"latest{path.suffix}"
         tmp = out_dir / f".latest{path.suffix}.{os.getpid()}"
@@ -139,7 +144,7 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     """Claim the slot; if ours, run every family on the configured devices and publish the report."""
     store = ResultStore.from_settings(settings)
     catalog = load_catalog(options.catalog, settings.plugins)
-    run_settings = RunSettings(deadline_s=options.deadline_s)
+    run_settings = RunSettings(deadline_s=options.deadline_s, reruns=options.reruns)
     run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
     if not store.claim_slot(slot, run_id):
         return f"slot {slot} already taken by {store.slot_run(slot)}"
@@ -149,5 +154,7 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
         store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}", pins=pins
     )
     wait(store, run_id, poll_s=2.0)
-    publish_report(store, run_id, options.reports_dir)
+    expected = expecting.load(options.expectations)
+    publish_report(store, run_id, options.reports_dir, expected)
+    notify.send(options.notify, report.build(store, run_id, expectations=expected))
     return run_id

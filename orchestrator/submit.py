@@ -58,6 +58,8 @@ def plan_jobs(
                     "repeats": settings.repeats or fam.repeats,
                     "max_attempts": settings.max_attempts,
                     "pins": pinning.for_job(pins, fam, device),
+                    "reruns": settings.reruns,
+                    "rerun": 0,
                 }
             )
     return jobs

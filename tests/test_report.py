@@ -288,13 +288,20 @@ def test_junit_and_json(redis_url: str) -> None:
 def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:
     store = ResultStore(redis_url)
     _fixture(store)
-    res = store.results("run-2")
-    t5 = next(r for r in res if r["family"] == "t5")
-    t5["metrics"]["latency_ms_p50"] = 10.0  # +100 %
-    store.r.hset("fleet:run:run-2:results", t5["job_id"], json.dumps(t5))  # edit the finished fixture run
+    for run_id in ("run-1", "run-2"):  # the same synthetic weights in both runs (edits of finished fixture runs)
+        t5 = next(r for r in store.results(run_id) if r["family"] == "t5")
+        t5["revision"] = "seed=1234,config=abc"
+        if run_id == "run-2":
+            t5["metrics"]["latency_ms_p50"] = 10.0  # +100 %
+        store.r.hset(f"fleet:run:{run_id}:results", t5["job_id"], json.dumps(t5))
+    llama = next(r for r in store.results("run-2") if r["family"] == "llama")
+    llama["metrics"]["latency_ms_p50"] = 3.7  # -26 %, but a different model: not a latency change
+    store.r.hset("fleet:run:run-2:results", llama["job_id"], json.dumps(llama))
     d = report.diff(store, "run-1", "run-2", threshold=0.2)
     assert {"job_id": "llama@cpu", "from": "REAL", "to": "SYNTHETIC", "change": "regressed"} in d["status_changes"]
     assert [(c["job_id"], c["metric"]) for c in d["metric_changes"]] == [("t5@cpu", "latency_ms_p50")]
+    skipped = {c["job_id"]: c["reason"] for c in d["metrics_not_compared"]}
+    assert skipped["llama@cpu"].startswith("weights none -> synthetic:synthetic:llama")
 
 
 def test_cross_device_agreement() -> None:

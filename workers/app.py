@@ -34,7 +34,7 @@ from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import restore_orphans
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from workers import synthetic
+from workers import reruns, synthetic
 from workers.core import leaves_process_unclean, run_job, worker_name
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
@@ -95,9 +95,11 @@ def run_check(self: Task, job: Job) -> str:
             s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
         return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
-    done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id))
+    done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id, reruns.counter(job)))
     if done:
         return "already done"  # a repeated delivery of a finished job: nothing to count twice
+    if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
+        return "already rerun"  # this run's outcome is kept and the next run was published
     if delivery > int(job.get("max_attempts", 3)):
         gave_up = terminal_result(
             job,
@@ -110,6 +112,10 @@ def run_check(self: Task, job: Job) -> str:
         s.retrying(lambda: s.put_result(gave_up, sealed=SEALED))
         return "gave up"
     result = run_job(job, delivery=delivery, settings=settings())
+    if reruns.wants_rerun(result, job):
+        _rerun(self, s, job, result)  # does not return: the rerun starts in a fresh process
+    if reruns.rerun_number(job):
+        result = reruns.final(result, job, s.retrying(lambda: s.reruns(run_id, job_id)))
     s.retrying(lambda: s.put_result(result, sealed=SEALED))
     why = leaves_process_unclean(result, settings())
     if why:
@@ -118,6 +124,32 @@ def run_check(self: Task, job: Job) -> str:
         logger.warning("replacing pool process %s after %s: %s", os.getpid(), job_id, why)
         os._exit(0)
     return str(result["status"])
+
+
+def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
+    """Keep this outcome, publish the job's next run, and replace this pool process (see
+    workers/reruns.py). The redelivery that follows the exit finds the outcome kept and stops."""
+    n = reruns.rerun_number(job)
+    s.retrying(lambda: s.add_rerun(job["run_id"], job["job_id"], n, reruns.record(result, job)))
+    hard, soft = task.request.timelimit or (None, None)
+    task.app.send_task(
+        RUN_CHECK_TASK,
+        args=[reruns.next_job(job)],
+        queue=job["queue"],
+        soft_time_limit=soft,
+        time_limit=hard,
+        argsrepr=f"[{job['job_id']} of {job['run_id']}, rerun {n + 1}]",
+        kwargsrepr="{}",
+        retry=True,
+    )
+    logger.warning(
+        "%s FAILED (%s): rerun %d published; replacing pool process %s",
+        job["job_id"],
+        (result.get("error") or {}).get("kind"),
+        n + 1,
+        os.getpid(),
+    )
+    os._exit(0)
 
 
 # -- capabilities and heartbeat (worker main process) --------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleet.store import ResultStore
+from orchestrator.expectations import Expectations
 from orchestrator.output import write_atomic
 from orchestrator.report.diff import diff
 from orchestrator.report.html import render_html
@@ -17,9 +18,11 @@ from orchestrator.report.model import agreement, assemble, build, compare_output
 RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit, "html": render_html}
 
 
-def save_run_report(store: ResultStore, run_id: str, out_dir: Path) -> tuple[Path, Path, Path]:
+def save_run_report(
+    store: ResultStore, run_id: str, out_dir: Path, expectations: Expectations | None = None
+) -> tuple[Path, Path, Path]:
     """Render a run once: markdown kept in Redis, and RUN_ID.md, RUN_ID.json and RUN_ID.html in out_dir."""
-    data = build(store, run_id)
+    data = build(store, run_id, expectations=expectations)
     markdown = render_markdown(data)
     store.save_report(run_id, markdown)
     md_path, json_path, html_path = (out_dir / f"{run_id}.{ext}" for ext in ("md", "json", "html"))

@@ -23,10 +23,18 @@ from markupsafe import Markup, escape
 from fleet.protocol import FAILING, RANK, STATUSES
 from orchestrator.report.markdown import when
 
-LETTER = {"REAL": "R", "SYNTHETIC": "S", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
+LETTER = {"REAL": "R", "SYNTHETIC": "S", "FLAKY": "Y", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); the letter
 # in each cell carries the status without colour.
-COLOUR = {"REAL": "#009e73", "SYNTHETIC": "#56b4e9", "SKIPPED": "#bbbbbb", "FAILED": "#d55e00", "LOST": "#cc79a7"}
+COLOUR = {
+    "REAL": "#009e73",
+    "SYNTHETIC": "#56b4e9",
+    "FLAKY": "#e69f00",
+    "SKIPPED": "#bbbbbb",
+    "FAILED": "#d55e00",
+    "LOST": "#cc79a7",
+}
+assert set(LETTER) == set(COLOUR) == set(STATUSES), "every status needs a letter and a colour"
 CHART_BARS = 40  # the largest values per chart; every value is in the job's details
 
 

@@ -1,9 +1,26 @@
-"""The JSON report: the run, its summary and every result with its full evidence."""
+"""The JSON report: the run, its summary and every result with its full evidence.
+
+Timestamps are ISO 8601 UTC strings ("2026-09-22T14:13:20Z"); the Unix seconds they came from
+are kept next to them as *_unix.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from orchestrator.baselines import iso
+
+TIMESTAMPS = ("started_at", "finished_at")
+
+
+def _stamped(data: dict[str, Any]) -> dict[str, Any]:
+    out = dict(data)
+    for key in TIMESTAMPS:
+        if key in out and not isinstance(out[key], str):
+            out[f"{key}_unix"] = out[key]
+            out[key] = iso(out[key])
+    return out
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -21,9 +38,28 @@ def to_json(report: dict[str, Any]) -> str:
         "agreement",
         "results",
     )
-    data = {k: report[k] for k in keep}
+    data = _stamped({k: report[k] for k in keep})
+    data["results"] = [_stamped(dict(r)) for r in report["results"]]
     data["changes"] = [
-        {"job_id": r["job_id"], "previous": r["previous_status"], "current": r["status"], "change": r["change"]}
+        {
+            "job_id": r["job_id"],
+            "previous": r["previous_status"],
+            "current": r["status"],
+            "change": r["change"],
+            "baseline": r.get("baseline"),
+            "history": r.get("history"),
+            "attribution": r.get("attribution"),
+            "expectation": r.get("expectation"),
+            "trends": r.get("trends") or {},
+        }
         for r in report["rows"]
     ]
+    data["expectations"] = report.get("expectations")
+    data["unexpected"] = [r["job_id"] for r in report.get("unexpected", [])]
+    data["flaky"] = [
+        {"job_id": r["job_id"], "pass_ratio": r.get("pass_ratio"), "reruns": r.get("reruns", [])}
+        for r in report.get("flaky", [])
+    ]
+    data["metric_regressions"] = report.get("metric_regressions", [])
+    data["trend_settings"] = report.get("trend_settings")
     return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -1,4 +1,11 @@
-"""JUnit XML: one testcase per job, FAILED and LOST as failures, SKIPPED as skipped."""
+"""JUnit XML: one testcase per job, FAILED and LOST as failures, SKIPPED as skipped.
+
+Timestamps are ISO 8601 (UTC, without offset, as the JUnit schema's xs:dateTime is read by
+most tools). A FLAKY job passed on a rerun: it is reported as passed with one <flakyFailure>
+per failed run (the Maven Surefire convention); a FAILED job that was rerun carries one
+<rerunFailure> per rerun. With expectations, an expected FAILED is reported as skipped with
+its reason, and an unexpected pass as a failure.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +18,42 @@ from fleet.protocol import FAILING, Status
 
 
 def _iso(ts: float | None) -> str:
-    return datetime.fromtimestamp(ts or 0, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts or 0, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _rerun_nodes(case: ET.Element, tag: str, reruns: list[dict[str, Any]]) -> None:
+    for x in reruns:
+        if x.get("status") in FAILING:
+            kind, message = str(x.get("error_kind") or x["status"]), str(x.get("message") or "")
+            node = ET.SubElement(case, tag, {"type": kind, "message": message})
+            node.text = f"run {x.get('rerun')} on {x.get('worker')} (delivery {x.get('delivery')})"
 
 
 def to_junit(report: dict[str, Any]) -> str:
     s = report["summary"]
+    rows = report["rows"]
+
+    def failing(r: dict[str, Any]) -> bool:
+        exp = r.get("expectation")
+        if exp is not None:
+            return bool(exp["unexpected"])
+        return r["status"] in FAILING
+
+    def skipped(r: dict[str, Any]) -> bool:
+        return not failing(r) and (r["status"] == Status.SKIPPED or r["status"] in FAILING)
+
     suite = ET.Element(
         "testsuite",
         {
             "name": f"model-fleet {report['run_id']}",
             "tests": str(s["total"]),
-            "failures": str(s["FAILED"] + s["LOST"]),
-            "skipped": str(s["SKIPPED"]),
+            "failures": str(sum(failing(r) for r in rows)),
+            "skipped": str(sum(skipped(r) for r in rows)),
+            "flaky": str(s.get(Status.FLAKY, 0)),
             "timestamp": _iso(report["started_at"]),
         },
     )
-    for r in report["rows"]:
+    for r in rows:
         case = ET.SubElement(
             suite,
             "testcase",
@@ -34,16 +61,26 @@ def to_junit(report: dict[str, Any]) -> str:
                 "classname": f"model_fleet.{r['family']}",
                 "name": r["job_id"],
                 "time": str(r.get("metrics", {}).get("job_s", 0)),
+                "timestamp": _iso(r.get("started_at")),
             },
         )
         err = r.get("error") or {}
-        if r["status"] in FAILING:
-            node = ET.SubElement(
-                case, "failure", {"type": err.get("kind", r["status"]), "message": err.get("message", "")}
-            )
+        exp = r.get("expectation") or {}
+        reruns = r.get("reruns") or []
+        if failing(r):
+            message = err.get("message", "")
+            if exp.get("unexpected") and exp.get("kind") == "unexpected pass":
+                message = f"unexpected pass: {r['status']}, expected {exp.get('expected')} ({exp.get('reason')})"
+            node = ET.SubElement(case, "failure", {"type": err.get("kind", r["status"]), "message": message})
             node.text = json.dumps(r.get("attempts", []), indent=1)
-        elif r["status"] == Status.SKIPPED:
-            ET.SubElement(case, "skipped", {"message": err.get("message", "")})
+            _rerun_nodes(case, "rerunFailure", reruns[1:])
+        elif skipped(r):
+            why = err.get("message", "")
+            if exp.get("expected"):
+                why = f"expected {exp['expected']}: {exp.get('reason')}; {why}"
+            ET.SubElement(case, "skipped", {"message": why})
+        elif r["status"] == Status.FLAKY:
+            _rerun_nodes(case, "flakyFailure", reruns)
         ET.SubElement(
             case, "system-out"
         ).text = f"{r['status']} model={r.get('model_used')} source={r.get('source')} revision={r.get('revision')}"

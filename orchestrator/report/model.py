@@ -6,23 +6,52 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from fleet.protocol import Result, Status, change
+from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
-from orchestrator import runs
+from orchestrator import attribution, baselines, runs, trends
+from orchestrator.expectations import Expectations
 
 CHANGE_ORDER = {"regressed": 0, "new": 1, "improved": 2, "unchanged": 3}
 AGREEMENT_ATOL = 1e-3
 HISTORY_RUNS = 10
 
 
-def build(store: ResultStore, run_id: str, history_runs: int = HISTORY_RUNS) -> dict[str, Any]:
+def build(
+    store: ResultStore,
+    run_id: str,
+    history_runs: int = HISTORY_RUNS,
+    expectations: Expectations | None = None,
+    trend: trends.TrendSettings | None = None,
+    window: int = baselines.WINDOW_RUNS,
+) -> dict[str, Any]:
+    """The report model. Each row's baseline is the newest earlier run that had the same job
+    (orchestrator.baselines), not simply the run before."""
     current = runs.view(store, run_id)  # reading never writes: a run past its deadline is shown as it will end
     meta, results = current.meta, current.results
+    trend = trend or trends.TrendSettings()
     previous_id = store.previous_run_id(run_id)
-    previous_results = store.results(previous_id) if previous_id else []
-    loaded = {run_id: results} | ({previous_id: previous_results} if previous_id else {})
-    history = _history(store, run_id, history_runs, loaded)
-    data = assemble(meta, results, previous_id, {r["job_id"]: r for r in previous_results}, history)
+    histories = baselines.collect(store, run_id, meta["started_at"], results, window, trend.samples_needed)
+    history = _history(store, run_id, history_runs, {run_id: results})
+    # the catalog entries of this run and of each baseline run, for attribution
+    specs: dict[tuple[str, str], Job] = {(run_id, jid): job for jid, job in store.jobs(run_id).items()}
+    wanted: dict[str, list[str]] = {}
+    for jid, h in histories.items():
+        if h.baseline is not None:
+            wanted.setdefault(h.baseline.run_id, []).append(jid)
+    for rid, jids in wanted.items():
+        specs.update({(rid, jid): job for jid, job in store.job_specs(rid, jids).items()})
+    baseline_results = {jid: h.baseline.result for jid, h in histories.items() if h.baseline is not None}
+    data = assemble(
+        meta,
+        results,
+        previous_id,
+        baseline_results,
+        history,
+        histories=histories,
+        expectations=expectations,
+        trend=trend,
+        specs=specs,
+    )
     data["late_attempts"] = store.late_results(run_id)  # after the run ended or the job was sealed
     return data
 
@@ -33,13 +62,47 @@ def assemble(
     previous_id: str | None,
     previous: dict[str, Result],
     history: list[tuple[str, dict[str, str]]],
+    histories: dict[str, baselines.JobHistory] | None = None,
+    expectations: Expectations | None = None,
+    trend: trends.TrendSettings | None = None,
+    specs: dict[tuple[str, str], Job] | None = None,
 ) -> dict[str, Any]:
+    """previous: each job's baseline result; histories (from baselines.collect) add where it
+    came from, the job's status history and metric trends."""
+    histories, specs, trend = histories or {}, specs or {}, trend or trends.TrendSettings()
     rows: list[dict[str, Any]] = []
+    metric_regressions: list[dict[str, Any]] = []
     for r in results:
-        prev = previous.get(r["job_id"])
+        jid = r["job_id"]
+        prev = previous.get(jid)
+        h = histories.get(jid)
         prev_status = str(prev["status"]) if prev else None
-        rows.append({**r, "previous_status": prev_status, "change": change(prev_status, str(r["status"]))})
-    rows.sort(key=lambda r: (CHANGE_ORDER[r["change"]], r["family"], r["device"]))
+        if h is not None and h.baseline is not None:
+            base: dict[str, Any] | None = h.baseline.ref()
+        else:
+            base = {"run_id": previous_id, "date": None, "status": prev_status} if prev else None
+        row: dict[str, Any] = {
+            **r,
+            "previous_status": prev_status,
+            "baseline": base,
+            "change": change(prev_status, str(r["status"])),
+            "history": h.summary() if h is not None else None,
+        }
+        if prev is not None and row["change"] in ("regressed", "improved"):
+            base_run = base["run_id"] if base else None
+            row["attribution"] = attribution.attribute(
+                prev, r, specs.get((str(base_run), jid)), specs.get((r["run_id"], jid))
+            )
+        if h is not None:
+            row["trends"] = trends.trends(h, trend)
+            for metric, t in row["trends"].items():
+                if t["label"] in ("regression", "suspicious"):
+                    metric_regressions.append({"job_id": jid, "metric": metric, **t})
+        if expectations is not None:
+            row["expectation"] = expectations.judge(r)
+            row["unexpected"] = row["expectation"]["unexpected"]
+        rows.append(row)
+    rows.sort(key=lambda r: (not r.get("unexpected"), CHANGE_ORDER[r["change"]], r["family"], r["device"]))
     counts = Counter(r["status"] for r in results)
     versions = sorted(
         {
@@ -57,6 +120,8 @@ def assemble(
         "run_id": meta["run_id"],
         "started_at": meta["started_at"],
         "finished_at": meta.get("finished_at"),
+        "started_at_iso": baselines.iso(meta["started_at"]),
+        "finished_at_iso": baselines.iso(meta.get("finished_at")),
         "deadline": meta.get("deadline"),
         "catalog": meta.get("catalog"),
         "origin": meta.get("origin"),
@@ -66,6 +131,12 @@ def assemble(
         "environments": [dict(zip(env_keys, e, strict=True)) for e in environments],
         "summary": {s.value: counts.get(s.value, 0) for s in Status} | {"total": len(results)},
         "regressions": [r for r in rows if r["change"] == "regressed"],
+        "flaky": [r for r in rows if r["status"] == Status.FLAKY],
+        "metric_regressions": metric_regressions,
+        "trend_settings": {"window": trend.window, "violations": trend.violations, "threshold": trend.threshold},
+        "expectations": expectations.source if expectations is not None else None,
+        "unexpected": [r for r in rows if r.get("unexpected")],
+        "expected": [r for r in rows if expectations is not None and not r.get("unexpected")],
         "rows": rows,
         "agreement": agreement(results),
         "history": history,

@@ -6,10 +6,12 @@ They run real tiny models; only their inference step is replaced by the fault.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import time
 import weakref
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -80,6 +82,37 @@ class Tracked(CausalLMCheck):
         return super().prepare(bundle, device)
 
 
+class Flaky(CausalLMCheck):
+    """Fails one time in two: odd runs fail, even runs pass, counted per family in a file under
+    $FLEET_TEST_FLAKY_DIR (shared by every process of the worker)."""
+
+    name = "flaky"
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        counter = Path(os.environ["FLEET_TEST_FLAKY_DIR"]) / f"{bundle.name.replace(':', '_')}.count"
+        with counter.open("a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            count = int(f.read() or 0) + 1
+            f.seek(0)
+            f.truncate()
+            f.write(str(count))
+        if count % 2:
+            raise RuntimeError(f"deliberate flaky failure (run {count})")
+        return super().prepare(bundle, device)
+
+
+class Stepped(CausalLMCheck):
+    """A real check whose inference first sleeps as many seconds as $FLEET_TEST_STEP_FILE says:
+    a latency step that the test controls between runs."""
+
+    name = "stepped"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        time.sleep(float(Path(os.environ["FLEET_TEST_STEP_FILE"]).read_text()))
+        return super().infer(bundle, inputs)
+
+
 def register_all() -> None:
-    for check in (Hang(), Oom(), Crash(), Slow(), Raises(), Tracked()):
+    for check in (Hang(), Oom(), Crash(), Slow(), Raises(), Tracked(), Flaky(), Stepped()):
         register(check)

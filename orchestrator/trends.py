@@ -1,0 +1,85 @@
+"""Metric trends: a performance regression is called against a median, not against one run.
+
+For each job and metric, the samples are the job's passing outcomes (REAL or SYNTHETIC) with
+the same weights (weights_sha256, or the synthetic revision) on the same device, newest first.
+The newest `violations` samples are compared with the median of the `window` samples before
+them: all of them beyond `threshold` (relative, higher is worse) is a regression; only some
+(the newest included) is suspicious; fewer than `window` earlier samples is insufficient data.
+Metrics measured on different weights are never compared.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.protocol import Result, Status
+from orchestrator.baselines import JobHistory
+
+TREND_METRICS = ("latency_ms_p50", "load_s", "peak_rss_mb", "cuda_peak_allocated_mb")
+
+
+@dataclass(frozen=True)
+class TrendSettings:
+    window: int = 5  # runs in the median
+    violations: int = 2  # consecutive violations that make a regression
+    threshold: float = 0.2  # relative change beyond the median that counts as a violation
+
+    @property
+    def samples_needed(self) -> int:
+        return self.window + self.violations
+
+
+def weights_key(result: Result) -> str | None:
+    """What identifies the weights measured: their digest, or the synthetic model's revision."""
+    if result.get("weights_sha256"):
+        return f"sha256:{result['weights_sha256']}"
+    if result.get("status") == Status.SYNTHETIC and result.get("revision"):
+        return f"synthetic:{result['model_used']}:{result['revision']}"
+    return None
+
+
+def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, Any]]:
+    """{metric: {label, value, median, relative, violations, runs}} for the job's current result."""
+    if not history.samples:
+        return {}
+    current = history.samples[0].result
+    key = weights_key(current)
+    if key is None or current.get("status") not in (Status.REAL, Status.SYNTHETIC):
+        return {}
+    same = [
+        s.result
+        for s in history.samples
+        if s.status in (Status.REAL, Status.SYNTHETIC)
+        and weights_key(s.result) == key
+        and s.result["device"] == current["device"]
+    ]
+    out: dict[str, dict[str, Any]] = {}
+    for metric in TREND_METRICS:
+        values = [r["metrics"].get(metric) for r in same]
+        if not isinstance(values[0], (int, float)):
+            continue
+        series = [float(v) for v in values if isinstance(v, (int, float))]
+        recent = series[: settings.violations]
+        base = series[settings.violations : settings.violations + settings.window]
+        entry: dict[str, Any] = {"value": series[0], "runs": len(base)}
+        if len(base) < settings.window or len(recent) < settings.violations:
+            entry["label"] = "insufficient data"
+            out[metric] = entry
+            continue
+        median = statistics.median(base)
+        violating = [median > 0 and v > median * (1 + settings.threshold) for v in recent]
+        entry.update(
+            median=round(median, 4),
+            relative=round((series[0] - median) / median, 3) if median else None,
+            violations=sum(violating),
+        )
+        if all(violating):
+            entry["label"] = "regression"
+        elif violating[0]:
+            entry["label"] = "suspicious"
+        else:
+            entry["label"] = "ok"
+        out[metric] = entry
+    return out

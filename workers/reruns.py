@@ -1,0 +1,93 @@
+"""Flaky triage: a FAILED job runs again, in a fresh process, before its result is reported.
+
+When a job ends FAILED for a reason that may not repeat (an inference error, a timeout, an
+OOM...), the task keeps the outcome as a rerun record in Redis, publishes the same job again
+with `rerun` + 1 and replaces its pool process (os._exit, as after a job that leaves the process
+unclean), so the rerun starts in a fresh process. Only the final result is written to the
+results hash, so counting completion (HLEN results == jobs) is unchanged. The final result
+carries every outcome (`reruns`) and `pass_ratio`; failed then passed is FLAKY.
+
+Not rerun: reasons that are facts about the weights or the catalog, which a rerun would only
+confirm (DETERMINISTIC), SKIPPED and LOST, a job already given up after dying on every delivery,
+and a hard time limit (the worker's main process writes that result).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from fleet.errors import ErrorKind
+from fleet.protocol import Job, Result, Status
+
+DETERMINISTIC = frozenset(
+    {
+        str(ErrorKind.WEIGHTS_CORRUPT),
+        str(ErrorKind.WEIGHTS_INCOMPLETE),
+        str(ErrorKind.ARCHITECTURE_MISMATCH),
+        str(ErrorKind.UNSUPPORTED_ARCHITECTURE),
+        str(ErrorKind.UNSAFE_WEIGHTS),
+        str(ErrorKind.NO_CONFIG),
+        str(ErrorKind.TOO_LARGE),
+        str(ErrorKind.QUALITY_GATE),
+        "not_allowed",  # a trust policy refusal (branch hardening): the same policy refuses again
+    }
+)
+PASSED = (Status.REAL, Status.SYNTHETIC)
+
+
+def rerun_number(job: Job) -> int:
+    return int(job.get("rerun", 0) or 0)
+
+
+def counter(job: Job) -> str:
+    """The delivery counter of this run of the job: reruns count apart from the first run."""
+    n = rerun_number(job)
+    return job["job_id"] if n == 0 else f"{job['job_id']}#{n}"
+
+
+def wants_rerun(result: Result, job: Job) -> bool:
+    if result["status"] != Status.FAILED or rerun_number(job) >= int(job.get("reruns", 0) or 0):
+        return False
+    error = result.get("error")
+    kind = error["kind"] if error else None
+    return kind not in DETERMINISTIC
+
+
+def record(result: Result, job: Job) -> dict[str, Any]:
+    err: dict[str, Any] = dict(result.get("error") or {})
+    return {
+        "rerun": rerun_number(job),
+        "status": result["status"],
+        "error_kind": err.get("kind"),
+        "message": str(err.get("message", ""))[:300],
+        "worker": result.get("worker"),
+        "delivery": result.get("delivery"),
+        "pid": os.getpid(),  # a rerun runs in a fresh process: a different pid
+        "started_at": result.get("started_at"),
+    }
+
+
+def next_job(job: Job) -> Job:
+    nxt: Job = {**job}
+    nxt["rerun"] = rerun_number(job) + 1
+    return nxt
+
+
+def final(result: Result, job: Job, earlier: list[dict[str, Any]]) -> Result:
+    """The result to report after the job's reruns: FAILED when every run failed, FLAKY when
+    some passed (with the first failure as its error), unchanged when it was never rerun."""
+    if rerun_number(job) == 0 or not earlier:
+        return result
+    runs = [*earlier, record(result, job)]
+    passed = sum(1 for r in runs if r["status"] in PASSED)
+    result["reruns"] = runs
+    result["pass_ratio"] = round(passed / len(runs), 3)
+    if 0 < passed < len(runs):
+        first = next(r for r in runs if r["status"] not in PASSED)
+        result["status"] = str(Status.FLAKY)
+        result["error"] = {
+            "kind": first["error_kind"] or str(ErrorKind.INTERNAL),
+            "message": f"failed {len(runs) - passed} of {len(runs)} runs (first: {first['message']})",
+        }
+    return result
