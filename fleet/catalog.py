@@ -25,7 +25,15 @@ MAX_FAMILIES = 1000
 MAX_CANDIDATES = 32
 MAX_ARCHITECTURES = 32
 # Longest allowed text per key (characters): every job message carries its family's spec.
-MAX_LENGTH = {"description": 2000, "id": 200, "path": 1024, "revision": 200, "check": 64, "synthetic": 64}
+MAX_LENGTH = {
+    "description": 2000,
+    "id": 200,
+    "path": 1024,
+    "revision": 200,
+    "gguf_file": 255,
+    "check": 64,
+    "synthetic": 64,
+}
 MAX_ARCHITECTURE_LENGTH = 128
 # Numbers: (minimum, exclusive minimum?, maximum); NaN and infinities are refused.
 _RANGES: dict[str, tuple[float, bool, float]] = {
