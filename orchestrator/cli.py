@@ -460,23 +460,22 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         raise SelectionError("--trend-runs and --trend-violations must be at least 1, --trend-threshold positive")
     expected = expecting.load(args.expectations)
     text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend))
-    if args.output:
-        report.write_atomic(args.output, text, force=args.force)
-        print(args.output)
-    else:
+    return _emit(text, args.output, force=args.force)
+
+
+def _emit(text: str, output: Path | None, force: bool = False) -> int:
+    """To stdout, or to a regular file written atomically (its path printed)."""
+    if output is None:
         sys.stdout.write(text)
+    else:
+        report.write_atomic(output, text, force=force)
+        print(output)
     return ExitCode.OK
 
 
 def cmd_metrics(args: argparse.Namespace, settings: Settings) -> int:
     store = _store(settings)
-    text = metrics.exposition(store, store.resolve_run_id(args.run_id))
-    if args.output:
-        report.write_atomic(args.output, text)
-        print(args.output)
-    else:
-        sys.stdout.write(text)
-    return ExitCode.OK
+    return _emit(metrics.exposition(store, store.resolve_run_id(args.run_id)), args.output)
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> int:

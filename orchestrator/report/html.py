@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from functools import cache
-from importlib import resources
+from collections.abc import Callable
+from functools import cache, partial
 from typing import Any
 
 import jinja2
 from markupsafe import Markup, escape
 
-from fleet.protocol import FAILING, RANK, STATUSES
+from fleet.protocol import FAILING, STATUSES
 from orchestrator.report.markdown import when
+from orchestrator.report.templating import environment, number
 
 LETTER = {"REAL": "R", "SYNTHETIC": "S", "FLAKY": "Y", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); the letter
@@ -198,27 +199,17 @@ def _plain(value: Any) -> str:
     return "—" if value is None else str(value)
 
 
-def _num(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 @cache
 def _env() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(str(resources.files("orchestrator.templates")))
-    env = jinja2.Environment(
-        loader=loader,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters.update(when=when, num=_num, plain=_plain, marks=marks, label=cell_label)
-    env.globals.update(LETTER=LETTER, COLOUR=COLOUR, STATUSES=STATUSES, RANK=RANK, FAILING=[str(s) for s in FAILING])
-    return env
+    num = partial(number, empty="—")
+    filters: dict[str, Callable[..., Any]] = {
+        "when": when,
+        "num": num,
+        "plain": _plain,
+        "marks": marks,
+        "label": cell_label,
+    }
+    return environment(True, filters, LETTER=LETTER, COLOUR=COLOUR)
 
 
 def render_html(report: dict[str, Any]) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from typing import Any
 
 import jinja2
 
-from fleet.protocol import FAILING, RANK, STATUSES
+from orchestrator.report.templating import environment, number
 
 # One pass in C: HTML made inert, markdown syntax escaped, line breaks flattened.
 _MD_TABLE = str.maketrans(
@@ -46,28 +45,9 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def number(value: Any, digits: int = 2) -> str:
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 @cache
 def _env() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(str(resources.files("orchestrator.templates")))
-    env = jinja2.Environment(
-        loader=loader,
-        autoescape=False,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(md=md, code=code, mermaid=mermaid_label, when=when, num=number)
-    env.globals.update(RANK=RANK, STATUSES=STATUSES, FAILING=[str(s) for s in FAILING])
-    return env
+    return environment(False, {"md": md, "code": code, "mermaid": mermaid_label, "when": when, "num": number})
 
 
 def render_markdown(report: dict[str, Any]) -> str:
