@@ -84,10 +84,10 @@ def test_task_events_and_inspect_ping_on_a_real_worker(redis_url: str, start_wor
 
 def test_metrics_count_jobs_regressions_and_waiting_queue(redis_url: str) -> None:
     store = ResultStore(redis_url)
-    run_id = _fixture(store)  # run-2: REAL 2, SYNTHETIC 2, FAILED 2, one regression against run-1
+    run_id = _fixture(store)  # run-2: REAL 2, SYNTHETIC 2, FAILED 3, one regression against run-1
     got = _samples(metrics.exposition(store, run_id, now=1_790_086_400.0 + 500))
     jobs = {dict(labels)["status"]: v for (name, labels), v in got.items() if name == "fleet_run_jobs"}
-    assert jobs == {"REAL": 2, "SYNTHETIC": 2, "SKIPPED": 0, "FAILED": 2, "LOST": 0, "pending": 0}
+    assert jobs == {"REAL": 2, "SYNTHETIC": 2, "FLAKY": 0, "SKIPPED": 0, "FAILED": 3, "LOST": 0, "pending": 0}
     assert got[("fleet_run_regressions", ())] == 1
     assert got[("fleet_run_finished", ())] == 1
     assert got[("fleet_run_duration_seconds", ())] == 120  # the fixture finishes 120 s after it starts

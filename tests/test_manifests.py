@@ -159,6 +159,7 @@ def test_probes_against_a_real_worker(redis_url: str, start_worker) -> None:
     node = "cpu@probe"  # this test's worker is a cpu worker; the pod's is gpu0@POD_NAME
     celery_dir = str(Path(sys.executable).parent)
     env = dict(os.environ, FLEET_REDIS_URL=redis_url, PYTHONPATH=str(ROOT), PATH=f"{celery_dir}:/usr/bin:/bin")
+    env["CUDA_VISIBLE_DEVICES"] = "0"  # the launcher refuses cuda:0 when that GPU is not visible
 
     def run(name: str, fleet_node: str) -> int:
         cmd = [c.replace("python", sys.executable) if c == "python" else c for c in _probe(name)]

@@ -142,10 +142,19 @@ def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path:
         fams[f.name] = type(f)(**{**f.__dict__, "check": "slow"})
     store = ResultStore(url)
     run_id = submit(store, make_app(url), Catalog("test", fams), None, ["cpu"], RunSettings(repeats=1))
-    # cut host a off while it is running a job
-    while not any(v.get("worker") == "cpu@a" for v in store.results(run_id)):
+
+    # cut host a off while it is running a job: it has finished one, and holds another that is
+    # still unacknowledged (in kombu's `unacked` hash)
+    def a_holds_a_job() -> bool:
+        a = next((w for w in store.live_workers() if w.get("name") == "cpu@a"), None)
+        if a is None or not any(r.get("worker") == "cpu@a" for r in store.results(run_id)):
+            return False
+        tags = [tag for tag, instance in store.held().items() if instance == a.get("instance")]
+        return any(client.hexists("unacked", tag) for tag in tags)
+
+    while not a_holds_a_job():
         assert time.monotonic() < deadline + 180
-        time.sleep(0.2)
+        time.sleep(0.1)
     net.cut("a")
     counts = wait(store, run_id)
     results = store.results(run_id)
