@@ -179,3 +179,12 @@ def test_real_browser_renders_the_matrix(redis_url: str, tmp_path: Path) -> None
 
     # the stylesheet was applied: the status colours are painted (badges and matrix cells)
     assert pixels("REAL") > 500 and pixels("FAILED") > 500 and pixels("SYNTHETIC") > 500
+
+
+def test_every_status_has_its_colour_and_letter_on_the_page(redis_url: str) -> None:
+    """A status added to fleet.protocol must not render as an unstyled cell."""
+    from fleet.protocol import STATUSES
+
+    page = render_html(report.build(ResultStore(redis_url), _fixture(ResultStore(redis_url))))
+    for status in STATUSES:
+        assert f".s-{status}{{background:{COLOUR[status]}" in page, status
