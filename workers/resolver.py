@@ -107,7 +107,9 @@ def resolve(family: Family, check: Check, dev: torch.device, settings: Settings 
         bundle = synthetic.build(family, check, dev)
     except CheckFailure as exc:
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "skipped", exc, t0))
-        return Resolution(None, attempts, offline)
+        # the harness cannot build this model yet: the job says so, never "no candidate"
+        failure = exc if exc.kind == ErrorKind.HARNESS_UNSUPPORTED else None
+        return Resolution(None, attempts, offline, failure)
     except Exception as exc:
         err = failures.load_failure(exc, f"synthetic:{family.synthetic}")
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "failed", err, t0))
