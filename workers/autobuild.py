@@ -91,49 +91,100 @@ def class_info(class_name: str) -> tuple[type, str]:
     return cls, model_type
 
 
-def _shrink(config: Any, depth: int = 0) -> None:
+# Shrink variants tried in order until one builds, takes our inputs and runs a forward pass:
+# the full shrink, then wider heads with the derived head size, then depth only (narrow configs).
+VARIANTS: tuple[dict[str, Any], ...] = (
+    SHRINK,
+    {
+        **{k: v for k, v in SHRINK.items() if k not in ("head_dim", "d_kv", "num_key_value_heads")},
+        **{k: 64 for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")},
+        **{k: 128 for k in ("intermediate_size", "ffn_dim", "d_ff", "n_inner", "hidden_dim")},
+    },
+    {k: 2 for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers")},
+)
+MAX_UNSHRUNK_WIDTH = 1024  # the depth-only variant is tried only on configs this narrow
+
+
+def _shrink(config: Any, values: dict[str, Any], depth: int = 0) -> None:
     from transformers import PretrainedConfig
 
-    for key, value in SHRINK.items():
-        if (
-            hasattr(config, key)
-            and isinstance(getattr(config, key), int)
-            and not isinstance(getattr(config, key), bool)
-        ):
+    for key, value in values.items():
+        current = getattr(config, key, None)
+        if isinstance(current, int) and not isinstance(current, bool):
             try:
                 setattr(config, key, value)
             except (AttributeError, ValueError, TypeError):
                 pass
+    layer_types = getattr(config, "layer_types", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layer_types, list) and isinstance(layers, int) and len(layer_types) != layers:
+        # one layer of each kind (a hybrid keeps its attention and its other layers)
+        kinds = list(dict.fromkeys(layer_types))[:4]
+        try:
+            config.layer_types = kinds
+            config.num_hidden_layers = len(kinds)
+        except (AttributeError, ValueError, TypeError):
+            pass
     if depth < 3:
         for key in list(vars(config)):
             sub = getattr(config, key, None)
             if isinstance(sub, PretrainedConfig):
-                _shrink(sub, depth + 1)
+                _shrink(sub, values, depth + 1)
 
 
-def tiny_config(model_type: str) -> Any:
+def tiny_config(model_type: str, values: dict[str, Any] = SHRINK) -> Any:
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.for_model(model_type, **OVERRIDES.get(model_type, {}))
-        _shrink(config)
+        _shrink(config, values)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
     return config
 
 
-def build_model(class_name: str, device: torch.device) -> tuple[Any, str]:
+def _width(config: Any) -> int:
+    return max(int(getattr(config, k, 0) or 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"))
+
+
+def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[Any, str]:
+    """The first shrink variant that builds, takes our inputs and runs one forward pass. When
+    none runs, the first that built (the check then shows the model's own error); when none
+    builds, Unsupported with the first variant's reason."""
     cls, model_type = class_info(class_name)
-    config = tiny_config(model_type)
-    torch.manual_seed(SEED)
-    try:
-        model = cls(config).to(device).eval()
-    except Exception as exc:
-        raise Unsupported(
-            f"{class_name} could not be built from a shrunk config: {type(exc).__name__}: {exc}"
-        ) from None
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
-    return model, digest
+    first_error: Unsupported | None = None
+    built: tuple[Any, str] | None = None
+    for number, values in enumerate(VARIANTS):
+        try:
+            config = tiny_config(model_type, values)
+            if number == len(VARIANTS) - 1 and _width(config) > MAX_UNSHRUNK_WIDTH:
+                continue
+            torch.manual_seed(SEED)
+            try:
+                model = cls(config).to(device).eval()
+            except Exception as exc:
+                raise Unsupported(
+                    f"{class_name} could not be built from a shrunk config: {type(exc).__name__}: {exc}"
+                ) from None
+            digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+            inputs = make_inputs(model, device, task)
+        except Unsupported as exc:
+            first_error = first_error or exc
+            continue
+        except Exception as exc:
+            first_error = first_error or Unsupported(f"inputs for {class_name}: {type(exc).__name__}: {exc}")
+            continue
+        built = built or (model, digest)
+        try:
+            with torch.inference_mode():
+                model(**inputs)
+        except Exception:
+            continue
+        return model, digest
+    if built is not None:
+        return built
+    assert first_error is not None
+    raise first_error
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -191,9 +242,11 @@ def make_inputs(model: Any, device: torch.device, task: str = "") -> dict[str, A
         if "pixel_values" not in inputs:
             size = _size(_get(config, "image_size", default=32))
             inputs["pixel_values"] = torch.randn(BATCH, 3, size, size, generator=g)
+    if "use_cache" in params:  # the forward check looks at outputs, not the cache
+        inputs["use_cache"] = False
     if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
         inputs["decoder_input_ids"] = torch.randint(3, high, (BATCH, 4), generator=g)
-    return {k: v.to(device) for k, v in inputs.items()}
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
 @functools.cache

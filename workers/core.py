@@ -19,6 +19,7 @@ from fleet import pins
 from fleet.catalog import Family
 from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind
+from fleet.names import AUTO_SYNTHETIC_PREFIX
 from fleet.protocol import Attempt, ErrorInfo, Job, Result, Status, base_result, error_info, now
 from fleet.settings import Settings
 from workers import devices, failures, integrity, measure, plugins, resolver
@@ -39,6 +40,10 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     result["worker"] = worker_name(settings)
     result["delivery"] = delivery
     family = Family.from_dict(job["family_spec"])
+    if family.synthetic.startswith(AUTO_SYNTHETIC_PREFIX):  # an architecture job: its task, for coverage
+        from workers import autobuild
+
+        result["task"] = autobuild.task_of(family)
     device_name = job["device"]
     bundle = resolution = model_ref = None
     sampler = measure.RssSampler()
@@ -106,7 +111,12 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                 output["known_answer"]["check"] = check.name
             result["status"] = str(Status.SYNTHETIC if bundle.synthetic else Status.REAL)
     except CheckFailure as exc:
-        status = Status.SKIPPED if exc.kind == ErrorKind.DEVICE_UNAVAILABLE else Status.FAILED
+        # a device that is not there, or a model our harness cannot build or feed yet: not a model failure
+        status = (
+            Status.SKIPPED
+            if exc.kind in (ErrorKind.DEVICE_UNAVAILABLE, ErrorKind.HARNESS_UNSUPPORTED)
+            else Status.FAILED
+        )
         _end(result, status, error_info(exc.kind, exc.message, exc.data))
     except measure.JobTimeout as exc:
         _end(result, Status.FAILED, error_info(ErrorKind.TIMEOUT, str(exc)))

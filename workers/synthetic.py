@@ -256,7 +256,7 @@ def _build_auto(class_name: str, family: Family, device: torch.device) -> Bundle
     description-free spec as the check name and the architectures list."""
     from workers import autobuild
 
-    model, digest = autobuild.build_model(class_name, device)
+    model, digest = autobuild.build_model(class_name, device, autobuild.task_of(family))
     return Bundle(
         model=model,
         name=f"synthetic:auto:{class_name}",
