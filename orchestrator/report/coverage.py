@@ -17,7 +17,8 @@ EXAMPLES = 5
 
 
 def is_harness_gap(result: Result | None) -> bool:
-    return bool(result and (result.get("error") or {}).get("kind") == HARNESS)
+    error = result.get("error") if result else None
+    return bool(error and error.get("kind") == HARNESS)
 
 
 def outcome(result: Result) -> str:
