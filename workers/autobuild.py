@@ -132,11 +132,15 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0) -> None:
                 _shrink(sub, values, depth + 1)
 
 
-def tiny_config(model_type: str, values: dict[str, Any] = SHRINK) -> Any:
+def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None) -> Any:
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.for_model(model_type, **OVERRIDES.get(model_type, {}))
+        overrides = OVERRIDES.get(model_type, {})
+        if config_class is not None and getattr(config_class, "model_type", None) == model_type:
+            config = config_class(**overrides)
+        else:
+            config = AutoConfig.for_model(model_type, **overrides)
         _shrink(config, values)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
@@ -152,11 +156,15 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
     none runs, the first that built (the check then shows the model's own error); when none
     builds, Unsupported with the first variant's reason."""
     cls, model_type = class_info(class_name)
+    config_class: Any = getattr(cls, "config_class", None)
+    own_type = getattr(config_class, "model_type", None)
+    if isinstance(own_type, str) and own_type:  # the class's own config, not a type that reuses the class
+        model_type = own_type
     first_error: Unsupported | None = None
     built: tuple[Any, str] | None = None
     for number, values in enumerate(VARIANTS):
         try:
-            config = tiny_config(model_type, values)
+            config = tiny_config(model_type, values, config_class)
             if number == len(VARIANTS) - 1 and _width(config) > MAX_UNSHRUNK_WIDTH:
                 continue
             torch.manual_seed(SEED)

@@ -87,6 +87,8 @@ class GenerateCheck(ForwardCheck):
         kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
         kwargs["pad_token_id"] = model.generation_config.pad_token_id or 0
         kwargs["eos_token_id"] = None
+        if model.config.is_encoder_decoder and model.generation_config.decoder_start_token_id is None:
+            kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
         gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
         seq = model.generate(**gen_inputs, **kwargs)
         seq2 = model.generate(**gen_inputs, **kwargs)
