@@ -55,6 +55,11 @@ SHRINK: dict[str, Any] = {
     "num_local_experts": 4,
     "n_routed_experts": 4,
     "num_experts_per_tok": 2,
+    "moe_top_k": 2,
+    "moe_k": 2,
+    "top_k": 2,
+    "n_group": 1,
+    "topk_group": 1,
     "image_size": 32,
     "patch_size": 8,
 }
@@ -235,8 +240,13 @@ def make_inputs(model: Any, device: torch.device, task: str = "") -> dict[str, A
             else (BATCH, channels, size, size)
         )
         inputs["pixel_values"] = torch.randn(*shape, generator=g)
+    elif main == "pixel_values_videos":
+        size = _size(_get(config, "image_size", "crop_size", default=32))
+        frames = int(_get(config, "num_frames", "frames_per_clip", default=4))
+        inputs[main] = torch.randn(BATCH, frames, int(_get(config, "num_channels", default=3)), size, size, generator=g)
     elif main == "input_values":
-        inputs["input_values"] = torch.randn(BATCH, 1600, generator=g)
+        channels = _get(config, "audio_channels")  # codecs take (batch, channels, samples)
+        inputs["input_values"] = torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=g)
     elif main == "input_features":
         bins = int(_get(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
         length = int(_get(config, "max_source_positions", default=1500)) * 2
