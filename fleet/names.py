@@ -24,6 +24,10 @@ NO_SYNTHETIC = "none"
 # Architecture jobs (workers/architectures.py): family "arch:<Class>", synthetic "auto:<Class>".
 ARCH_FAMILY_PREFIX = "arch:"
 AUTO_SYNTHETIC_PREFIX = "auto:"
+# Ad hoc jobs (orchestrator submit --model ORG/NAME[@REV]): family "model:<id>", its check
+# chosen on the worker from the config's architecture.
+AUTO_CHECK = "auto"
+MODEL_FAMILY_PREFIX = "model:"
 
 
 def plugin(module: str) -> ModuleType:

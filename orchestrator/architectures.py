@@ -13,13 +13,14 @@ here too); `submit` reads what a live worker published in Redis at start
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from typing import Any
 
-from fleet.catalog import Catalog, Family
+from fleet.catalog import Candidate, Catalog, Family
 from fleet.errors import BadInput, FleetError
-from fleet.names import ARCH_FAMILY_PREFIX, AUTO_SYNTHETIC_PREFIX
+from fleet.names import ARCH_FAMILY_PREFIX, AUTO_CHECK, AUTO_SYNTHETIC_PREFIX, MODEL_FAMILY_PREFIX, NO_SYNTHETIC
 
 KEY_PREFIX = "fleet:architectures:"
 TIME_LIMIT_S = 120.0
@@ -93,3 +94,28 @@ def task_of(family_name: str, description: str = "") -> str:
     if not family_name.startswith(ARCH_FAMILY_PREFIX):
         return ""
     return description.split(" ", 1)[0]
+
+
+MODEL_RE = re.compile(r"^(?P<id>[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95})(?:@(?P<rev>[\w./-]{1,200}))?$")
+ADHOC_TIME_LIMIT_S = 600.0
+
+
+def adhoc_catalog(models: list[str]) -> Catalog:
+    """`submit --model ORG/NAME[@REV]`: a family per model, its check chosen on the worker from
+    the config's architecture (check "auto"), resolved, validated and evidenced like any candidate."""
+    families: dict[str, Family] = {}
+    for spec in models:
+        m = MODEL_RE.match(spec)
+        if not m or ".." in spec:
+            raise BadInput(f"--model {spec[:200]!r}: expected ORG/NAME or ORG/NAME@REVISION")
+        fam = Family(
+            name=f"{MODEL_FAMILY_PREFIX}{m['id']}",
+            check=AUTO_CHECK,
+            architectures=(),
+            synthetic=NO_SYNTHETIC,
+            candidates=(Candidate(id=m["id"], revision=m["rev"]),),
+            time_limit_s=ADHOC_TIME_LIMIT_S,
+            repeats=3,
+        )
+        families[fam.name] = fam
+    return Catalog(source="ad hoc (--model)", families=families)

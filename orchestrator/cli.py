@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of the catalog: all | TASK[,TASK] | CLASS[,CLASS]: a synthetic job per transformers "
         "class (see orchestrator/architectures.py)",
     )
+    which.add_argument(
+        "--model",
+        action="append",
+        metavar="ORG/NAME[@REV]",
+        help="instead of the catalog: an ad hoc job on any Hub model, its check chosen from its config (repeatable)",
+    )
     select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
     select.add_argument("--repeats", type=_positive_int, help="timed repeats per check (default: the family's)")
     select.add_argument(
@@ -300,6 +306,8 @@ def _catalog(
     args: argparse.Namespace, settings: Settings, listing: Callable[[], dict[str, Any]]
 ) -> tuple[Catalog, dict[str, Any]]:
     """The shipped/given catalog, or with --architectures one made from the workers' transformers."""
+    if args.model:
+        return architectures.adhoc_catalog(args.model), {}
     if not args.architectures:
         return load_catalog(args.catalog, settings.plugins), {}
     found = listing()
@@ -311,12 +319,12 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from orchestrator.submit import ProgressBar, submit, unserved_devices
 
-    store = _store(settings)
-    catalog, arch_meta = _catalog(args, settings, lambda: architectures.published_listing(store.r))
-    families = None if args.all or args.architectures else args.family
+    catalog, arch_meta = _catalog(args, settings, lambda: architectures.published_listing(_store(settings).r))
+    families = None if args.all or args.architectures or args.model else args.family
     catalog.select(families)
     devices = parse_devices(args.devices)
     run_settings = _run_settings(args)
+    store = _store(settings)
     for device in unserved_devices(store, devices):
         print(
             f"orchestrator: warning: no live worker serves {device}; its jobs will end SKIPPED at the deadline "
@@ -409,7 +417,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.submit import ProgressBar, submit
 
     catalog, arch_meta = _catalog(args, settings, architectures.local_listing)
-    families = None if args.all or args.architectures else args.family
+    families = None if args.all or args.architectures or args.model else args.family
     catalog.select(families)
     gpus = visible_gpus()
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))

@@ -223,3 +223,41 @@ def test_cli_submit_reads_the_list_a_worker_published(redis_url: str, start_work
     data = json.loads(shown.stdout)
     assert [(r["job_id"], r["status"]) for r in data["results"]] == [("arch:BertForMaskedLM@cpu", "SYNTHETIC")]
     assert data["transformers"] == transformers.__version__
+
+
+def test_adhoc_model_from_the_hub_stand_in_gets_the_check_of_its_architecture(
+    fake_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.models import save_tiny
+    from workers import hub
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("FLEET_HUB_TIMEOUT", "2")
+    hub._probe_cache.clear()
+    repo = save_tiny("llama", tmp_path / "repo")
+    fake_hub.add("someone/tiny-llama", repo)
+    catalog = architectures.adhoc_catalog(["someone/tiny-llama"])
+    (job,) = plan_jobs("run-adhoc", catalog, None, ["cpu"], RunSettings(), pins=[])
+    assert job["job_id"] == "model:someone/tiny-llama@cpu" and job["family_spec"]["check"] == "auto"
+    assert job_problem(job) is None
+    result = run_job(job)
+    # random tiny weights: REAL (no gate for a generic check) or FAILED quality_gate, never anything else
+    assert result["status"] == Status.REAL or result["error"]["kind"] == "quality_gate", json.dumps(result["attempts"])[
+        :900
+    ]
+    assert result["task"] == "causal_lm" and result["architecture"] == "LlamaForCausalLM"
+    assert result["source"] == "hub" and len(result["revision"]) == 40
+    assert (
+        result["weights_sha256"] == __import__("hashlib").sha256((repo / "model.safetensors").read_bytes()).hexdigest()
+    )
+    assert result["attempts"][-1]["outcome"] == "loaded"
+    assert len(result["output"]["generated"]) == 2  # the generate check: the task generates
+
+
+def test_adhoc_model_with_a_bad_name_is_refused_in_one_line() -> None:
+    for bad in ("no-slash", "a/b@", "../etc/passwd", "a/b c"):
+        with pytest.raises(FleetError, match="expected ORG/NAME"):
+            architectures.adhoc_catalog([bad])
+    res = orchestrator("submit", "--model", "not a model", "--redis-url", "redis://127.0.0.1:1")
+    assert res.returncode == 2 and "expected ORG/NAME" in res.stderr and "Traceback" not in res.stderr

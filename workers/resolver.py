@@ -387,7 +387,10 @@ def _planned_parameters(auto: Any, path: Path, cand: Candidate) -> int:
     """Parameters of the model config.json describes, built on the meta device (no memory)."""
     config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=cand.trust_remote_code)
     with torch.device("meta"):
-        model = auto.from_config(config, trust_remote_code=cand.trust_remote_code)
+        if hasattr(auto, "from_config"):
+            model = auto.from_config(config, trust_remote_code=cand.trust_remote_code)
+        else:  # a model class itself (an ad hoc job's check loads exactly the config's architecture)
+            model = auto(config)
     return int(sum(p.numel() for p in model.parameters()))
 
 

@@ -5,6 +5,7 @@ harness_unsupported, never the model's failure."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +33,15 @@ def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
 class ForwardCheck(Check):
     name = "forward"
     auto_class = "AutoModel"
+    task = ""  # set by for_architecture() for an ad hoc job (a synthetic bundle carries its own)
     fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3}
+
+    def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
+        return None, None  # inputs are made from the model's config (autobuild), whatever the repository ships
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         try:
-            return autobuild.make_inputs(bundle.model, device, bundle.extra.get("task", ""))
+            return autobuild.make_inputs(bundle.model, device, bundle.extra.get("task") or self.task)
         except CheckFailure:
             raise
         except Exception as exc:
@@ -100,3 +105,24 @@ class GenerateCheck(ForwardCheck):
             raise invalid("greedy generation differs between two identical calls")
         out["generated"] = seq[:, -NEW_TOKENS:].tolist()
         return out
+
+
+def for_architecture(architecture: str) -> ForwardCheck:
+    """The check of an ad hoc job (check "auto"): chosen by the task of the config's architecture
+    (workers.architectures), loading exactly that class."""
+    import transformers
+
+    from fleet.errors import ErrorKind
+
+    task = autobuild._tasks().get(architecture)
+    if task is None or not hasattr(transformers, architecture):
+        raise CheckFailure(
+            ErrorKind.UNSUPPORTED_ARCHITECTURE,
+            f"{architecture} is in no task mapping of the installed transformers {transformers.__version__}",
+        )
+    from workers.architectures import GENERATING
+
+    check = GenerateCheck() if task in GENERATING else ForwardCheck()
+    check.auto_class = architecture
+    check.task = task
+    return check
