@@ -170,6 +170,8 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
     for number, values in enumerate(VARIANTS):
         try:
             config = tiny_config(model_type, values, config_class)
+            if getattr(config, "pad_token_id", 0) is None:  # batches of 2 need a padding token
+                config.pad_token_id = 0
             if number == len(VARIANTS) - 1 and _width(config) > MAX_UNSHRUNK_WIDTH:
                 continue
             torch.manual_seed(SEED)
@@ -228,6 +230,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "") -> dict[str, A
     inputs: dict[str, Any] = {}
     if main == "input_ids":
         inputs["input_ids"] = torch.randint(3, high, (BATCH, SEQ), generator=g)
+        eos = getattr(config, "eos_token_id", None)
+        if isinstance(eos, int) and 0 <= eos < vocab:  # end each text as a tokenizer would
+            inputs["input_ids"][:, -1] = eos
         if "attention_mask" in params:
             inputs["attention_mask"] = torch.ones(BATCH, SEQ, dtype=torch.long)
     elif main == "pixel_values":
