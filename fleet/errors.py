@@ -50,6 +50,7 @@ class ErrorKind(StrEnum):
     DEVICE_UNAVAILABLE = "device_unavailable"
     NO_WORKER = "no_worker"
     NO_CANDIDATE = "no_candidate"
+    HARNESS_UNSUPPORTED = "harness_unsupported"  # our synthetic builder cannot build or feed this model yet
     BAD_JOB = "bad_job"  # a job message a worker cannot act on (fleet.jobs)
     NOT_ALLOWED = "not_allowed"  # the job asked for something this worker was not started to allow
     INTERNAL = "internal"

@@ -18,9 +18,16 @@ from types import ModuleType
 
 from fleet.errors import BadInput, FleetError
 
-CHECKS = ("causal_lm", "seq2seq", "ctc", "video_text", "embedding")
+CHECKS = ("causal_lm", "seq2seq", "ctc", "video_text", "embedding", "forward", "generate")
 SYNTHETIC_BUILDERS = ("llama", "t5", "wav2vec2", "xclip", "bert")
 NO_SYNTHETIC = "none"
+# Architecture jobs (workers/architectures.py): family "arch:<Class>", synthetic "auto:<Class>".
+ARCH_FAMILY_PREFIX = "arch:"
+AUTO_SYNTHETIC_PREFIX = "auto:"
+# Ad hoc jobs (orchestrator submit --model ORG/NAME[@REV]): family "model:<id>", its check
+# chosen on the worker from the config's architecture.
+AUTO_CHECK = "auto"
+MODEL_FAMILY_PREFIX = "model:"
 
 
 def plugin(module: str) -> ModuleType:

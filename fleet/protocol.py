@@ -98,6 +98,8 @@ class Result(TypedDict):
     # order, and the share of them that passed.
     reruns: NotRequired[list[dict[str, Any]]]  # [{status, error_kind, message, worker, delivery, rerun}]
     pass_ratio: NotRequired[float]
+    # Architecture jobs (family "arch:<Class>") only: the transformers task of the class.
+    task: NotRequired[str]
 
 
 def job_id(family: str, device: str) -> str:

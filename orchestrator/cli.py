@@ -17,17 +17,17 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from fleet.catalog import load_catalog
+from fleet.catalog import Catalog, load_catalog
 from fleet.devices import parse_devices
 from fleet.errors import BadInput, ErrorKind, ExitCode, FleetError, RunFailed, SelectionError
 from fleet.protocol import FAILING, Status
 from fleet.settings import RunSettings, Settings, redact_url
 from fleet.store import ResultStore
 from fleet.timing import MAX_TIME_LIMIT_S, finite_positive
+from orchestrator import architectures, metrics, notify, report, runs
 from orchestrator import expectations as expecting
-from orchestrator import metrics, notify, report, runs
 from orchestrator import pins as pinning
 from orchestrator.trends import TrendSettings
 
@@ -84,6 +84,18 @@ def _parser() -> argparse.ArgumentParser:
     which = select.add_mutually_exclusive_group(required=True)
     which.add_argument("--all", action="store_true", help="every family in the catalog")
     which.add_argument("--family", action="append", metavar="NAME", help="one family (repeatable)")
+    which.add_argument(
+        "--architectures",
+        metavar="SPEC",
+        help="instead of the catalog: all | TASK[,TASK] | CLASS[,CLASS]: a synthetic job per transformers "
+        "class (see orchestrator/architectures.py)",
+    )
+    which.add_argument(
+        "--model",
+        action="append",
+        metavar="ORG/NAME[@REV]",
+        help="instead of the catalog: an ad hoc job on any Hub model, its check chosen from its config (repeatable)",
+    )
     select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
     select.add_argument("--repeats", type=_positive_int, help="timed repeats per check (default: the family's)")
     select.add_argument(
@@ -290,12 +302,25 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
     )
 
 
+def _catalog(
+    args: argparse.Namespace, settings: Settings, listing: Callable[[], dict[str, Any]]
+) -> tuple[Catalog, dict[str, Any]]:
+    """The shipped/given catalog, or with --architectures one made from the workers' transformers."""
+    if args.model:
+        return architectures.adhoc_catalog(args.model), {}
+    if not args.architectures:
+        return load_catalog(args.catalog, settings.plugins), {}
+    found = listing()
+    cat = architectures.catalog(found, args.architectures)
+    return cat, {"transformers": found.get("transformers"), "architectures": args.architectures}
+
+
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from orchestrator.submit import ProgressBar, submit, unserved_devices
 
-    catalog = load_catalog(args.catalog, settings.plugins)
-    families = None if args.all else args.family
+    catalog, arch_meta = _catalog(args, settings, lambda: architectures.published_listing(_store(settings).r))
+    families = None if args.all or args.architectures or args.model else args.family
     catalog.select(families)
     devices = parse_devices(args.devices)
     run_settings = _run_settings(args)
@@ -310,7 +335,9 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     expected = expecting.load(args.expectations)
     notify.check_url(args.notify)
     app = make_app(settings=settings)
-    run_id = submit(store, app, catalog, families, devices, run_settings, order=args.order, pins=pins)
+    run_id = submit(
+        store, app, catalog, families, devices, run_settings, order=args.order, pins=pins, extra_meta=arch_meta
+    )
     print(run_id, flush=True)
     if not args.wait:
         return ExitCode.OK
@@ -389,8 +416,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.embedded import EmbeddedFleet
     from orchestrator.submit import ProgressBar, submit
 
-    catalog = load_catalog(args.catalog, settings.plugins)
-    families = None if args.all else args.family
+    catalog, arch_meta = _catalog(args, settings, architectures.local_listing)
+    families = None if args.all or args.architectures or args.model else args.family
     catalog.select(families)
     gpus = visible_gpus()
     devices = parse_devices(args.devices or ("cpu,cuda" if gpus else "cpu"))
@@ -411,7 +438,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)
         run_id = submit(
-            store, app, catalog, families, devices, run_settings, order=args.order, origin="embedded", pins=pins
+            store,
+            app,
+            catalog,
+            families,
+            devices,
+            run_settings,
+            order=args.order,
+            origin="embedded",
+            pins=pins,
+            extra_meta=arch_meta,
         )
         print(f"orchestrator: run {run_id}: {len(catalog.select(families)) * len(devices)} job(s)", file=sys.stderr)
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.

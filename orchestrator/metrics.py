@@ -17,6 +17,7 @@ from fleet.devices import QUEUES
 from fleet.protocol import STATUSES, change
 from fleet.store import ResultStore
 from orchestrator import runs
+from orchestrator.report.coverage import is_harness_gap
 
 
 def _label(value: Any) -> str:
@@ -42,8 +43,12 @@ def exposition(store: ResultStore, run_id: str, now: float | None = None) -> str
     started = float(meta["started_at"])
     finished = meta.get("finished_at")
     previous_id = store.previous_run_id(run_id)
-    previous = {r["job_id"]: str(r["status"]) for r in store.results(previous_id)} if previous_id else {}
-    regressions = sum(change(previous.get(r["job_id"]), str(r["status"])) == "regressed" for r in results)
+    before = store.results(previous_id) if previous_id else []
+    previous = {r["job_id"]: str(r["status"]) for r in before}
+    gaps = {r["job_id"] for r in [*before, *results] if is_harness_gap(r)}  # never a regression
+    regressions = sum(
+        change(previous.get(r["job_id"]), str(r["status"])) == "regressed" and r["job_id"] not in gaps for r in results
+    )
     out: list[str] = []
     _metric(
         out,

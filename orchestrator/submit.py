@@ -86,8 +86,10 @@ def submit(
     run_id: str | None = None,
     origin: str = "cli",
     pins: list[dict[str, Any]] | None = None,
+    extra_meta: dict[str, Any] | None = None,
 ) -> str:
-    """Record the run, then publish every job over one connection. Returns the run id."""
+    """Record the run, then publish every job over one connection. Returns the run id.
+    extra_meta: more run meta (an architecture run records its transformers version)."""
     run_id = run_id or new_run_id()
     jobs = plan_jobs(run_id, catalog, families, devices, settings, pins)
     if order == "longest-first":
@@ -111,6 +113,7 @@ def submit(
         "origin": origin,
         "orchestrator_version": __version__,
         "workers_at_submit": store.live_workers(),
+        **(extra_meta or {}),
     }
     store.create_run(meta, jobs)
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import logging
 import os
 import socket
@@ -222,8 +223,20 @@ def _freeze_child(**_: Any) -> None:
     gc.freeze()
 
 
+def publish_architectures() -> None:
+    """The classes this worker's transformers knows, for `orchestrator submit --architectures`."""
+    from workers.architectures import listing
+
+    data = listing()
+    store().r.set(f"fleet:architectures:{data['transformers']}", json.dumps(data))
+
+
 @signals.worker_ready.connect
 def _on_ready(**_: Any) -> None:
+    try:
+        publish_architectures()
+    except FleetError as exc:
+        logger.warning("could not publish the architecture list: %s", exc)
     threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True).start()
 
 

@@ -6,11 +6,13 @@ result with a status and, when it failed, an error kind.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
 import socket
 import weakref
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,10 +21,11 @@ from fleet import pins
 from fleet.catalog import Family
 from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind
+from fleet.names import AUTO_CHECK, AUTO_SYNTHETIC_PREFIX
 from fleet.protocol import Attempt, ErrorInfo, Job, Result, Status, base_result, error_info, now
 from fleet.settings import Settings
 from workers import devices, failures, integrity, measure, plugins, resolver
-from workers.checks import get_check
+from workers.checks import Check, get_check
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -39,6 +42,10 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     result["worker"] = worker_name(settings)
     result["delivery"] = delivery
     family = Family.from_dict(job["family_spec"])
+    if family.synthetic.startswith(AUTO_SYNTHETIC_PREFIX):  # an architecture job: its task, for coverage
+        from workers import autobuild
+
+        result["task"] = autobuild.task_of(family)
     device_name = job["device"]
     bundle = resolution = model_ref = None
     sampler = measure.RssSampler()
@@ -48,7 +55,11 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
         with sampler, measure.time_limit(job.get("time_limit_s")), measure.memory_limit(family.memory_limit_mb):
             dev = devices.check_available(Device.parse(device_name))
             result["environment"] = devices.environment(dev)
-            check = get_check(family.check)
+            if family.check == AUTO_CHECK:  # an ad hoc model: the check follows its config's architecture
+                family, check = _auto_check(family, settings)
+                result["task"] = getattr(check, "task", "")
+            else:
+                check = get_check(family.check)
             cuda_baseline = measure.cuda_reset(dev)
             resolution = resolver.resolve(family, check, dev, settings)
             result["attempts"] = resolution.attempts
@@ -106,7 +117,12 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                 output["known_answer"]["check"] = check.name
             result["status"] = str(Status.SYNTHETIC if bundle.synthetic else Status.REAL)
     except CheckFailure as exc:
-        status = Status.SKIPPED if exc.kind == ErrorKind.DEVICE_UNAVAILABLE else Status.FAILED
+        # a device that is not there, or a model our harness cannot build or feed yet: not a model failure
+        status = (
+            Status.SKIPPED
+            if exc.kind in (ErrorKind.DEVICE_UNAVAILABLE, ErrorKind.HARNESS_UNSUPPORTED)
+            else Status.FAILED
+        )
         _end(result, status, error_info(exc.kind, exc.message, exc.data))
     except measure.JobTimeout as exc:
         _end(result, Status.FAILED, error_info(ErrorKind.TIMEOUT, str(exc)))
@@ -133,6 +149,27 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     result["finished_at"] = finished = now()
     result["metrics"]["job_s"] = round(finished - (result["started_at"] or finished), 3)
     return scrub(result)
+
+
+def _auto_check(family: Family, settings: Settings) -> tuple[Family, Check]:
+    """The architecture the first candidate's config names, and the check of its task."""
+    from workers import hub
+    from workers.checks.forward import for_architecture
+
+    cand = family.candidates[0]
+    if cand.path:
+        config_file = Path(cand.path).expanduser() / "config.json"
+    else:
+        assert cand.id is not None
+        config_file = hub.fetch_file(cand.id, "config.json", cand.revision, settings.hub_timeout_s)
+    try:
+        archs = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CheckFailure(ErrorKind.NO_CONFIG, f"{cand.name}: no readable config.json ({exc})") from None
+    if not archs or not isinstance(archs[0], str):
+        raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{cand.name}: config names no architecture")
+    check = for_architecture(archs[0])
+    return dataclasses.replace(family, check=check.name, architectures=(archs[0],)), check
 
 
 def _end(result: Result, status: Status, error: ErrorInfo) -> None:

@@ -107,7 +107,9 @@ def resolve(family: Family, check: Check, dev: torch.device, settings: Settings 
         bundle = synthetic.build(family, check, dev)
     except CheckFailure as exc:
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "skipped", exc, t0))
-        return Resolution(None, attempts, offline)
+        # the harness cannot build this model yet: the job says so, never "no candidate"
+        failure = exc if exc.kind == ErrorKind.HARNESS_UNSUPPORTED else None
+        return Resolution(None, attempts, offline, failure)
     except Exception as exc:
         err = failures.load_failure(exc, f"synthetic:{family.synthetic}")
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "failed", err, t0))
@@ -385,7 +387,10 @@ def _planned_parameters(auto: Any, path: Path, cand: Candidate) -> int:
     """Parameters of the model config.json describes, built on the meta device (no memory)."""
     config = transformers.AutoConfig.from_pretrained(path, trust_remote_code=cand.trust_remote_code)
     with torch.device("meta"):
-        model = auto.from_config(config, trust_remote_code=cand.trust_remote_code)
+        if hasattr(auto, "from_config"):
+            model = auto.from_config(config, trust_remote_code=cand.trust_remote_code)
+        else:  # a model class itself (an ad hoc job's check loads exactly the config's architecture)
+            model = auto(config)
     return int(sum(p.numel() for p in model.parameters()))
 
 

@@ -220,6 +220,8 @@ def register_builder(name: str, fn: Callable[[Family, Check, torch.device], Bund
 def build(family: Family, check: Check, device: torch.device) -> Bundle:
     """A seeded tiny model of the family's synthetic architecture, on the device."""
     builder = family.synthetic
+    if builder.startswith(names.AUTO_SYNTHETIC_PREFIX):
+        return _build_auto(builder.removeprefix(names.AUTO_SYNTHETIC_PREFIX), family, device)
     if builder in _PLUGIN_BUILDERS:
         return _PLUGIN_BUILDERS[builder](family, check, device)
     if builder not in TINY:
@@ -246,4 +248,20 @@ def build(family: Family, check: Check, device: torch.device) -> Bundle:
         revision=f"seed={SEED},config={digest[:12]}",
         architecture=type(model).__name__,
         extra={"config_from": config_from},
+    )
+
+
+def _build_auto(class_name: str, family: Family, device: torch.device) -> Bundle:
+    """Any transformers class, shrunk (workers/autobuild.py); its task rides in the family's
+    description-free spec as the check name and the architectures list."""
+    from workers import autobuild
+
+    model, digest = autobuild.build_model(class_name, device, autobuild.task_of(family))
+    return Bundle(
+        model=model,
+        name=f"synthetic:auto:{class_name}",
+        source="synthetic",
+        revision=f"seed={autobuild.SEED},config={digest[:12]}",
+        architecture=class_name,
+        extra={"config_from": "shrunk default config", "task": autobuild.task_of(family)},
     )

@@ -62,4 +62,7 @@ def to_json(report: dict[str, Any]) -> str:
     ]
     data["metric_regressions"] = report.get("metric_regressions", [])
     data["trend_settings"] = report.get("trend_settings")
+    if report.get("architectures"):  # an architecture run: coverage and the workers' transformers
+        data["architectures"] = report["architectures"]
+        data["transformers"] = report.get("transformers")
     return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -51,4 +51,6 @@ def _env() -> jinja2.Environment:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    return _env().get_template("report.md.j2").render(r=report)
+    # an architecture run: summary first (coverage, failures by kind); per-job detail in the JSON
+    template = "architectures.md.j2" if report.get("architectures") else "report.md.j2"
+    return _env().get_template(template).render(r=report)

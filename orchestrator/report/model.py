@@ -10,8 +10,10 @@ from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
 from orchestrator import attribution, baselines, runs, trends
 from orchestrator.expectations import Expectations
+from orchestrator.report import coverage
 
-CHANGE_ORDER = {"regressed": 0, "new": 1, "improved": 2, "unchanged": 3}
+# "harness": the harness could not build or feed the model on one side: never a regression
+CHANGE_ORDER = {"regressed": 0, "new": 1, "improved": 2, "unchanged": 3, "harness": 4}
 AGREEMENT_ATOL = 1e-3
 HISTORY_RUNS = 10
 
@@ -85,7 +87,9 @@ def assemble(
             **r,
             "previous_status": prev_status,
             "baseline": base,
-            "change": change(prev_status, str(r["status"])),
+            "change": "harness"
+            if prev is not None and (coverage.is_harness_gap(r) or coverage.is_harness_gap(prev))
+            else change(prev_status, str(r["status"])),
             "history": h.summary() if h is not None else None,
         }
         if prev is not None and row["change"] in ("regressed", "improved"):
@@ -142,6 +146,8 @@ def assemble(
         "history": history,
         "results": results,
         "late_attempts": [],
+        "architectures": coverage.coverage(results),
+        "transformers": meta.get("transformers"),
     }
 
 

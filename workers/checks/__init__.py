@@ -8,11 +8,21 @@ from workers.checks.base import Bundle, Check
 from workers.checks.causal_lm import CausalLMCheck
 from workers.checks.ctc import CTCCheck
 from workers.checks.embedding import EmbeddingCheck
+from workers.checks.forward import ForwardCheck, GenerateCheck
 from workers.checks.seq2seq import Seq2SeqCheck
 from workers.checks.video_text import VideoTextCheck
 
 _REGISTRY: dict[str, Check] = {
-    c.name: c for c in (CausalLMCheck(), Seq2SeqCheck(), CTCCheck(), VideoTextCheck(), EmbeddingCheck())
+    c.name: c
+    for c in (
+        CausalLMCheck(),
+        Seq2SeqCheck(),
+        CTCCheck(),
+        VideoTextCheck(),
+        EmbeddingCheck(),
+        ForwardCheck(),
+        GenerateCheck(),
+    )
 }
 
 

@@ -1,0 +1,128 @@
+"""The generic checks of architecture jobs (arch:<Class>): a forward pass with validated
+outputs (batch dimension, finiteness, determinism), and for generating tasks a few greedy
+tokens as well. Inputs come from workers/autobuild.py; a model the harness cannot feed is
+harness_unsupported, never the model's failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fleet.errors import CheckFailure
+from workers import autobuild
+from workers.checks.base import Bundle, Check, invalid, require_finite, sample
+
+NEW_TOKENS = 3
+
+
+def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
+    if isinstance(output, torch.Tensor):
+        return [("output", output)]
+    items = (
+        output.items() if hasattr(output, "items") else enumerate(output if isinstance(output, (tuple, list)) else [])
+    )
+    found: list[tuple[str, torch.Tensor]] = []
+    for key, value in items:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            found.append((str(key), value))
+    return found
+
+
+class ForwardCheck(Check):
+    name = "forward"
+    auto_class = "AutoModel"
+    task = ""  # set by for_architecture() for an ad hoc job (a synthetic bundle carries its own)
+    fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3}
+
+    def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
+        return None, None  # inputs are made from the model's config (autobuild), whatever the repository ships
+
+    def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
+        try:
+            return autobuild.make_inputs(bundle.model, device, bundle.extra.get("task") or self.task)
+        except CheckFailure:
+            raise
+        except Exception as exc:
+            raise autobuild.Unsupported(f"inputs for {bundle.architecture}: {type(exc).__name__}: {exc}") from None
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        try:
+            return bundle.model(**inputs)
+        except TypeError as exc:  # the harness did not give forward() the arguments it takes
+            if "argument" not in str(exc):
+                raise
+            raise autobuild.Unsupported(f"inputs for {bundle.architecture}: TypeError: {exc}") from None
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        a, b = _tensors(first), _tensors(repeat)
+        if not a:
+            raise invalid(f"{bundle.architecture} returned no floating-point tensor", output_type=type(first).__name__)
+        name, t = a[0]
+        require_finite(name, t)
+        if t.dim() == 0 or t.shape[0] != autobuild.BATCH:
+            raise invalid(
+                f"{name} has shape {list(t.shape)}, expected batch {autobuild.BATCH} first", shape=list(t.shape)
+            )
+        if len(b) != len(a) or not torch.allclose(t.float(), b[0][1].float(), atol=1e-4, rtol=1e-4, equal_nan=False):
+            diff = float((t.float() - b[0][1].float()).abs().max()) if len(b) == len(a) else None
+            raise invalid(f"{name} differs between two identical forward passes", max_abs_diff=diff)
+        return {"output_name": name, "shape": list(t.shape), "sample": sample(t), "outputs": len(a)}
+
+    def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        # random synthetic weights: there is no quality to measure, only information
+        return {"metric": "none", "value": None, "bound": None, "reference": None, "passed": None}
+
+    def units(self, inputs: dict[str, Any], output: Any) -> float:
+        return float(autobuild.BATCH)
+
+
+class GenerateCheck(ForwardCheck):
+    name = "generate"
+    auto_class = "AutoModel"
+    fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3, "generated": None}
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        out = super().validate(bundle, inputs, first, repeat)
+        model = bundle.model
+        if not model.can_generate():
+            out["generated"] = None
+            return out
+        kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+        kwargs["pad_token_id"] = model.generation_config.pad_token_id or 0
+        kwargs["eos_token_id"] = None
+        if model.config.is_encoder_decoder and model.generation_config.decoder_start_token_id is None:
+            kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
+        gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
+        seq = model.generate(**gen_inputs, **kwargs)
+        seq2 = model.generate(**gen_inputs, **kwargs)
+        seq = getattr(seq, "sequences", seq)
+        seq2 = getattr(seq2, "sequences", seq2)
+        if seq.shape[0] != autobuild.BATCH or seq.shape[-1] < NEW_TOKENS:
+            raise invalid(f"generate returned shape {list(seq.shape)}", shape=list(seq.shape))
+        if not torch.equal(seq, seq2):
+            raise invalid("greedy generation differs between two identical calls")
+        out["generated"] = seq[:, -NEW_TOKENS:].tolist()
+        return out
+
+
+def for_architecture(architecture: str) -> ForwardCheck:
+    """The check of an ad hoc job (check "auto"): chosen by the task of the config's architecture
+    (workers.architectures), loading exactly that class."""
+    import transformers
+
+    from fleet.errors import ErrorKind
+
+    task = autobuild._tasks().get(architecture)
+    if task is None or not hasattr(transformers, architecture):
+        raise CheckFailure(
+            ErrorKind.UNSUPPORTED_ARCHITECTURE,
+            f"{architecture} is in no task mapping of the installed transformers {transformers.__version__}",
+        )
+    from workers.architectures import GENERATING
+
+    check = GenerateCheck() if task in GENERATING else ForwardCheck()
+    check.auto_class = architecture
+    check.task = task
+    return check
