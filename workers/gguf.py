@@ -9,7 +9,6 @@ provenance.json: a folder that does not match what was written is not trusted bu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.settings import Settings
+from workers import integrity
 
 PROVENANCE = "provenance.json"
 WEIGHTS = "model.safetensors"
@@ -57,11 +57,9 @@ def cache_dir() -> Path:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Through the host's digest cache: an unchanged GGUF file or converted folder is not read
+    again on every job (an edit in place changes its ctime, so it is hashed again)."""
+    return integrity.file_sha256(path)
 
 
 def convert(gguf_path: Path) -> Conversion:

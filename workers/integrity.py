@@ -227,6 +227,19 @@ def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestC
     return out
 
 
+def file_sha256(p: Path, cache: DigestCache | None = None) -> str:
+    """sha256 of one file through this host's digest cache (keyed by stat, ctime included, so
+    an edit in place is a miss); a file that changes while it is hashed is not cached."""
+    cache = cache or DigestCache()
+    key = stat_key(p)
+    sha = cache.get(key)
+    if sha is None:
+        sha = _sha256(p)
+        if stat_key(p) == key:
+            cache.put(key, sha, p)
+    return sha
+
+
 def _sha256(p: Path) -> str:
     digest = hashlib.sha256()
     with p.open("rb") as fh:
