@@ -510,3 +510,10 @@ def assert_gate(result: dict[str, Any]) -> None:
     assert result["weights_sha256"] and result["metrics"]["parameters_loaded"] == result["metrics"]["parameters"]
     q = result["output"]["quality"]
     assert q["passed"] is False and q["value"] is not None and q["bound"] is not None
+
+
+def test_real_minilm_with_its_tensors_renamed_is_incomplete(tmp_path: Path) -> None:
+    """The genuine bytes under other tensor names: nothing lands where the model reads it."""
+    folder = rewrite_weights(copy_minilm(tmp_path / "m"), lambda t: {f"renamed.{k}": v for k, v in t.items()})
+    error = assert_failed(run_family(minilm_fam(Candidate(path=str(folder)))), "weights_incomplete")
+    assert error["data"]["missing_count"] > 0 and error["data"]["unexpected_count"] > 0
