@@ -63,6 +63,32 @@ SHRINK: dict[str, Any] = {
     "image_size": 32,
     "patch_size": 8,
 }
+# Secondary widths the shrinker also sets in its first variant: latent ranks and head sizes of
+# MLA attention, linear attention and state-space layers, projections that must match the
+# shrunk hidden size of another tower, and per-layer embeddings (measured: left alone they made
+# a shrunk model take up to 27 s per forward pass or refuse the smaller tower's width).
+SECONDARY: dict[str, Any] = {
+    **dict.fromkeys(("kv_lora_rank", "q_lora_rank"), 16),
+    **dict.fromkeys(("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_head_dim", "swa_head_dim"), 8),
+    **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim", "linear_head_dim", "mamba_d_head"), 8),
+    "qk_head_dim": 16,
+    "index_n_heads": 2,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "mamba_n_heads": 8,
+    "linear_num_heads": 4,
+    "mamba_d_ssm": 64,
+    **dict.fromkeys(("mamba_chunk_size", "chunk_size"), 8),  # state-space chunks: the text is 8 long
+    "width_coefficient": 0.25,  # EfficientNet-style scaling
+    "depth_coefficient": 0.5,
+    **dict.fromkeys(("state_size", "ssm_state_size", "mamba_d_state"), 16),
+    "hidden_size_per_layer_input": 8,
+    **dict.fromkeys(("shared_expert_intermediate_size", "mlp_dim", "projector_hidden_size"), 64),
+    **dict.fromkeys(
+        ("out_hidden_size", "text_hidden_size", "encoder_hidden_size", "projection_dim", "fpn_hidden_size"), 32
+    ),
+    **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
+}
 # Per model_type fixes on top of the shrinker (the failure groups the survey found).
 OVERRIDES: dict[str, dict[str, Any]] = {}
 
@@ -99,6 +125,7 @@ def class_info(class_name: str) -> tuple[type, str]:
 # Shrink variants tried in order until one builds, takes our inputs and runs a forward pass:
 # the full shrink, then wider heads with the derived head size, then depth only (narrow configs).
 VARIANTS: tuple[dict[str, Any], ...] = (
+    {**SHRINK, **SECONDARY},
     SHRINK,
     {
         **{k: v for k, v in SHRINK.items() if k not in ("head_dim", "d_kv", "num_key_value_heads")},
@@ -110,12 +137,56 @@ VARIANTS: tuple[dict[str, Any], ...] = (
 MAX_UNSHRUNK_WIDTH = 1024  # the depth-only variant is tried only on configs this narrow
 
 
-def _shrink(config: Any, values: dict[str, Any], depth: int = 0) -> None:
+def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
+    """A heterogeneous config (per-layer overrides) refuses reads of its per-layer attributes:
+    drop the overrides the shrinker is about to set, and hand back the rest to re-apply once
+    the depth is known."""
+    spec = config.__dict__.get("_heterogeneity_spec")
+    if spec is None:
+        return None
+    kept = {
+        idx: {k: v for k, v in overrides.items() if k not in values}
+        for idx, overrides in spec.per_layer_overrides.items()
+    }
+    config.per_layer_config = None
+    return {idx: o for idx, o in kept.items() if o}
+
+
+def _state_space_heads(config: Any) -> None:
+    """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it."""
+    hidden = getattr(config, "hidden_size", None)
+    for expand, heads, head in (("expand", "num_heads", "head_dim"), ("mamba_expand", "mamba_n_heads", "mamba_d_head")):
+        e, n = getattr(config, expand, None), getattr(config, heads, None)
+        if isinstance(hidden, int) and isinstance(e, int) and isinstance(n, int) and n and hasattr(config, head):
+            if "state_size" in vars(config) or expand == "mamba_expand":
+                setattr(config, head, e * hidden // n)
+                if hasattr(config, "mamba_d_ssm") and expand == "mamba_expand":
+                    config.mamba_d_ssm = e * hidden
+
+
+def _mrope(config: Any) -> None:
+    """Multimodal rotary sections (Qwen2-VL, GLM-4V, ...) must sum to half the rotary width,
+    which the shrunk head size changes; the modeling code's own default is sized for the full model."""
+    rope = getattr(config, "rope_parameters", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not isinstance(rope, dict) or not isinstance(heads, int) or not isinstance(hidden, int) or not heads:
+        return
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    factor = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
+    half = int(head_dim * float(factor)) // 2
+    third = half // 3
+    config.rope_parameters = {**rope, "mrope_section": [half - 2 * third, third, third]}
+
+
+def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False) -> None:
     from transformers import PretrainedConfig
 
+    per_layer = _homogenize(config, values)
     for key, value in values.items():
         current = getattr(config, key, None)
-        if isinstance(current, int) and not isinstance(current, bool):
+        numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
+        if isinstance(current, numeric) and not isinstance(current, bool):
             try:
                 setattr(config, key, value)
             except (AttributeError, ValueError, TypeError):
@@ -130,14 +201,22 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0) -> None:
             config.num_hidden_layers = len(kinds)
         except (AttributeError, ValueError, TypeError):
             pass
+    _state_space_heads(config)
+    if per_layer:
+        layers = getattr(config, "num_hidden_layers", 0)
+        config.per_layer_config = {idx: o for idx, o in per_layer.items() if idx < layers} or None
+    if mrope:
+        _mrope(config)
     if depth < 3:
         for key in list(vars(config)):
             sub = getattr(config, key, None)
             if isinstance(sub, PretrainedConfig):
-                _shrink(sub, values, depth + 1)
+                _shrink(sub, values, depth + 1, mrope)
 
 
-def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None) -> Any:
+def tiny_config(
+    model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False
+) -> Any:
     from transformers import AutoConfig
 
     try:
@@ -146,10 +225,17 @@ def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: 
             config = config_class(**overrides)
         else:
             config = AutoConfig.for_model(model_type, **overrides)
-        _shrink(config, values)
+        _shrink(config, values, mrope=mrope)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
     return config
+
+
+def _uses_mrope(cls: type) -> bool:
+    try:
+        return "mrope_section" in inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
 
 
 def _width(config: Any) -> int:
@@ -167,9 +253,10 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
         model_type = own_type
     first_error: Unsupported | None = None
     built: tuple[Any, str] | None = None
+    mrope = _uses_mrope(cls)
     for number, values in enumerate(VARIANTS):
         try:
-            config = tiny_config(model_type, values, config_class)
+            config = tiny_config(model_type, values, config_class, mrope)
             if getattr(config, "pad_token_id", 0) is None:  # batches of 2 need a padding token
                 config.pad_token_id = 0
             if number == len(VARIANTS) - 1 and _width(config) > MAX_UNSHRUNK_WIDTH:
@@ -182,7 +269,7 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
                     f"{class_name} could not be built from a shrunk config: {type(exc).__name__}: {exc}"
                 ) from None
             digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
-            inputs = make_inputs(model, device, task)
+            inputs = make_inputs(model, device, task, PLANS[0])
         except Unsupported as exc:
             first_error = first_error or exc
             continue
@@ -190,12 +277,15 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
             first_error = first_error or Unsupported(f"inputs for {class_name}: {type(exc).__name__}: {exc}")
             continue
         built = built or (model, digest)
-        try:
-            with torch.inference_mode():
-                model(**inputs)
-        except Exception:
-            continue
-        return model, digest
+        for plan in PLANS:
+            try:
+                inputs = inputs if plan == PLANS[0] else make_inputs(model, device, task, plan)
+                with torch.inference_mode():
+                    model(**inputs)
+            except Exception:
+                continue
+            model.fleet_inputs = plan  # the check makes the same inputs (make_inputs reads it)
+            return model, digest
     if built is not None:
         return built
     assert first_error is not None
@@ -219,57 +309,143 @@ def _size(value: Any) -> int:
     return int(value)
 
 
-def make_inputs(model: Any, device: torch.device, task: str = "") -> dict[str, Any]:
-    """Seeded dummy inputs for the model's main input and the decoder, by modality."""
+# Input plans tried in order on a model that built: its main input with whatever its forward
+# requires; then also the other modality its sub-configs name (dual encoders such as CLIP or
+# CLAP run only on text and image together, while a LLaVA-style model refuses an image without
+# image tokens, so "paired" comes second).
+PLANS = ("main", "paired")
+MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
+PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
+
+
+def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | None = None) -> dict[str, Any]:
+    """Seeded dummy inputs for the model's main input, what its forward requires, and for
+    plan "paired" the other modality too."""
     config = model.config
+    plan = plan or getattr(model, "fleet_inputs", PLANS[0])
     main = getattr(model, "main_input_name", "input_ids")
     params = inspect.signature(model.forward).parameters
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
+    required = [n for n in required if n != "self"]
     g = torch.Generator().manual_seed(SEED)
-    vocab = int(_get(config, "vocab_size", default=100) or 100)
-    high = max(min(vocab, 100), 5)
+    maker = _Maker(model, g)
     inputs: dict[str, Any] = {}
-    if main == "input_ids":
-        inputs["input_ids"] = torch.randint(3, high, (BATCH, SEQ), generator=g)
-        eos = getattr(config, "eos_token_id", None)
-        if isinstance(eos, int) and 0 <= eos < vocab:  # end each text as a tokenizer would
-            inputs["input_ids"][:, -1] = eos
-        if "attention_mask" in params:
-            inputs["attention_mask"] = torch.ones(BATCH, SEQ, dtype=torch.long)
-    elif main == "pixel_values":
+    if any(p in params for p in PACKED) and (main in ("hidden_states", "pixel_values") or "hidden_states" in required):
+        inputs.update(maker.packed(params))
+    elif main in maker.kinds:
+        inputs[main] = maker.kinds[main]()
+    else:
+        raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
+    for name in required:
+        if name not in inputs:
+            if name not in maker.kinds:
+                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness makes not yet")
+            inputs[name] = maker.kinds[name]()
+    if plan == "paired" or task == "zero_shot_image_classification":  # text and image together
+        pairs = (("input_ids", None), ("pixel_values", "vision_config"), ("input_features", "audio_config"), ("bbox", None))
+        for name, sub in pairs:
+            if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
+                inputs[name] = maker.kinds[name]()
+    for name in MASKS:  # a mask beside each text input
+        text = name.replace("attention_mask", "input_ids")
+        if name in params and text in inputs and name not in inputs:
+            inputs[name] = torch.ones_like(inputs[text])
+    if "use_cache" in params:  # the forward check looks at outputs, not the cache
+        inputs["use_cache"] = False
+    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
+        inputs["decoder_input_ids"] = maker.text(4)
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+class _Maker:
+    """Seeded tensors by input name, sized from the model's config."""
+
+    def __init__(self, model: Any, g: torch.Generator) -> None:
+        self.model, self.config, self.g = model, model.config, g
+        vocab = int(_get(self.config, "vocab_size", default=100) or 100)
+        self.vocab, self.high = vocab, max(min(vocab, 100), 5)
+        self.kinds = {
+            "input_ids": self.text,
+            "qformer_input_ids": self.text,
+            "decoder_input_ids": lambda: self.text(4),
+            "token_type_ids": lambda: torch.zeros(BATCH, SEQ, dtype=torch.long),
+            "bbox": self.bbox,
+            "pixel_values": self.image,
+            "pixel_values_videos": self.video,
+            "input_values": self.waveform,
+            "input_features": self.features,
+            "query_embeds": self.query,
+        }
+
+    def text(self, length: int = SEQ) -> torch.Tensor:
+        ids = torch.randint(3, self.high, (BATCH, length), generator=self.g)
+        eos = getattr(self.config, "eos_token_id", None)
+        if length == SEQ and isinstance(eos, int) and 0 <= eos < self.vocab:  # end each text as a tokenizer would
+            ids[:, -1] = eos
+        return ids
+
+    def bbox(self) -> torch.Tensor:  # layout models: boxes with x0 <= x1 and y0 <= y1
+        corners = torch.randint(0, 1000, (BATCH, SEQ, 2, 2), generator=self.g).sort(dim=2).values
+        return corners.transpose(2, 3).reshape(BATCH, SEQ, 4)
+
+    def image(self) -> torch.Tensor:
+        config = self.config
         size = _size(_get(config, "image_size", default=32))
         channels = int(_get(config, "num_channels", default=3))
         frames = _get(config, "num_frames")
-        shape = (
-            (BATCH, frames, channels, size, size)
-            if frames and "video" in type(model).__name__.lower()
-            else (BATCH, channels, size, size)
-        )
-        inputs["pixel_values"] = torch.randn(*shape, generator=g)
-    elif main == "pixel_values_videos":
-        size = _size(_get(config, "image_size", "crop_size", default=32))
-        frames = int(_get(config, "num_frames", "frames_per_clip", default=4))
-        inputs[main] = torch.randn(BATCH, frames, int(_get(config, "num_channels", default=3)), size, size, generator=g)
-    elif main == "input_values":
-        channels = _get(config, "audio_channels")  # codecs take (batch, channels, samples)
-        inputs["input_values"] = torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=g)
-    elif main == "input_features":
-        bins = int(_get(config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
-        length = int(_get(config, "max_source_positions", default=1500)) * 2
-        length = min(length, 3000)
-        inputs["input_features"] = torch.randn(BATCH, bins, length, generator=g)
-    else:
-        raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
-    if task == "zero_shot_image_classification":  # text and image together
-        if "input_ids" not in inputs:
-            inputs["input_ids"] = torch.randint(3, high, (BATCH, SEQ), generator=g)
-        if "pixel_values" not in inputs:
-            size = _size(_get(config, "image_size", default=32))
-            inputs["pixel_values"] = torch.randn(BATCH, 3, size, size, generator=g)
-    if "use_cache" in params:  # the forward check looks at outputs, not the cache
-        inputs["use_cache"] = False
-    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False):
-        inputs["decoder_input_ids"] = torch.randint(3, high, (BATCH, 4), generator=g)
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if frames and "video" in type(self.model).__name__.lower():
+            return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
+        return torch.randn(BATCH, channels, size, size, generator=self.g)
+
+    def video(self) -> torch.Tensor:
+        size = _size(_get(self.config, "image_size", "crop_size", default=32))
+        frames = int(_get(self.config, "num_frames", "frames_per_clip", default=4))
+        channels = int(_get(self.config, "num_channels", default=3))
+        return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
+
+    def waveform(self) -> torch.Tensor:
+        channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
+        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=self.g)
+
+    def features(self) -> torch.Tensor:
+        bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
+        length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
+        return torch.randn(BATCH, bins, length, generator=self.g)
+
+    def query(self) -> torch.Tensor:
+        queries = int(_get(self.config, "num_query_tokens", default=4))
+        hidden = int(_get(self.config, "hidden_size", default=32))
+        return torch.randn(BATCH, queries, hidden, generator=self.g)
+
+    def packed(self, params: Any) -> dict[str, torch.Tensor]:
+        """Flattened patches and their (t, h, w) grid, one small image per batch item."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        temporal = int(getattr(config, "temporal_patch_size", 1) or 1)
+        channels = int(getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or 3)
+        merge = int(getattr(config, "spatial_merge_size", 1) or 1)
+        side = 2 * merge
+        grid = torch.tensor([[1, side, side]] * BATCH)
+        patches = torch.randn(BATCH * side * side, channels * temporal * patch * patch, generator=self.g)
+        grid_name = next(p for p in PACKED if p in params)
+        main = "hidden_states" if "hidden_states" in params else "pixel_values"
+        return {main: patches, grid_name: grid}
+
+
+def _sub(config: Any, name: str) -> Any:
+    return getattr(config, name, None) or config
+
+
+def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
+    """The sizes an output's first dimension may have: the batch, or for packed patches the
+    patch count (before or after the spatial merge) and the number of images."""
+    sizes = {BATCH}
+    grid = next((inputs[p] for p in PACKED if p in inputs), None)
+    if isinstance(grid, torch.Tensor):
+        patches = int(grid.prod(dim=-1).sum())
+        merge = int(getattr(_sub(config, "vision_config"), "spatial_merge_size", 1) or 1)
+        sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    return sizes
 
 
 @functools.cache

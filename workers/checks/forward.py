@@ -61,9 +61,11 @@ class ForwardCheck(Check):
             raise invalid(f"{bundle.architecture} returned no floating-point tensor", output_type=type(first).__name__)
         name, t = a[0]
         require_finite(name, t)
-        if t.dim() == 0 or t.shape[0] != autobuild.BATCH:
+        leading = autobuild.leading_sizes(bundle.model.config, inputs)
+        if t.dim() == 0 or t.shape[0] not in leading:
             raise invalid(
-                f"{name} has shape {list(t.shape)}, expected batch {autobuild.BATCH} first", shape=list(t.shape)
+                f"{name} has shape {list(t.shape)}, expected {' or '.join(map(str, sorted(leading)))} first",
+                shape=list(t.shape),
             )
         if len(b) != len(a) or not torch.allclose(t.float(), b[0][1].float(), atol=1e-4, rtol=1e-4, equal_nan=False):
             diff = float((t.float() - b[0][1].float()).abs().max()) if len(b) == len(a) else None
