@@ -72,6 +72,8 @@ SECONDARY: dict[str, Any] = {
     **dict.fromkeys(("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_head_dim", "swa_head_dim"), 8),
     **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim", "linear_head_dim", "mamba_d_head"), 8),
     "qk_head_dim": 16,
+    "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
+    "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
     "linear_num_value_heads": 4,
@@ -89,8 +91,24 @@ SECONDARY: dict[str, Any] = {
     ),
     **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
 }
+# Keys a config may leave None for the modeling code to derive from the full-size widths.
+DERIVED = ("head_dim", "num_key_value_heads")
 # Per model_type fixes on top of the shrinker (the failure groups the survey found).
-OVERRIDES: dict[str, dict[str, Any]] = {}
+# CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
+# shrinking, on every (sub-)config of that model_type.
+CONSTRUCT: dict[str, dict[str, Any]] = {
+    **dict.fromkeys(("autoformer", "informer", "time_series_transformer"), {"prediction_length": 4}),
+    # DETR-style models: transformers' own ResNet backbone instead of timm's (not installed)
+    **dict.fromkeys(
+        ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer"), {"use_timm_backbone": False}
+    ),
+}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    # hybrids whose default layer pattern puts no attention layer in the first two layers
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    "recurrent_gemma": {"num_hidden_layers": 3},  # block_types cycles recurrent, recurrent, attention
+    "efficientnet": {"hidden_dim": 320},  # the top convolution's width at width_coefficient 0.25
+}
 
 
 class Unsupported(CheckFailure):
@@ -122,8 +140,10 @@ def class_info(class_name: str) -> tuple[type, str]:
     return cls, model_type
 
 
-# Shrink variants tried in order until one builds, takes our inputs and runs a forward pass:
-# the full shrink, then wider heads with the derived head size, then depth only (narrow configs).
+DEPTH_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers")
+# Shrink variants tried in order until one builds, takes our inputs and runs a forward pass: the
+# full shrink with the secondary widths, the plain shrink, wider heads with the derived head
+# size, then depth only (narrow configs).
 VARIANTS: tuple[dict[str, Any], ...] = (
     {**SHRINK, **SECONDARY},
     SHRINK,
@@ -132,7 +152,7 @@ VARIANTS: tuple[dict[str, Any], ...] = (
         **{k: 64 for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")},
         **{k: 128 for k in ("intermediate_size", "ffn_dim", "d_ff", "n_inner", "hidden_dim")},
     },
-    {k: 2 for k in ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers")},
+    {**{k: 2 for k in DEPTH_KEYS}, "image_size": 64},  # a default-size image made the last try take up to 60 s
 )
 MAX_UNSHRUNK_WIDTH = 1024  # the depth-only variant is tried only on configs this narrow
 
@@ -150,6 +170,21 @@ def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]
     }
     config.per_layer_config = None
     return {idx: o for idx, o in kept.items() if o}
+
+
+def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
+    """Lists with one entry per stage or layer (hidden_sizes, depths, strides of ConvNeXt-style
+    models) are cut to the shrunk depth, so that every stage still has its entry."""
+    for key, old in before.items():
+        new = getattr(config, key, None)
+        if not isinstance(old, int) or not isinstance(new, int) or new >= old:
+            continue
+        for name, value in list(vars(config).items()):
+            if isinstance(value, (list, tuple)) and len(value) == old and name not in ("layer_types",):
+                try:
+                    setattr(config, name, type(value)(value[:new]))
+                except (AttributeError, ValueError, TypeError):
+                    pass
 
 
 def _state_space_heads(config: Any) -> None:
@@ -170,7 +205,7 @@ def _mrope(config: Any) -> None:
     rope = getattr(config, "rope_parameters", None)
     heads = getattr(config, "num_attention_heads", None)
     hidden = getattr(config, "hidden_size", None)
-    if not isinstance(rope, dict) or not isinstance(heads, int) or not isinstance(hidden, int) or not heads:
+    if not rope or not isinstance(rope, dict) or not isinstance(heads, int) or not isinstance(hidden, int) or not heads:
         return
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     factor = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
@@ -183,10 +218,14 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     from transformers import PretrainedConfig
 
     per_layer = _homogenize(config, values)
+    depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
-        if isinstance(current, numeric) and not isinstance(current, bool):
+        if key == "image_size" and isinstance(current, (list, tuple)) and len(current) == 2:
+            current, value = current[0], type(current)([value, value])  # (height, width)
+        derived = current is None and key in DERIVED and key in vars(config)
+        if derived or (isinstance(current, numeric) and not isinstance(current, bool)):
             try:
                 setattr(config, key, value)
             except (AttributeError, ValueError, TypeError):
@@ -201,11 +240,14 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             config.num_hidden_layers = len(kinds)
         except (AttributeError, ValueError, TypeError):
             pass
+    _per_stage_lists(config, depths)
     _state_space_heads(config)
+    for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
+        setattr(config, key, value)
     if per_layer:
         layers = getattr(config, "num_hidden_layers", 0)
         config.per_layer_config = {idx: o for idx, o in per_layer.items() if idx < layers} or None
-    if mrope:
+    if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
         _mrope(config)
     if depth < 3:
         for key in list(vars(config)):
@@ -220,7 +262,7 @@ def tiny_config(
     from transformers import AutoConfig
 
     try:
-        overrides = OVERRIDES.get(model_type, {})
+        overrides = CONSTRUCT.get(model_type, {})
         if config_class is not None and getattr(config_class, "model_type", None) == model_type:
             config = config_class(**overrides)
         else:
@@ -293,7 +335,8 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
-    for cfg in (config, getattr(config, "vision_config", None), getattr(config, "audio_config", None)):
+    subs = ("vision_config", "audio_config", "encoder_config")
+    for cfg in (config, *(getattr(config, sub, None) for sub in subs)):
         for key in keys:
             value = getattr(cfg, key, None) if cfg is not None else None
             if value is not None:
@@ -313,7 +356,8 @@ def _size(value: Any) -> int:
 # requires; then also the other modality its sub-configs name (dual encoders such as CLIP or
 # CLAP run only on text and image together, while a LLaVA-style model refuses an image without
 # image tokens, so "paired" comes second).
-PLANS = ("main", "paired")
+PLANS = ("main", "paired", "channels_last")
+CHANNELS_LAST = PLANS[2]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
@@ -328,7 +372,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
     required = [n for n in required if n != "self"]
     g = torch.Generator().manual_seed(SEED)
-    maker = _Maker(model, g)
+    maker = _Maker(model, g, plan == CHANNELS_LAST)
     inputs: dict[str, Any] = {}
     if any(p in params for p in PACKED) and (main in ("hidden_states", "pixel_values") or "hidden_states" in required):
         inputs.update(maker.packed(params))
@@ -360,8 +404,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
 class _Maker:
     """Seeded tensors by input name, sized from the model's config."""
 
-    def __init__(self, model: Any, g: torch.Generator) -> None:
-        self.model, self.config, self.g = model, model.config, g
+    def __init__(self, model: Any, g: torch.Generator, channels_last: bool = False) -> None:
+        self.model, self.config, self.g, self.channels_last = model, model.config, g, channels_last
         vocab = int(_get(self.config, "vocab_size", default=100) or 100)
         self.vocab, self.high = vocab, max(min(vocab, 100), 5)
         self.kinds = {
@@ -405,10 +449,15 @@ class _Maker:
 
     def waveform(self) -> torch.Tensor:
         channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
+        if self.channels_last:
+            channels = channels or 1
         return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=self.g)
 
     def features(self) -> torch.Tensor:
         bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
+        if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
+            bins = int(_get(self.config, "feature_projection_input_dim", "input_dim", default=bins))
+            return torch.randn(BATCH, 64, bins, generator=self.g)
         length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
         return torch.randn(BATCH, bins, length, generator=self.g)
 
