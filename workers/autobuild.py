@@ -356,8 +356,9 @@ def _size(value: Any) -> int:
 # requires; then also the other modality its sub-configs name (dual encoders such as CLIP or
 # CLAP run only on text and image together, while a LLaVA-style model refuses an image without
 # image tokens, so "paired" comes second).
-PLANS = ("main", "paired", "channels_last")
+PLANS = ("main", "paired", "channels_last", "frames")
 CHANNELS_LAST = PLANS[2]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
+FRAMES = PLANS[3]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
@@ -372,7 +373,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
     required = [n for n in required if n != "self"]
     g = torch.Generator().manual_seed(SEED)
-    maker = _Maker(model, g, plan == CHANNELS_LAST)
+    maker = _Maker(model, g, plan)
     inputs: dict[str, Any] = {}
     if any(p in params for p in PACKED) and (main in ("hidden_states", "pixel_values") or "hidden_states" in required):
         inputs.update(maker.packed(params))
@@ -385,7 +386,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             if name not in maker.kinds:
                 raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness makes not yet")
             inputs[name] = maker.kinds[name]()
-    if plan == "paired" or task == "zero_shot_image_classification":  # text and image together
+    if plan in ("paired", FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (("input_ids", None), ("pixel_values", "vision_config"), ("input_features", "audio_config"), ("bbox", None))
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
@@ -404,8 +405,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
 class _Maker:
     """Seeded tensors by input name, sized from the model's config."""
 
-    def __init__(self, model: Any, g: torch.Generator, channels_last: bool = False) -> None:
-        self.model, self.config, self.g, self.channels_last = model, model.config, g, channels_last
+    def __init__(self, model: Any, g: torch.Generator, plan: str = PLANS[0]) -> None:
+        self.model, self.config, self.g = model, model.config, g
+        self.channels_last, self.frames = plan == CHANNELS_LAST, plan == FRAMES
         vocab = int(_get(self.config, "vocab_size", default=100) or 100)
         self.vocab, self.high = vocab, max(min(vocab, 100), 5)
         self.kinds = {
@@ -437,8 +439,8 @@ class _Maker:
         size = _size(_get(config, "image_size", default=32))
         channels = int(_get(config, "num_channels", default=3))
         frames = _get(config, "num_frames")
-        if frames and "video" in type(self.model).__name__.lower():
-            return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
+        if self.frames or (frames and "video" in type(self.model).__name__.lower()):
+            return torch.randn(BATCH, int(frames or 2), channels, size, size, generator=self.g)
         return torch.randn(BATCH, channels, size, size, generator=self.g)
 
     def video(self) -> torch.Tensor:
