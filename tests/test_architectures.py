@@ -119,11 +119,36 @@ def test_builder_runs_a_sample_of_every_modality(found: dict[str, Any], cls: str
     assert again["revision"] == result["revision"] and again["output"]["sample"] == out["sample"]
 
 
+# The builder's rules, one class each: what failed before the rule, and the input plan it now runs with.
+RULES = {
+    "Qwen2VLModel": "main",  # multimodal rotary sections resized to the shrunk head
+    "Glm4vVisionModel": "main",  # flat patches and a (t, h, w) grid; output rows are merged patches
+    "EmbeddingGemma2TextModel": "main",  # per-layer (heterogeneous) config attributes
+    "FalconH1Model": "main",  # secondary widths: state-space heads kept equal to expand x hidden
+    "ConvNextModel": "main",  # per-stage lists cut to the shrunk number of stages
+    "ConditionalDetrModel": "main",  # transformers' own backbone instead of timm
+    "Aimv2Model": "paired",  # a dual encoder runs only on text and image together
+    "BrosModel": "paired",  # layout boxes beside the text
+    "Wav2Vec2BertModel": "channels_last",  # features (batch, time, stacked bins)
+    "XCLIPModel": "frames",  # video frames and text: the X-CLIP family of the catalog
+    "InformerModel": "paired",  # a time series: history with lags, time features, and the horizon
+}
+
+
+@pytest.mark.parametrize("cls", sorted(RULES))
+def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) -> None:
+    result = run_job(_job(found, cls))
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    detail = result["attempts"][-1]["detail"]
+    assert f"inputs {RULES[cls]})" in detail, detail
+    assert result["output"]["shape"][0] in (2, 8, 32) and result["metrics"]["first_inference_s"] > 0
+
+
 @pytest.mark.parametrize(
     ("cls", "reason"),
     [
-        ("PatchTSTModel", "main input 'past_values'"),  # an input kind the harness does not make yet
-        ("DetrModel", "timm"),  # an optional package this machine lacks
+        ("DecisionTransformerModel", "main input 'states'"),  # an input kind the harness does not make yet
+        ("TimmWrapperModel", "timm"),  # an optional package this machine lacks
     ],
 )
 def test_a_harness_gap_is_skipped_with_its_own_kind(found: dict[str, Any], cls: str, reason: str) -> None:

@@ -327,11 +327,20 @@ def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[
             except Exception:
                 continue
             model.fleet_inputs = plan  # the check makes the same inputs (make_inputs reads it)
+            model.fleet_variant = number
             return model, digest
     if built is not None:
         return built
     assert first_error is not None
     raise first_error
+
+
+def describe(model: Any) -> str:
+    """How the builder made this model, for the attempt's detail."""
+    variant = getattr(model, "fleet_variant", None)
+    if variant is None:  # no variant ran a forward pass: the check shows the model's own error
+        return "shrunk default config (no variant ran a forward pass; first that built)"
+    return f"shrunk default config (variant {variant}, inputs {getattr(model, 'fleet_inputs', PLANS[0])})"
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -387,7 +396,14 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
                 raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness makes not yet")
             inputs[name] = maker.kinds[name]()
     if plan in ("paired", FRAMES) or task == "zero_shot_image_classification":  # text and image together
-        pairs = (("input_ids", None), ("pixel_values", "vision_config"), ("input_features", "audio_config"), ("bbox", None))
+        pairs = (
+            ("input_ids", None),
+            ("pixel_values", "vision_config"),
+            ("input_features", "audio_config"),
+            ("bbox", None),
+            ("future_values", None),
+            ("future_time_features", None),
+        )
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
                 inputs[name] = maker.kinds[name]()
@@ -421,6 +437,14 @@ class _Maker:
             "input_values": self.waveform,
             "input_features": self.features,
             "query_embeds": self.query,
+            # time series: a history (with lags), its time features and mask, and the horizon
+            "past_values": self.past,
+            "past_observed_mask": lambda: torch.ones_like(self.past()),
+            "past_values_padding": lambda: torch.zeros_like(self.past()),
+            "past_time_features": lambda: self.time_features(self.past().shape[1]),
+            "future_values": lambda: torch.randn(BATCH, self._horizon(), generator=self.g),
+            "future_time_features": lambda: self.time_features(self._horizon()),
+            "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
         }
 
     def text(self, length: int = SEQ) -> torch.Tensor:
@@ -467,6 +491,22 @@ class _Maker:
         queries = int(_get(self.config, "num_query_tokens", default=4))
         hidden = int(_get(self.config, "hidden_size", default=32))
         return torch.randn(BATCH, queries, hidden, generator=self.g)
+
+    def past(self) -> torch.Tensor:
+        c = self.config
+        lags = getattr(c, "lags_sequence", None)
+        context = int(getattr(c, "context_length", None) or 32)
+        if lags:  # Informer-style: the context plus the largest lag, one value per step
+            return torch.randn(BATCH, context + max(lags), generator=torch.Generator().manual_seed(SEED))
+        channels = int(getattr(c, "num_input_channels", 0) or 0)
+        shape = (BATCH, context, channels) if channels else (BATCH, context)
+        return torch.randn(*shape, generator=torch.Generator().manual_seed(SEED))
+
+    def _horizon(self) -> int:
+        return int(getattr(self.config, "prediction_length", None) or 4)
+
+    def time_features(self, length: int) -> torch.Tensor:
+        return torch.randn(BATCH, length, int(getattr(self.config, "num_time_features", 0) or 0), generator=self.g)
 
     def packed(self, params: Any) -> dict[str, torch.Tensor]:
         """Flattened patches and their (t, h, w) grid, one small image per batch item."""

@@ -263,5 +263,5 @@ def _build_auto(class_name: str, family: Family, device: torch.device) -> Bundle
         source="synthetic",
         revision=f"seed={autobuild.SEED},config={digest[:12]}",
         architecture=class_name,
-        extra={"config_from": "shrunk default config", "task": autobuild.task_of(family)},
+        extra={"config_from": autobuild.describe(model), "task": autobuild.task_of(family)},
     )
