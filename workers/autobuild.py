@@ -188,7 +188,10 @@ def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
 
 
 def _state_space_heads(config: Any) -> None:
-    """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it."""
+    """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it.
+    Latent attention (MLA: a kv_lora_rank) expands keys to every head: no grouped KV heads."""
+    if isinstance(getattr(config, "kv_lora_rank", None), int) and isinstance(getattr(config, "num_key_value_heads", None), int):
+        config.num_key_value_heads = config.num_attention_heads
     hidden = getattr(config, "hidden_size", None)
     for expand, heads, head in (("expand", "num_heads", "head_dim"), ("mamba_expand", "mamba_n_heads", "mamba_d_head")):
         e, n = getattr(config, expand, None), getattr(config, heads, None)
