@@ -108,6 +108,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
     "recurrent_gemma": {"num_hidden_layers": 3},  # block_types cycles recurrent, recurrent, attention
     "efficientnet": {"hidden_dim": 320},  # the top convolution's width at width_coefficient 0.25
+    "xmod": {"default_language": "en_XX"},  # adapters need a language; the default config names one
+    "gemma3n_text": {"num_kv_shared_layers": 0},  # KV sharing needs more layers than two
+    "funnel": {"block_sizes": [1, 1, 1]},  # its depth is the sum of block sizes
+    "prophetnet": {"num_encoder_layers": 2, "num_decoder_layers": 2},  # depth set per stack, not overall
 }
 
 
@@ -231,8 +235,8 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         if derived or (isinstance(current, numeric) and not isinstance(current, bool)):
             try:
                 setattr(config, key, value)
-            except (AttributeError, ValueError, TypeError):
-                pass
+            except (AttributeError, ValueError, TypeError, NotImplementedError):
+                pass  # a config that refuses a key (Funnel, ProphetNet: their depth has its own keys)
     layer_types = getattr(config, "layer_types", None)
     layers = getattr(config, "num_hidden_layers", None)
     if isinstance(layer_types, list) and isinstance(layers, int) and len(layer_types) != layers:

@@ -25,6 +25,8 @@ def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
     )
     found: list[tuple[str, torch.Tensor]] = []
     for key, value in items:
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+            key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             found.append((str(key), value))
     return found
