@@ -73,12 +73,14 @@ SECONDARY: dict[str, Any] = {
     **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim", "linear_head_dim", "mamba_d_head"), 8),
     "qk_head_dim": 16,
     "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
+    **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
     "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
     "linear_num_value_heads": 4,
     "mamba_n_heads": 8,
     "linear_num_heads": 4,
+    "n_groups": 1,  # Mamba-2 state groups must divide its heads
     "mamba_d_ssm": 64,
     **dict.fromkeys(("mamba_chunk_size", "chunk_size"), 8),  # state-space chunks: the text is 8 long
     "width_coefficient": 0.25,  # EfficientNet-style scaling
@@ -112,6 +114,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3n_text": {"num_kv_shared_layers": 0},  # KV sharing needs more layers than two
     "funnel": {"block_sizes": [1, 1, 1]},  # its depth is the sum of block sizes
     "prophetnet": {"num_encoder_layers": 2, "num_decoder_layers": 2},  # depth set per stack, not overall
+    **dict.fromkeys(("musicgen_decoder", "musicgen_melody_decoder"), {"num_codebooks": 1}),  # ids per codebook
+    **dict.fromkeys(("wav2vec2-bert", "wav2vec2-conformer"), {"vocab_size": 32}),  # a CTC head needs a vocabulary
 }
 
 
@@ -197,7 +201,12 @@ def _state_space_heads(config: Any) -> None:
     if isinstance(getattr(config, "kv_lora_rank", None), int) and isinstance(getattr(config, "num_key_value_heads", None), int):
         config.num_key_value_heads = config.num_attention_heads
     hidden = getattr(config, "hidden_size", None)
-    for expand, heads, head in (("expand", "num_heads", "head_dim"), ("mamba_expand", "mamba_n_heads", "mamba_d_head")):
+    pairs = (
+        ("expand", "num_heads", "head_dim"),
+        ("mamba_expand", "mamba_n_heads", "mamba_d_head"),
+        ("mamba_expand", "n_mamba_heads", "mamba_headdim"),  # Zamba2
+    )
+    for expand, heads, head in pairs:
         e, n = getattr(config, expand, None), getattr(config, heads, None)
         if isinstance(hidden, int) and isinstance(e, int) and isinstance(n, int) and n and hasattr(config, head):
             if "state_size" in vars(config) or expand == "mamba_expand":
@@ -414,6 +423,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
                 inputs[name] = maker.kinds[name]()
+    if "noise" in params and "pixel_values" in inputs:
+        inputs["noise"] = maker.noise()
     for name in MASKS:  # a mask beside each text input
         text = name.replace("attention_mask", "input_ids")
         if name in params and text in inputs and name not in inputs:
@@ -452,6 +463,7 @@ class _Maker:
             "future_values": lambda: torch.randn(BATCH, self._horizon(), generator=self.g),
             "future_time_features": lambda: self.time_features(self._horizon()),
             "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
+            "noise": self.noise,
         }
 
     def text(self, length: int = SEQ) -> torch.Tensor:
@@ -508,6 +520,12 @@ class _Maker:
         channels = int(getattr(c, "num_input_channels", 0) or 0)
         shape = (BATCH, context, channels) if channels else (BATCH, context)
         return torch.randn(*shape, generator=torch.Generator().manual_seed(SEED))
+
+    def noise(self) -> torch.Tensor:
+        """The masking noise of a masked autoencoder (ViTMAE): seeded, or every pass masks anew."""
+        size = _size(_get(self.config, "image_size", default=32))
+        patch = _size(_get(self.config, "patch_size", default=8))
+        return torch.rand(BATCH, (size // patch) ** 2, generator=torch.Generator().manual_seed(SEED))
 
     def _horizon(self) -> int:
         return int(getattr(self.config, "prediction_length", None) or 4)
