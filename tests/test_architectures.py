@@ -132,6 +132,9 @@ RULES = {
     "Wav2Vec2BertModel": "channels_last",  # features (batch, time, stacked bins)
     "XCLIPModel": "frames",  # video frames and text: the X-CLIP family of the catalog
     "InformerModel": "paired",  # a time series: history with lags, time features, and the horizon
+    "HGNetV2Backbone": "main",  # a tuple of feature maps: the check reads the first
+    "ViTMAEModel": "main",  # seeded masking noise, else two passes mask different patches
+    "Mamba2ForCausalLM": "main",  # state groups and heads consistent with expand x hidden
 }
 
 
