@@ -81,6 +81,9 @@ SECONDARY: dict[str, Any] = {
     "mamba_n_heads": 8,
     "linear_num_heads": 4,
     "n_groups": 1,  # Mamba-2 state groups must divide its heads
+    "d_latents": 64,  # Perceiver: its latent array (1280 x 256 x 26 self-attentions took 30 s a job)
+    "num_latents": 8,
+    "num_self_attends_per_block": 2,
     "mamba_d_ssm": 64,
     **dict.fromkeys(("mamba_chunk_size", "chunk_size"), 8),  # state-space chunks: the text is 8 long
     "width_coefficient": 0.25,  # EfficientNet-style scaling
@@ -116,6 +119,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "prophetnet": {"num_encoder_layers": 2, "num_decoder_layers": 2},  # depth set per stack, not overall
     **dict.fromkeys(("musicgen_decoder", "musicgen_melody_decoder"), {"num_codebooks": 1}),  # ids per codebook
     **dict.fromkeys(("wav2vec2-bert", "wav2vec2-conformer"), {"vocab_size": 32}),  # a CTC head needs a vocabulary
+    "esm": {"vocab_size": 33},  # the default config leaves the vocabulary unset
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
 }
 
 
@@ -432,7 +437,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     if "use_cache" in params:  # the forward check looks at outputs, not the cache
         inputs["use_cache"] = False
     if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
-        inputs["decoder_input_ids"] = maker.text(4)
+        inputs["decoder_input_ids"] = maker.text()  # as long as the text: BART's classifier reads eos from both
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
@@ -447,7 +452,7 @@ class _Maker:
         self.kinds = {
             "input_ids": self.text,
             "qformer_input_ids": self.text,
-            "decoder_input_ids": lambda: self.text(4),
+            "decoder_input_ids": self.text,
             "token_type_ids": lambda: torch.zeros(BATCH, SEQ, dtype=torch.long),
             "bbox": self.bbox,
             "pixel_values": self.image,
@@ -464,6 +469,7 @@ class _Maker:
             "future_time_features": lambda: self.time_features(self._horizon()),
             "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
             "noise": self.noise,
+            "inputs": self.perceiver,
         }
 
     def text(self, length: int = SEQ) -> torch.Tensor:
@@ -520,6 +526,15 @@ class _Maker:
         channels = int(getattr(c, "num_input_channels", 0) or 0)
         shape = (BATCH, context, channels) if channels else (BATCH, context)
         return torch.randn(*shape, generator=torch.Generator().manual_seed(SEED))
+
+    def perceiver(self) -> torch.Tensor:
+        """Perceiver's generic `inputs`: token ids, an image, or embeddings, by the class's preprocessor."""
+        name = type(self.model).__name__
+        if name.endswith(("MaskedLM", "SequenceClassification")):
+            return self.text()
+        if "Image" in name:
+            return self.image()
+        return torch.randn(BATCH, SEQ, int(getattr(self.config, "d_model", 32)), generator=self.g)
 
     def noise(self) -> torch.Tensor:
         """The masking noise of a masked autoencoder (ViTMAE): seeded, or every pass masks anew."""
