@@ -40,7 +40,7 @@ def _child(classes: list[str], out: Path) -> None:
             (job,) = plan_jobs("survey", architectures.catalog(found, cls), None, ["cpu"], RunSettings(), pins=[])
             t0 = time.perf_counter()
             result = run_job(job)
-            err = result.get("error") or {}
+            err: dict[str, Any] = dict(result.get("error") or {})
             row = {
                 "class": cls,
                 "task": result.get("task"),
@@ -103,7 +103,7 @@ def main() -> None:
             running.append((proc, chunk, out, time.monotonic()))
         time.sleep(0.5)
         for item in list(running):
-            proc, chunk, out, since = item
+            proc, chunk, out, _since = item
             done, started = _done(out)
             stuck = started is not None and proc.poll() is None and _age(out) > HARD_LIMIT_S
             if proc.poll() is None and not stuck:
@@ -113,12 +113,19 @@ def main() -> None:
                 proc.wait()
             running.remove(item)
             if started is not None:
-                crashed.append({"class": started, "status": "crashed", "kind": "crashed", "message": f"rc {proc.returncode}"})
+                crashed.append(
+                    {"class": started, "status": "crashed", "kind": "crashed", "message": f"rc {proc.returncode}"}
+                )
             rest = [c for c in chunk if c not in done and c != started]
             if rest:
                 queue.insert(0, rest)
-        print(f"\r{sum(len(_done(f)[0]) for f in outdir.glob('part-*.jsonl'))}/{len(classes)} "
-              f"{time.perf_counter() - t0:.0f}s", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{sum(len(_done(f)[0]) for f in outdir.glob('part-*.jsonl'))}/{len(classes)} "
+            f"{time.perf_counter() - t0:.0f}s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     results = [json.loads(line) for f in sorted(outdir.glob("part-*.jsonl")) for line in f.read_text().splitlines()]
     results = [r for r in results if not r.get("started")] + crashed
     (outdir / "all.json").write_text(json.dumps(results, indent=1))

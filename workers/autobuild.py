@@ -7,6 +7,7 @@ Anything that fails here is the harness's gap, not the model's: CheckFailure(har
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import inspect
@@ -102,11 +103,12 @@ DERIVED = ("head_dim", "num_key_value_heads")
 # CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
 # shrinking, on every (sub-)config of that model_type.
 CONSTRUCT: dict[str, dict[str, Any]] = {
-    **dict.fromkeys(("autoformer", "informer", "time_series_transformer"), {"prediction_length": 4}),
+    **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
     # DETR-style models: transformers' own ResNet backbone instead of timm's (not installed)
-    **dict.fromkeys(
-        ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer"), {"use_timm_backbone": False}
-    ),
+    **{
+        key: {"use_timm_backbone": False}
+        for key in ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer")
+    },
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     # hybrids whose default layer pattern puts no attention layer in the first two layers
@@ -117,8 +119,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "gemma3n_text": {"num_kv_shared_layers": 0},  # KV sharing needs more layers than two
     "funnel": {"block_sizes": [1, 1, 1]},  # its depth is the sum of block sizes
     "prophetnet": {"num_encoder_layers": 2, "num_decoder_layers": 2},  # depth set per stack, not overall
-    **dict.fromkeys(("musicgen_decoder", "musicgen_melody_decoder"), {"num_codebooks": 1}),  # ids per codebook
-    **dict.fromkeys(("wav2vec2-bert", "wav2vec2-conformer"), {"vocab_size": 32}),  # a CTC head needs a vocabulary
+    **{key: {"num_codebooks": 1} for key in ("musicgen_decoder", "musicgen_melody_decoder")},  # ids per codebook
+    **{key: {"vocab_size": 32} for key in ("wav2vec2-bert", "wav2vec2-conformer")},  # a CTC head needs a vocabulary
     "esm": {"vocab_size": 33},  # the default config leaves the vocabulary unset
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
 }
@@ -203,7 +205,8 @@ def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
 def _state_space_heads(config: Any) -> None:
     """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it.
     Latent attention (MLA: a kv_lora_rank) expands keys to every head: no grouped KV heads."""
-    if isinstance(getattr(config, "kv_lora_rank", None), int) and isinstance(getattr(config, "num_key_value_heads", None), int):
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if isinstance(getattr(config, "kv_lora_rank", None), int) and isinstance(kv_heads, int):
         config.num_key_value_heads = config.num_attention_heads
     hidden = getattr(config, "hidden_size", None)
     pairs = (
@@ -264,9 +267,9 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _per_stage_lists(config, depths)
     _state_space_heads(config)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
-        setattr(config, key, value)
+        setattr(config, key, copy.deepcopy(value))
     if per_layer:
-        layers = getattr(config, "num_hidden_layers", 0)
+        layers = int(getattr(config, "num_hidden_layers", None) or 0)
         config.per_layer_config = {idx: o for idx, o in per_layer.items() if idx < layers} or None
     if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
         _mrope(config)
@@ -277,13 +280,11 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
                 _shrink(sub, values, depth + 1, mrope)
 
 
-def tiny_config(
-    model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False
-) -> Any:
+def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
     from transformers import AutoConfig
 
     try:
-        overrides = CONSTRUCT.get(model_type, {})
+        overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
         if config_class is not None and getattr(config_class, "model_type", None) == model_type:
             config = config_class(**overrides)
         else:
@@ -397,7 +398,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     """Seeded dummy inputs for the model's main input, what its forward requires, and for
     plan "paired" the other modality too."""
     config = model.config
-    plan = plan or getattr(model, "fleet_inputs", PLANS[0])
+    plan = plan or str(getattr(model, "fleet_inputs", PLANS[0]))
     main = getattr(model, "main_input_name", "input_ids")
     params = inspect.signature(model.forward).parameters
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
@@ -414,7 +415,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     for name in required:
         if name not in inputs:
             if name not in maker.kinds:
-                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness makes not yet")
+                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness lacks")
             inputs[name] = maker.kinds[name]()
     if plan in ("paired", FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (
@@ -436,8 +437,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             inputs[name] = torch.ones_like(inputs[text])
     if "use_cache" in params:  # the forward check looks at outputs, not the cache
         inputs["use_cache"] = False
-    if "decoder_input_ids" in params and getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" not in inputs:
-        inputs["decoder_input_ids"] = maker.text()  # as long as the text: BART's classifier reads eos from both
+    decoder = "decoder_input_ids"
+    if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
+        inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
