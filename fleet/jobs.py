@@ -32,6 +32,8 @@ def job_problem(job: Any) -> str | None:
         problem = _number_problem(job.get(key), key, maximum)
         if problem:
             return problem
+    if "task" in job and (not isinstance(job["task"], str) or not 0 < len(job["task"]) <= 64):
+        return "task must be a string of 1-64 characters"
     spec = job.get("family_spec")
     if not isinstance(spec, dict):
         return "family_spec must be an object"

@@ -69,6 +69,7 @@ class Job(TypedDict):
     pins: NotRequired[list[dict[str, Any]]]  # known answers for this family's candidates (fleet/pins.py)
     reruns: NotRequired[int]  # how many times a FAILED job is run again before it is reported (default 0)
     rerun: NotRequired[int]  # which run of the job this message is: 0 first, 1.. reruns
+    task: NotRequired[str]  # architecture jobs: the class's transformers task (kept by every terminal result)
 
 
 class Result(TypedDict):
@@ -156,6 +157,8 @@ def base_result(job: Job) -> Result:
 def terminal_result(job: Job, status: Status, kind: ErrorKind, message: str, **extra: Any) -> Result:
     """A result written without running the check (LOST, SKIPPED, worker_lost, timeout)."""
     result = base_result(job)
+    if isinstance(job.get("task"), str):  # a LOST or killed architecture job still counts under its task
+        result["task"] = job["task"]
     result["status"] = str(status)
     result["error"] = error_info(kind, message)
     result["finished_at"] = now()

@@ -20,6 +20,7 @@ from fleet.protocol import Job, Result, job_id, now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
 from fleet.timing import DEFAULT_VISIBILITY_S, check_visibility, default_deadline, hard_time_limit
+from orchestrator import architectures
 from orchestrator import pins as pinning
 from orchestrator.runs import abandon
 
@@ -46,22 +47,24 @@ def plan_jobs(
             time_limit = settings.time_limit_s or fam.time_limit_s
             spec = fam.to_dict()
             spec.pop("description", None)  # for people, not workers: it stays out of every message
-            jobs.append(
-                {
-                    "run_id": run_id,
-                    "job_id": job_id(fam.name, str(device)),
-                    "family": fam.name,
-                    "device": str(device),
-                    "queue": device.queue,
-                    "family_spec": spec,
-                    "time_limit_s": time_limit,
-                    "repeats": settings.repeats or fam.repeats,
-                    "max_attempts": settings.max_attempts,
-                    "pins": pinning.for_job(pins, fam, device),
-                    "reruns": settings.reruns,
-                    "rerun": 0,
-                }
-            )
+            job: Job = {
+                "run_id": run_id,
+                "job_id": job_id(fam.name, str(device)),
+                "family": fam.name,
+                "device": str(device),
+                "queue": device.queue,
+                "family_spec": spec,
+                "time_limit_s": time_limit,
+                "repeats": settings.repeats or fam.repeats,
+                "max_attempts": settings.max_attempts,
+                "pins": pinning.for_job(pins, fam, device),
+                "reruns": settings.reruns,
+                "rerun": 0,
+            }
+            task = architectures.task_of(fam.name, fam.description)
+            if task:  # an architecture job: the task counts it even if it never reports itself
+                job["task"] = task
+            jobs.append(job)
     return jobs
 
 

@@ -16,7 +16,7 @@ import transformers
 
 from fleet.errors import ErrorKind, FleetError
 from fleet.jobs import job_problem
-from fleet.protocol import Status, base_result
+from fleet.protocol import Status, base_result, terminal_result
 from fleet.settings import RunSettings
 from orchestrator import architectures
 from orchestrator.report import assemble, md, render_markdown
@@ -89,6 +89,11 @@ def test_selection_by_all_task_and_class(found: dict[str, Any]) -> None:
     assert job["family_spec"]["synthetic"] == "auto:BertForMaskedLM"
     assert job["family_spec"]["candidates"] == [] and job["repeats"] == 1
     assert job_problem(job) is None  # a worker accepts it
+    # the task rides in the job: a job whose process dies still counts under its task
+    assert job["task"] == "masked_lm"
+    lost = terminal_result(job, Status.LOST, ErrorKind.WORKER_LOST, "killed")
+    assert lost["task"] == "masked_lm"
+    assert "task must be" in str(job_problem({**job, "task": ""}))
 
 
 SAMPLE = {  # one class per modality and task kind
