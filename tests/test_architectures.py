@@ -136,7 +136,7 @@ RULES = {
     "BrosModel": "paired",  # layout boxes beside the text
     "Wav2Vec2BertModel": "channels_last",  # features (batch, time, stacked bins)
     "XCLIPModel": "frames",  # video frames and text: the X-CLIP family of the catalog
-    "InformerModel": "paired",  # a time series: history with lags, time features, and the horizon
+    "InformerModel": "main",  # a time series: history with lags, time features and mask
     "HGNetV2Backbone": "main",  # a tuple of feature maps: the check reads the first
     "ViTMAEModel": "main",  # seeded masking noise, else two passes mask different patches
     "Mamba2ForCausalLM": "main",  # state groups and heads consistent with expand x hidden
@@ -230,7 +230,7 @@ def test_cli_rejects_an_unknown_architecture_in_one_line(tmp_path: Path) -> None
 def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     env = {"FLEET_HOME": str(tmp_path / "state"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     res = orchestrator(
-        "run", "--architectures", "BertModel,ViTForImageClassification,PatchTSTModel", "--devices", "cpu", env=env
+        "run", "--architectures", "BertModel,ViTForImageClassification,DecisionTransformerModel", "--devices", "cpu", env=env
     )
     assert res.returncode == 0, res.stderr  # a harness gap does not fail the run
     md_path, json_path, _ = (Path(p) for p in res.stdout.split())
@@ -239,7 +239,7 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     assert statuses == {
         "arch:BertModel@cpu": "SYNTHETIC",
         "arch:ViTForImageClassification@cpu": "SYNTHETIC",
-        "arch:PatchTSTModel@cpu": "SKIPPED",
+        "arch:DecisionTransformerModel@cpu": "SKIPPED",
     }
     assert data["transformers"] == transformers.__version__
     assert data["architectures"]["totals"]["harness"] == 1
