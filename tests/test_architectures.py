@@ -230,7 +230,12 @@ def test_cli_rejects_an_unknown_architecture_in_one_line(tmp_path: Path) -> None
 def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     env = {"FLEET_HOME": str(tmp_path / "state"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     res = orchestrator(
-        "run", "--architectures", "BertModel,ViTForImageClassification,DecisionTransformerModel", "--devices", "cpu", env=env
+        "run",
+        "--architectures",
+        "BertModel,ViTForImageClassification,DecisionTransformerModel",
+        "--devices",
+        "cpu",
+        env=env,
     )
     assert res.returncode == 0, res.stderr  # a harness gap does not fail the run
     md_path, json_path, _ = (Path(p) for p in res.stdout.split())
