@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import re
 import subprocess
@@ -40,6 +41,7 @@ def _child(classes: list[str], out: Path) -> None:
             (job,) = plan_jobs("survey", architectures.catalog(found, cls), None, ["cpu"], RunSettings(), pins=[])
             t0 = time.perf_counter()
             result = run_job(job)
+            gc.freeze()  # as the worker does after each job (workers/app.py)
             err: dict[str, Any] = dict(result.get("error") or {})
             row = {
                 "class": cls,

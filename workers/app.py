@@ -113,6 +113,11 @@ def run_check(self: Task, job: Job) -> str:
         s.retrying(lambda: s.put_result(gave_up, sealed=SEALED))
         return "gave up"
     result = run_job(job, delivery=delivery, settings=settings())
+    # What survived the job's collection is long-lived (modules the job imported, caches): out of
+    # every later collection too, so the next one scans only its own job's objects (0.46 s of a
+    # 0.53 s job measured on ViTModel once transformers had imported a few hundred modules).
+    # Frozen objects are still freed by reference counting.
+    gc.freeze()
     if reruns.wants_rerun(result, job):
         _rerun(self, s, job, result)  # does not return: the rerun starts in a fresh process
     if reruns.rerun_number(job):

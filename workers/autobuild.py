@@ -202,7 +202,7 @@ def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
                     pass
 
 
-def _state_space_heads(config: Any) -> None:
+def _consistent_heads(config: Any) -> None:
     """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it.
     Latent attention (MLA: a kv_lora_rank) expands keys to every head: no grouped KV heads."""
     kv_heads = getattr(config, "num_key_value_heads", None)
@@ -265,7 +265,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _per_stage_lists(config, depths)
-    _state_space_heads(config)
+    _consistent_heads(config)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
         setattr(config, key, copy.deepcopy(value))
     if per_layer:
@@ -463,10 +463,10 @@ class _Maker:
             "input_features": self.features,
             "query_embeds": self.query,
             # time series: a history (with lags), its time features and mask, and the horizon
-            "past_values": self.past,
-            "past_observed_mask": lambda: torch.ones_like(self.past()),
-            "past_values_padding": lambda: torch.zeros_like(self.past()),
-            "past_time_features": lambda: self.time_features(self.past().shape[1]),
+            "past_values": lambda: torch.randn(*self._past_shape(), generator=self.g),
+            "past_observed_mask": lambda: torch.ones(self._past_shape()),
+            "past_values_padding": lambda: torch.zeros(self._past_shape()),
+            "past_time_features": lambda: self.time_features(self._past_shape()[1]),
             "future_values": lambda: torch.randn(BATCH, self._horizon(), generator=self.g),
             "future_time_features": lambda: self.time_features(self._horizon()),
             "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
@@ -519,15 +519,14 @@ class _Maker:
         hidden = int(_get(self.config, "hidden_size", default=32))
         return torch.randn(BATCH, queries, hidden, generator=self.g)
 
-    def past(self) -> torch.Tensor:
+    def _past_shape(self) -> tuple[int, ...]:
         c = self.config
         lags = getattr(c, "lags_sequence", None)
         context = int(getattr(c, "context_length", None) or 32)
         if lags:  # Informer-style: the context plus the largest lag, one value per step
-            return torch.randn(BATCH, context + max(lags), generator=torch.Generator().manual_seed(SEED))
+            return (BATCH, context + max(lags))
         channels = int(getattr(c, "num_input_channels", 0) or 0)
-        shape = (BATCH, context, channels) if channels else (BATCH, context)
-        return torch.randn(*shape, generator=torch.Generator().manual_seed(SEED))
+        return (BATCH, context, channels) if channels else (BATCH, context)
 
     def perceiver(self) -> torch.Tensor:
         """Perceiver's generic `inputs`: token ids, an image, or embeddings, by the class's preprocessor."""
