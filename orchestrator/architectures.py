@@ -7,7 +7,7 @@ generates), synthetic builder "auto:<Class>", no candidates, repeats 1.
 Where the list comes from (the control plane has no torch): an embedded run asks its own
 interpreter (`python -m workers.architectures --json`, a subprocess, since the workers run
 here too); `submit` reads what a live worker published in Redis at start
-(fleet:architectures:<transformers version>, see workers.app).
+(fleet.store.registry, see workers.app).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 from fleet.catalog import Candidate, Catalog, Family
 from fleet.errors import BadInput, FleetError
 from fleet.names import ARCH_FAMILY_PREFIX, AUTO_CHECK, AUTO_SYNTHETIC_PREFIX, MODEL_FAMILY_PREFIX, NO_SYNTHETIC
+from fleet.store import Registry
 
-KEY_PREFIX = "fleet:architectures:"
 # A shrunk model runs in well under a second (median 0.1 s); a few default configs stay huge
 # (measured: up to 14 GB RSS and 144 s before these limits): the limits keep one such class
 # from holding a pool process or the host's memory. Past the memory limit: oom, or
@@ -42,13 +42,11 @@ def local_listing() -> dict[str, Any]:
     return listing
 
 
-def published_listing(redis: Any) -> dict[str, Any]:
+def published_listing(registry: Registry) -> dict[str, Any]:
     """The newest listing a live worker published in Redis."""
-    keys = sorted(k if isinstance(k, str) else k.decode() for k in redis.keys(KEY_PREFIX + "*"))
-    if not keys:
+    listing = registry.newest_architectures()
+    if listing is None:
         raise BadInput("no worker has published its architectures yet (start a worker, then submit again)")
-    raw = redis.get(keys[-1])
-    listing: dict[str, Any] = json.loads(raw)
     return listing
 
 

@@ -319,7 +319,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from orchestrator.submit import ProgressBar, submit, unserved_devices
 
-    catalog, arch_meta = _catalog(args, settings, lambda: architectures.published_listing(_store(settings).r))
+    catalog, arch_meta = _catalog(args, settings, lambda: architectures.published_listing(_store(settings).registry))
     families = None if args.all or args.architectures or args.model else args.family
     catalog.select(families)
     devices = parse_devices(args.devices)

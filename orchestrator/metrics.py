@@ -84,8 +84,10 @@ def exposition(store: ResultStore, run_id: str, now: float | None = None) -> str
         "fleet_queue_length",
         "gauge",
         "Jobs waiting in each broker queue (not yet taken by a worker).",
-        [({"queue": q}, store.queue_length(q)) for q in QUEUES],
+        [({"queue": q}, store.transport.queue_length(q)) for q in QUEUES],
     )
-    _metric(out, "fleet_workers_live", "gauge", "Workers with a live heartbeat.", [({}, len(store.live_workers()))])
+    _metric(
+        out, "fleet_workers_live", "gauge", "Workers with a live heartbeat.", [({}, len(store.registry.live_workers()))]
+    )
     _metric(out, "fleet_metrics_generated_timestamp_seconds", "gauge", "When this was written.", [({}, round(now, 3))])
     return "\n".join(out) + "\n"

@@ -41,7 +41,7 @@ def lost_result(job: Job, deadline_s: float) -> Result:
 def missing_results(store: ResultStore, run_id: str, meta: dict[str, Any], have: set[str]) -> list[Result]:
     """What every job without a result ends as at the deadline: SKIPPED when no live worker
     serves its queue, otherwise LOST."""
-    served = store.served_queues()
+    served = store.registry.served_queues()
     out = []
     for jid, job in store.jobs(run_id).items():
         if jid not in have:
@@ -101,8 +101,9 @@ def drop_expired(store: ResultStore, queues: tuple[str, ...] = QUEUES) -> int:
     no consumer (a GPU queue on a fleet without GPUs) drains and autoscalers see it empty."""
     now = time.time()
     dropped = 0
+    transport = store.transport
     for queue in queues:
-        dropped += store.drop_queued(queue, [raw for raw in store.queued(queue) if _expired(raw, now)])
+        dropped += transport.drop_queued(queue, [raw for raw in transport.queued(queue) if _expired(raw, now)])
     return dropped
 
 

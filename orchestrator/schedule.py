@@ -146,8 +146,8 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     catalog = load_catalog(options.catalog, settings.plugins)
     run_settings = RunSettings(deadline_s=options.deadline_s, reruns=options.reruns)
     run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
-    if not store.claim_slot(slot, run_id):
-        return f"slot {slot} already taken by {store.slot_run(slot)}"
+    if not store.registry.claim_slot(slot, run_id):
+        return f"slot {slot} already taken by {store.registry.slot_run(slot)}"
     app = make_app(settings=settings)
     pins = pinning.load(options.pins)
     submit(

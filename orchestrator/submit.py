@@ -115,7 +115,7 @@ def submit(
         "total": len(jobs),
         "origin": origin,
         "orchestrator_version": __version__,
-        "workers_at_submit": store.live_workers(),
+        "workers_at_submit": store.registry.live_workers(),
         **(extra_meta or {}),
     }
     store.create_run(meta, jobs)
@@ -149,7 +149,7 @@ def _batch(producer: Any) -> Any:
 
 
 def unserved_devices(store: ResultStore, devices: Sequence[Device]) -> list[Device]:
-    served = store.served_queues()
+    served = store.registry.served_queues()
     return [d for d in devices if d.queue not in served]
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import logging
 import os
 import socket
@@ -233,7 +232,7 @@ def publish_architectures() -> None:
     from workers.architectures import listing
 
     data = listing()
-    store().r.set(f"fleet:architectures:{data['transformers']}", json.dumps(data))
+    store().registry.publish_architectures(data)
 
 
 @signals.worker_ready.connect

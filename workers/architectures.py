@@ -3,7 +3,7 @@
 The list comes from transformers' task mappings (transformers.models.auto.modeling_auto
 MODEL_*_MAPPING_NAMES: plain name dicts, no modeling code imported). The control plane has no
 torch, so it runs `python -m workers.architectures --json` in a subprocess (embedded runs) or
-reads what a live worker published in Redis (fleet:architectures:<transformers version>).
+reads what a live worker published in Redis (fleet.store.registry.publish_architectures).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def save_run_report(
     """Render a run once: markdown kept in Redis, and RUN_ID.md, RUN_ID.json and RUN_ID.html in out_dir."""
     data = build(store, run_id, expectations=expectations)
     markdown = render_markdown(data)
-    store.save_report(run_id, markdown)
+    store.registry.save_report(run_id, markdown)
     md_path, json_path, html_path = (out_dir / f"{run_id}.{ext}" for ext in ("md", "json", "html"))
     write_atomic(md_path, markdown)
     write_atomic(json_path, to_json(data))

@@ -1,0 +1,19 @@
+"""The fleet's Redis store, split by what it holds; every module opens with its purpose.
+
+- results.py: runs, jobs, results, attempts, reruns, late attempts. ResultStore is the object
+  callers hold: it owns the one connection and carries the other parts as attributes,
+  .transport and .registry.
+- transport.py: Celery transport bookkeeping (queue contents, held deliveries, restoring an
+  unacknowledged message).
+- registry.py: live workers, published architecture listings, schedule slots, saved reports.
+- keys.py: every key name, spelled once. connection.py: the client and its error translation.
+- put_result.lua: the script that writes a result and finishes a run atomically.
+
+Nothing outside this package holds a raw Redis client for the fleet's data.
+"""
+
+from fleet.store.registry import Registry
+from fleet.store.results import ResultStore, new_run_id
+from fleet.store.transport import Transport
+
+__all__ = ["Registry", "ResultStore", "Transport", "new_run_id"]

@@ -1,0 +1,40 @@
+"""Every Redis key the fleet reads or writes, spelled once.
+
+Our own keys start with "fleet:"; kombu's Redis transport owns the queue lists (named after the
+queue, with a list per priority step) and the unacked hash and index.
+"""
+
+from __future__ import annotations
+
+PREFIX = "fleet"
+RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
+# A run's keys: fleet:run:<run id>:<part>
+RUN_PARTS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns")
+HELD = f"{PREFIX}:held"  # delivery tag -> instance id of the worker process that received it
+UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport
+PRIORITY_STEPS = (3, 6, 9)  # kombu's priority lists beside a queue's own list
+
+
+def run(run_id: str, part: str) -> str:
+    """A key of one run (part: one of RUN_PARTS; run_id or part may be a SCAN/KEYS pattern)."""
+    return f"{PREFIX}:run:{run_id}:{part}"
+
+
+def worker(name: str) -> str:
+    """A worker's heartbeat (name may be a pattern)."""
+    return f"{PREFIX}:worker:{name}"
+
+
+def slot(name: str) -> str:
+    """The run that claimed a schedule slot (name may be a pattern)."""
+    return f"{PREFIX}:slot:{name}"
+
+
+def architectures(transformers_version: str) -> str:
+    """The architecture listing a worker with this transformers version published."""
+    return f"{PREFIX}:architectures:{transformers_version}"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The lists kombu keeps a queue's messages in: the queue's own, then one per priority step."""
+    return [queue] + [f"{queue}\x06\x16{p}" for p in PRIORITY_STEPS]

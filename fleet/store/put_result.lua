@@ -1,0 +1,26 @@
+-- Write a result unless the run is finished or the job's result is sealed (a status in ARGV[5..]):
+-- then it is kept as a late attempt for the record. Marks the run finished when it was the last.
+-- One script, so that a late result and the finalisation cannot interleave.
+-- KEYS: results, jobs, finished, late. ARGV: job_id, value, only_if_absent ('1'/'0'), now, sealed...
+local results, jobs, finished, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local job_id, value, only_if_absent, now = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+if redis.call('EXISTS', finished) == 1 then
+  redis.call('RPUSH', late, value)
+  return 0
+end
+local previous = redis.call('HGET', results, job_id)
+if previous then
+  if only_if_absent then return 0 end
+  local status = cjson.decode(previous)['status']
+  for i = 5, #ARGV do
+    if status == ARGV[i] then
+      redis.call('RPUSH', late, value)
+      return 0
+    end
+  end
+end
+redis.call('HSET', results, job_id, value)
+if redis.call('HLEN', results) >= redis.call('HLEN', jobs) then
+  redis.call('SET', finished, now, 'NX')
+end
+return 1

@@ -1,0 +1,242 @@
+"""Runs and their results in Redis: run metadata, jobs, results, attempt counts, reruns and
+late attempts; and ResultStore, which also carries the transport and registry parts.
+
+Redis I/O only: what a result means (LOST, SKIPPED, when a run is over) is decided by
+orchestrator.runs. Each job writes its own result into a per-run hash keyed by job id
+("family@device"), so a repeated delivery overwrites instead of adding a row. Completion is
+counted here (HLEN), not with Celery chords (fleet/store/put_result.lua). Every redis-py error
+becomes RedisUnreachable in one place: fleet.store.connection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+from fleet.errors import RedisUnreachable, RunNotFound
+from fleet.protocol import SEALED, Job, Result, now
+from fleet.settings import Settings, redact_url
+from fleet.store import keys
+from fleet.store.connection import connect
+from fleet.store.registry import Registry
+from fleet.store.transport import Transport
+from fleet.timing import WORKER_TTL_S
+
+T = TypeVar("T")
+_PUT_RESULT = (resources.files("fleet.store") / "put_result.lua").read_text()  # see the file
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time, then a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+class ResultStore:
+    """Runs and results; .transport (queues, held deliveries) and .registry (workers,
+    architectures, schedule slots, saved reports) share its one connection."""
+
+    def __init__(self, url: str, keep_runs: int = 200, redis_ca: str | None = None) -> None:
+        self.url = url
+        self.keep_runs = keep_runs  # retention: the newest keep_runs runs are kept
+        self._r = connect(url, redis_ca)
+        self.transport = Transport(self._r)
+        self.registry = Registry(self._r)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ResultStore:
+        return cls(settings.redis_url, keep_runs=settings.keep_runs, redis_ca=settings.redis_ca)
+
+    def ping(self) -> None:
+        self._r.ping()
+
+    def retrying(self, fn: Callable[[], T], timeout_s: float = 300.0) -> T:
+        """Run fn, retrying while Redis is unreachable (a restart), for up to timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        delay = 0.2
+        while True:
+            try:
+                return fn()
+            except RedisUnreachable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- runs -------------------------------------------------------------------------
+    def create_run(self, meta: dict[str, Any], jobs: list[Job]) -> None:
+        run_id = meta["run_id"]
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(keys.run(run_id, "meta"), json.dumps(meta))
+        pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
+        pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
+        pipe.execute()
+        self.prune()
+
+    def prune(self) -> None:
+        """Keep the newest keep_runs runs (retention)."""
+        for run_id in self._r.zrange(keys.RUNS, 0, -self.keep_runs - 1):
+            self._r.delete(*(keys.run(run_id, s) for s in keys.RUN_PARTS))
+            self._r.zrem(keys.RUNS, run_id)
+
+    def run_ids(self, limit: int = 20) -> list[str]:
+        """Newest first."""
+        return list(self._r.zrevrange(keys.RUNS, 0, limit - 1))
+
+    def resolve_run_id(self, run_id: str | None) -> str:
+        if run_id is None:
+            ids = self.run_ids(1)
+            if not ids:
+                raise RunNotFound(f"no runs in Redis at {redact_url(self.url)}")
+            return ids[0]
+        if self._r.zscore(keys.RUNS, run_id) is None:
+            raise RunNotFound(f"no run with id {run_id!r} in Redis at {redact_url(self.url)}")
+        return run_id
+
+    def previous_run_id(self, run_id: str) -> str | None:
+        rank = self._r.zrank(keys.RUNS, run_id)
+        if not rank:
+            return None
+        ids = self._r.zrange(keys.RUNS, rank - 1, rank - 1)
+        return ids[0] if ids else None
+
+    def meta(self, run_id: str) -> dict[str, Any]:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(keys.run(run_id, "meta"))
+        pipe.get(keys.run(run_id, "finished"))
+        raw, finished = pipe.execute()
+        if raw is None:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        meta: dict[str, Any] = json.loads(raw)
+        meta["finished_at"] = float(finished) if finished else None
+        return meta
+
+    def jobs(self, run_id: str) -> dict[str, Job]:
+        raw = self._r.hgetall(keys.run(run_id, "jobs"))
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    def job_count(self, run_id: str) -> int:
+        return int(self._r.hlen(keys.run(run_id, "jobs")))
+
+    # -- results ----------------------------------------------------------------------
+    def begin_attempt(self, run_id: str, job_id: str, counter: str | None = None) -> tuple[bool, int]:
+        """One round trip: whether the job already has a result, and its delivery count
+        (this delivery included). counter: the field counted (default job_id; a rerun counts apart)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hexists(keys.run(run_id, "results"), job_id)
+        pipe.hincrby(keys.run(run_id, "attempts"), counter or job_id, 1)
+        done, count = pipe.execute()
+        return bool(done), int(count)
+
+    def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
+        """Write one job's result in one round trip, unless the run is finished or the job
+        already holds a result whose status is in `sealed` (those results are appended to the
+        run's late attempts instead). only_if_absent: never replace an existing result.
+        Marks the run finished when it was the last. Returns whether it was written."""
+        run_id, job_id = result["run_id"], result["job_id"]
+        keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
+        args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
+        return bool(self._r.eval(_PUT_RESULT, len(keys), *keys, *args))
+
+    def attempts(self, run_id: str) -> dict[str, int]:
+        """Deliveries counted per job (per rerun counter) so far."""
+        return {k: int(v) for k, v in self._r.hgetall(keys.run(run_id, "attempts")).items()}
+
+    def result_count(self, run_id: str) -> int:
+        """How many jobs have a result (one round trip, nothing decoded)."""
+        return int(self._r.hlen(keys.run(run_id, "results")))
+
+    def write_results(self, run_id: str, results: list[Result]) -> None:
+        """Store these results as they are, in one round trip, without put_result's checks
+        (no sealing, no finishing): for fixtures, such as bench.render's."""
+        pipe = self._r.pipeline()
+        for r in results:
+            pipe.hset(keys.run(run_id, "results"), r["job_id"], json.dumps(r))
+        pipe.execute()
+
+    def late_results(self, run_id: str) -> list[Result]:
+        """Results that arrived after the run was finished or the job's result was sealed."""
+        return [json.loads(v) for v in self._r.lrange(keys.run(run_id, "late"), 0, -1)]
+
+    # -- reruns (a FAILED job run again before its result is written) --------------------
+    def add_rerun(self, run_id: str, job_id: str, rerun: int, record: dict[str, Any]) -> bool:
+        """Keep the outcome of run number `rerun` of a job; False when it was already kept
+        (a redelivery of a message whose outcome is known)."""
+        return bool(self._r.hsetnx(keys.run(run_id, "reruns"), f"{job_id}#{rerun}", json.dumps(record)))
+
+    def reruns(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
+        """The outcomes kept for a job, in rerun order."""
+        raw = self._r.hgetall(keys.run(run_id, "reruns"))
+        mine = {int(k.rpartition("#")[2]): json.loads(v) for k, v in raw.items() if k.rpartition("#")[0] == job_id}
+        return [mine[i] for i in sorted(mine)]
+
+    # -- reading across runs (baselines, history, trends) -------------------------------
+    def runs_before(self, run_id: str, limit: int) -> list[tuple[str, float]]:
+        """Up to `limit` runs older than run_id with their start times, newest first."""
+        score = self._r.zscore(keys.RUNS, run_id)
+        if score is None:
+            return []
+        rows = self._r.zrevrangebyscore(keys.RUNS, f"({score}", "-inf", start=0, num=limit, withscores=True)
+        return [(str(rid), float(ts)) for rid, ts in rows]
+
+    def results_of(self, run_ids: list[str], job_ids: list[str]) -> dict[str, dict[str, Result]]:
+        """For each run, its results for these jobs (one round trip)."""
+        if not run_ids or not job_ids:
+            return {rid: {} for rid in run_ids}
+        pipe = self._r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(keys.run(rid, "results"), job_ids)
+        out: dict[str, dict[str, Result]] = {}
+        for rid, values in zip(run_ids, pipe.execute(), strict=True):
+            out[rid] = {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+        return out
+
+    def job_specs(self, run_id: str, job_ids: list[str]) -> dict[str, Job]:
+        values = self._r.hmget(keys.run(run_id, "jobs"), job_ids) if job_ids else []
+        return {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+
+    def results(self, run_id: str) -> list[Result]:
+        raw = self._r.hgetall(keys.run(run_id, "results"))
+        return [json.loads(v) for _, v in sorted(raw.items())]
+
+    def progress(self, run_id: str) -> tuple[int, int, Counter[str]]:
+        results = self.results(run_id)
+        return len(results), self.job_count(run_id), Counter(str(r["status"]) for r in results)
+
+    def is_finished(self, run_id: str) -> bool:
+        return bool(self._r.exists(keys.run(run_id, "finished")))
+
+    def mark_finished(self, run_id: str) -> None:
+        self._r.set(keys.run(run_id, "finished"), now(), nx=True)
+
+    def unfinished_run_ids(self) -> list[str]:
+        ids = self.run_ids(self.keep_runs)
+        pipe = self._r.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.exists(keys.run(run_id, "finished"))
+        return [run_id for run_id, done in zip(ids, pipe.execute(), strict=True) if not done]
+
+    # -- forwarded until the parallel rewrites of workers/app.py, orchestrator/cli.py and
+    # orchestrator/embedded.py merge: their call sites then name .registry/.transport, and these go.
+    def heartbeat(self, name: str, info: dict[str, Any], ttl: int = WORKER_TTL_S) -> None:
+        self.registry.heartbeat(name, info, ttl)
+
+    def forget_worker(self, name: str) -> None:
+        self.registry.forget_worker(name)
+
+    def live_workers(self) -> list[dict[str, Any]]:
+        return self.registry.live_workers()
+
+    def served_queues(self) -> set[str]:
+        return self.registry.served_queues()
+
+    def hold(self, delivery_tag: str, instance: str) -> None:
+        self.transport.hold(delivery_tag, instance)
+
+    def clear_queues(self, queues: tuple[str, ...]) -> None:
+        self.transport.clear_queues(queues)

@@ -1,0 +1,81 @@
+"""Celery transport bookkeeping in the broker's Redis: queue contents, which worker process holds
+which delivery, and putting an unacknowledged message back on its queue.
+
+Redis I/O only: when a held message counts as orphaned is decided by fleet.redelivery. The
+queue lists and the unacked hash/index belong to kombu's Redis transport (fleet.store.keys).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fleet.store import keys
+
+
+class Transport:
+    def __init__(self, r: Any) -> None:
+        self._r = r  # a fleet.store.connection.Translating client
+
+    # -- queues -----------------------------------------------------------------------
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting in a broker queue: kombu's list for the queue and its priority lists."""
+        pipe = self._r.pipeline(transaction=False)
+        for key in keys.queue_lists(queue):
+            pipe.llen(key)
+        return int(sum(pipe.execute()))
+
+    def queued(self, queue: str) -> list[str]:
+        return list(self._r.lrange(queue, 0, -1))
+
+    def drop_queued(self, queue: str, raw_messages: list[str]) -> int:
+        """Remove these messages (as returned by queued()) from the queue."""
+        pipe = self._r.pipeline(transaction=False)
+        for raw in raw_messages:
+            pipe.lrem(queue, 1, raw)
+        return sum(int(n) for n in pipe.execute())
+
+    def clear_queues(self, queues: tuple[str, ...]) -> None:
+        """Every queued and unacknowledged message gone (the embedded run, before its workers start)."""
+        self._r.delete(*queues, keys.UNACKED, keys.UNACKED_INDEX, keys.HELD)
+
+    # -- deliveries: which worker process holds which message ------------------------
+    def hold(self, delivery_tag: str, instance: str) -> None:
+        self._r.hset(keys.HELD, delivery_tag, instance)
+
+    def held(self) -> dict[str, str]:
+        return dict(self._r.hgetall(keys.HELD))
+
+    def release(self, *delivery_tags: str) -> None:
+        if delivery_tags:
+            self._r.hdel(keys.HELD, *delivery_tags)
+
+    def unacked_since(self, delivery_tags: list[str]) -> dict[str, float]:
+        """Those of these delivery tags whose message is still unacknowledged, with the time it
+        was delivered (kombu's unacked_index)."""
+        pipe = self._r.pipeline(transaction=False)
+        for tag in delivery_tags:
+            pipe.zscore(keys.UNACKED_INDEX, tag)
+        return {tag: float(t) for tag, t in zip(delivery_tags, pipe.execute(), strict=True) if t is not None}
+
+    def restore_unacked(self, delivery_tag: str) -> bool:
+        """Put an unacknowledged message back on its queue now, as kombu's own restore does
+        after the visibility timeout (same transaction: it cannot be restored twice)."""
+        restored = False
+
+        def move(pipe: Any) -> None:
+            nonlocal restored
+            raw = pipe.hget(keys.UNACKED, delivery_tag)
+            pipe.multi()
+            pipe.zrem(keys.UNACKED_INDEX, delivery_tag)
+            pipe.hdel(keys.UNACKED, delivery_tag)
+            pipe.hdel(keys.HELD, delivery_tag)
+            if raw:
+                message, _exchange, routing_key = json.loads(raw)
+                message.get("headers", {})["redelivered"] = True
+                message.get("properties", {}).get("delivery_info", {})["redelivered"] = True
+                pipe.rpush(routing_key, json.dumps(message))  # consumers BRPOP: the front of the queue
+                restored = True
+
+        self._r.transaction(move, keys.UNACKED)
+        return restored
