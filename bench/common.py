@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import redis
 
 from fleet.catalog import Catalog, Family
 from fleet.launcher import command_line
+from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,9 +88,9 @@ class Workers:
         return proc
 
     def wait_registered(self, name: str, timeout: float = 120) -> None:
-        client = redis.Redis.from_url(self.url)
+        registry = ResultStore(self.url).registry
         deadline = time.monotonic() + timeout
-        while not client.keys(f"fleet:worker:*@{name}"):
+        while not any(w.endswith(f"@{name}") for w in registry.worker_names()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"worker {name} did not register")
             time.sleep(0.2)

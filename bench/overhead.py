@@ -12,8 +12,6 @@ import subprocess
 import sys
 import time
 
-import redis
-
 from bench.common import ROOT, catalog, private_fleet, save
 from fleet.broker import make_app
 from fleet.settings import RunSettings
@@ -24,10 +22,10 @@ CELERY = [sys.executable, "-m", "celery"]
 
 
 def raw_round(url: str, n: int, spin_s: float = 0.0) -> float:
-    from bench.raw_app import app
+    from bench.raw_app import DoneCounter, app
 
-    client = redis.Redis.from_url(url)
-    client.delete("bench:raw:done")
+    done = DoneCounter(url)
+    done.reset()
     t0 = time.perf_counter()
     with app.producer_or_acquire() as producer:
         for i in range(n):
@@ -35,7 +33,7 @@ def raw_round(url: str, n: int, spin_s: float = 0.0) -> float:
                 app.send_task("bench.spin", args=[i, spin_s], queue="raw", producer=producer)
             else:
                 app.send_task("bench.noop", args=[i], queue="raw", producer=producer)
-    while int(client.get("bench:raw:done") or 0) < n:
+    while done.count() < n:
         time.sleep(0.005)
     return time.perf_counter() - t0
 
@@ -49,8 +47,7 @@ def fleet_round(url: str, n: int, spin_ms: int = 0) -> float:
     )
     t0 = time.perf_counter()
     run_id = submit(store, make_app(url), cat, None, ["cpu"], RunSettings(repeats=1), order="catalog")
-    key = f"fleet:run:{run_id}:results"
-    while store.r.hlen(key) < n:
+    while store.result_count(run_id) < n:
         time.sleep(0.005)
     took = time.perf_counter() - t0
     statuses = {r["status"] for r in store.results(run_id)}

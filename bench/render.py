@@ -122,12 +122,7 @@ def main() -> None:
                 },
                 jobs,
             )
-            pipe = store.r.pipeline()
-            import json
-
-            for r in results:
-                pipe.hset(f"fleet:run:{run_id}:results", r["job_id"], json.dumps(r))
-            pipe.execute()
+            store.write_results(run_id, results)
         t0 = time.perf_counter()
         data = report.build(store, "run-b")
         build_s = time.perf_counter() - t0

@@ -67,7 +67,7 @@ def main() -> None:
         chaos_thread.join()
         took = time.perf_counter() - t0
         results = store.results(run_id)
-        attempts = {k: int(v) for k, v in store.r.hgetall(f"fleet:run:{run_id}:attempts").items()}
+        attempts = store.attempts(run_id)
         meta = store.meta(run_id)
         late = store.late_results(run_id)
     job_ids = [r["job_id"] for r in results]

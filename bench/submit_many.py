@@ -25,7 +25,7 @@ def main() -> None:
         t0 = time.perf_counter()
         submit(store, make_app(server.url), cat, None, ["cpu"], RunSettings(), order="catalog")
         took = time.perf_counter() - t0
-        queued = store.r.llen("cpu")
+        queued = len(store.transport.queued("cpu"))
     assert queued == args.jobs, queued
     save("submit_many", {"jobs": args.jobs, "submit_s": round(took, 3), "jobs_per_s": round(args.jobs / took, 1)})
 

@@ -36,8 +36,7 @@ def main() -> None:
         for i in range(args.jobs + 2):
             t0 = time.perf_counter()
             run_id = submit(store, app, cat, None, [args.device], RunSettings(repeats=3), order="catalog")
-            key = f"fleet:run:{run_id}:results"
-            while not store.r.hlen(key):
+            while not store.result_count(run_id):
                 time.sleep(0.001)
             round_trip = time.perf_counter() - t0
             (result,) = store.results(run_id)

@@ -173,15 +173,21 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         w.stop()
 
 
+def raw_redis(url: str) -> redis.Redis:
+    """A bare client, for a test that inspects or corrupts Redis state on purpose (key names:
+    fleet.store.keys). Everything else goes through fleet.store."""
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
 def wait_for_worker(redis_url: str, name: str, w: Worker, timeout: float = 90) -> None:
     from fleet.store import ResultStore
 
-    client = ResultStore(redis_url, redis_ca=os.environ.get("FLEET_REDIS_CA")).r
+    registry = ResultStore(redis_url, redis_ca=os.environ.get("FLEET_REDIS_CA")).registry
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if w.proc.poll() is not None:
             raise RuntimeError(f"worker exited: {w.log.read_text()[-3000:]}")
-        if any(name in k for k in client.scan_iter("fleet:worker:*")):
+        if any(name in k for k in registry.worker_names()):
             return
         time.sleep(0.2)
     raise TimeoutError(f"worker {name} did not come up: {w.log.read_text()[-3000:]}")

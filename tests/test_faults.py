@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -10,16 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from fleet.broker import make_app
 from fleet.catalog import Catalog
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT, write_catalog
+from tests.conftest import ROOT, raw_redis, write_catalog
 from tests.models import family
 
 
@@ -42,7 +40,7 @@ def wait_until(cond, timeout: float = 60, what: str = "") -> None:
 
 
 def started(store: ResultStore, run_id: str, job_id: str) -> bool:
-    return int(store.r.hget(f"fleet:run:{run_id}:attempts", job_id) or 0) >= 1
+    return store.attempts(run_id).get(job_id, 0) >= 1
 
 
 def test_killed_mid_job_is_delivered_again_and_counted_once(redis_url: str, start_worker) -> None:
@@ -56,7 +54,7 @@ def test_killed_mid_job_is_delivered_again_and_counted_once(redis_url: str, star
     assert counts == {"SYNTHETIC": 1}
     (result,) = store.results(run_id)
     assert result["delivery"] == 2
-    assert store.r.hlen(f"fleet:run:{run_id}:results") == 1
+    assert store.result_count(run_id) == 1
 
 
 def test_job_that_kills_its_worker_every_time_ends_failed(redis_url: str, start_worker) -> None:
@@ -138,8 +136,8 @@ def test_redis_restart_mid_run_loses_nothing(tmp_path: Path, start_worker) -> No
             stderr=subprocess.PIPE,
             text=True,
         )
-        client = redis.Redis.from_url(url, decode_responses=True)
-        wait_until(lambda: any(client.hlen(k) >= 1 for k in client.keys("fleet:run:*:results")), what="first result")
+        client = raw_redis(url)
+        wait_until(lambda: any(client.hlen(k) >= 1 for k in client.keys(keys.run("*", "results"))), what="first result")
         server.stop()
         time.sleep(2)
         server.start()
@@ -166,7 +164,7 @@ def test_whole_worker_killed_another_worker_takes_the_job(redis_url: str, start_
     assert wait(store, run_id) == {"SYNTHETIC": 1}
     (result,) = store.results(run_id)
     assert result["worker"] == "cpu@b" and result["delivery"] == 2
-    assert json.loads(store.r.get(f"fleet:run:{run_id}:meta"))["total"] == 1
+    assert store.meta(run_id)["total"] == 1
 
 
 def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: str, start_worker) -> None:
@@ -176,6 +174,6 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
     run_id = submit(store, app, catalog_of("causal_lm"), None, ["cpu"], RunSettings(repeats=1))
     assert wait(store, run_id) == {"SYNTHETIC": 1}
     wait_until(lambda: [p.pid for p in w.pool_children()] not in ([], [first_child.pid]), what="new pool process")
-    assert store.r.hlen(f"fleet:run:{run_id}:results") == 1
+    assert store.result_count(run_id) == 1
     assert store.results(run_id)[0]["delivery"] == 1
     assert "replacing pool process" in w.log.read_text()

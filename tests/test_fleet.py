@@ -74,7 +74,7 @@ def test_repeated_delivery_overwrites_not_duplicates(redis_url: str, start_worke
     time.sleep(3)
     results = store.results(run_id)
     assert len(results) == 1
-    assert redis.Redis.from_url(redis_url).hlen(f"fleet:run:{run_id}:results") == 1
+    assert ResultStore(redis_url).result_count(run_id) == 1
 
 
 def test_cuda_jobs_without_a_gpu_worker_end_skipped_at_the_deadline(redis_url: str, start_worker) -> None:

@@ -20,13 +20,13 @@ from fleet.broker import make_app
 from fleet.catalog import Candidate, Catalog
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from fleet.timing import DEFAULT_VISIBILITY_S, hard_time_limit
 from orchestrator.embedded import ABANDONED
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
-from tests.conftest import ROOT, orchestrator, write_catalog
+from tests.conftest import ROOT, orchestrator, raw_redis, write_catalog
 from tests.models import family, save_tiny
 from tests.test_faults import catalog_of, started, wait_until
 
@@ -162,7 +162,7 @@ def test_5_stale_jobs_of_an_interrupted_run_are_purged(tmp_path: Path) -> None:
     server = RedisServer(state / "redis").start()  # an earlier embedded run, interrupted: no worker ran
     store = ResultStore(server.url)
     stale = submit(store, make_app(server.url), catalog_of("slow", n=3), None, ["cpu"], RunSettings(repeats=1))
-    assert store.r.llen("cpu") == 3
+    assert len(store.transport.queued("cpu")) == 3
     server.stop()
     env = {"FLEET_HOME": str(state), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     env["FLEET_TEST_SLOW_S"] = "30"  # running the stale jobs first would take 90 s
@@ -176,8 +176,8 @@ def test_5_stale_jobs_of_an_interrupted_run_are_purged(tmp_path: Path) -> None:
         assert store.is_finished(stale)
         assert {r["status"] for r in store.results(stale)} == {"LOST"}
         assert all(ABANDONED in r["error"]["message"] for r in store.results(stale))
-        assert not store.r.hgetall(f"fleet:run:{stale}:attempts")  # never delivered
-        assert store.r.llen("cpu") == 0
+        assert not store.attempts(stale)  # never delivered
+        assert store.transport.queued("cpu") == []
     finally:
         server.stop()
 
@@ -189,8 +189,8 @@ def test_6_queues_drain_at_the_deadline_and_wait_reports_unserved_devices(redis_
     )
     assert res.returncode == 5, res.stderr
     assert "no worker served cuda" in res.stderr
-    client = redis.Redis.from_url(redis_url)
-    assert client.llen("gpu") == 0  # expired at the deadline and dropped: KEDA scales to zero
+    # expired at the deadline and dropped: KEDA scales to zero
+    assert ResultStore(redis_url).transport.queued("gpu") == []
     (run_id,) = res.stdout.split()
     (result,) = ResultStore(redis_url).results(run_id)
     assert result["status"] == "SKIPPED" and result["error"]["kind"] == "no_worker"
@@ -249,7 +249,7 @@ def test_7_output_regular_files_only(redis_url: str, tmp_path: Path) -> None:
 def test_8_bad_redis_urls_are_one_line_errors_and_leave_no_run(url: str, redis_url: str) -> None:
     _one_line_error(orchestrator("submit", "--family", "t5", "--redis-url", url))
     _one_line_error(orchestrator("status", "--redis-url", url))
-    assert redis.Redis.from_url(redis_url).zcard("fleet:runs") == 0
+    assert ResultStore(redis_url).run_ids() == []
 
 
 def test_8_bad_paths_and_closed_output_are_one_line(redis_url: str, tmp_path: Path) -> None:
@@ -277,7 +277,7 @@ def test_8_bad_paths_and_closed_output_are_one_line(redis_url: str, tmp_path: Pa
 )
 def test_9_non_finite_options_refused(option: tuple[str, str], redis_url: str) -> None:
     _one_line_error(orchestrator("submit", "--family", "t5", "--redis-url", redis_url, *option))
-    assert redis.Redis.from_url(redis_url).zcard("fleet:runs") == 0
+    assert ResultStore(redis_url).run_ids() == []
 
 
 @pytest.mark.parametrize(
@@ -324,8 +324,9 @@ def test_9_worker_refuses_a_malformed_job_message(redis_url: str, start_worker) 
     (job,) = plan_jobs(run_id, load_catalog(), ["t5"], ["cpu"], RunSettings(repeats=1))
     job["job_id"] = "t5@cpu-forged"
     job["time_limit_s"] = float("inf")  # JSON carries it as Infinity
-    store.r.hset(f"fleet:run:{run_id}:jobs", job["job_id"], json.dumps(job))
-    store.r.delete(f"fleet:run:{run_id}:finished")
+    forger = raw_redis(redis_url)  # a forged job, as if written into the run by someone else
+    forger.hset(keys.run(run_id, "jobs"), job["job_id"], json.dumps(job))
+    forger.delete(keys.run(run_id, "finished"))
     app.send_task(RUN_CHECK_TASK, args=[job], queue="cpu")
     wait_until(lambda: len(store.results(run_id)) == 2, timeout=60, what="the refusal")
     forged = next(r for r in store.results(run_id) if r["job_id"] == "t5@cpu-forged")

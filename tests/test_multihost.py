@@ -16,7 +16,7 @@ from fleet.broker import make_app
 from fleet.catalog import Catalog
 from fleet.launcher import command_line
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 from tests.conftest import ROOT, worker_env
@@ -132,7 +132,7 @@ def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path:
             stdout=(tmp_path / f"{host}.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
-    while len(client.keys("fleet:worker:*")) < 2:
+    while len(ResultStore(url).registry.worker_names()) < 2:
         assert time.monotonic() < deadline + 90, "workers did not register"
         time.sleep(0.3)
 
@@ -146,11 +146,11 @@ def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path:
     # cut host a off while it is running a job: it has finished one, and holds another that is
     # still unacknowledged (in kombu's `unacked` hash)
     def a_holds_a_job() -> bool:
-        a = next((w for w in store.live_workers() if w.get("name") == "cpu@a"), None)
+        a = next((w for w in store.registry.live_workers() if w.get("name") == "cpu@a"), None)
         if a is None or not any(r.get("worker") == "cpu@a" for r in store.results(run_id)):
             return False
-        tags = [tag for tag, instance in store.held().items() if instance == a.get("instance")]
-        return any(client.hexists("unacked", tag) for tag in tags)
+        tags = [tag for tag, instance in store.transport.held().items() if instance == a.get("instance")]
+        return any(client.hexists(keys.UNACKED, tag) for tag in tags)
 
     while not a_holds_a_job():
         assert time.monotonic() < deadline + 180
@@ -160,7 +160,7 @@ def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path:
     results = store.results(run_id)
     assert sorted(r["job_id"] for r in results) == sorted(f"{n}@cpu" for n in fams)
     assert counts == {"SYNTHETIC": 6}
-    assert client.hlen(f"fleet:run:{run_id}:results") == 6
+    assert client.hlen(keys.run(run_id, "results")) == 6
     assert any(r["worker"] == "cpu@b" and r["delivery"] == 2 for r in results), (
         "the job that host a held was delivered again to host b"
     )

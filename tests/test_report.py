@@ -16,10 +16,11 @@ from fleet.broker import make_app
 from fleet.catalog import Candidate, Catalog
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
+from tests.conftest import raw_redis
 from tests.models import family, minilm_repo
 from workers import hub
 
@@ -61,7 +62,7 @@ def _fixture_run(store: ResultStore, run_id: str, started: float, results: list[
     store.create_run(meta, jobs)
     for r in results:
         store.put_result(r)
-    store.r.set(f"fleet:run:{run_id}:finished", started + 120)  # fixed, for the golden file
+    raw_redis(store.url).set(keys.run(run_id, "finished"), started + 120)  # fixed, for the golden file
 
 
 def _fixture(store: ResultStore) -> str:
@@ -293,10 +294,10 @@ def test_diff_lists_status_and_metric_changes(redis_url: str) -> None:
         t5["revision"] = "seed=1234,config=abc"
         if run_id == "run-2":
             t5["metrics"]["latency_ms_p50"] = 10.0  # +100 %
-        store.r.hset(f"fleet:run:{run_id}:results", t5["job_id"], json.dumps(t5))
+        raw_redis(redis_url).hset(keys.run(run_id, "results"), t5["job_id"], json.dumps(t5))
     llama = next(r for r in store.results("run-2") if r["family"] == "llama")
     llama["metrics"]["latency_ms_p50"] = 3.7  # -26 %, but a different model: not a latency change
-    store.r.hset("fleet:run:run-2:results", llama["job_id"], json.dumps(llama))
+    raw_redis(redis_url).hset(keys.run("run-2", "results"), llama["job_id"], json.dumps(llama))
     d = report.diff(store, "run-1", "run-2", threshold=0.2)
     assert {"job_id": "llama@cpu", "from": "REAL", "to": "SYNTHETIC", "change": "regressed"} in d["status_changes"]
     assert [(c["job_id"], c["metric"]) for c in d["metric_changes"]] == [("t5@cpu", "latency_ms_p50")]
@@ -341,4 +342,4 @@ def test_retention_keeps_the_newest_runs(redis_url: str) -> None:
     for i in range(3):
         _fixture_run(store, f"run-{i}", 1_790_000_000.0 + i, [_result(f"run-{i}", "t5", "cpu", "SYNTHETIC")])
     assert store.run_ids() == ["run-2", "run-1"]
-    assert not store.r.keys("fleet:run:run-0:*")
+    assert not raw_redis(redis_url).keys(keys.run("run-0", "*"))

@@ -11,12 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from fleet.errors import SelectionError
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator.schedule import parse_schedule, slot_name
-from tests.conftest import ROOT, worker_env, write_catalog
+from tests.conftest import ROOT, raw_redis, worker_env, write_catalog
 
 
 def test_schedule_specs() -> None:
@@ -64,10 +63,10 @@ def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker,
                 start_new_session=True,
             )
         )
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = raw_redis(redis_url)  # inspects the slot keys themselves
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(client.keys("fleet:slot:*")) < 2:
+        while time.monotonic() < deadline and len(client.keys(keys.slot("*"))) < 2:
             time.sleep(0.5)
         time.sleep(6)  # a slot more: both beats fire, nobody may claim it twice
     finally:
@@ -76,7 +75,7 @@ def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker,
         for b in beats:
             b.wait(30)
     store = ResultStore(redis_url)
-    slots = client.keys("fleet:slot:*")
+    slots = client.keys(keys.slot("*"))
     runs = store.run_ids(100)
     assert len(slots) >= 2
     assert sorted(runs) == sorted(client.get(s) for s in slots)  # one run per slot, no more
@@ -87,7 +86,7 @@ def test_two_beats_one_run_and_one_report_per_slot(redis_url: str, start_worker,
     assert set(published) <= {f"{r}.md" for r in runs}  # one report per run, so one per slot
     for name in published:
         run_id = name.removesuffix(".md")
-        assert (reports / f"{run_id}.json").is_file() and store.saved_report(run_id)
+        assert (reports / f"{run_id}.json").is_file() and store.registry.saved_report(run_id)
         assert (reports / f"{run_id}.html").is_file()
     assert (reports / "latest.md").resolve().name == published[-1]
     assert (reports / "latest.html").resolve().name == published[-1].replace(".md", ".html")
@@ -98,12 +97,12 @@ def test_launcher_starts_one_pinned_worker_per_device(redis_url: str, start_work
     w = start_worker(
         redis_url, name="host1", devices="cpu,cuda:0,cuda:1", wait=False, concurrency=1, CUDA_VISIBLE_DEVICES="0,1"
     )
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    registry = ResultStore(redis_url).registry
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(client.keys("fleet:worker:*")) < 3:
+    while time.monotonic() < deadline and len(registry.worker_names()) < 3:
         assert w.proc.poll() is None, w.log.read_text()[-2000:]
         time.sleep(0.3)
-    workers = {x["name"]: x for x in ResultStore(redis_url).live_workers()}
+    workers = {x["name"]: x for x in ResultStore(redis_url).registry.live_workers()}
     assert set(workers) == {"cpu@host1", "gpu0@host1", "gpu1@host1"}
     assert workers["gpu0@host1"]["queues"] == ["gpu"] and workers["gpu0@host1"]["cuda_visible_devices"] == "0"
     assert workers["gpu1@host1"]["cuda_visible_devices"] == "1"

@@ -14,7 +14,7 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -151,7 +151,7 @@ class ResultStore:
         """How many jobs have a result (one round trip, nothing decoded)."""
         return int(self._r.hlen(keys.run(run_id, "results")))
 
-    def write_results(self, run_id: str, results: list[Result]) -> None:
+    def write_results(self, run_id: str, results: Sequence[Mapping[str, Any]]) -> None:
         """Store these results as they are, in one round trip, without put_result's checks
         (no sealing, no finishing): for fixtures, such as bench.render's."""
         pipe = self._r.pipeline()
