@@ -139,9 +139,9 @@ class ResultStore:
         run's late attempts instead). only_if_absent: never replace an existing result.
         Marks the run finished when it was the last. Returns whether it was written."""
         run_id, job_id = result["run_id"], result["job_id"]
-        keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
+        script_keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
         args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
-        return bool(self._r.eval(_PUT_RESULT, len(keys), *keys, *args))
+        return bool(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
 
     def attempts(self, run_id: str) -> dict[str, int]:
         """Deliveries counted per job (per rerun counter) so far."""
