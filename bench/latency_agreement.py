@@ -41,7 +41,7 @@ def main() -> None:
         assert bundle is not None
         ours, theirs = [], []
         for _ in range(3):  # alternate, so drift affects both alike
-            _, m = measure.benchmark(check, bundle, dev, args.repeats)
+            m = measure.benchmark(check, bundle, dev, args.repeats).timing
             ours.append(m["latency_ms_p50"])
             with torch.inference_mode():
                 inputs = check.prepare(bundle, dev)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,15 +20,22 @@ from workers.checks import register
 from workers.checks.base import Bundle, Check
 
 
+@dataclass
+class EmptyBundle(Bundle):
+    """The one-parameter model, with the family it was built for (spin reads its duration there)."""
+
+    family: str = ""
+
+
 def _empty(family: Family, check: Check, device: torch.device) -> Bundle:
     model = torch.nn.Linear(1, 1, bias=False).to(device)
-    return Bundle(
+    return EmptyBundle(
         model=model,
         name="synthetic:empty",
         source="synthetic",
         revision="empty",
         architecture="Linear",
-        extra={"family": family.name},
+        family=family.name,
     )
 
 
@@ -69,7 +77,7 @@ class Spin(Noop):
     name = "spin"
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
-        m = re.search(r"_(\d+)ms$", bundle.extra.get("family", ""))
+        m = re.search(r"_(\d+)ms$", bundle.family if isinstance(bundle, EmptyBundle) else "")
         spin(int(m.group(1)) / 1000 if m else float(os.environ.get("BENCH_SPIN_S", "0.25")))
         return {}
 

@@ -90,7 +90,7 @@ def cost(check_name: str, bundle: Bundle, repeats: int, rounds: int = 5) -> dict
     runs = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        _, m = measure.benchmark(check, bundle, next(bundle.model.parameters()).device, repeats)
+        m = measure.benchmark(check, bundle, next(bundle.model.parameters()).device, repeats).timing
         total = time.perf_counter() - t0
         runs.append(
             {"quality_s": m["quality_s"], "check_s": round(total, 4), "share": round(m["quality_s"] / total, 4)}

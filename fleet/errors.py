@@ -110,8 +110,30 @@ class CheckFailure(FleetError):
         self.kind = ErrorKind(kind)
         self.data = data or {}
 
+    @property
+    def reported(self) -> str:
+        """The message as a job's result reports it."""
+        return self.message
+
     def to_dict(self) -> dict[str, Any]:
         """As data (fleet.protocol.ErrorInfo), for crossing a process or broker boundary."""
         from fleet.protocol import error_info
 
-        return dict(error_info(self.kind, self.message, self.data))
+        return dict(error_info(self.kind, self.reported, self.data))
+
+
+class IntegrityFailure(CheckFailure):
+    """A candidate's files are not what they claim to be (weights_corrupt, weights_incomplete,
+    architecture_mismatch of the class built, size_mismatch). Raised where the fact is found
+    (workers/integrity.py) and carried unchanged to the job's result: it ends the resolution,
+    never falling back to another candidate or the synthetic model, which would hide it.
+    `candidate` names the candidate whose files they are, once the resolver knows it."""
+
+    def __init__(self, kind: ErrorKind, message: str, data: dict[str, Any] | None = None) -> None:
+        super().__init__(kind, message, data)
+        self.candidate: str | None = None
+
+    @property
+    def reported(self) -> str:
+        """The message as the job reports it: prefixed with the candidate, when known."""
+        return f"{self.candidate}: {self.message}" if self.candidate else self.message

@@ -16,7 +16,7 @@ from fleet.settings import RunSettings
 from orchestrator.pins import load as load_pins
 from orchestrator.submit import plan_jobs
 from tests.models import family
-from workers import measure, synthetic
+from workers import measure, quality, synthetic
 from workers.checks import get_check
 from workers.core import run_job
 from workers.resolver import resolve
@@ -69,23 +69,25 @@ def _real_minilm_bundle():
     check = get_check("embedding")
     res = resolve(family("bert", candidates=(MINILM_LOCAL,), name="minilm"), check, torch.device("cpu"))
     assert res.bundle is not None and res.bundle.source == "local"
-    return check, res.bundle
+    return check, res.bundle, res.evidence
 
 
 def test_corrupted_weights_fail_the_check() -> None:
-    check, bundle = _real_minilm_bundle()
+    check, bundle, evidence = _real_minilm_bundle()
     with torch.no_grad():
         # a silently broken load: one layer's weights scrambled after loading
         w = bundle.model.encoder.layer[0].attention.self.query.weight
         w.copy_(w[torch.randperm(w.shape[0])])
     with pytest.raises(CheckFailure) as info:
-        output, _ = measure.benchmark(check, bundle, torch.device("cpu"), repeats=1)
+        measured = measure.benchmark(check, bundle, torch.device("cpu"), repeats=1)
+        quality.enforce(measured.quality)
+        output = measured.output
         # the quality gate may still hold for one scrambled layer: the shipped known answer does not
         pins.judge(
             load_pins(),
             bundle.name,
             bundle.revision,
-            bundle.weights_sha256,
+            evidence.weights_sha256,
             "cpu",
             check.fingerprint(output),
             check.tolerance(),
@@ -94,7 +96,7 @@ def test_corrupted_weights_fail_the_check() -> None:
 
 
 def test_nan_weights_fail_with_the_values() -> None:
-    check, bundle = _real_minilm_bundle()
+    check, bundle, _ = _real_minilm_bundle()
     with torch.no_grad():
         bundle.model.embeddings.word_embeddings.weight.fill_(float("nan"))
     with pytest.raises(CheckFailure) as info:

@@ -23,6 +23,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from fleet.catalog import Candidate, Family, load_catalog
+from fleet.errors import IntegrityFailure
 from fleet.protocol import Status
 from orchestrator import pins as pinning
 from tests.fakehub import FakeHub
@@ -30,7 +31,7 @@ from tests.models import family, save_tiny
 from workers import hub, integrity, synthetic
 from workers.checks import get_check
 from workers.core import run_job
-from workers.resolver import resolve
+from workers.resolver import Trail, resolve
 
 CPU = torch.device("cpu")
 MINILM_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -176,10 +177,10 @@ def test_local_folder_revision_is_its_content_digest(tmp_path: Path) -> None:
     path = save_tiny("llama", tmp_path / "m")
     res = resolve_one(llama_fam(Candidate(path=str(path))))
     assert res.bundle is not None, res.attempts
-    assert res.bundle.weights_sha256 == sha256(path / "model.safetensors")
-    assert res.bundle.revision == f"sha256:{res.bundle.weights_sha256}"
-    assert res.bundle.revision_basis == "content_digest"
-    assert res.bundle.weights["verified_by"] == [] and res.bundle.weights["claims"] == []
+    assert res.evidence.weights_sha256 == sha256(path / "model.safetensors")
+    assert res.bundle.revision == f"sha256:{res.evidence.weights_sha256}"
+    assert res.evidence.revision_basis == "content_digest"
+    assert res.evidence.weights.verified_by == [] and res.evidence.weights.claims == []
 
 
 def test_sharded_weights_hash_every_shard(tmp_path: Path) -> None:
@@ -194,9 +195,9 @@ def test_sharded_weights_hash_every_shard(tmp_path: Path) -> None:
     res = resolve_one(llama_fam(Candidate(path=str(path))))
     assert res.bundle is not None, res.attempts
     files = {s: sha256(path / s) for s in shards}
-    assert res.bundle.weights["files"] == files
+    assert res.evidence.weights.files == files
     lines = "".join(f"{n} {h}\n" for n, h in sorted(files.items()))
-    assert res.bundle.weights_sha256 == hashlib.sha256(lines.encode()).hexdigest()
+    assert res.evidence.weights_sha256 == hashlib.sha256(lines.encode()).hexdigest()
     # one shard gone: incomplete, and the job fails instead of falling back
     (path / shards[-1]).unlink()
     result = run_family(llama_fam(Candidate(path=str(path))))
@@ -210,8 +211,8 @@ def test_hub_download_is_verified_by_the_hubs_answer(fake_hub: FakeHub, tmp_path
     fake_hub.add("tiny/llama", save_tiny("llama", tmp_path / "repo"))
     res = resolve_one(llama_fam(Candidate(id="tiny/llama")))
     assert res.bundle is not None, res.attempts
-    assert res.bundle.revision_basis == "hub"
-    assert res.bundle.weights["verified_by"] == ["cache_blob", "hub"]
+    assert res.evidence.revision_basis == "hub"
+    assert res.evidence.weights.verified_by == ["cache_blob", "hub"]
 
 
 # -- integrity sabotage -------------------------------------------------------------------
@@ -274,14 +275,17 @@ def test_package_weights_are_checked_against_its_record(
     make_package(tmp_path / "site", module, (lambda m: flip_bytes(m / "model.safetensors")) if tampered else None)
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     fam = family("bert", candidates=(Candidate(path=f"pkg:{module}/model"),))
-    res = resolve_one(fam)
     if not tampered:
+        res = resolve_one(fam)
         assert res.bundle is not None, res.attempts
-        assert res.bundle.revision == f"{module}==0.1.0" and res.bundle.revision_basis == "package_record"
-        assert res.bundle.weights["verified_by"] == ["package_record"]
-    else:
-        assert res.bundle is None and res.failure is not None
-        assert res.failure.kind == "weights_corrupt" and "package_record" in res.failure.message
+        assert res.bundle.revision == f"{module}==0.1.0" and res.evidence.revision_basis == "package_record"
+        assert res.evidence.weights.verified_by == ["package_record"]
+    else:  # the resolution ends on the integrity failure: no fallback to the synthetic model
+        trail = Trail()
+        with pytest.raises(IntegrityFailure) as info:
+            resolve(fam, get_check(fam.check), CPU, trail=trail)
+        assert info.value.kind == "weights_corrupt" and "package_record" in info.value.reported
+        assert [a["outcome"] for a in trail.attempts] == ["failed"]
     sys.modules.pop(module, None)
 
 
@@ -358,7 +362,7 @@ def test_weights_named_by_the_config_are_the_weights_hashed(tmp_path: Path) -> N
     (path / "config.json").write_text(json.dumps(cfg))
     res = resolve_one(llama_fam(Candidate(path=str(path))))
     assert res.bundle is not None, res.attempts
-    assert res.bundle.weights["files"] == {"decoy.safetensors": sha256(path / "decoy.safetensors")}
+    assert res.evidence.weights.files == {"decoy.safetensors": sha256(path / "decoy.safetensors")}
     loaded = res.bundle.model.model.embed_tokens.weight.detach()
     assert float(loaded.abs().sum()) == 0.0  # what was hashed is what was loaded
 
@@ -405,28 +409,28 @@ def test_weights_written_in_place_after_the_load_are_caught(tmp_path: Path) -> N
     path = save_tiny("llama", tmp_path / "m")
     res = resolve_one(llama_fam(Candidate(path=str(path))))
     assert res.bundle is not None
-    integrity.unchanged(res.bundle.hashed, "after load")  # untouched: no error
+    integrity.unchanged(res.evidence.hashed, "after load")  # untouched: no error
     with open(path / "model.safetensors", "r+b") as fh:
         fh.seek(-4, os.SEEK_END)
         fh.write(b"\x00\x00\x80\x7f")
     with pytest.raises(integrity.CheckFailure) as info:
-        integrity.unchanged(res.bundle.hashed, "after load")
+        integrity.unchanged(res.evidence.hashed, "after load")
     assert info.value.kind == "weights_corrupt" and "changed after load" in info.value.message
 
 
 def test_digest_cache_is_reused_and_not_fooled_by_a_restored_mtime(tmp_path: Path) -> None:
     path = save_tiny("llama", tmp_path / "m")
     fam = llama_fam(Candidate(path=str(path)))
-    first, second = resolve_one(fam).bundle, resolve_one(fam).bundle
-    assert first.extra["hash_cached"] is False and second.extra["hash_cached"] is True
+    first, second = resolve_one(fam).evidence, resolve_one(fam).evidence
+    assert first.hash_cached is False and second.hash_cached is True
     assert first.weights_sha256 == second.weights_sha256
     st = os.stat(path / "model.safetensors")
     with open(path / "model.safetensors", "r+b") as fh:  # in place: same inode, same size
         fh.seek(-4, os.SEEK_END)
         fh.write(b"\x00\x01\x02\x03")
     os.utime(path / "model.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns))
-    third = resolve_one(fam).bundle
-    assert third.extra["hash_cached"] is False
+    third = resolve_one(fam).evidence
+    assert third.hash_cached is False
     assert third.weights_sha256 == sha256(path / "model.safetensors") != first.weights_sha256
 
 
@@ -435,7 +439,7 @@ def test_digest_cache_survives_an_unwritable_cache_dir(tmp_path: Path, monkeypat
     monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "not-a-dir"))
     path = save_tiny("llama", tmp_path / "m")
     res = resolve_one(llama_fam(Candidate(path=str(path))))
-    assert res.bundle is not None and res.bundle.extra["hash_cached"] is False
+    assert res.bundle is not None and res.evidence.hash_cached is False
 
 
 # -- provenance ---------------------------------------------------------------------------
@@ -444,8 +448,8 @@ def test_cache_snapshot_without_a_ref_is_only_claimed(hf_home: Path, tmp_path: P
     into_cache(hf_home, "tiny/llama", save_tiny("llama", tmp_path / "m"), commit=commit, ref=False)
     res = resolve_one(llama_fam(Candidate(id="tiny/llama", revision=commit)))
     assert res.bundle is not None, res.attempts
-    assert res.bundle.revision == commit and res.bundle.revision_basis == "claimed"
-    assert res.bundle.weights["verified_by"] == ["cache_blob"]
+    assert res.bundle.revision == commit and res.evidence.revision_basis == "claimed"
+    assert res.evidence.weights.verified_by == ["cache_blob"]
 
 
 # -- bad input ----------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_hub_candidate_loads_real_with_provenance_then_cache_offline(
     assert res.bundle.source == "hub"
     assert res.bundle.revision and len(res.bundle.revision) == 40
     expected_sha = __import__("hashlib").sha256((tmp_path / "repo" / "model.safetensors").read_bytes()).hexdigest()
-    assert res.bundle.weights_sha256 == expected_sha
+    assert res.evidence.weights_sha256 == expected_sha
     assert [a["outcome"] for a in res.attempts] == ["loaded"]
     # Now offline: the same candidate resolves from the cache, with no request to the Hub.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -61,7 +61,7 @@ def test_hub_candidate_loads_real_with_provenance_then_cache_offline(
     res2 = run(llama("tiny/llama"))
     assert res2.bundle is not None and res2.bundle.source == "cache", res2.attempts
     assert res2.bundle.revision == res.bundle.revision
-    assert res2.bundle.weights_sha256 == expected_sha
+    assert res2.evidence.weights_sha256 == expected_sha
     assert len(online.requests) == before
 
 

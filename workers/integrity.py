@@ -29,7 +29,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from fleet.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 from fleet.settings import Settings
 
 SAFE_SINGLE = "model.safetensors"
@@ -95,7 +95,7 @@ def _present(path: Path, name: str, optional: bool = False) -> str:
 def _inside(name: str) -> None:
     norm = os.path.normpath(name)
     if os.path.isabs(name) or norm == ".." or norm.startswith(".." + os.sep):
-        raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"weights file {name!r} lies outside the model folder")
+        raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"weights file {name!r} lies outside the model folder")
 
 
 def _shards(path: Path, index: str) -> list[str]:
@@ -110,7 +110,7 @@ def _shards(path: Path, index: str) -> list[str]:
     for name in names:
         _inside(name)
         if not os.path.lexists(path / name):
-            raise CheckFailure(ErrorKind.WEIGHTS_INCOMPLETE, f"{index} lists {name}, which is missing")
+            raise IntegrityFailure(ErrorKind.WEIGHTS_INCOMPLETE, f"{index} lists {name}, which is missing")
         _present(path, name)
     return names
 
@@ -215,7 +215,7 @@ def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestC
                 all_cached = False
                 sha = _sha256(p)
                 if watch_key(p) != watch:
-                    raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed while it was being hashed")
+                    raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed while it was being hashed")
                 cache.put(key, sha, p)
         except OSError as exc:
             raise CheckFailure(ErrorKind.LOAD_ERROR, f"{name}: unreadable ({_oserror(exc)})") from None
@@ -254,19 +254,23 @@ def _safetensors_numel(p: Path, name: str, size: int) -> int:
     with p.open("rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: truncated ({size} bytes, no header)")
+            raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: truncated ({size} bytes, no header)")
         (n,) = struct.unpack("<Q", head)
         if n > MAX_HEADER or 8 + n > size:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: truncated or not safetensors (header of {n} bytes)")
+            raise IntegrityFailure(
+                ErrorKind.WEIGHTS_CORRUPT, f"{name}: truncated or not safetensors (header of {n} bytes)"
+            )
         try:
             header = json.loads(fh.read(n))
             tensors = [v for k, v in header.items() if k != "__metadata__"]
             end = max((int(t["data_offsets"][1]) for t in tensors), default=0)
             count = sum(prod(int(d) for d in t["shape"]) for t in tensors)
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: unreadable safetensors header ({exc})") from None
+            raise IntegrityFailure(
+                ErrorKind.WEIGHTS_CORRUPT, f"{name}: unreadable safetensors header ({exc})"
+            ) from None
     if 8 + n + end != size:
-        raise CheckFailure(
+        raise IntegrityFailure(
             ErrorKind.WEIGHTS_CORRUPT,
             f"{name}: {size} bytes, but its header describes {8 + n + end} (truncated or extended)",
         )
@@ -327,7 +331,7 @@ def verify(hashed: Hashed, claimed: list[dict[str, str]]) -> list[str]:
         else:
             want, got, what = c["sha256"], {**hashed.files, **hashed.others}[name], "sha256"
         if want.lower() != got:
-            raise CheckFailure(
+            raise IntegrityFailure(
                 ErrorKind.WEIGHTS_CORRUPT,
                 f"{name}: {c['by']} claims {what} {want}, the bytes have {got}",
                 {"file": name, "claimed": want, "computed": got, "by": c["by"]},
@@ -349,16 +353,16 @@ def unchanged(hashed: Hashed, when: str = "during load") -> None:
         try:
             now = watch_key(hashed.path / name)
         except OSError as exc:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: vanished {when} ({_oserror(exc)})") from None
+            raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: vanished {when} ({_oserror(exc)})") from None
         if now != key:
-            raise CheckFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed {when} (replaced or written to)")
+            raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed {when} (replaced or written to)")
 
 
 def built_class(model: Any, declared: str, accepted: tuple[str, ...]) -> None:
     """The class built must be the one the config declares, and one the family accepts."""
     built = type(model).__name__
     if built != declared or built not in accepted:
-        raise CheckFailure(
+        raise IntegrityFailure(
             ErrorKind.ARCHITECTURE_MISMATCH,
             f"config declares {declared}, but the class built from it is {built}",
             {"declared": declared, "built": built},
@@ -385,7 +389,7 @@ def complete(model: Any, info: dict[str, Any], checkpoint_numel: int | None) -> 
     if not problems and checkpoint_numel is not None and loaded > checkpoint_numel:
         problems.append(f"the checkpoint holds {checkpoint_numel} values, fewer than the {loaded} parameters built")
     if problems:
-        raise CheckFailure(
+        raise IntegrityFailure(
             ErrorKind.WEIGHTS_INCOMPLETE,
             "; ".join(problems),
             {
@@ -413,7 +417,7 @@ def expected_size(parameters_loaded: int, params_m: float | None, name: str) -> 
         return
     ratio = parameters_loaded / (params_m * 1e6)
     if not 1 / SIZE_TOLERANCE <= ratio <= SIZE_TOLERANCE:
-        raise CheckFailure(
+        raise IntegrityFailure(
             ErrorKind.SIZE_MISMATCH,
             f"{name}: the checkpoint holds {parameters_loaded / 1e6:.2f} M parameters, the catalog says "
             f"{params_m:g} M (allowed: a factor of {SIZE_TOLERANCE:g} either way)",
@@ -429,7 +433,7 @@ def fits_checkpoint(planned: int, checkpoint_numel: int | None, free_bytes: int,
     if checkpoint_numel is None or planned <= checkpoint_numel:
         return
     if planned * 4 > free_bytes:  # float32
-        raise CheckFailure(
+        raise IntegrityFailure(
             ErrorKind.WEIGHTS_INCOMPLETE,
             f"{name}: config.json describes {planned} parameters ({planned * 4 / 2**20:.0f} MiB in float32), "
             f"the checkpoint holds {checkpoint_numel} values",

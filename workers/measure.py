@@ -10,13 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import psutil
 import torch
 
-from fleet.protocol import Result
 from workers import quality
 from workers.checks.base import Bundle, Check
 
@@ -137,15 +137,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def benchmark(
-    check: Check, bundle: Bundle, dev: torch.device, repeats: int, evidence: Result | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run the check: first inference, a repeat for validation, the quality gate (timed on its
-    own as quality_s, not part of the latency figures), warm-up, timed repeats.
-    Returns (output fingerprint with output["quality"], metrics). When `evidence` (the job's
-    result) is given, its "output" and "metrics" are filled before the gate is enforced, so a
-    model that fails the gate keeps everything measured. The gate fails a job only for
-    non-synthetic weights; for synthetic ones it is recorded as information."""
+@dataclass(frozen=True)
+class Measurement:
+    """What one check measured: the validated output's fingerprint with its quality record
+    (output["quality"]), and the timing metrics. Judging them is the gates' business."""
+
+    output: dict[str, Any]
+    timing: dict[str, Any]
+
+    @property
+    def quality(self) -> dict[str, Any]:
+        q: dict[str, Any] = self.output["quality"]
+        return q
+
+
+def benchmark(check: Check, bundle: Bundle, dev: torch.device, repeats: int) -> Measurement:
+    """Run the check: first inference, a repeat for validation, the quality figure (timed on its
+    own as quality_s, not part of the latency figures), warm-up, timed repeats. Decides nothing:
+    the quality record says whether its bound held (for synthetic weights it is information
+    only, passed None); the job's quality gate acts on it. Raises only what the check raises
+    (an invalid output, an inference error)."""
     with torch.inference_mode():
         inputs = check.prepare(bundle, dev)
         _sync(dev)
@@ -178,7 +189,7 @@ def benchmark(
     output["quality"] = q
     p50 = percentile(latencies, 0.5)
     units = check.units(inputs, first)
-    metrics = {
+    timing = {
         "first_inference_s": round(first_s, 5),
         "latency_ms_p50": round(p50 * 1000, 3),
         "latency_ms_p95": round(percentile(latencies, 0.95) * 1000, 3),
@@ -189,12 +200,7 @@ def benchmark(
         "throughput_unit": f"{check.unit}/s",
         "quality_s": round(quality_s, 5),
     }
-    if evidence is not None:
-        evidence["output"] = output
-        evidence["metrics"].update(metrics)
-    if q["passed"] is False:
-        raise quality.failure(q)
-    return output, metrics
+    return Measurement(output, timing)
 
 
 def model_metrics(model: torch.nn.Module) -> dict[str, Any]:

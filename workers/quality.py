@@ -8,7 +8,8 @@ BENCHMARKS.md): real weights on one side, random, zero, layer-shuffled and parti
 weights of the same architecture on the other.
 
 A check's quality() returns gate(...)'s dict; measure.benchmark records it in
-output["quality"] and, for non-synthetic weights, fails the job with `quality_gate`.
+output["quality"] (information only for synthetic weights), and enforce(), the job's quality
+gate, fails the job with `quality_gate` when its bound did not hold.
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ CER_BOUND = 0.5
 def gate(
     metric: str, value: float, bound: float, reference: str, higher_is_better: bool, **details: Any
 ) -> dict[str, Any]:
-    """The quality record of one check. `passed` is decided here; measure.benchmark decides
-    what a failure means (FAILED for real weights, information only for synthetic ones)."""
+    """The quality record of one check. `passed` is decided here; measure.benchmark marks it
+    information only for synthetic weights, and enforce() fails the job when it is False."""
     ok = value >= bound if higher_is_better else value <= bound
     if not math.isfinite(value):
         ok = False
@@ -108,6 +109,13 @@ def gate(
         "passed": ok,
         **details,
     }
+
+
+def enforce(q: dict[str, Any]) -> None:
+    """The quality gate: a record whose bound did not hold fails the job (quality_gate). A
+    synthetic model's record (passed None) is information only."""
+    if q["passed"] is False:
+        raise failure(q)
 
 
 def failure(q: dict[str, Any]) -> CheckFailure:

@@ -1,9 +1,10 @@
 """The fallback resolver: candidates in order of size, each validated before it is loaded,
 every pass-over recorded as data, and a synthetic model as the last resort.
 
-Integrity failures (weights_corrupt, weights_incomplete, a substituted class) end the
-resolution: the job fails with that kind instead of falling back, so a tampered or broken
-copy on this host is never hidden behind another candidate or the synthetic model."""
+Integrity failures (fleet.errors.IntegrityFailure: weights_corrupt, weights_incomplete, a
+substituted class, a size far from the catalog's) end the resolution: the job fails with that
+kind instead of falling back, so a tampered or broken copy on this host is never hidden behind
+another candidate or the synthetic model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import importlib.util
 import json
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +23,12 @@ import torch
 import transformers
 
 from fleet.catalog import Candidate, Family
-from fleet.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 from fleet.protocol import Attempt
 from fleet.settings import Settings
 from workers import devices, failures, gguf, hub, integrity, synthetic, trust
 from workers.checks.base import Bundle, Check
+from workers.evidence import LoadEvidence, WeightsEvidence
 
 SAFE_SUFFIX = ".safetensors"
 PREPROCESSING_FILES = (
@@ -57,42 +61,67 @@ class Located:
     conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
 
 
-# Failures that say a candidate's files are not what they claim to be: they end the job rather
-# than fall back to the next candidate or the synthetic model, which would hide the tampering.
-INTEGRITY_KINDS = (
-    ErrorKind.WEIGHTS_CORRUPT,
-    ErrorKind.WEIGHTS_INCOMPLETE,
-    ErrorKind.ARCHITECTURE_MISMATCH,
-    ErrorKind.SIZE_MISMATCH,
-)
+@dataclass
+class Trail:
+    """What the resolution tried, recorded as it happens: a job that an integrity failure ends
+    still reports every attempt, and why the Hub counted as offline."""
 
-
-class IntegrityFailure(CheckFailure):
-    """A candidate whose weights are not what they claim to be: ends the resolution."""
+    attempts: list[Attempt] = field(default_factory=list)
+    offline: str | None = None
 
 
 @dataclass
 class Resolution:
-    bundle: Bundle | None
-    attempts: list[Attempt]
-    offline: str | None
-    failure: CheckFailure | None = None  # an integrity failure that ended the resolution
+    """The model to check, and what its load proves."""
+
+    bundle: Bundle
+    evidence: LoadEvidence
+    trail: Trail
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self.trail.attempts
+
+    @property
+    def offline(self) -> str | None:
+        return self.trail.offline
 
 
-def resolve(family: Family, check: Check, dev: torch.device, settings: Settings | None = None) -> Resolution:
-    """Try every candidate, then the synthetic model. Never raises for a candidate's failure."""
+class Stopwatch:
+    """Seconds accumulated over the spans timed with it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    @contextmanager
+    def timing(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def resolve(
+    family: Family, check: Check, dev: torch.device, settings: Settings | None = None, trail: Trail | None = None
+) -> Resolution:
+    """Try every candidate, then the synthetic model; every attempt goes into `trail` as it ends.
+    A candidate's failure passes to the next one. Raises only what ends the job: an
+    IntegrityFailure (unchanged, its candidate named), harness_unsupported from the synthetic
+    builder, or no_candidate when nothing could be used."""
     settings = settings or Settings.from_env()
-    offline = None
+    trail = trail if trail is not None else Trail()
     if any(c.id for c in family.candidates):
-        offline = hub.offline_reason(settings.hub_probe_timeout_s)
-    attempts: list[Attempt] = []
+        trail.offline = hub.offline_reason(settings.hub_probe_timeout_s)
+    attempts = trail.attempts
     for cand in family.candidates:
         t0 = time.perf_counter()
         try:
-            bundle = _try_candidate(cand, family, check, dev, offline, settings)
+            bundle, evidence = _try_candidate(cand, family, check, dev, trail.offline, settings)
         except IntegrityFailure as exc:
+            exc.candidate = cand.name
             attempts.append(_attempt(cand.name, "failed", exc, t0))
-            return Resolution(None, attempts, offline, CheckFailure(exc.kind, f"{cand.name}: {exc.message}", exc.data))
+            raise
         except CheckFailure as exc:
             attempts.append(_attempt(cand.name, "skipped", exc, t0))
             continue
@@ -101,21 +130,27 @@ def resolve(family: Family, check: Check, dev: torch.device, settings: Settings 
             attempts.append(_attempt(cand.name, "skipped", err, t0))
             continue
         attempts.append(_attempt(cand.name, "loaded", None, t0))
-        return Resolution(bundle, attempts, offline)
+        return Resolution(bundle, evidence, trail)
     t0 = time.perf_counter()
     try:
         bundle = synthetic.build(family, check, dev)
     except CheckFailure as exc:
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "skipped", exc, t0))
-        # the harness cannot build this model yet: the job says so, never "no candidate"
-        failure = exc if exc.kind == ErrorKind.HARNESS_UNSUPPORTED else None
-        return Resolution(None, attempts, offline, failure)
+        if exc.kind == ErrorKind.HARNESS_UNSUPPORTED:  # the job says so, never "no candidate"
+            raise
+        raise _no_candidate(attempts) from None
     except Exception as exc:
         err = failures.load_failure(exc, f"synthetic:{family.synthetic}")
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "failed", err, t0))
-        return Resolution(None, attempts, offline)
-    attempts.append(_attempt(bundle.name, "loaded", None, t0, detail=bundle.extra.get("config_from", "")))
-    return Resolution(bundle, attempts, offline)
+        raise _no_candidate(attempts) from None
+    build_s = time.perf_counter() - t0
+    attempts.append(_attempt(bundle.name, "loaded", None, t0, detail=bundle.built_from))
+    return Resolution(bundle, LoadEvidence(load_s=round(build_s, 4)), trail)
+
+
+def _no_candidate(attempts: list[Attempt]) -> CheckFailure:
+    kinds = ", ".join(f"{a['candidate']}: {a['error_kind']}" for a in attempts)
+    return CheckFailure(ErrorKind.NO_CANDIDATE, f"no candidate could be used ({kinds})")
 
 
 def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detail: str = "") -> Attempt:
@@ -133,18 +168,16 @@ def _attempt(name: str, outcome: str, exc: CheckFailure | None, t0: float, detai
 
 def _try_candidate(
     cand: Candidate, family: Family, check: Check, dev: torch.device, offline: str | None, settings: Settings
-) -> Bundle:
-    trust.require_allowed(cand, settings)  # before anything is read, downloaded or imported
-    located = locate(cand, offline, settings.hub_timeout_s)
+) -> tuple[Bundle, LoadEvidence]:
+    clock = Stopwatch()  # load_s: everything but hashing and a GGUF conversion, which are timed apart
+    with clock.timing():
+        trust.require_allowed(cand, settings)  # before anything is read, downloaded or imported
+        located = locate(cand, offline, settings.hub_timeout_s)
     if cand.gguf_file:
         located = convert_gguf(located, cand)
-    architecture = validate(located, cand, family, dev)
-    try:
-        return load(located, cand, family, check, dev, architecture, settings.hub_timeout_s)
-    except CheckFailure as exc:
-        if exc.kind in INTEGRITY_KINDS:
-            raise IntegrityFailure(exc.kind, exc.message, exc.data) from None
-        raise
+    with clock.timing():
+        architecture, config = validate(located, cand, family, dev)
+    return load(located, cand, family, check, dev, architecture, config, clock, settings.hub_timeout_s)
 
 
 # -- locate ---------------------------------------------------------------------------
@@ -256,15 +289,17 @@ def _require_safe(cand: Candidate, weight_files: list[str]) -> None:
         )
 
 
-def validate(located: Located, cand: Candidate, family: Family, dev: torch.device) -> str:
-    """Config, architecture, weight format and size, before any weights are read."""
+def validate(located: Located, cand: Candidate, family: Family, dev: torch.device) -> tuple[str, dict[str, Any]]:
+    """Config, architecture, weight format and size, before any weights are read. Returns the
+    architecture and the config, parsed here once for the whole candidate."""
     config_file = located.path / "config.json"
     if not config_file.is_file():
         raise CheckFailure(ErrorKind.NO_CONFIG, f"{cand.name}: no config.json")
     try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckFailure(ErrorKind.LOAD_ERROR, f"{cand.name}: unreadable config.json ({exc})") from None
+    # valid JSON that is not an object fails on the next line: a resolve_error of the attempt
     archs = config.get("architectures") or []
     if not archs:
         raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{cand.name}: config names no architecture")
@@ -289,7 +324,7 @@ def validate(located: Located, cand: Candidate, family: Family, dev: torch.devic
             f"{cand.name}: weights {size / 2**20:.0f} MiB need {MEMORY_HEADROOM}x, "
             f"{dev} has {free / 2**20:.0f} MiB free",
         )
-    return str(arch)
+    return str(arch), config
 
 
 def _weights_size(files: dict[str, int]) -> int:
@@ -305,24 +340,69 @@ def load(
     check: Check,
     dev: torch.device,
     architecture: str,
+    config: dict[str, Any],
+    clock: Stopwatch,
     hub_timeout_s: float = 10.0,
-) -> Bundle:
+) -> tuple[Bundle, LoadEvidence]:
     """Hash exactly the files transformers will read, check them against what their source
-    claims, load, then check that the same files were read, completely, into the declared class."""
-    path = located.path
-    if located.source == "hub":
-        assert cand.id is not None
-        path = hub.download(cand.id, cand.revision, cand.allow_pickle, hub_timeout_s)
-        located.revision = path.name  # the snapshot folder is named by the commit it holds
-    use_safetensors = True if any(f.endswith(SAFE_SUFFIX) for f in located.files) else None
-    config = _read_config(path, cand)
-    weights, index = integrity.weight_files(path, config, use_safetensors)
-    # The tokenizer and processor files decide what the checks feed the model: their bytes are
-    # evidence too, hashed and held to the source's claims like the weights.
-    preprocessing = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
+    claims, load, then check that the same files were read, completely, into the declared class.
+    `config` is the one validate() read; `clock` times everything here but the hashing."""
+    with clock.timing():
+        path = located.path
+        if located.source == "hub":
+            assert cand.id is not None
+            path = hub.download(cand.id, cand.revision, cand.allow_pickle, hub_timeout_s)
+            located.revision = path.name  # the snapshot folder is named by the commit it holds
+            if path != located.path:  # the ref moved between the two requests: this snapshot's own config
+                config = _read_config(path, cand)
+        use_safetensors = True if any(f.endswith(SAFE_SUFFIX) for f in located.files) else None
+        weights, index = integrity.weight_files(path, config, use_safetensors)
+        # The tokenizer and processor files decide what the checks feed the model: their bytes are
+        # evidence too, hashed and held to the source's claims like the weights.
+        preprocessing = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
     hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else []), *preprocessing])
-    claims = integrity.claims(hashed, located.lfs_sha256, located.record)
-    verified_by = integrity.verify(hashed, claims)
+    with clock.timing():
+        claims = integrity.claims(hashed, located.lfs_sha256, located.record)
+        verified_by = integrity.verify(hashed, claims)
+        model, tokenizer, processor, parameters_loaded = _from_pretrained(
+            path, use_safetensors, hashed, cand, family, check, dev, architecture
+        )
+        revision, basis = _provenance(located, path, hashed, verified_by)
+    bundle = Bundle(
+        model=model,
+        tokenizer=tokenizer,
+        processor=processor,
+        name=cand.name,
+        source=located.source,
+        revision=revision,
+        architecture=architecture,
+        path=path,
+    )
+    evidence = LoadEvidence(
+        load_s=round(clock.seconds, 4),
+        revision_basis=basis,
+        weights=WeightsEvidence(dict(sorted(hashed.files.items())), hashed.digest, claims, verified_by),
+        hashed=hashed,
+        hash_s=round(hashed.seconds, 4),
+        hash_cached=hashed.cached,
+        parameters_loaded=parameters_loaded,
+        conversion=located.conversion,
+    )
+    return bundle, evidence
+
+
+def _from_pretrained(
+    path: Path,
+    use_safetensors: bool | None,
+    hashed: integrity.Hashed,
+    cand: Candidate,
+    family: Family,
+    check: Check,
+    dev: torch.device,
+    architecture: str,
+) -> tuple[Any, Any, Any, int]:
+    """(model on the device, tokenizer, processor, parameters loaded): the hashed files loaded,
+    then held to the integrity checks (an IntegrityFailure raised where a fact is found)."""
     try:
         auto = getattr(transformers, check.auto_class)
         if hashed.numel is not None:  # sized on the meta device: nothing allocated yet
@@ -346,32 +426,7 @@ def load(
         raise
     except Exception as exc:
         raise failures.load_failure(exc, cand.name) from None
-    revision, basis = _provenance(located, path, hashed, verified_by)
-    return Bundle(
-        model=model,
-        tokenizer=tokenizer,
-        processor=processor,
-        name=cand.name,
-        source=located.source,
-        revision=revision,
-        weights_sha256=hashed.digest,
-        architecture=architecture,
-        path=path,
-        weights={
-            "files": dict(sorted(hashed.files.items())),
-            "digest": hashed.digest,
-            "claims": claims,
-            "verified_by": verified_by,
-        },
-        revision_basis=basis,
-        hashed=hashed,
-        extra={
-            "hash_s": round(hashed.seconds, 4),
-            "hash_cached": hashed.cached,
-            "parameters_loaded": parameters_loaded,
-            **({"conversion": located.conversion} if located.conversion else {}),
-        },
-    )
+    return model, tokenizer, processor, parameters_loaded
 
 
 def _memory_budget(dev: torch.device) -> int:

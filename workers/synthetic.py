@@ -247,7 +247,7 @@ def build(family: Family, check: Check, device: torch.device) -> Bundle:
         source="synthetic",
         revision=f"seed={SEED},config={digest[:12]}",
         architecture=type(model).__name__,
-        extra={"config_from": config_from},
+        built_from=config_from,
     )
 
 
@@ -263,5 +263,6 @@ def _build_auto(class_name: str, family: Family, device: torch.device) -> Bundle
         source="synthetic",
         revision=f"seed={autobuild.SEED},config={digest[:12]}",
         architecture=class_name,
-        extra={"config_from": autobuild.describe(model), "task": autobuild.task_of(family)},
+        built_from=autobuild.describe(model),
+        task=autobuild.task_of(family),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ from fleet.errors import CheckFailure, ErrorKind
 
 @dataclass
 class Bundle:
-    """A loaded model with its pre-processing, and where its weights came from."""
+    """A loaded model with its pre-processing, and the names it goes by. What its load proves
+    (files, digests, claims, timings) travels beside it as workers.evidence.LoadEvidence."""
 
     model: Any
     tokenizer: Any = None
@@ -22,17 +23,18 @@ class Bundle:
     name: str = ""
     source: str = ""  # hub | cache | local | synthetic
     revision: str | None = None
-    weights_sha256: str | None = None  # of the bytes loaded (workers/integrity.py)
     architecture: str = ""
-    weights: dict[str, Any] | None = None  # files, digest, claims, verified_by
-    revision_basis: str | None = None  # how the revision is known
-    hashed: Any = None  # workers.integrity.Hashed: the files read, to check they stay unchanged
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    task: str = ""  # the transformers task an auto-built model was built for (workers/autobuild.py)
+    built_from: str = ""  # a synthetic model: the config it was built from
 
     @property
     def synthetic(self) -> bool:
         return self.source == "synthetic"
+
+    def without_model(self) -> Bundle:
+        """The same names without the model and its pre-processing, so they can be freed."""
+        return replace(self, model=None, tokenizer=None, processor=None)
 
 
 class Check:

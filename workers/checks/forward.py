@@ -43,7 +43,7 @@ class ForwardCheck(Check):
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         try:
-            return autobuild.make_inputs(bundle.model, device, bundle.extra.get("task") or self.task)
+            return autobuild.make_inputs(bundle.model, device, bundle.task or self.task)
         except CheckFailure:
             raise
         except Exception as exc:
