@@ -43,9 +43,9 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     result["delivery"] = delivery
     family = Family.from_dict(job["family_spec"])
     if family.synthetic.startswith(AUTO_SYNTHETIC_PREFIX):  # an architecture job: its task, for coverage
-        from workers import autobuild
+        from workers.tiny.tasks import task_of
 
-        result["task"] = autobuild.task_of(family)
+        result["task"] = task_of(family)
     device_name = job["device"]
     bundle = resolution = model_ref = None
     sampler = measure.RssSampler()

@@ -7,7 +7,6 @@ copy on this host is never hidden behind another candidate or the synthetic mode
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import resource
 import time
@@ -23,8 +22,9 @@ from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import Attempt
 from fleet.settings import Settings
-from workers import devices, failures, gguf, hub, integrity, synthetic, trust
+from workers import devices, failures, gguf, hub, integrity, pkgpath, trust
 from workers.checks.base import Bundle, Check
+from workers.tiny import synthetic
 
 SAFE_SUFFIX = ".safetensors"
 PREPROCESSING_FILES = (
@@ -179,15 +179,9 @@ def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) ->
 def _locate_local(spec: str) -> Located:
     revision = record = None
     if spec.startswith("pkg:"):
-        module, _, sub = spec[4:].partition("/")
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.submodule_search_locations:
-            raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: Python package {module[:100]!r} is not installed")
-        path = Path(next(iter(found.submodule_search_locations))) / sub
-        pkg = integrity.package_record(module, sub)
+        found = pkgpath.resolve(spec)  # not_allowed past the pkg: rule, not_found when not installed
+        path = found.path
+        pkg = integrity.package_record(found.name, found.sub)
         if pkg is not None:
             revision, record = pkg
     else:
