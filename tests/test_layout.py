@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +96,18 @@ def test_the_import_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
     path = tmp_path / "wrong.py"
     path.write_text("import os\ndef f():\n    from workers.core import run_job\n    import torch.nn\n")
     assert [m for _, m in imported_modules(path)] == ["os", "workers.core", "torch.nn"]
+
+
+def test_every_package_is_installed() -> None:
+    """pyproject's setuptools `packages` names every package of ours (workers.tiny included), so
+    an installed worker has all of its code."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for package in ALLOWED
+        for init in (ROOT / package).rglob("__init__.py")
+    }
+    assert found - listed == set()
 
 
 def test_the_control_plane_never_imports_torch() -> None:
