@@ -75,9 +75,12 @@ def parse(spec: str) -> tuple[str, str]:
 
 
 def site_dirs() -> list[str]:
-    """The interpreter's site-packages directories (never the working directory)."""
+    """The interpreter's site-packages directories, the user's own included where the
+    interpreter reads it (never the working directory or sys.path[0])."""
     paths = sysconfig.get_paths()
     found = [paths["purelib"], paths["platlib"], *site.getsitepackages()]
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
     return [d for d in dict.fromkeys(os.path.realpath(p) for p in found) if os.path.isdir(d)]
 
 
