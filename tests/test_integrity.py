@@ -28,10 +28,11 @@ from fleet.protocol import Status
 from orchestrator import pins as pinning
 from tests.fakehub import FakeHub
 from tests.models import family, save_tiny
-from workers import hub, integrity, synthetic
+from workers import hub, integrity
 from workers.checks import get_check
 from workers.core import run_job
 from workers.resolver import Trail, resolve
+from workers.tiny import synthetic
 
 CPU = torch.device("cpu")
 MINILM_SHA = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

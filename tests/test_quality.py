@@ -66,7 +66,7 @@ def test_complete_random_weights_are_failed_quality_gate_with_the_evidence_kept(
 
 def test_random_xclip_fails_the_text_margin_gate() -> None:
     # X-CLIP's image processor needs torchvision, absent here: the loaded bundle is built in memory
-    from workers import synthetic
+    from workers.tiny import synthetic
 
     check = get_check("video_text")
     bundle = synthetic.build(family("xclip"), check, CPU)
@@ -96,7 +96,7 @@ def test_lm_bound_is_relative_to_the_vocabulary() -> None:
 
 def test_unknown_tokens_are_not_scored(tmp_path: Path) -> None:
     # the tiny word-level tokenizer knows few words of LM_TEXT: those are left out, not counted
-    from workers import synthetic
+    from workers.tiny import synthetic
 
     bundle = synthetic.build(family("llama"), get_check("causal_lm"), CPU)
     ids = bundle.tokenizer(quality.LM_TEXT)["input_ids"]

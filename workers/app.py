@@ -34,8 +34,9 @@ from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import restore_orphans
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from workers import reruns, synthetic
+from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
+from workers.tiny import synthetic
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
 for _mod in synthetic.modeling_modules():

@@ -31,7 +31,8 @@ TASKS: dict[str, str] = {
 GENERATING = ("causal_lm", "seq2seq_lm", "speech_seq2seq")
 
 
-def _names(value: Any) -> list[str]:
+def class_names(value: Any) -> list[str]:
+    """The class names of one task-mapping entry (a name, or a tuple of names)."""
     return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
 
 
@@ -46,7 +47,7 @@ def enumerate_classes(tasks: list[str] | None = None) -> list[dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     for task in TASKS:  # fixed precedence, then filtered by what was asked
         for model_type, value in getattr(modeling_auto, TASKS[task]).items():
-            for cls in _names(value):
+            for cls in class_names(value):
                 if cls not in rows:
                     rows[cls] = {
                         "class": cls,

@@ -8,7 +8,6 @@ another candidate or the synthetic model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import resource
 import time
@@ -26,9 +25,10 @@ from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 from fleet.protocol import Attempt
 from fleet.settings import Settings
-from workers import devices, failures, gguf, hub, integrity, synthetic, trust
+from workers import devices, failures, gguf, hub, integrity, pkgpath, trust
 from workers.checks.base import Bundle, Check
 from workers.evidence import LoadEvidence, WeightsEvidence
+from workers.tiny import synthetic
 
 SAFE_SUFFIX = ".safetensors"
 PREPROCESSING_FILES = (
@@ -212,15 +212,9 @@ def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) ->
 def _locate_local(spec: str) -> Located:
     revision = record = None
     if spec.startswith("pkg:"):
-        module, _, sub = spec[4:].partition("/")
-        try:
-            found = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            found = None
-        if found is None or not found.submodule_search_locations:
-            raise CheckFailure(ErrorKind.NOT_FOUND, f"{spec[:200]}: Python package {module[:100]!r} is not installed")
-        path = Path(next(iter(found.submodule_search_locations))) / sub
-        pkg = integrity.package_record(module, sub)
+        found = pkgpath.resolve(spec)  # not_allowed past the pkg: rule, not_found when not installed
+        path = found.path
+        pkg = integrity.package_record(found.name, found.sub)
         if pkg is not None:
             revision, record = pkg
     else:

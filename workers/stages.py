@@ -92,12 +92,12 @@ class Progress:
 
 # -- the stages, in order ---------------------------------------------------------------------
 def architecture_task(family: Family) -> str | None:
-    """An architecture job's task (its family is built by workers/autobuild.py), else None."""
+    """An architecture job's task (its family is built by workers/tiny), else None."""
     if not family.synthetic.startswith(AUTO_SYNTHETIC_PREFIX):
         return None
-    from workers import autobuild
+    from workers.tiny.tasks import task_of
 
-    return autobuild.task_of(family)
+    return task_of(family)
 
 
 def device(name: str) -> OnDevice:

@@ -5,13 +5,14 @@ A worker therefore never imports a repository's own code, reads a local director
 unpickles weights just because a message asks: each needs the worker to have been started to
 allow it (fleet-worker --trust-remote-code, --allow-pickle, --allow-path DIR). `pkg:` paths
 inside installed Python packages are allowed by default (installing a package already trusts
-it). A refused candidate is passed over with kind not_allowed, naming the flag that would
-allow it; the resolver goes on to the next candidate.
+it) under the rule of workers.pkgpath: an installed top-level package's name, found without
+importing anything, and no way out of its directory; no flag allows more. A refused candidate
+is passed over with kind not_allowed, naming the flag that would allow it (or the pkg: rule);
+the resolver goes on to the next candidate.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 from typing import NoReturn
@@ -19,6 +20,7 @@ from typing import NoReturn
 from fleet.catalog import Candidate
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.settings import Settings
+from workers import pkgpath
 
 
 def require_allowed(cand: Candidate, settings: Settings) -> None:
@@ -40,15 +42,14 @@ def _refuse(cand: Candidate, what: str, flag: str) -> NoReturn:
 
 
 def _require_path(cand: Candidate, spec: str, settings: Settings) -> None:
-    if spec.startswith("pkg:"):
-        module, _, sub = spec[4:].partition("/")
-        found = importlib.util.find_spec(module) if module.isidentifier() else None
-        if found is None or not found.submodule_search_locations:
-            return  # the resolver reports it as not_found
-        root = Path(os.path.realpath(next(iter(found.submodule_search_locations))))
-        if _inside(Path(os.path.realpath(root / sub)), [root]):
-            return
-        _refuse(cand, f"leaves the package {module!r}", f"--allow-path {root / sub}")
+    if pkgpath.is_pkg(spec):
+        try:
+            pkgpath.resolve(spec)  # not_allowed when the spec breaks the pkg: rule
+        except CheckFailure as exc:
+            if exc.kind == ErrorKind.NOT_FOUND:
+                return  # the resolver reports it as not_found
+            raise CheckFailure(exc.kind, f"{cand.name}: {exc.message}", exc.data) from None
+        return
     target = Path(os.path.realpath(Path(spec).expanduser()))  # symlinks resolved, '..' collapsed
     allowed = [Path(os.path.realpath(p)) for p in settings.allow_paths]
     if not _inside(target, allowed):

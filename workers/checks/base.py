@@ -25,7 +25,7 @@ class Bundle:
     revision: str | None = None
     architecture: str = ""
     path: Path | None = None
-    task: str = ""  # the transformers task an auto-built model was built for (workers/autobuild.py)
+    task: str = ""  # the transformers task an auto-built model was built for (workers/tiny)
     built_from: str = ""  # a synthetic model: the config it was built from
 
     @property

@@ -1,6 +1,6 @@
 """The generic checks of architecture jobs (arch:<Class>): a forward pass with validated
 outputs (batch dimension, finiteness, determinism), and for generating tasks a few greedy
-tokens as well. Inputs come from workers/autobuild.py; a model the harness cannot feed is
+tokens as well. Inputs come from workers/tiny/inputs.py; a model the harness cannot feed is
 harness_unsupported, never the model's failure."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from typing import Any
 import torch
 
 from fleet.errors import CheckFailure
-from workers import autobuild
 from workers.checks.base import Bundle, Check, invalid, require_finite, sample
+from workers.tiny import Unsupported
+from workers.tiny.inputs import BATCH, leading_sizes, make_inputs
+from workers.tiny.tasks import task_of_class
 
 NEW_TOKENS = 3
 
@@ -39,15 +41,18 @@ class ForwardCheck(Check):
     fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3}
 
     def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
-        return None, None  # inputs are made from the model's config (autobuild), whatever the repository ships
+        return (
+            None,
+            None,
+        )  # inputs are made from the model's config (workers.tiny.inputs), whatever the repository ships
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         try:
-            return autobuild.make_inputs(bundle.model, device, bundle.task or self.task)
+            return make_inputs(bundle.model, device, bundle.task or self.task)
         except CheckFailure:
             raise
         except Exception as exc:
-            raise autobuild.Unsupported(f"inputs for {bundle.architecture}: {type(exc).__name__}: {exc}") from None
+            raise Unsupported(f"inputs for {bundle.architecture}: {type(exc).__name__}: {exc}") from None
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
         try:
@@ -55,7 +60,7 @@ class ForwardCheck(Check):
         except TypeError as exc:  # the harness did not give forward() the arguments it takes
             if "argument" not in str(exc):
                 raise
-            raise autobuild.Unsupported(f"inputs for {bundle.architecture}: TypeError: {exc}") from None
+            raise Unsupported(f"inputs for {bundle.architecture}: TypeError: {exc}") from None
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         a, b = _tensors(first), _tensors(repeat)
@@ -63,7 +68,7 @@ class ForwardCheck(Check):
             raise invalid(f"{bundle.architecture} returned no floating-point tensor", output_type=type(first).__name__)
         name, t = a[0]
         require_finite(name, t)
-        leading = autobuild.leading_sizes(bundle.model.config, inputs)
+        leading = leading_sizes(bundle.model.config, inputs)
         if t.dim() == 0 or t.shape[0] not in leading:
             raise invalid(
                 f"{name} has shape {list(t.shape)}, expected {' or '.join(map(str, sorted(leading)))} first",
@@ -79,7 +84,7 @@ class ForwardCheck(Check):
         return {"metric": "none", "value": None, "bound": None, "reference": None, "passed": None}
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
-        return float(autobuild.BATCH)
+        return float(BATCH)
 
 
 class GenerateCheck(ForwardCheck):
@@ -103,7 +108,7 @@ class GenerateCheck(ForwardCheck):
         seq2 = model.generate(**gen_inputs, **kwargs)
         seq = getattr(seq, "sequences", seq)
         seq2 = getattr(seq2, "sequences", seq2)
-        if seq.shape[0] != autobuild.BATCH or seq.shape[-1] < NEW_TOKENS:
+        if seq.shape[0] != BATCH or seq.shape[-1] < NEW_TOKENS:
             raise invalid(f"generate returned shape {list(seq.shape)}", shape=list(seq.shape))
         if not torch.equal(seq, seq2):
             raise invalid("greedy generation differs between two identical calls")
@@ -118,7 +123,7 @@ def for_architecture(architecture: str) -> ForwardCheck:
 
     from fleet.errors import ErrorKind
 
-    task = autobuild._tasks().get(architecture)
+    task = task_of_class(architecture)
     if task is None or not hasattr(transformers, architecture):
         raise CheckFailure(
             ErrorKind.UNSUPPORTED_ARCHITECTURE,

@@ -1,4 +1,6 @@
-"""The last resort: a tiny random-weight model of the family's architecture, built locally.
+"""The last resort: a tiny random-weight model of the family's architecture, built locally
+(`build`, the one entry point for every synthetic model: the catalog's builders here, plugin
+builders, and "auto:<Class>" through workers.tiny.build).
 
 The config comes from the first candidate's cached config when one exists (shrunk with the
 TINY overrides), otherwise from TINY alone; tokenizers are built in memory (no download).
@@ -26,8 +28,8 @@ from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from workers import hub
 from workers.checks.base import Bundle, Check
+from workers.tiny import SEED
 
-SEED = 1234
 WORDS = (
     "the a an of to and in is was for on with as by at from it that this be are or "
     "quick brown fox jumps over lazy dog house wonderful man eating food piece bread stock market "
@@ -252,17 +254,19 @@ def build(family: Family, check: Check, device: torch.device) -> Bundle:
 
 
 def _build_auto(class_name: str, family: Family, device: torch.device) -> Bundle:
-    """Any transformers class, shrunk (workers/autobuild.py); its task rides in the family's
-    description-free spec as the check name and the architectures list."""
-    from workers import autobuild
+    """Any transformers class, shrunk (workers.tiny.build); its task comes from the class
+    (workers.tiny.tasks)."""
+    from workers.tiny import build as shrunk
+    from workers.tiny.tasks import task_of
 
-    model, digest = autobuild.build_model(class_name, device, autobuild.task_of(family))
+    task = task_of(family)
+    model, digest = shrunk.build_model(class_name, device, task)
     return Bundle(
         model=model,
-        name=f"synthetic:auto:{class_name}",
+        name=f"synthetic:{names.AUTO_SYNTHETIC_PREFIX}{class_name}",
         source="synthetic",
-        revision=f"seed={autobuild.SEED},config={digest[:12]}",
+        revision=f"seed={SEED},config={digest[:12]}",
         architecture=class_name,
-        built_from=autobuild.describe(model),
-        task=autobuild.task_of(family),
+        built_from=shrunk.describe(model),
+        task=task,
     )

@@ -1,0 +1,228 @@
+"""Seeded dummy inputs for any model, made per modality from its `main_input_name`, its
+forward signature and its config; the plans an architecture job tries in order."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+
+from workers.tiny import SEED, Unsupported
+
+BATCH, SEQ = 2, 8
+
+
+def _get(config: Any, *keys: str, default: Any = None) -> Any:
+    subs = ("vision_config", "audio_config", "encoder_config")
+    for cfg in (config, *(getattr(config, sub, None) for sub in subs)):
+        for key in keys:
+            value = getattr(cfg, key, None) if cfg is not None else None
+            if value is not None:
+                return value
+    return default
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, (list, tuple)):
+        return int(value[0])
+    if isinstance(value, dict):
+        return int(value.get("height") or value.get("shortest_edge") or 32)
+    return int(value)
+
+
+# Input plans tried in order on a model that built: its main input with whatever its forward
+# requires; then also the other modality its sub-configs name (dual encoders such as CLIP or
+# CLAP run only on text and image together, while a LLaVA-style model refuses an image without
+# image tokens, so "paired" comes second).
+PLANS = ("main", "paired", "channels_last", "frames")
+CHANNELS_LAST = PLANS[2]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
+FRAMES = PLANS[3]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
+MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
+PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
+
+
+def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | None = None) -> dict[str, Any]:
+    """Seeded dummy inputs for the model's main input, what its forward requires, and for
+    plan "paired" the other modality too."""
+    config = model.config
+    plan = plan or str(getattr(model, "fleet_inputs", PLANS[0]))
+    main = getattr(model, "main_input_name", "input_ids")
+    params = inspect.signature(model.forward).parameters
+    required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
+    required = [n for n in required if n != "self"]
+    g = torch.Generator().manual_seed(SEED)
+    maker = _Maker(model, g, plan)
+    inputs: dict[str, Any] = {}
+    if any(p in params for p in PACKED) and (main in ("hidden_states", "pixel_values") or "hidden_states" in required):
+        inputs.update(maker.packed(params))
+    elif main in maker.kinds:
+        inputs[main] = maker.kinds[main]()
+    else:
+        raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
+    for name in required:
+        if name not in inputs:
+            if name not in maker.kinds:
+                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness lacks")
+            inputs[name] = maker.kinds[name]()
+    if plan in ("paired", FRAMES) or task == "zero_shot_image_classification":  # text and image together
+        pairs = (
+            ("input_ids", None),
+            ("pixel_values", "vision_config"),
+            ("input_features", "audio_config"),
+            ("bbox", None),
+            ("future_values", None),
+            ("future_time_features", None),
+        )
+        for name, sub in pairs:
+            if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
+                inputs[name] = maker.kinds[name]()
+    if "noise" in params and "pixel_values" in inputs:
+        inputs["noise"] = maker.noise()
+    for name in MASKS:  # a mask beside each text input
+        text = name.replace("attention_mask", "input_ids")
+        if name in params and text in inputs and name not in inputs:
+            inputs[name] = torch.ones_like(inputs[text])
+    if "use_cache" in params:  # the forward check looks at outputs, not the cache
+        inputs["use_cache"] = False
+    decoder = "decoder_input_ids"
+    if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
+        inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+class _Maker:
+    """Seeded tensors by input name, sized from the model's config."""
+
+    def __init__(self, model: Any, g: torch.Generator, plan: str = PLANS[0]) -> None:
+        self.model, self.config, self.g = model, model.config, g
+        self.channels_last, self.frames = plan == CHANNELS_LAST, plan == FRAMES
+        vocab = int(_get(self.config, "vocab_size", default=100) or 100)
+        self.vocab, self.high = vocab, max(min(vocab, 100), 5)
+        self.kinds = {
+            "input_ids": self.text,
+            "qformer_input_ids": self.text,
+            "decoder_input_ids": self.text,
+            "token_type_ids": lambda: torch.zeros(BATCH, SEQ, dtype=torch.long),
+            "bbox": self.bbox,
+            "pixel_values": self.image,
+            "pixel_values_videos": self.video,
+            "input_values": self.waveform,
+            "input_features": self.features,
+            "query_embeds": self.query,
+            # time series: a history (with lags), its time features and mask, and the horizon
+            "past_values": lambda: torch.randn(*self._past_shape(), generator=self.g),
+            "past_observed_mask": lambda: torch.ones(self._past_shape()),
+            "past_values_padding": lambda: torch.zeros(self._past_shape()),
+            "past_time_features": lambda: self.time_features(self._past_shape()[1]),
+            "future_values": lambda: torch.randn(BATCH, self._horizon(), generator=self.g),
+            "future_time_features": lambda: self.time_features(self._horizon()),
+            "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
+            "noise": self.noise,
+            "inputs": self.perceiver,
+        }
+
+    def text(self, length: int = SEQ) -> torch.Tensor:
+        ids = torch.randint(3, self.high, (BATCH, length), generator=self.g)
+        eos = getattr(self.config, "eos_token_id", None)
+        if length == SEQ and isinstance(eos, int) and 0 <= eos < self.vocab:  # end each text as a tokenizer would
+            ids[:, -1] = eos
+        return ids
+
+    def bbox(self) -> torch.Tensor:  # layout models: boxes with x0 <= x1 and y0 <= y1
+        corners = torch.randint(0, 1000, (BATCH, SEQ, 2, 2), generator=self.g).sort(dim=2).values
+        return corners.transpose(2, 3).reshape(BATCH, SEQ, 4)
+
+    def image(self) -> torch.Tensor:
+        config = self.config
+        size = _size(_get(config, "image_size", default=32))
+        channels = int(_get(config, "num_channels", default=3))
+        frames = _get(config, "num_frames")
+        if self.frames or (frames and "video" in type(self.model).__name__.lower()):
+            return torch.randn(BATCH, int(frames or 2), channels, size, size, generator=self.g)
+        return torch.randn(BATCH, channels, size, size, generator=self.g)
+
+    def video(self) -> torch.Tensor:
+        size = _size(_get(self.config, "image_size", "crop_size", default=32))
+        frames = int(_get(self.config, "num_frames", "frames_per_clip", default=4))
+        channels = int(_get(self.config, "num_channels", default=3))
+        return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
+
+    def waveform(self) -> torch.Tensor:
+        channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
+        if self.channels_last:
+            channels = channels or 1
+        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=self.g)
+
+    def features(self) -> torch.Tensor:
+        bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
+        if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
+            bins = int(_get(self.config, "feature_projection_input_dim", "input_dim", default=bins))
+            return torch.randn(BATCH, 64, bins, generator=self.g)
+        length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
+        return torch.randn(BATCH, bins, length, generator=self.g)
+
+    def query(self) -> torch.Tensor:
+        queries = int(_get(self.config, "num_query_tokens", default=4))
+        hidden = int(_get(self.config, "hidden_size", default=32))
+        return torch.randn(BATCH, queries, hidden, generator=self.g)
+
+    def _past_shape(self) -> tuple[int, ...]:
+        c = self.config
+        lags = getattr(c, "lags_sequence", None)
+        context = int(getattr(c, "context_length", None) or 32)
+        if lags:  # Informer-style: the context plus the largest lag, one value per step
+            return (BATCH, context + max(lags))
+        channels = int(getattr(c, "num_input_channels", 0) or 0)
+        return (BATCH, context, channels) if channels else (BATCH, context)
+
+    def perceiver(self) -> torch.Tensor:
+        """Perceiver's generic `inputs`: token ids, an image, or embeddings, by the class's preprocessor."""
+        name = type(self.model).__name__
+        if name.endswith(("MaskedLM", "SequenceClassification")):
+            return self.text()
+        if "Image" in name:
+            return self.image()
+        return torch.randn(BATCH, SEQ, int(getattr(self.config, "d_model", 32)), generator=self.g)
+
+    def noise(self) -> torch.Tensor:
+        """The masking noise of a masked autoencoder (ViTMAE): seeded, or every pass masks anew."""
+        size = _size(_get(self.config, "image_size", default=32))
+        patch = _size(_get(self.config, "patch_size", default=8))
+        return torch.rand(BATCH, (size // patch) ** 2, generator=torch.Generator().manual_seed(SEED))
+
+    def _horizon(self) -> int:
+        return int(getattr(self.config, "prediction_length", None) or 4)
+
+    def time_features(self, length: int) -> torch.Tensor:
+        return torch.randn(BATCH, length, int(getattr(self.config, "num_time_features", 0) or 0), generator=self.g)
+
+    def packed(self, params: Any) -> dict[str, torch.Tensor]:
+        """Flattened patches and their (t, h, w) grid, one small image per batch item."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        temporal = int(getattr(config, "temporal_patch_size", 1) or 1)
+        channels = int(getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or 3)
+        merge = int(getattr(config, "spatial_merge_size", 1) or 1)
+        side = 2 * merge
+        grid = torch.tensor([[1, side, side]] * BATCH)
+        patches = torch.randn(BATCH * side * side, channels * temporal * patch * patch, generator=self.g)
+        grid_name = next(p for p in PACKED if p in params)
+        main = "hidden_states" if "hidden_states" in params else "pixel_values"
+        return {main: patches, grid_name: grid}
+
+
+def _sub(config: Any, name: str) -> Any:
+    return getattr(config, name, None) or config
+
+
+def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
+    """The sizes an output's first dimension may have: the batch, or for packed patches the
+    patch count (before or after the spatial merge) and the number of images."""
+    sizes = {BATCH}
+    grid = next((inputs[p] for p in PACKED if p in inputs), None)
+    if isinstance(grid, torch.Tensor):
+        patches = int(grid.prod(dim=-1).sum())
+        merge = int(getattr(_sub(config, "vision_config"), "spatial_merge_size", 1) or 1)
+        sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    return sizes

@@ -1,0 +1,258 @@
+"""A default config of any transformers model type, made small: a generic shrinker of scale
+keys, secondary widths, a small override table for what the shrinker gets wrong, and the
+variants an architecture job tries in order (workers.tiny.build)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from workers.tiny import Unsupported
+
+# Scale keys the shrinker sets wherever a config (or sub-config) has them.
+SHRINK: dict[str, Any] = {
+    "hidden_size": 32,
+    "d_model": 32,
+    "n_embd": 32,
+    "dim": 32,
+    "embed_dim": 32,
+    "intermediate_size": 64,
+    "ffn_dim": 64,
+    "d_ff": 64,
+    "n_inner": 64,
+    "hidden_dim": 64,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "num_hidden_layers": 2,
+    "num_layers": 2,
+    "n_layer": 2,
+    "n_layers": 2,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "num_decoder_layers": 2,
+    "num_attention_heads": 4,
+    "num_heads": 4,
+    "n_head": 4,
+    "n_heads": 4,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 8,
+    "d_kv": 8,
+    "moe_intermediate_size": 32,
+    "num_experts": 4,
+    "num_local_experts": 4,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_top_k": 2,
+    "moe_k": 2,
+    "top_k": 2,
+    "n_group": 1,
+    "topk_group": 1,
+    "image_size": 32,
+    "patch_size": 8,
+}
+# Secondary widths the shrinker also sets in its first variant: latent ranks and head sizes of
+# MLA attention, linear attention and state-space layers, projections that must match the
+# shrunk hidden size of another tower, and per-layer embeddings (measured: left alone they made
+# a shrunk model take up to 27 s per forward pass or refuse the smaller tower's width).
+SECONDARY: dict[str, Any] = {
+    **dict.fromkeys(("kv_lora_rank", "q_lora_rank"), 16),
+    **dict.fromkeys(("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "index_head_dim", "swa_head_dim"), 8),
+    **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim", "linear_head_dim", "mamba_d_head"), 8),
+    "qk_head_dim": 16,
+    "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
+    **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
+    "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
+    "index_n_heads": 2,
+    "linear_num_key_heads": 2,
+    "linear_num_value_heads": 4,
+    "mamba_n_heads": 8,
+    "linear_num_heads": 4,
+    "n_groups": 1,  # Mamba-2 state groups must divide its heads
+    "d_latents": 64,  # Perceiver: its latent array (1280 x 256 x 26 self-attentions took 30 s a job)
+    "num_latents": 8,
+    "num_self_attends_per_block": 2,
+    "mamba_d_ssm": 64,
+    **dict.fromkeys(("mamba_chunk_size", "chunk_size"), 8),  # state-space chunks: the text is 8 long
+    "width_coefficient": 0.25,  # EfficientNet-style scaling
+    "depth_coefficient": 0.5,
+    **dict.fromkeys(("state_size", "ssm_state_size", "mamba_d_state"), 16),
+    "hidden_size_per_layer_input": 8,
+    **dict.fromkeys(("shared_expert_intermediate_size", "mlp_dim", "projector_hidden_size"), 64),
+    **dict.fromkeys(
+        ("out_hidden_size", "text_hidden_size", "encoder_hidden_size", "projection_dim", "fpn_hidden_size"), 32
+    ),
+    **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
+}
+# Keys a config may leave None for the modeling code to derive from the full-size widths.
+DERIVED = ("head_dim", "num_key_value_heads")
+# Per model_type fixes on top of the shrinker (the failure groups the survey found).
+# CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
+# shrinking, on every (sub-)config of that model_type.
+CONSTRUCT: dict[str, dict[str, Any]] = {
+    **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
+    # DETR-style models: transformers' own ResNet backbone instead of timm's (not installed)
+    **{
+        key: {"use_timm_backbone": False}
+        for key in ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer")
+    },
+}
+OVERRIDES: dict[str, dict[str, Any]] = {
+    # hybrids whose default layer pattern puts no attention layer in the first two layers
+    "jamba": {"attn_layer_period": 2, "attn_layer_offset": 1, "expert_layer_period": 2, "expert_layer_offset": 1},
+    "recurrent_gemma": {"num_hidden_layers": 3},  # block_types cycles recurrent, recurrent, attention
+    "efficientnet": {"hidden_dim": 320},  # the top convolution's width at width_coefficient 0.25
+    "xmod": {"default_language": "en_XX"},  # adapters need a language; the default config names one
+    "gemma3n_text": {"num_kv_shared_layers": 0},  # KV sharing needs more layers than two
+    "funnel": {"block_sizes": [1, 1, 1]},  # its depth is the sum of block sizes
+    "prophetnet": {"num_encoder_layers": 2, "num_decoder_layers": 2},  # depth set per stack, not overall
+    **{key: {"num_codebooks": 1} for key in ("musicgen_decoder", "musicgen_melody_decoder")},  # ids per codebook
+    **{key: {"vocab_size": 32} for key in ("wav2vec2-bert", "wav2vec2-conformer")},  # a CTC head needs a vocabulary
+    "esm": {"vocab_size": 33},  # the default config leaves the vocabulary unset
+    "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
+}
+
+
+DEPTH_KEYS = ("num_hidden_layers", "num_layers", "n_layer", "n_layers", "encoder_layers", "decoder_layers")
+# Shrink variants tried in order until one builds, takes our inputs and runs a forward pass: the
+# full shrink with the secondary widths, the plain shrink, wider heads with the derived head
+# size, then depth only (narrow configs).
+VARIANTS: tuple[dict[str, Any], ...] = (
+    {**SHRINK, **SECONDARY},
+    SHRINK,
+    {
+        **{k: v for k, v in SHRINK.items() if k not in ("head_dim", "d_kv", "num_key_value_heads")},
+        **{k: 64 for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")},
+        **{k: 128 for k in ("intermediate_size", "ffn_dim", "d_ff", "n_inner", "hidden_dim")},
+    },
+    {**{k: 2 for k in DEPTH_KEYS}, "image_size": 64},  # a default-size image made the last try take up to 60 s
+)
+MAX_UNSHRUNK_WIDTH = 1024  # the depth-only variant is tried only on configs this narrow
+
+
+def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
+    """A heterogeneous config (per-layer overrides) refuses reads of its per-layer attributes:
+    drop the overrides the shrinker is about to set, and hand back the rest to re-apply once
+    the depth is known."""
+    spec = config.__dict__.get("_heterogeneity_spec")
+    if spec is None:
+        return None
+    kept = {
+        idx: {k: v for k, v in overrides.items() if k not in values}
+        for idx, overrides in spec.per_layer_overrides.items()
+    }
+    config.per_layer_config = None
+    return {idx: o for idx, o in kept.items() if o}
+
+
+def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
+    """Lists with one entry per stage or layer (hidden_sizes, depths, strides of ConvNeXt-style
+    models) are cut to the shrunk depth, so that every stage still has its entry."""
+    for key, old in before.items():
+        new = getattr(config, key, None)
+        if not isinstance(old, int) or not isinstance(new, int) or new >= old:
+            continue
+        for name, value in list(vars(config).items()):
+            if isinstance(value, (list, tuple)) and len(value) == old and name not in ("layer_types",):
+                try:
+                    setattr(config, name, type(value)(value[:new]))
+                except (AttributeError, ValueError, TypeError):
+                    pass
+
+
+def _consistent_heads(config: Any) -> None:
+    """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it.
+    Latent attention (MLA: a kv_lora_rank) expands keys to every head: no grouped KV heads."""
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if isinstance(getattr(config, "kv_lora_rank", None), int) and isinstance(kv_heads, int):
+        config.num_key_value_heads = config.num_attention_heads
+    hidden = getattr(config, "hidden_size", None)
+    pairs = (
+        ("expand", "num_heads", "head_dim"),
+        ("mamba_expand", "mamba_n_heads", "mamba_d_head"),
+        ("mamba_expand", "n_mamba_heads", "mamba_headdim"),  # Zamba2
+    )
+    for expand, heads, head in pairs:
+        e, n = getattr(config, expand, None), getattr(config, heads, None)
+        if isinstance(hidden, int) and isinstance(e, int) and isinstance(n, int) and n and hasattr(config, head):
+            if "state_size" in vars(config) or expand == "mamba_expand":
+                setattr(config, head, e * hidden // n)
+                if hasattr(config, "mamba_d_ssm") and expand == "mamba_expand":
+                    config.mamba_d_ssm = e * hidden
+
+
+def _mrope(config: Any) -> None:
+    """Multimodal rotary sections (Qwen2-VL, GLM-4V, ...) must sum to half the rotary width,
+    which the shrunk head size changes; the modeling code's own default is sized for the full model."""
+    rope = getattr(config, "rope_parameters", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not rope or not isinstance(rope, dict) or not isinstance(heads, int) or not isinstance(hidden, int) or not heads:
+        return
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    factor = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
+    half = int(head_dim * float(factor)) // 2
+    third = half // 3
+    config.rope_parameters = {**rope, "mrope_section": [half - 2 * third, third, third]}
+
+
+def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False) -> None:
+    from transformers import PretrainedConfig
+
+    per_layer = _homogenize(config, values)
+    depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
+    for key, value in values.items():
+        current = getattr(config, key, None)
+        numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
+        if key == "image_size" and isinstance(current, (list, tuple)) and len(current) == 2:
+            current, value = current[0], type(current)([value, value])  # (height, width)
+        derived = current is None and key in DERIVED and key in vars(config)
+        if derived or (isinstance(current, numeric) and not isinstance(current, bool)):
+            try:
+                setattr(config, key, value)
+            except (AttributeError, ValueError, TypeError, NotImplementedError):
+                pass  # a config that refuses a key (Funnel, ProphetNet: their depth has its own keys)
+    layer_types = getattr(config, "layer_types", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layer_types, list) and isinstance(layers, int) and len(layer_types) != layers:
+        # one layer of each kind (a hybrid keeps its attention and its other layers)
+        kinds = list(dict.fromkeys(layer_types))[:4]
+        try:
+            config.layer_types = kinds
+            config.num_hidden_layers = len(kinds)
+        except (AttributeError, ValueError, TypeError):
+            pass
+    _per_stage_lists(config, depths)
+    _consistent_heads(config)
+    for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
+        setattr(config, key, copy.deepcopy(value))
+    if per_layer:
+        layers = int(getattr(config, "num_hidden_layers", None) or 0)
+        config.per_layer_config = {idx: o for idx, o in per_layer.items() if idx < layers} or None
+    if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
+        _mrope(config)
+    if depth < 3:
+        for key in list(vars(config)):
+            sub = getattr(config, key, None)
+            if isinstance(sub, PretrainedConfig):
+                _shrink(sub, values, depth + 1, mrope)
+
+
+def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
+        if config_class is not None and getattr(config_class, "model_type", None) == model_type:
+            config = config_class(**overrides)
+        else:
+            config = AutoConfig.for_model(model_type, **overrides)
+        _shrink(config, values, mrope=mrope)
+    except Exception as exc:
+        raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
+    return config
+
+
+def width(config: Any) -> int:
+    return max(int(getattr(config, k, 0) or 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"))
