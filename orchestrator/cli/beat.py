@@ -9,13 +9,13 @@ from pathlib import Path
 
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
-from fleet.errors import ExitCode, SelectionError
+from fleet.errors import ExitCode
 from fleet.settings import Settings
 from orchestrator import expectations as expecting
 from orchestrator import notify
 from orchestrator import pins as pinning
 from orchestrator.cli.console import connect, note
-from orchestrator.cli.options import NOTIFY_HELP, PINS_HELP, Subcommands, connection, finite
+from orchestrator.cli.options import NOTIFY_HELP, PINS_HELP, Subcommands, connection, deadline, reruns
 
 
 def add(sub: Subcommands) -> None:
@@ -34,10 +34,10 @@ def add(sub: Subcommands) -> None:
     b.add_argument("--devices", default="cpu", help="devices of the scheduled runs (default: cpu)")
     b.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
     b.add_argument("--reports-dir", type=Path, help="default $FLEET_REPORTS_DIR or STATE_DIR/reports")
-    b.add_argument("--deadline", type=finite, default=3600.0, metavar="S", help="run deadline (default 3600)")
+    b.add_argument("--deadline", type=deadline, default=3600.0, metavar="S", help="run deadline (default 3600)")
     b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
     b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
-    b.add_argument("--reruns", type=int, default=1, metavar="N", help="reruns of a FAILED job (default 1)")
+    b.add_argument("--reruns", type=reruns, default=1, metavar="N", help="reruns of a FAILED job (default 1)")
     b.add_argument("--expectations", metavar="FILE", help="expected outcomes, for the reports and alerts")
     b.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
     b.set_defaults(handler=run)
@@ -48,8 +48,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     state = args.state_dir or settings.home
     pins_path = args.pins or settings.pins
-    if args.reruns < 0:
-        raise SelectionError(f"--reruns must be 0 or more, got {args.reruns}")
     expecting.load(args.expectations)  # a bad file is an error now, not at the first scheduled run
     options = ScheduleOptions(
         spec=args.schedule or DEFAULT_SCHEDULE,

@@ -21,11 +21,16 @@ def connect(settings: Settings) -> ResultStore:
 
 
 def warn(message: str) -> None:
-    print(f"orchestrator: warning: {message}", file=sys.stderr)
+    print(f"orchestrator: warning: {printable(message)}", file=sys.stderr)
 
 
 def note(message: str) -> None:
-    print(f"orchestrator: {message}", file=sys.stderr)
+    print(f"orchestrator: {printable(message)}", file=sys.stderr)
+
+
+def line(text: str) -> None:
+    """One line of a command's text output on stdout, unprintable characters escaped."""
+    print(printable(text))
 
 
 def say(verdict: Verdict) -> int:
@@ -43,3 +48,9 @@ def emit(text: str, output: Path | None, force: bool = False) -> int:
         report.write_atomic(output, text, force=force)
         print(output)
     return ExitCode.OK
+
+
+def printable(text: str) -> str:
+    """text with control and other unprintable characters escaped (ESC as \\x1b, a newline as
+    \\n): names from catalogs, URLs and Redis cannot move the cursor or recolour a terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

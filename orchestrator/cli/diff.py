@@ -8,7 +8,7 @@ import json
 from fleet.errors import ExitCode, SelectionError
 from fleet.settings import Settings
 from orchestrator import report
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection, finite
 
 
@@ -37,13 +37,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
         return ExitCode.OK
-    print(f"{a} -> {b}")
+    line(f"{a} -> {b}")
     for c in data["status_changes"]:
-        print(f"  {c['job_id']}: {c['from']} -> {c['to']} ({c['change']})")
+        line(f"  {c['job_id']}: {c['from']} -> {c['to']} ({c['change']})")
     for c in data["metric_changes"]:
-        print(f"  {c['job_id']}: {c['metric']} {c['from']} -> {c['to']} ({c['relative']:+.0%})")
+        line(f"  {c['job_id']}: {c['metric']} {c['from']} -> {c['to']} ({c['relative']:+.0%})")
     for c in data["metrics_not_compared"]:
-        print(f"  {c['job_id']}: metrics not compared ({c['reason']})")
+        line(f"  {c['job_id']}: metrics not compared ({c['reason']})")
     if not data["status_changes"] and not data["metric_changes"]:
         print("  no changes")
     return ExitCode.OK

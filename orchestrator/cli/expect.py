@@ -9,7 +9,7 @@ from fleet.errors import ExitCode, SelectionError
 from fleet.settings import Settings
 from orchestrator import expectations as expecting
 from orchestrator import report, runs
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -33,5 +33,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not results:
         raise SelectionError(f"run {run_id} has no results yet: nothing to expect")
     report.write_atomic(args.output, expecting.dumps(results, run_id))
-    print(f"{args.output}: {len(results)} expectation(s) from run {run_id}")
+    line(f"{args.output}: {len(results)} expectation(s) from run {run_id}")
     return ExitCode.OK

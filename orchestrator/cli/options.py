@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn, TypeAlias
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn, TypeAlias
 
 from fleet.errors import ExitCode, FleetError
-from fleet.timing import finite_positive
+from fleet.jobs import MAX_RERUNS
+from fleet.timing import MAX_DEADLINE_S, finite_positive
+from orchestrator.cli.console import printable
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
@@ -26,7 +33,11 @@ class Parser(argparse.ArgumentParser):
     """Usage mistakes in one line (exit 2), like every other error of the command."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.BAD_INPUT, f"orchestrator: error: {message} (see {self.prog} --help)\n")
+        self.exit(ExitCode.BAD_INPUT, f"orchestrator: error: {printable(message)} (see {self.prog} --help)\n")
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """As argparse's, but a stdout that cannot take the text raises (argparse drops the error)."""
+        (file or sys.stdout).write(self.format_help())
 
 
 def finite(text: str) -> float:
@@ -45,6 +56,34 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def whole(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: a whole number from low to high (the limits the workers hold jobs to)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low} and <= {high}, got {text!r}")
+        return value
+
+    return parse
+
+
+def reruns(text: str) -> int:
+    """argparse type of --reruns: 0 (never) to MAX_RERUNS, as the workers accept."""
+    return whole(0, MAX_RERUNS)(text)
+
+
+def deadline(text: str) -> float:
+    """argparse type: a run deadline, a finite number of seconds > 0 and at most MAX_DEADLINE_S."""
+    value = finite(text)
+    if value > MAX_DEADLINE_S:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DEADLINE_S:.0f} s (30 days), got {text!r}")
     return value
 
 

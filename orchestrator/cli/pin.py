@@ -9,7 +9,7 @@ from fleet.errors import ExitCode, SelectionError
 from fleet.settings import Settings
 from orchestrator import pins as pinning
 from orchestrator import report
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -35,5 +35,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SelectionError(f"run {run_id} has no REAL result with an output fingerprint: nothing to pin")
     header = f"Known-answer pins written by `orchestrator pin {run_id}`. Use with --pins FILE."
     report.write_atomic(args.output, pinning.dumps(built, header))
-    print(f"{args.output}: {len(built)} pin(s) from run {run_id}")
+    line(f"{args.output}: {len(built)} pin(s) from run {run_id}")
     return ExitCode.OK

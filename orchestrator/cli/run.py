@@ -12,7 +12,7 @@ from fleet.settings import Settings
 from fleet.store import ResultStore
 from orchestrator import architectures, report, runs, verdicts
 from orchestrator.cli import selection
-from orchestrator.cli.console import note, say, warn
+from orchestrator.cli.console import line, note, say, warn
 from orchestrator.cli.options import Subcommands
 
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         code = say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
     for path in paths:
-        print(path)
+        line(str(path))
     return code
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -18,5 +18,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
     for run_id in store.run_ids(50):
         done, total, counts = store.progress(run_id)
-        print(f"{run_id}  {done}/{total}  " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        line(f"{run_id}  {done}/{total}  " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return ExitCode.OK

@@ -9,15 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.catalog import Catalog, load_catalog
+from fleet.catalog import MAX_REPEATS, Catalog, load_catalog
 from fleet.devices import Device, parse_devices
-from fleet.errors import BadInput, SelectionError
+from fleet.errors import BadInput
+from fleet.jobs import MAX_ATTEMPTS
 from fleet.settings import RunSettings, Settings
 from fleet.timing import MAX_TIME_LIMIT_S
 from orchestrator import architectures, notify
 from orchestrator import expectations as expecting
 from orchestrator import pins as pinning
-from orchestrator.cli.options import EXPECT_HELP, NOTIFY_HELP, PINS_HELP, Parser, finite, positive_int
+from orchestrator.cli.options import EXPECT_HELP, NOTIFY_HELP, PINS_HELP, Parser, deadline, finite, reruns, whole
 
 
 def parent() -> argparse.ArgumentParser:
@@ -39,7 +40,7 @@ def parent() -> argparse.ArgumentParser:
         help="instead of the catalog: an ad hoc job on any Hub model, its check chosen from its config (repeatable)",
     )
     select.add_argument("--catalog", metavar="PATH", help="catalog TOML file (default: the one shipped)")
-    select.add_argument("--repeats", type=positive_int, help="timed repeats per check (default: the family's)")
+    select.add_argument("--repeats", type=whole(1, MAX_REPEATS), help="timed repeats per check (default: the family's)")
     select.add_argument(
         "--time-limit",
         type=finite,
@@ -48,7 +49,7 @@ def parent() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--deadline",
-        type=finite,
+        type=deadline,
         default=None,
         metavar="S",
         help="after this many seconds, jobs with no result are LOST (default: visibility timeout + the "
@@ -56,7 +57,7 @@ def parent() -> argparse.ArgumentParser:
     )
     select.add_argument(
         "--max-attempts",
-        type=positive_int,
+        type=whole(1, MAX_ATTEMPTS),
         default=3,
         help="deliveries before a job that kills its worker ends FAILED (default 3)",
     )
@@ -69,7 +70,7 @@ def parent() -> argparse.ArgumentParser:
     select.add_argument("--pins", metavar="FILE", help=PINS_HELP)
     select.add_argument(
         "--reruns",
-        type=int,
+        type=reruns,
         default=1,
         metavar="N",
         help="run a FAILED job again up to N times in a fresh process; mixed outcomes are FLAKY (default 1, 0: never)",
@@ -110,8 +111,6 @@ def prepare(
 def _run_settings(args: argparse.Namespace) -> RunSettings:
     if args.time_limit is not None and args.time_limit > MAX_TIME_LIMIT_S:
         raise BadInput(f"--time-limit must be at most {MAX_TIME_LIMIT_S:g} s, got {args.time_limit:g}")
-    if args.reruns < 0:
-        raise SelectionError(f"--reruns must be 0 or more, got {args.reruns}")
     return RunSettings(
         max_attempts=args.max_attempts,
         deadline_s=args.deadline,

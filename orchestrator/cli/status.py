@@ -8,7 +8,7 @@ import json
 from fleet.errors import ExitCode
 from fleet.settings import Settings
 from orchestrator import runs
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -42,5 +42,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         state = "finished" if finished else "running"
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no results yet"
-        print(f"run {run_id}: {state}, {done}/{total} done ({summary})")
+        line(f"run {run_id}: {state}, {done}/{total} done ({summary})")
     return ExitCode.OK

@@ -6,7 +6,7 @@ import argparse
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings, redact_url
-from orchestrator.cli.console import connect
+from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -20,10 +20,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
     workers = store.live_workers()
     if not workers:
-        print(f"no live workers on {redact_url(store.url)}")
+        line(f"no live workers on {redact_url(store.url)}")
     for w in workers:
         gpus = f"  gpus: {'; '.join(w['gpus'])}" if w.get("gpus") else ""
-        print(
+        line(
             f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
             f"transformers={w.get('transformers')}  parent_cuda_initialized={w.get('parent_cuda_initialized')}{gpus}"
         )
