@@ -215,3 +215,17 @@ def test_control_characters_from_redis_are_escaped_on_stdout(redis_url: str) -> 
     res = orchestrator("runs", "--redis-url", redis_url)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("run\\x1b[31m-red  0/0") and "\x1b" not in res.stdout, res.stdout
+
+
+def test_trend_options_beyond_the_kept_runs_are_bad_input(redis_url: str) -> None:
+    submitted = orchestrator("submit", "--all", "--redis-url", redis_url)
+    assert submitted.returncode == 0, submitted.stderr
+    for option, value in (("--trend-runs", str(10**20)), ("--trend-violations", "0"), ("--trend-threshold", "nan")):
+        res = orchestrator("report", option, value, "--redis-url", redis_url)
+        one_line_error(res, 2, "--trend-runs and --trend-violations must be at least 1")
+
+
+@pytest.mark.parametrize("url", ["http://hooks.example:6380:7/x", "http://hooks.example:99999/x"])
+def test_notify_urls_with_unusable_ports_are_bad_input(url: str) -> None:
+    res = orchestrator("submit", "--all", "--notify", url, "--redis-url", NOWHERE)
+    one_line_error(res, 2, "--notify: not a usable URL")

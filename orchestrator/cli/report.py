@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from fleet.errors import SelectionError
-from fleet.settings import Settings
+from fleet.settings import MAX_KEEP_RUNS, Settings
 from orchestrator import expectations as expecting
 from orchestrator import report
 from orchestrator.cli.console import connect, emit
@@ -36,8 +37,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
     run_id = store.resolve_run_id(args.run_id)
     trend = TrendSettings(args.trend_runs, args.trend_violations, args.trend_threshold)
-    if trend.window < 1 or trend.violations < 1 or trend.threshold <= 0:
-        raise SelectionError("--trend-runs and --trend-violations must be at least 1, --trend-threshold positive")
+    runs_ok = 1 <= trend.window <= MAX_KEEP_RUNS and 1 <= trend.violations <= MAX_KEEP_RUNS
+    if not runs_ok or not math.isfinite(trend.threshold) or trend.threshold <= 0:
+        raise SelectionError(
+            f"--trend-runs and --trend-violations must be at least 1 (at most {MAX_KEEP_RUNS}, the most runs "
+            "kept), --trend-threshold positive"
+        )
     expected = expecting.load(args.expectations)
     text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend))
     return emit(text, args.output, force=args.force)
