@@ -9,13 +9,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fleet import names
+from fleet import names, tomlfile
 from fleet.errors import CatalogError, FileMissing, SelectionError
 from fleet.timing import MAX_TIME_LIMIT_S
 
@@ -24,6 +23,7 @@ MAX_CATALOG_BYTES = 1 << 20
 MAX_FAMILIES = 1000
 MAX_CANDIDATES = 32
 MAX_ARCHITECTURES = 32
+MAX_REPEATS = 10_000  # timed repeats of a check: catalogs, --repeats and job messages alike
 # Longest allowed text per key (characters): every job message carries its family's spec.
 MAX_LENGTH = {
     "description": 2000,
@@ -39,7 +39,7 @@ MAX_ARCHITECTURE_LENGTH = 128
 _RANGES: dict[str, tuple[float, bool, float]] = {
     "time_limit_s": (0.0, True, MAX_TIME_LIMIT_S),
     "memory_limit_mb": (0.0, True, float(1 << 30)),
-    "repeats": (0.0, True, 10_000.0),
+    "repeats": (0.0, True, float(MAX_REPEATS)),
     "params_m": (0.0, False, 1e7),
 }
 
@@ -142,8 +142,8 @@ def load_catalog(path: str | os.PathLike[str] | None = None, plugins: tuple[str,
         size = p.stat().st_size
         if size > MAX_CATALOG_BYTES:
             raise CatalogError(f"{p}: {size} bytes; a catalog may have at most {MAX_CATALOG_BYTES} bytes")
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomlfile.loads(p.read_text(encoding="utf-8"), str(p), CatalogError)
+    except UnicodeDecodeError as exc:
         raise CatalogError(f"{p}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise CatalogError(f"{p}: cannot read the catalog: {exc.strerror or exc}") from None

@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fleet.catalog import Family
+from fleet.catalog import MAX_REPEATS, Family
 from fleet.timing import MAX_TIME_LIMIT_S
 
 _TEXT = ("run_id", "job_id", "family", "device", "queue")
 MAX_TEXT = 300
+MAX_ATTEMPTS = 100  # deliveries of a job (--max-attempts)
+MAX_RERUNS = 100  # runs of a FAILED job again (--reruns)
 
 
 def _number_problem(value: Any, name: str, maximum: float) -> str | None:
@@ -28,10 +30,14 @@ def job_problem(job: Any) -> str | None:
     for key in _TEXT:
         if not isinstance(job.get(key), str) or not 0 < len(job[key]) <= MAX_TEXT:
             return f"{key} must be a string of 1-{MAX_TEXT} characters"
-    for key, maximum in (("time_limit_s", MAX_TIME_LIMIT_S), ("repeats", 10_000), ("max_attempts", 100)):
+    for key, maximum in (("time_limit_s", MAX_TIME_LIMIT_S), ("repeats", MAX_REPEATS), ("max_attempts", MAX_ATTEMPTS)):
         problem = _number_problem(job.get(key), key, maximum)
         if problem:
             return problem
+    for key in ("reruns", "rerun"):
+        value = job.get(key) or 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
+            return f"{key} must be a whole number from 0 to {MAX_RERUNS}, got {value!r}"
     if "task" in job and (not isinstance(job["task"], str) or not 0 < len(job["task"]) <= 64):
         return "task must be a string of 1-64 characters"
     spec = job.get("family_spec")

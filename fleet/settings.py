@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from fleet.errors import BadInput
+from fleet.timing import MAX_DEADLINE_S
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -25,20 +26,42 @@ def redact_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         password = parts.password
+        port = parts.port  # ValueError for a port that is not a number 0-65535
     except ValueError:
         return "<unparsable url>"
     if password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     user = parts.username or ""
     return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-# Query options of a Redis URL that redis-py and kombu read as numbers.
-_NUMERIC_URL_OPTIONS = ("socket_timeout", "socket_connect_timeout", "health_check_interval", "max_connections", "db")
+# Query options of a Redis URL that redis-py and kombu read as numbers: (whole number?, minimum,
+# maximum). Larger values overflow the socket layer's time_t or the server's database index.
+MAX_REDIS_DB = 2**31 - 1
+MAX_SOCKET_TIMEOUT_S = 86400.0
+MAX_KEEP_RUNS = 1_000_000
+_NUMERIC_URL_OPTIONS: dict[str, tuple[bool, float, float]] = {
+    "socket_timeout": (False, 0.0, MAX_SOCKET_TIMEOUT_S),
+    "socket_connect_timeout": (False, 0.0, MAX_SOCKET_TIMEOUT_S),
+    "timeout": (False, 0.0, MAX_SOCKET_TIMEOUT_S),
+    "health_check_interval": (True, 0, MAX_SOCKET_TIMEOUT_S),
+    "max_connections": (True, 1, 2**31 - 1),
+    "socket_read_size": (True, 1, 2**31 - 1),
+    "db": (True, 0, MAX_REDIS_DB),
+}
+
+
+def _url_number(text: str, whole: bool, low: float, high: float) -> bool:
+    """Whether text is a number redis-py parses (int() or float()) within [low, high]."""
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and low <= value <= high
 
 
 def check_redis_url(url: str, where: str = "--redis-url") -> str:
@@ -57,18 +80,17 @@ def check_redis_url(url: str, where: str = "--redis-url") -> str:
         if port == 0:
             raise BadInput(f"{where}: {shown}: port must be 1-65535")
         db = parts.path.lstrip("/")
-        if db and not db.isdigit():
+        if db and not (db.isascii() and db.isdigit() and int(db) <= MAX_REDIS_DB):
             raise BadInput(f"{where}: {shown}: the database must be a number (/0 ... /15), got /{db}")
     elif not parts.path:
         raise BadInput(f"{where}: {shown} names no socket path (expected unix:///path/to/redis.sock)")
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
         if key in _NUMERIC_URL_OPTIONS:
-            try:
-                number = float(value)
-            except ValueError:
-                raise BadInput(f"{where}: {shown}: {key} must be a number, got {value!r}") from None
-            if not math.isfinite(number) or number < 0:
-                raise BadInput(f"{where}: {shown}: {key} must be a finite number >= 0, got {value!r}")
+            whole, low, high = _NUMERIC_URL_OPTIONS[key]
+            if not _url_number(value, whole, low, high):
+                kind = "a whole number" if whole else "a number"
+                span = f"{low:.0f} to {high:.0f}" if whole else f"{low:g} to {high:g}"
+                raise BadInput(f"{where}: {shown}: {key} must be {kind} from {span}, got {value!r}")
     return url
 
 
@@ -85,7 +107,9 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     raise BadInput(f"${name} must be 1 or 0, got {env[name]!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, minimum: float = 0.0, maximum: float = math.inf
+) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -95,6 +119,8 @@ def _number(env: Mapping[str, str], name: str, default: float, minimum: float = 
         raise BadInput(f"${name} must be a number, got {raw!r}") from None
     if not math.isfinite(value) or value < minimum:
         raise BadInput(f"${name} must be a finite number >= {minimum:g}, got {raw!r}")
+    if value > maximum:
+        raise BadInput(f"${name} must be at most {maximum:g}, got {raw!r}")
     return value
 
 
@@ -145,10 +171,10 @@ class Settings:
             redis_ca=env.get("FLEET_REDIS_CA") or None,
             home=home,
             cache_dir=cache,
-            keep_runs=int(_number(env, "FLEET_KEEP_RUNS", 200, minimum=1)),
-            visibility_timeout_s=int(_number(env, "FLEET_VISIBILITY_TIMEOUT", 3900, minimum=1)),
-            hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0),
-            hub_probe_timeout_s=_number(env, "FLEET_HUB_PROBE_TIMEOUT", 0.8),
+            keep_runs=int(_number(env, "FLEET_KEEP_RUNS", 200, minimum=1, maximum=MAX_KEEP_RUNS)),
+            visibility_timeout_s=int(_number(env, "FLEET_VISIBILITY_TIMEOUT", 3900, minimum=1, maximum=MAX_DEADLINE_S)),
+            hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0, maximum=MAX_SOCKET_TIMEOUT_S),
+            hub_probe_timeout_s=_number(env, "FLEET_HUB_PROBE_TIMEOUT", 0.8, maximum=MAX_SOCKET_TIMEOUT_S),
             max_rss_growth_mb=_number(env, "FLEET_MAX_RSS_GROWTH_MB", 0.0, minimum=-math.inf) if growth else None,
             pins=Path(env["FLEET_PINS"]) if env.get("FLEET_PINS") else None,
             plugins=_names(env, "FLEET_PLUGINS"),

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+from fleet import tomlfile
 from fleet.errors import BadInput, FileMissing
 from fleet.protocol import FAILING, STATUSES, Result, Status
 
@@ -100,10 +100,7 @@ def _is_pattern(key: str) -> bool:
 
 
 def parse(text: str, source: str) -> Expectations:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{source}: not valid TOML: {exc}") from None
+    data = tomlfile.loads(text, source, BadInput)
     unknown = set(data) - {"expect"}
     if unknown:
         raise BadInput(f"{source}: unknown table(s) {sorted(unknown)}; expected only [expect]")

@@ -27,7 +27,11 @@ def check_url(url: str | None) -> str | None:
     """A usable http(s) URL, or a BadInput naming what is wrong (checked before the run starts)."""
     if url is None:
         return None
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (ValueError for a port that is not a number 0-65535)
+    except ValueError as exc:
+        raise BadInput(f"--notify: not a usable URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadInput(f"--notify: expected an http:// or https:// URL, got {where(url)!r}")
     return url

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fleet import pins as shared
+from fleet import tomlfile
 from fleet.catalog import Family
 from fleet.devices import Device
 from fleet.errors import FileMissing, PinsError
@@ -59,9 +59,11 @@ def load_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not p.is_file():
         raise FileMissing(f"pins file not found: {p}")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomlfile.loads(p.read_text(encoding="utf-8"), str(p), PinsError)
+    except UnicodeDecodeError as exc:
         raise PinsError(f"{p}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise PinsError(f"{p}: cannot read the pins file: {exc.strerror or exc}") from None
     return parse(data, str(p))
 
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from fleet.devices import GPU_QUEUE
-from orchestrator.cli import _parser
+from orchestrator.cli import build_parser
 from orchestrator.submit import hard_time_limit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_dockerfile_copies_existing_files_and_runs_our_commands(name: str) -> No
         )
         assert res.returncode == 0, res.stderr
     else:
-        _parser().parse_args(args)
+        build_parser().parse_args(args)
 
 
 def test_compose_services_and_redis_durability() -> None:
@@ -72,7 +72,7 @@ def test_compose_services_and_redis_durability() -> None:
     for svc in services.values():
         if "build" in svc:
             assert (DOCKER / svc["build"]["context"] / svc["build"]["dockerfile"]).is_file()
-    _parser().parse_args(services["beat"]["command"])  # the beat command is one the CLI accepts
+    build_parser().parse_args(services["beat"]["command"])  # the beat command is one the CLI accepts
 
 
 def test_kubernetes_grace_period_and_keda_trigger() -> None:

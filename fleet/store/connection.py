@@ -23,6 +23,10 @@ class Translating:
         where = redact_url(self._url)
         if isinstance(exc, redis.AuthenticationError) or "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
             return RedisUnreachable(f"Redis at {where} refused the credentials: {exc}")
+        if isinstance(exc, redis.exceptions.InvalidResponse):  # an HTTP or other non-Redis server
+            return RedisUnreachable(f"{where} does not answer as a Redis server: {exc}")
+        if "DB index is out of range" in str(exc):
+            return RedisUnreachable(f"Redis at {where} has no such database: {exc}")
         return RedisUnreachable(f"cannot reach Redis at {where}: {exc}")
 
     def __getattr__(self, name: str) -> Any:
@@ -35,10 +39,15 @@ class Translating:
                 value = attr(*args, **kwargs)
                 if isinstance(value, types.GeneratorType):
                     value = list(value)  # scan_iter: errors surface while iterating
-            except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
+            except (
+                redis.ConnectionError,
+                redis.TimeoutError,
+                redis.AuthenticationError,
+                redis.exceptions.InvalidResponse,
+            ) as exc:
                 raise self._translate(exc) from None
             except redis.ResponseError as exc:
-                if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "DB index is out of range" in str(exc):
                     raise self._translate(exc) from None
                 raise
             if isinstance(value, redis.client.Pipeline):

@@ -1,0 +1,99 @@
+"""The `orchestrator` command: submit runs, follow them, report on them, run the embedded fleet.
+
+One module per command, each holding its options (add) and what it does (run); this module
+only registers them and turns errors into one line and an exit code.
+
+Exit codes: 0 ok; 1 internal error; 2 bad input (catalog, family, device, option);
+3 Redis unreachable; 4 run or file not found; 5 the run has FAILED or LOST jobs (with
+--expectations: the run has unexpected outcomes); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from types import FrameType
+
+from fleet.errors import ExitCode, FleetError
+from fleet.settings import Settings
+from orchestrator.cli import beat, diff, expect, metrics, pin, report, run, runs, status, submit, workers
+from orchestrator.cli.console import printable
+from orchestrator.cli.options import EPILOG, Parser
+
+# In the order `orchestrator --help` lists them.
+COMMANDS = (submit, run, status, report, metrics, diff, beat, pin, expect, runs, workers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="orchestrator",
+        description="model-fleet: which Hugging Face models really run on which hardware, with evidence.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (exit 0) or a usage mistake (exit 2): its text may not fit stdout
+        return _flushed(exc.code if isinstance(exc.code, int) else ExitCode.BAD_INPUT)
+    except OSError as exc:  # the help text could not be written
+        return _stdout_failed(exc)
+    signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C interrupts, even when started with SIGINT ignored (a `cmd &` in a script): Python
+    # keeps an inherited SIG_IGN, and then a run could not be stopped with a signal at all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
+        return _flushed(int(args.handler(args, settings)))
+    except FleetError as exc:
+        print(f"orchestrator: error: {printable(exc.message)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orchestrator: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError as exc:
+        return _stdout_failed(exc)
+    except OSError as exc:  # writing stdout failed (`> /dev/full`), or an error we did not foresee
+        if exc.filename is None and _stdout_broken():
+            return _stdout_failed(exc)
+        raise
+
+
+def _flushed(code: int) -> int:
+    """code, once stdout is flushed: a closed pipe or a full disk shows here, not in the interpreter's exit."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        return _stdout_failed(exc)
+    return code
+
+
+def _stdout_broken() -> bool:
+    try:
+        sys.stdout.flush()
+    except OSError:
+        return True
+    return False
+
+
+def _stdout_failed(exc: OSError) -> int:
+    """The reader went away (`orchestrator runs | head -1`): not an error, exit 0. Any other
+    failure to write stdout (`> /dev/full`): one line, exit 2. Either way stdout then goes to
+    /dev/null, so that the interpreter's own flush at exit finds nothing to complain about."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if isinstance(exc, BrokenPipeError):
+        return ExitCode.OK
+    print(f"orchestrator: error: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+    return ExitCode.BAD_INPUT
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

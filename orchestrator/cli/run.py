@@ -1,0 +1,109 @@
+"""`orchestrator run`: the embedded fleet (a private Redis and this machine's workers) runs a
+selection, writes its report, and stops."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from fleet.errors import BadInput
+from fleet.settings import Settings
+from fleet.store import ResultStore
+from orchestrator import architectures, report, runs, verdicts
+from orchestrator.cli import selection
+from orchestrator.cli.console import line, note, say, warn
+from orchestrator.cli.options import Subcommands
+
+
+def add(sub: Subcommands) -> None:
+    r = sub.add_parser(
+        "run",
+        parents=[selection.parent()],
+        help="embedded fleet: private Redis + local workers, then a report",
+        description="Start a private Redis and this machine's workers, run the selection, write "
+        "the report (markdown and JSON), stop everything.",
+    )
+    r.add_argument("--devices", help="default: cpu, plus cuda when a GPU is visible")
+    r.add_argument(
+        "--state-dir",
+        type=Path,
+        help="Redis data, logs and reports (default $FLEET_HOME or ~/.local/state/model-fleet)",
+    )
+    r.add_argument("--output-dir", type=Path, help="where the report files go (default STATE_DIR/reports)")
+    r.add_argument(
+        "--trust-remote-code", action="store_true", help="start the workers with --trust-remote-code (default: off)"
+    )
+    r.add_argument("--allow-pickle", action="store_true", help="start the workers with --allow-pickle (default: off)")
+    r.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="start the workers with --allow-path DIR (repeatable; catalogs with local paths need it)",
+    )
+    r.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from fleet.broker import make_app
+    from fleet.launcher import visible_gpus
+    from orchestrator.embedded import EmbeddedFleet
+    from orchestrator.submit import ProgressBar, submit
+
+    gpus = visible_gpus()
+    chosen = selection.prepare(
+        args, settings, architectures.local_listing, args.devices or ("cpu,cuda" if gpus else "cpu")
+    )
+    state = _state_dir(args.state_dir or settings.home)
+    worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in chosen.devices) else []))
+    flags = ["--trust-remote-code"] * args.trust_remote_code + ["--allow-pickle"] * args.allow_pickle
+    for raw in args.allow_path:
+        if not Path(raw).expanduser().is_dir():
+            raise BadInput(f"--allow-path {raw}: no such directory")
+        flags += ["--allow-path", str(Path(raw).expanduser().resolve())]
+    note(f"starting Redis and workers ({worker_devices}) in {state}")
+    with EmbeddedFleet(state, worker_devices, worker_flags=flags) as fleet:
+        fleet_settings = settings.with_redis_url(fleet.url)
+        store = ResultStore.from_settings(fleet_settings)
+        app = make_app(settings=fleet_settings)
+        run_id = submit(
+            store,
+            app,
+            chosen.catalog,
+            chosen.families,
+            chosen.devices,
+            chosen.run_settings,
+            order=args.order,
+            origin="embedded",
+            pins=chosen.pins,
+            extra_meta=chosen.meta,
+        )
+        jobs = len(chosen.catalog.select(chosen.families)) * len(chosen.devices)
+        note(f"run {run_id}: {jobs} job(s)")
+        # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
+        if runs.skip_unserved(store, run_id, store.served_queues()):
+            warn("no GPU visible here; cuda jobs end SKIPPED")
+        counts = runs.wait(store, run_id, ProgressBar())
+        paths = report.save_run_report(
+            store, run_id, args.output_dir or state / "reports", expectations=chosen.expected
+        )
+        code = say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
+    for path in paths:
+        line(str(path))
+    return code
+
+
+def _state_dir(path: Path) -> Path:
+    """The embedded run's state directory: created private (0700), or a one-line error."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise BadInput(f"--state-dir {path} is not a directory")
+        os.chmod(path, 0o700)
+        probe = path / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(f"cannot use {path} as the state directory: {exc.strerror or exc}") from None
+    return path
