@@ -378,3 +378,39 @@ class ResultStore:
     def slot_run(self, slot: str) -> str | None:
         value = self.r.get(self._k("slot", slot))
         return str(value) if value is not None else None
+
+    # == dead letters ==================================================================
+    # Messages a worker could not process (fleet.messages, fleet.jobs): acknowledged into one
+    # bounded list with the reason, newest first, never requeued. Self-contained block (key,
+    # limits, methods) so that it can move as one piece.
+    def dead_letter(self, reason: str, record: dict[str, Any]) -> None:
+        """Keep a refused message: the reason, when, and what it held (body truncated)."""
+        entry = {"reason": reason[:DEAD_LETTER_TEXT], "at": now()}
+        for key, value in record.items():
+            entry[key] = value[:DEAD_LETTER_TEXT] if isinstance(value, str) else value
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lpush(DEAD_LETTERS_KEY, json.dumps(entry, default=str)[: 4 * DEAD_LETTER_TEXT])
+        pipe.ltrim(DEAD_LETTERS_KEY, 0, MAX_DEAD_LETTERS - 1)
+        pipe.incr(DEAD_LETTERS_COUNT_KEY)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest dead letters; one that is not JSON is shown as such, never raised."""
+        out = []
+        for raw in self.r.lrange(DEAD_LETTERS_KEY, 0, max(0, limit - 1)):
+            try:
+                out.append(dict(json.loads(raw)))
+            except (ValueError, TypeError):
+                out.append({"reason": "corrupt dead-letter record", "raw": str(raw)[:DEAD_LETTER_TEXT]})
+        return out
+
+    def dead_letter_count(self) -> int:
+        """Messages dead-lettered since the store began (the list keeps the newest MAX_DEAD_LETTERS)."""
+        value = self.r.get(DEAD_LETTERS_COUNT_KEY)
+        return int(value) if value and str(value).isdigit() else 0
+
+
+DEAD_LETTERS_KEY = "fleet:dead_letters"
+DEAD_LETTERS_COUNT_KEY = "fleet:dead_letters:count"
+MAX_DEAD_LETTERS = 1000
+DEAD_LETTER_TEXT = 2048  # characters kept of the reason and of each text field (the raw body)

@@ -560,6 +560,9 @@ def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
             f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
             f"transformers={w.get('transformers')}  parent_cuda_initialized={w.get('parent_cuda_initialized')}{gpus}"
         )
+    from orchestrator.deadletters import lines
+
+    print("\n".join(lines(store)) or "no dead letters")
     return ExitCode.OK
 
 
