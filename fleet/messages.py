@@ -9,7 +9,7 @@ acknowledged into the dead-letter list (fleet.store) with the reason, and Celery
 
 What is accepted is what our own producers send (celery.app.amqp.as_task_v2): JSON in UTF-8,
 a task this worker runs with its number of positional arguments, no keyword arguments, no
-callbacks, chords or chains, no ETA or expiry, and bounded sizes. Unknown headers are allowed
+callbacks, chords or chains, no ETA, an expiry only as an ISO time, and bounded sizes. Unknown headers are allowed
 (kombu adds its own, fleet.store.restore_unacked sets `redelivered`) within the size bound.
 The job inside is checked by the task itself (fleet.jobs), where a refusal can become a result.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 MAX_BODY_BYTES = 1 << 20  # a job with 32 candidates and its pins is well under 100 KB
@@ -75,9 +76,14 @@ def headers_problem(headers: Any, tasks: Mapping[str, int]) -> str | None:
             return f"headers.{key} must be a non-negative integer or null"
     if headers.get("ignore_result") is not None and not isinstance(headers["ignore_result"], bool):
         return "headers.ignore_result must be true, false or null"
-    for key in ("eta", "expires"):
-        if headers.get(key) is not None:
-            return f"headers.{key} must be null (jobs are neither delayed nor expire)"
+    if headers.get("eta") is not None:
+        return "headers.eta must be null (jobs are never delayed)"
+    expires = headers.get("expires")
+    if expires is not None:  # the run's deadline (orchestrator.submit)
+        try:
+            datetime.fromisoformat(expires if isinstance(expires, str) and len(expires) <= 64 else "?")
+        except ValueError:
+            return "headers.expires must be an ISO 8601 time or null"
     return _timelimit_problem(headers.get("timelimit")) or _stamps_problem(headers)
 
 

@@ -386,10 +386,12 @@ class ResultStore:
     def dead_letter(self, reason: str, record: dict[str, Any]) -> None:
         """Keep a refused message: the reason, when, and what it held (body truncated)."""
         entry = {"reason": reason[:DEAD_LETTER_TEXT], "at": now()}
-        for key, value in record.items():
-            entry[key] = value[:DEAD_LETTER_TEXT] if isinstance(value, str) else value
+        for key, value in list(record.items())[:16]:
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                value = repr(value)
+            entry[str(key)[:64]] = value[:DEAD_LETTER_TEXT] if isinstance(value, str) else value
         pipe = self.r.pipeline(transaction=True)
-        pipe.lpush(DEAD_LETTERS_KEY, json.dumps(entry, default=str)[: 4 * DEAD_LETTER_TEXT])
+        pipe.lpush(DEAD_LETTERS_KEY, json.dumps(entry))
         pipe.ltrim(DEAD_LETTERS_KEY, 0, MAX_DEAD_LETTERS - 1)
         pipe.incr(DEAD_LETTERS_COUNT_KEY)
         pipe.execute()
