@@ -35,6 +35,10 @@ MAX_LENGTH = {
     "synthetic": 64,
 }
 MAX_ARCHITECTURE_LENGTH = 128
+HUB_ID_RE = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# A revision names a commit (40 hex digits) or a git ref (branch, tag, refs/pr/N): never a path.
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*$")
 # Numbers: (minimum, exclusive minimum?, maximum); NaN and infinities are refused.
 _RANGES: dict[str, tuple[float, bool, float]] = {
     "time_limit_s": (0.0, True, MAX_TIME_LIMIT_S),
@@ -52,6 +56,7 @@ _CANDIDATE_KEYS = {
     "trust_remote_code": bool,
     "gguf_file": str,
 }
+CANDIDATE_KEYS: dict[str, Any] = _CANDIDATE_KEYS  # the keys (and types) of a candidate, shared with fleet.jobs
 _FAMILY_KEYS = {
     "check": str,
     "description": str,
@@ -241,16 +246,51 @@ def _parse_family(source: str, name: str, spec: Any, checks: tuple[str, ...]) ->
 
 def _parse_candidate(where: str, spec: Any) -> Candidate:
     _check_keys(where, spec, _CANDIDATE_KEYS)
-    if ("id" in spec) == ("path" in spec):
-        raise CatalogError(f"{where}: give exactly one of 'id' (a Hub repo) or 'path' (a local directory)")
-    if "id" in spec and not re.match(r"^[\w.-]+(/[\w.-]+)?$", spec["id"]):
-        raise CatalogError(f"{where}: {spec['id']!r} is not a Hub repo id (owner/name)")
-    if "revision" in spec and "path" in spec:
-        raise CatalogError(f"{where}: 'revision' applies to Hub ids, not local paths")
-    if "gguf_file" in spec:
-        name = spec["gguf_file"]
-        if "path" not in spec:
-            raise CatalogError(f"{where}: 'gguf_file' names a file inside a local 'path'; it cannot go with 'id'")
-        if not name.endswith(".gguf") or "/" in name or "\\" in name or name.startswith("."):
-            raise CatalogError(f"{where}: gguf_file {name!r} must be a file name ending in .gguf (no directories)")
+    problem = candidate_problem(spec)
+    if problem:
+        raise CatalogError(f"{where}: {problem}")
     return Candidate(**spec)
+
+
+def revision_problem(revision: str) -> str | None:
+    """What is wrong with a revision, or None: a 40-hex commit or a git ref name, bounded,
+    with no '..' and no leading '/' (a revision is looked up on the Hub or in the cache's refs,
+    and is never a path to open)."""
+    limit = MAX_LENGTH["revision"]
+    if not 0 < len(revision) <= limit:
+        return f"revision must have 1-{limit} characters, got {len(revision)}"
+    if SHA_RE.match(revision):
+        return None
+    if ".." in revision or revision.endswith((".lock", ".")) or not REF_RE.match(revision):
+        return f"revision {revision[:80]!r} is neither a 40-hex commit nor a git ref name"
+    return None
+
+
+def file_name_problem(key: str, name: str, suffix: str = "") -> str | None:
+    """What is wrong with a bare file name (no directories, no leading dot), or None."""
+    limit = MAX_LENGTH.get(key, 255)
+    if not 0 < len(name) <= limit:
+        return f"{key} must have 1-{limit} characters, got {len(name)}"
+    if "/" in name or "\\" in name or "\0" in name or name.startswith(".") or not name.endswith(suffix):
+        return f"{key} {name[:80]!r} must be a file name ending in {suffix or 'any suffix'} (no directories)"
+    return None
+
+
+def candidate_problem(spec: dict[str, Any]) -> str | None:
+    """What is wrong with a candidate's values (types and lengths already checked), or None.
+    Shared by the catalog and the worker's check of a job message (fleet.jobs)."""
+    if ("id" in spec) == ("path" in spec):
+        return "give exactly one of 'id' (a Hub repo) or 'path' (a local directory)"
+    if "id" in spec and not HUB_ID_RE.match(spec["id"]):
+        return f"{spec['id'][:80]!r} is not a Hub repo id (owner/name)"
+    if "revision" in spec:
+        if "path" in spec:
+            return "'revision' applies to Hub ids, not local paths"
+        problem = revision_problem(spec["revision"])
+        if problem:
+            return problem
+    if "gguf_file" in spec:
+        if "path" not in spec:
+            return "'gguf_file' names a file inside a local 'path'; it cannot go with 'id'"
+        return file_name_problem("gguf_file", spec["gguf_file"], ".gguf")
+    return None

@@ -1,18 +1,32 @@
 """Checking a job message as a worker receives it: whoever can write to Redis can send one,
-so a worker checks every field before it acts on any (one line saying what is wrong)."""
+so a worker checks every field before it acts on any (one line saying what is wrong).
+
+Every field is checked by kind and length, with the catalog's own limits (fleet.catalog): a
+revision is a commit or a git ref, never a path; a file name has no directories; lists and
+texts are bounded. The Celery message around the job is checked before it (fleet.messages)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
-from fleet.catalog import MAX_REPEATS, Family
+from fleet.catalog import (
+    CANDIDATE_KEYS,
+    MAX_ARCHITECTURE_LENGTH,
+    MAX_ARCHITECTURES,
+    MAX_CANDIDATES,
+    MAX_LENGTH,
+    MAX_REPEATS,
+    Family,
+    candidate_problem,
+)
 from fleet.timing import MAX_TIME_LIMIT_S
 
 _TEXT = ("run_id", "job_id", "family", "device", "queue")
 MAX_TEXT = 300
 MAX_ATTEMPTS = 100  # deliveries of a job (--max-attempts)
 MAX_RERUNS = 100  # runs of a FAILED job again (--reruns)
+MAX_PINS = 256  # known answers carried by one job (orchestrator.pins picks those of its family)
 
 
 def _number_problem(value: Any, name: str, maximum: float) -> str | None:
@@ -40,9 +54,17 @@ def job_problem(job: Any) -> str | None:
             return f"{key} must be a whole number from 0 to {MAX_RERUNS}, got {value!r}"
     if "task" in job and (not isinstance(job["task"], str) or not 0 < len(job["task"]) <= 64):
         return "task must be a string of 1-64 characters"
+    pins = job.get("pins")
+    if pins is not None and (
+        not isinstance(pins, list) or len(pins) > MAX_PINS or not all(isinstance(p, dict) for p in pins)
+    ):
+        return f"pins must be a list of at most {MAX_PINS} objects"
     spec = job.get("family_spec")
     if not isinstance(spec, dict):
         return "family_spec must be an object"
+    problem = _spec_problem(spec)
+    if problem:
+        return f"family_spec: {problem}"
     for key, maximum in (("time_limit_s", MAX_TIME_LIMIT_S), ("memory_limit_mb", float(1 << 30))):
         if spec.get(key) is not None:
             problem = _number_problem(spec[key], f"family_spec.{key}", maximum)
@@ -53,3 +75,57 @@ def job_problem(job: Any) -> str | None:
     except (TypeError, KeyError, ValueError) as exc:
         return f"family_spec is not a family: {exc}"[:300]
     return None
+
+
+def _text_problem(value: Any, name: str, limit: int) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        return f"{name} must be a string of at most {limit} characters"
+    return None
+
+
+def _spec_problem(spec: dict[str, Any]) -> str | None:
+    """Kinds and lengths of a family's fields (Family.to_dict()), with the catalog's limits."""
+    for key, limit in (
+        ("name", MAX_TEXT),
+        ("check", MAX_LENGTH["check"]),
+        ("synthetic", MAX_TEXT),  # "auto:<Class>" for architecture jobs
+        ("description", MAX_LENGTH["description"]),
+    ):
+        problem = _text_problem(spec.get(key), key, limit)
+        if problem:
+            return problem
+    archs = spec.get("architectures")
+    if (
+        not isinstance(archs, list)
+        or len(archs) > MAX_ARCHITECTURES
+        or not all(isinstance(a, str) and 0 < len(a) <= MAX_ARCHITECTURE_LENGTH for a in archs)
+    ):
+        return (
+            f"architectures must be a list of at most {MAX_ARCHITECTURES} names "
+            f"of 1-{MAX_ARCHITECTURE_LENGTH} characters"
+        )
+    candidates = spec.get("candidates")
+    if not isinstance(candidates, list) or len(candidates) > MAX_CANDIDATES:
+        return f"candidates must be a list of at most {MAX_CANDIDATES}"
+    for i, cand in enumerate(candidates):
+        problem = _candidate_problem(cand)
+        if problem:
+            return f"candidates[{i}]: {problem}"
+    return None
+
+
+def _candidate_problem(cand: Any) -> str | None:
+    if not isinstance(cand, dict):
+        return "a candidate is an object"
+    unknown = set(cand) - set(CANDIDATE_KEYS)
+    if unknown:
+        return f"unknown key {sorted(unknown)[0][:64]!r} (valid: {', '.join(CANDIDATE_KEYS)})"
+    given = {k: v for k, v in cand.items() if v is not None}
+    for key, value in given.items():
+        want = CANDIDATE_KEYS[key]
+        ok = isinstance(value, bool) if want is bool else (not isinstance(value, bool) and isinstance(value, want))
+        if not ok:
+            return f"{key} has the wrong type ({type(value).__name__})"
+        if isinstance(value, str) and not 0 < len(value) <= MAX_LENGTH[key]:
+            return f"{key} must have 1-{MAX_LENGTH[key]} characters, got {len(value)}"
+    return candidate_problem(given)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Any
 
-from fleet.catalog import Candidate, Catalog, Family
+from fleet.catalog import Candidate, Catalog, Family, revision_problem
 from fleet.errors import BadInput, FleetError
 from fleet.names import ARCH_FAMILY_PREFIX, AUTO_CHECK, AUTO_SYNTHETIC_PREFIX, MODEL_FAMILY_PREFIX, NO_SYNTHETIC
 from fleet.store import Registry
@@ -112,6 +112,9 @@ def adhoc_catalog(models: list[str]) -> Catalog:
         m = MODEL_RE.match(spec)
         if not m or ".." in spec:
             raise BadInput(f"--model {spec[:200]!r}: expected ORG/NAME or ORG/NAME@REVISION")
+        problem = revision_problem(m["rev"]) if m["rev"] else None
+        if problem:  # the worker would refuse the job (fleet.jobs): say so now
+            raise BadInput(f"--model {spec[:200]!r}: {problem}")
         fam = Family(
             name=f"{MODEL_FAMILY_PREFIX}{m['id']}",
             check=AUTO_CHECK,

@@ -106,7 +106,7 @@ class EmbeddedFleet:
         """No worker is up yet: every queued message belongs to an earlier run. Drop them and
         finalise those runs, so that the new run never waits behind stale jobs."""
         store = ResultStore(self.url)
-        store.clear_queues(QUEUES)
+        store.transport.clear_queues(QUEUES)
         for run_id in store.unfinished_run_ids():
             runs.abandon(store, run_id, ABANDONED)
 
@@ -119,7 +119,7 @@ class EmbeddedFleet:
                 raise ServiceError(
                     f"the workers exited with code {self.launcher.returncode}; see {self.log_path}:\n{self._tail()}"
                 )
-            if len(store.live_workers()) >= expected:
+            if len(store.registry.live_workers()) >= expected:
                 return
             time.sleep(0.25)
         raise ServiceError(f"workers did not come up within {self.worker_timeout_s:.0f} s; see {self.log_path}")

@@ -54,6 +54,16 @@ def test_shipped_catalog_has_the_required_families_in_size_order() -> None:
         ),
         (
             '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", revision = "/etc/passwd"}]\n',
+            "revision '/etc/passwd' is neither a 40-hex commit nor a git ref name",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
+            'candidates = [{id = "a/b", revision = "main/../../x"}]\n',
+            "is neither a 40-hex commit nor a git ref name",
+        ),
+        (
+            '[families.x]\ncheck = "causal_lm"\narchitectures = ["A"]\nsynthetic = "llama"\n'
             'candidates = [{path = "/y", params_m = 100}, {path = "/x", params_m = 10}]\n',
             "local path candidates must be in order of increasing size",
         ),
@@ -114,3 +124,19 @@ def test_local_fallbacks_may_follow_larger_hub_ids() -> None:
     assert last.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert last.params_m is not None and max(c.params_m or 0 for c in hub) > last.params_m
     assert Family.from_dict(llama.to_dict()) == llama  # the job carries gguf_file to the worker
+
+
+@pytest.mark.parametrize("rev", ["main", "v1.0", "refs/pr/12", "release-2_1", "a" * 40])
+def test_revisions_that_name_commits_or_refs_are_accepted(rev: str) -> None:
+    from fleet.catalog import revision_problem
+
+    assert revision_problem(rev) is None
+
+
+@pytest.mark.parametrize(
+    "rev", ["/abs", "..", "a/../b", "a//b", "x/", ".hidden", "a.lock", "a b", "a\\b", "r" * 201, ""]
+)
+def test_revisions_that_could_be_paths_are_refused(rev: str) -> None:
+    from fleet.catalog import revision_problem
+
+    assert revision_problem(rev)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import json
 import logging
 import os
 import socket
@@ -36,6 +37,7 @@ from fleet.settings import Settings
 from fleet.store import ResultStore
 from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
+from workers.screen import ScreenMessages, consuming
 from workers.tiny import synthetic
 
 # Preload the modeling code of the built-in families so that every pool child starts warm.
@@ -43,6 +45,7 @@ for _mod in synthetic.modeling_modules():
     __import__(f"transformers.models.{_mod}", fromlist=["*"])
 
 app = lazy_app()  # configured from the environment (fleet-worker sets it) when first used
+app.steps["consumer"].add(ScreenMessages)  # every message is checked before Celery sees it
 logger = logging.getLogger("fleet.worker")
 HEARTBEAT_S = 10.0
 # This worker start, in its heartbeat and on every message it receives (fleet.redelivery).
@@ -94,6 +97,11 @@ def run_check(self: Task, job: Job) -> str:
         if isinstance(job, dict) and all(isinstance(job.get(k), str) for k in ("run_id", "job_id", "family", "device")):
             refused = terminal_result(job, Status.FAILED, ErrorKind.BAD_JOB, f"refused: {problem}")
             s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+        else:  # no result can name it: the dead-letter list keeps it
+            record = {"task": self.name, "id": self.request.id, "body": json.dumps(job, default=str)[:2048]}
+            s.retrying(
+                lambda: s.transport.dead_letter(f"bad job: {problem}", {**record, "worker": worker_name(settings())})
+            )
         return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
     done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id, reruns.counter(job)))
@@ -201,7 +209,11 @@ _stop = threading.Event()
 def _beat_loop() -> None:
     while True:
         try:
-            store().heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
+            if not consuming():  # a worker whose consumer is down or flapping is not live
+                logger.warning("not consuming: no heartbeat")
+                store().registry.forget_worker(worker_name(settings()))
+            else:
+                store().registry.heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
             restored = restore_orphans(store())
             if restored:
                 logger.warning("put %d message(s) of dead workers back on their queues", restored)
@@ -217,7 +229,7 @@ def _on_received(request: Any = None, **_: Any) -> None:
     tag = getattr(getattr(request, "message", None), "delivery_tag", None)
     if tag:
         try:
-            store().hold(str(tag), INSTANCE)
+            store().transport.hold(str(tag), INSTANCE)
         except FleetError:
             pass  # Redis away: the visibility timeout stays the backstop for this message
 
@@ -249,6 +261,6 @@ def _on_ready(**_: Any) -> None:
 def _on_shutdown(**_: Any) -> None:
     _stop.set()
     try:
-        store().forget_worker(worker_name(settings()))
+        store().registry.forget_worker(worker_name(settings()))
     except FleetError:
         pass

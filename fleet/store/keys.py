@@ -12,6 +12,8 @@ RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 RUN_PARTS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns")
 HELD = f"{PREFIX}:held"  # delivery tag -> instance id of the worker process that received it
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport
+DEAD_LETTERS = f"{PREFIX}:dead_letters"  # messages workers refused, newest first (bounded)
+DEAD_LETTERS_COUNT = f"{PREFIX}:dead_letters:count"  # how many were refused since the store began
 PRIORITY_STEPS = (3, 6, 9)  # kombu's priority lists beside a queue's own list
 
 

@@ -26,7 +26,6 @@ from fleet.store import keys
 from fleet.store.connection import connect
 from fleet.store.registry import Registry
 from fleet.store.transport import Transport
-from fleet.timing import WORKER_TTL_S
 
 T = TypeVar("T")
 _PUT_RESULT = (resources.files("fleet.store") / "put_result.lua").read_text()  # see the file
@@ -220,23 +219,3 @@ class ResultStore:
         for run_id in ids:
             pipe.exists(keys.run(run_id, "finished"))
         return [run_id for run_id, done in zip(ids, pipe.execute(), strict=True) if not done]
-
-    # -- forwarded until the parallel rewrites of workers/app.py, orchestrator/cli.py and
-    # orchestrator/embedded.py merge: their call sites then name .registry/.transport, and these go.
-    def heartbeat(self, name: str, info: dict[str, Any], ttl: int = WORKER_TTL_S) -> None:
-        self.registry.heartbeat(name, info, ttl)
-
-    def forget_worker(self, name: str) -> None:
-        self.registry.forget_worker(name)
-
-    def live_workers(self) -> list[dict[str, Any]]:
-        return self.registry.live_workers()
-
-    def served_queues(self) -> set[str]:
-        return self.registry.served_queues()
-
-    def hold(self, delivery_tag: str, instance: str) -> None:
-        self.transport.hold(delivery_tag, instance)
-
-    def clear_queues(self, queues: tuple[str, ...]) -> None:
-        self.transport.clear_queues(queues)

@@ -1,5 +1,6 @@
 """Celery transport bookkeeping in the broker's Redis: queue contents, which worker process holds
-which delivery, and putting an unacknowledged message back on its queue.
+which delivery, putting an unacknowledged message back on its queue, and the dead letters
+(messages a worker refused: acknowledged into one bounded list with the reason, never requeued).
 
 Redis I/O only: when a held message counts as orphaned is decided by fleet.redelivery. The
 queue lists and the unacked hash/index belong to kombu's Redis transport (fleet.store.keys).
@@ -8,9 +9,13 @@ queue lists and the unacked hash/index belong to kombu's Redis transport (fleet.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from fleet.store import keys
+
+MAX_DEAD_LETTERS = 1000
+DEAD_LETTER_TEXT = 2048  # characters kept of the reason and of each text field (the raw body)
 
 
 class Transport:
@@ -79,3 +84,32 @@ class Transport:
 
         self._r.transaction(move, keys.UNACKED)
         return restored
+
+    # -- dead letters ---------------------------------------------------------------------
+    def dead_letter(self, reason: str, record: dict[str, Any]) -> None:
+        """Keep a refused message: the reason, when, and what it held (texts truncated)."""
+        entry: dict[str, Any] = {"reason": reason[:DEAD_LETTER_TEXT], "at": time.time()}
+        for key, value in list(record.items())[:16]:
+            if not isinstance(value, (str, int, float, bool)) and value is not None:
+                value = repr(value)
+            entry[str(key)[:64]] = value[:DEAD_LETTER_TEXT] if isinstance(value, str) else value
+        pipe = self._r.pipeline(transaction=True)
+        pipe.lpush(keys.DEAD_LETTERS, json.dumps(entry))
+        pipe.ltrim(keys.DEAD_LETTERS, 0, MAX_DEAD_LETTERS - 1)
+        pipe.incr(keys.DEAD_LETTERS_COUNT)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest dead letters; one that is not JSON is shown as such, never raised."""
+        out = []
+        for raw in self._r.lrange(keys.DEAD_LETTERS, 0, max(0, limit - 1)):
+            try:
+                out.append(dict(json.loads(raw)))
+            except (ValueError, TypeError):
+                out.append({"reason": "corrupt dead-letter record", "raw": str(raw)[:DEAD_LETTER_TEXT]})
+        return out
+
+    def dead_letter_count(self) -> int:
+        """Messages dead-lettered since the store began (the list keeps the newest MAX_DEAD_LETTERS)."""
+        value = self._r.get(keys.DEAD_LETTERS_COUNT)
+        return int(value) if value and str(value).isdigit() else 0

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         jobs = len(chosen.catalog.select(chosen.families)) * len(chosen.devices)
         note(f"run {run_id}: {jobs} job(s)")
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
-        if runs.skip_unserved(store, run_id, store.served_queues()):
+        if runs.skip_unserved(store, run_id, store.registry.served_queues()):
             warn("no GPU visible here; cuda jobs end SKIPPED")
         counts = runs.wait(store, run_id, ProgressBar())
         paths = report.save_run_report(

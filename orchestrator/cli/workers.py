@@ -8,6 +8,7 @@ from fleet.errors import ExitCode
 from fleet.settings import Settings, redact_url
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
+from orchestrator.deadletters import lines
 
 
 def add(sub: Subcommands) -> None:
@@ -18,7 +19,7 @@ def add(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
-    workers = store.live_workers()
+    workers = store.registry.live_workers()
     if not workers:
         line(f"no live workers on {redact_url(store.url)}")
     for w in workers:
@@ -27,4 +28,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             f"{w['name']}  queues={','.join(w['queues'])}  torch={w.get('torch')}  "
             f"transformers={w.get('transformers')}  parent_cuda_initialized={w.get('parent_cuda_initialized')}{gpus}"
         )
+    line("\n".join(lines(store)) or "no dead letters")
     return ExitCode.OK
