@@ -4,6 +4,8 @@ One worker process for the CPU (prefork, concurrency fitted to the cores) and on
 pinned with CUDA_VISIBLE_DEVICES, prefork with concurrency 1. The launcher itself never
 imports torch. SIGTERM/SIGINT are passed on; when one worker exits, the others are stopped
 and the launcher exits with its code, so a supervisor (systemd, Kubernetes) restarts all.
+Each worker starts with a clean signal mask and gets SIGTERM (a warm shutdown) should the
+launcher itself die (fleet.children), so a killed launcher leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
+from fleet.children import tethered
 from fleet.devices import CPU_QUEUE, GPU_QUEUE, Device
 from fleet.errors import BadInput, FleetError, SelectionError
 from fleet.settings import Settings, redact_url
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         pinned = f" CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}" if spec.device != "cpu" else ""
         print(f"fleet-worker: {spec.label}:{pinned} {' '.join(cmd[1:])}", file=sys.stderr)
         if not args.dry_run:
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(subprocess.Popen(tethered(cmd), env=env))
     if args.dry_run:
         return 0
     print(f"fleet-worker: {len(procs)} worker(s) on {redact_url(settings.redis_url)}", file=sys.stderr)
