@@ -257,6 +257,7 @@ def stop_leftovers(state: Path, timeout_s: float = 10.0) -> list[int]:
     for proc in procs:
         try:
             proc.send_signal(signal.SIGTERM)
+            proc.resume()  # a stopped process (SIGSTOP, Ctrl-Z) acts on the SIGTERM only once resumed
         except psutil.Error:
             pass
     _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
