@@ -43,8 +43,10 @@ from orchestrator.redis_server import RedisServer
 
 ABANDONED = "the embedded run that submitted it ended before it finished"
 RECORD = "children.json"  # in the state directory: what this run started (see stop_leftovers)
-# A warm shutdown of idle workers takes about a second; a job still running (Ctrl-C mid-run)
-# is given this long to end before the process group is killed.
+# A warm shutdown of idle workers takes about a second; a job still running (Ctrl-C mid-run,
+# or this process died) is given WORKER_GRACE_S to end before the launcher kills its worker,
+# and the process group is killed STOP_WORKERS_S after the SIGTERM whatever happened.
+WORKER_GRACE_S = 5.0
 STOP_WORKERS_S = 15.0
 
 
@@ -114,7 +116,8 @@ class EmbeddedFleet:
         self.purge_earlier_runs()
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        cmd = command_line(None, self.worker_devices, self.name, None, *self.worker_flags)
+        grace = ["--stop-timeout", f"{WORKER_GRACE_S:g}"]
+        cmd = command_line(None, self.worker_devices, self.name, None, *grace, *self.worker_flags)
         env = dict(os.environ, FLEET_REDIS_URL=self.url)  # the password stays off every command line
         with signals_held():
             self.launcher = subprocess.Popen(
