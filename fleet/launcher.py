@@ -4,6 +4,8 @@ One worker process for the CPU (prefork, concurrency fitted to the cores) and on
 pinned with CUDA_VISIBLE_DEVICES, prefork with concurrency 1. The launcher itself never
 imports torch. SIGTERM/SIGINT are passed on; when one worker exits, the others are stopped
 and the launcher exits with its code, so a supervisor (systemd, Kubernetes) restarts all.
+Each worker starts with a clean signal mask and gets SIGTERM (a warm shutdown) should the
+launcher itself die (fleet.children), so a killed launcher leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
+from fleet.children import tethered
 from fleet.devices import CPU_QUEUE, GPU_QUEUE, Device
 from fleet.errors import BadInput, FleetError, SelectionError
 from fleet.settings import Settings, redact_url
@@ -196,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="let jobs load local model directories under DIR (repeatable; default: only pkg: paths)",
     )
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, kill a worker still running a job S seconds later (default 0: wait for its jobs)",
+    )
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--dry-run", action="store_true", help="print the worker commands and exit")
     args = p.parse_args(argv)
@@ -203,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = policy(Settings.from_env().with_redis_url(args.redis_url), args)
         if args.concurrency is not None and args.concurrency < 1:
             raise BadInput(f"--concurrency must be at least 1, got {args.concurrency}")
+        if not args.stop_timeout >= 0:
+            raise BadInput(f"--stop-timeout must be 0 or more seconds, got {args.stop_timeout}")
         specs = plan(args.devices, args.concurrency)
     except FleetError as exc:
         print(f"fleet-worker: error: {exc.message}", file=sys.stderr)
@@ -213,15 +225,18 @@ def main(argv: list[str] | None = None) -> int:
         pinned = f" CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']}" if spec.device != "cpu" else ""
         print(f"fleet-worker: {spec.label}:{pinned} {' '.join(cmd[1:])}", file=sys.stderr)
         if not args.dry_run:
-            procs.append(subprocess.Popen(cmd, env=env))
+            procs.append(subprocess.Popen(tethered(cmd), env=env))
     if args.dry_run:
         return 0
     print(f"fleet-worker: {len(procs)} worker(s) on {redact_url(settings.redis_url)}", file=sys.stderr)
 
     stopping = False
+    stop_by = float("inf")  # with --stop-timeout: when workers still running are killed
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
+        nonlocal stopping, stop_by
+        if not stopping and args.stop_timeout:
+            stop_by = time.monotonic() + args.stop_timeout
         stopping = True
         for pr in procs:
             if pr.poll() is None:
@@ -240,8 +255,17 @@ def main(argv: list[str] | None = None) -> int:
             if not stopping:
                 print(f"fleet-worker: a worker exited with code {rc}; stopping the others", file=sys.stderr)
                 stop(signal.SIGTERM, None)
-        time.sleep(0.2)
-    return 0 if stopping and code in (0, -signal.SIGTERM) else code
+        if time.monotonic() > stop_by:
+            for pr in procs:
+                if pr.poll() is None:
+                    print(
+                        f"fleet-worker: pid {pr.pid} still busy {args.stop_timeout:g} s after SIGTERM; killed",
+                        file=sys.stderr,
+                    )
+                    pr.kill()  # its pool children follow (Celery gives them PDEATHSIG SIGKILL)
+            stop_by = float("inf")
+        time.sleep(0.1)
+    return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGKILL) else code
 
 
 if __name__ == "__main__":

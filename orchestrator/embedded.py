@@ -3,14 +3,24 @@ nothing configured. Everything started here is stopped on exit, Ctrl-C included.
 
 The Redis is private: bound to 127.0.0.1, a new random password each start (kept in a 0600
 file, never on a command line), its data in a 0700 state directory. One embedded run per
-state directory at a time (a lock file); a redis-server an earlier, killed run left behind on
-the data directory is stopped before a new one starts, and the queued jobs of earlier
-unfinished runs are dropped (those runs are finalised: their missing jobs end LOST).
+state directory at a time (a lock file); the queued jobs of earlier unfinished runs are
+dropped (those runs are finalised: their missing jobs end LOST), and so are the heartbeats of
+earlier workers (a worker that was killed never shows as live to a later run).
+
+The children are tied to this process: each starts with a clean signal mask (fleet.children:
+spawned while SIGINT/SIGTERM are held here, unblocked in the child before exec), in its own
+process group, and gets SIGTERM when this process dies, however it dies (SIGKILL included):
+Redis shuts down, the launcher stops its workers. Stopping is a handled SIGTERM: Redis writes
+its AOF and logs its shutdown, each worker removes its heartbeat. The pid, process group and
+start time of each child are recorded in the state directory (children.json): a later run
+stops whatever of an earlier one is still there (checked to be ours by process group, start
+time and command line) before it starts anything.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -19,8 +29,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+import psutil
+
+from fleet.children import tethered
 from fleet.devices import QUEUES
 from fleet.errors import ServiceError
 from fleet.launcher import command_line, plan
@@ -29,6 +42,12 @@ from orchestrator import runs
 from orchestrator.redis_server import RedisServer
 
 ABANDONED = "the embedded run that submitted it ended before it finished"
+RECORD = "children.json"  # in the state directory: what this run started (see stop_leftovers)
+# A warm shutdown of idle workers takes about a second; a job still running (Ctrl-C mid-run,
+# or this process died) is given WORKER_GRACE_S to end before the launcher kills its worker,
+# and the process group is killed STOP_WORKERS_S after the SIGTERM whatever happened.
+WORKER_GRACE_S = 5.0
+STOP_WORKERS_S = 15.0
 
 
 @contextmanager
@@ -55,8 +74,9 @@ class EmbeddedFleet:
         self.worker_devices = worker_devices
         self.worker_timeout_s = worker_timeout_s
         self.worker_flags = worker_flags or []  # only the trust flags the user gave
-        self.redis = RedisServer(state / "redis", password=secrets.token_urlsafe(24))
+        self.redis = RedisServer(state / "redis", password=secrets.token_urlsafe(24), tether=True)
         self.launcher: subprocess.Popen[bytes] | None = None
+        self.name = f"embedded-{os.getpid()}"  # the workers' name suffix: cpu@embedded-PID
         self.log_path = state / "logs" / f"workers-{os.getpid()}.log"
         self._log: IO[bytes] | None = None
         self._lock: IO[bytes] | None = None
@@ -89,39 +109,60 @@ class EmbeddedFleet:
     def start(self) -> None:
         self._take_lock()
         with signals_held():
-            self.redis.stop_orphan()  # left by an earlier run that was killed: never a second server
+            stop_leftovers(self.state)  # of an earlier run that was killed: its workers too
+            self.redis.stop_orphan()  # a server no record names (never a second server)
             self.redis.start()
+            self._remember()
         self.purge_earlier_runs()
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        cmd = command_line(None, self.worker_devices, f"embedded-{os.getpid()}", None, *self.worker_flags)
+        grace = ["--stop-timeout", f"{WORKER_GRACE_S:g}"]
+        cmd = command_line(None, self.worker_devices, self.name, None, *grace, *self.worker_flags)
         env = dict(os.environ, FLEET_REDIS_URL=self.url)  # the password stays off every command line
         with signals_held():
             self.launcher = subprocess.Popen(
-                cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+                tethered(cmd), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
+            self._remember()
         self._wait_for_workers()
 
+    def _remember(self) -> None:
+        """Record the children (pid = process group: each leads its own session) for a later
+        run to stop, should this one be killed before it stops them."""
+        children = []
+        for role, proc in (("redis", self.redis.proc), ("workers", self.launcher)):
+            if proc is not None:
+                children.append({"role": role, "pid": proc.pid, "started": _started(proc.pid)})
+        tmp = self.state / f".{RECORD}.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"orchestrator": os.getpid(), "children": children}, fh)
+        os.replace(tmp, self.state / RECORD)
+
     def purge_earlier_runs(self) -> None:
-        """No worker is up yet: every queued message belongs to an earlier run. Drop them and
-        finalise those runs, so that the new run never waits behind stale jobs."""
+        """No worker is up yet: every queued message and every heartbeat belongs to an earlier
+        run. Drop them and finalise those runs, so that the new run never waits behind stale
+        jobs nor takes a dead worker for a live one."""
         store = ResultStore(self.url)
         store.transport.clear_queues(QUEUES)
+        for worker in store.registry.live_workers():
+            store.registry.forget_worker(str(worker.get("name")))
         for run_id in store.unfinished_run_ids():
             runs.abandon(store, run_id, ABANDONED)
 
     def _wait_for_workers(self) -> None:
         store = ResultStore(self.url)
-        expected = len(plan(self.worker_devices, None))  # one worker per device, as the launcher plans them
+        # One worker per device, as the launcher plans them, named after this run.
+        expected = {f"{spec.label}@{self.name}" for spec in plan(self.worker_devices, None)}
         deadline = time.monotonic() + self.worker_timeout_s
         while time.monotonic() < deadline:
             if self.launcher is not None and self.launcher.poll() is not None:
                 raise ServiceError(
                     f"the workers exited with code {self.launcher.returncode}; see {self.log_path}:\n{self._tail()}"
                 )
-            if len(store.registry.live_workers()) >= expected:
+            if expected <= {w.get("name") for w in store.registry.live_workers()}:
                 return
-            time.sleep(0.25)
+            time.sleep(0.1)
         raise ServiceError(f"workers did not come up within {self.worker_timeout_s:.0f} s; see {self.log_path}")
 
     def _tail(self) -> str:
@@ -134,6 +175,7 @@ class EmbeddedFleet:
         with signals_held():
             self._stop_workers()
             self.redis.stop()
+            (self.state / RECORD).unlink(missing_ok=True)
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -146,10 +188,12 @@ class EmbeddedFleet:
             return
         pgid = self.launcher.pid
         if self.launcher.poll() is None:
+            # The launcher only: it passes SIGTERM on to each Celery main process, whose warm
+            # shutdown stops its pool and removes its heartbeat (Redis is still up).
             try:
-                os.killpg(pgid, signal.SIGTERM)
-                self.launcher.wait(30)
-            except (subprocess.TimeoutExpired, ProcessLookupError):
+                self.launcher.send_signal(signal.SIGTERM)
+                self.launcher.wait(STOP_WORKERS_S)
+            except subprocess.TimeoutExpired:
                 pass
         try:
             os.killpg(pgid, signal.SIGKILL)  # anything left of the group (pool children)
@@ -160,3 +204,71 @@ class EmbeddedFleet:
         except subprocess.TimeoutExpired:
             pass
         self.launcher = None
+
+
+def _started(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _ours(proc: psutil.Process) -> bool:
+    """A process an embedded run starts: redis-server, the launcher, a Celery worker of
+    workers.app (main or pool child), or the exec shim in front of one of them."""
+    try:
+        if "redis" in proc.name():
+            return True
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+    return any(mark in cmdline for mark in ("fleet.launcher", "workers.app", "PR_SET_PDEATHSIG"))
+
+
+def leftovers(state: Path) -> list[psutil.Process]:
+    """The processes an earlier run on this state directory started that still run: members
+    of a recorded process group, started no earlier than its leader, with our command lines.
+    A recorded group whose leader is alive but started at another time is someone else's (the
+    pid was reused) and is left alone."""
+    try:
+        record: dict[str, Any] = json.loads((state / RECORD).read_text())
+        children = [(int(c["pid"]), c.get("started")) for c in record.get("children", [])]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
+    found: list[psutil.Process] = []
+    for pgid, started in children:
+        if started is None:
+            continue
+        leader = _started(pgid)
+        if leader is not None and abs(leader - float(started)) > 0.05:
+            continue  # the leader's pid now belongs to another process
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) != pgid or proc.create_time() < float(started) - 0.05:
+                    continue
+            except (OSError, psutil.Error):
+                continue
+            if proc.pid != os.getpid() and _ours(proc):
+                found.append(proc)
+    return found
+
+
+def stop_leftovers(state: Path, timeout_s: float = 10.0) -> list[int]:
+    """Stop what an earlier, killed run left behind (SIGTERM, then SIGKILL after timeout_s);
+    the pids stopped. The record is removed: nothing of it runs any more."""
+    procs = leftovers(state)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.resume()  # a stopped process (SIGSTOP, Ctrl-Z) acts on the SIGTERM only once resumed
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    (state / RECORD).unlink(missing_ok=True)
+    return [p.pid for p in procs]

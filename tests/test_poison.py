@@ -18,10 +18,10 @@ from kombu import Connection, Exchange, Producer
 from fleet.broker import RUN_CHECK_TASK, make_app
 from fleet.catalog import load_catalog
 from fleet.settings import RunSettings
-from fleet.store import UNACKED_KEY, ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
-from tests.conftest import orchestrator
+from tests.conftest import orchestrator, raw_redis
 from tests.test_faults import wait_until
 
 
@@ -70,7 +70,7 @@ def publish(
 
 def settled(store: ResultStore) -> bool:
     """Nothing waiting and nothing held unacknowledged: every message was acknowledged."""
-    return store.queue_length("cpu") == 0 and store.r.hlen(UNACKED_KEY) == 0
+    return store.transport.queue_length("cpu") == 0 and raw_redis(store.url).hlen(keys.UNACKED) == 0
 
 
 def assert_still_serving(store: ResultStore, url: str, worker: Any, pid: int) -> None:
@@ -80,7 +80,7 @@ def assert_still_serving(store: ResultStore, url: str, worker: Any, pid: int) ->
     assert wait(store, run_id) == {"SYNTHETIC": 1}
     assert worker.proc.poll() is None and worker.celery_main().pid == pid
     assert "Unrecoverable error" not in worker.log.read_text()
-    assert len(store.live_workers()) == 1
+    assert len(store.registry.live_workers()) == 1
 
 
 POISON = {
@@ -122,7 +122,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_serving(redis_ur
     for word in ("[args, kwargs, embed]", "timelimit", "stamped_headers", "headers.id", "not a task", "eta", "expires"):
         assert word in reasons, (word, reasons)
     assert "only application/json" in reasons and "at most" in reasons
-    (name,) = [x["name"] for x in store.live_workers()]
+    (name,) = [x["name"] for x in store.registry.live_workers()]
     assert all(d["worker"] == name and d["queue"] == "cpu" and len(d["body"]) <= 2048 for d in letters), letters
     assert_still_serving(store, redis_url, w, pid)
     listing = orchestrator("workers", "--redis-url", redis_url)
@@ -161,13 +161,14 @@ def test_job_fields_are_not_paths_and_are_bounded(redis_url: str, start_worker, 
         },
     }
     forged["too many candidates"]["family_spec"]["candidates"] *= 33
+    raw = raw_redis(redis_url)  # the forged jobs are written into the run as a hostile sender would
     for job in forged.values():
-        store.r.hset(f"fleet:run:{run_id}:jobs", job["job_id"], json.dumps(job))
-    store.r.delete(f"fleet:run:{run_id}:finished")
+        raw.hset(keys.run(run_id, "jobs"), job["job_id"], json.dumps(job))
+    raw.delete(keys.run(run_id, "finished"))
     for job in forged.values():
         app.send_task(RUN_CHECK_TASK, args=[job], queue="cpu")
     ids = [j["job_id"] for j in forged.values()]
-    wait_until(lambda: all(store.r.hexists(f"fleet:run:{run_id}:results", i) for i in ids), timeout=90, what="refusals")
+    wait_until(lambda: len(store.results_of([run_id], ids)[run_id]) == len(ids), timeout=90, what="refusals")
     results = store.results_of([run_id], ids)[run_id]
     for what, job in forged.items():
         result = results[job["job_id"]]

@@ -204,6 +204,7 @@ def _nvidia_smi() -> list[str]:
 
 
 _stop = threading.Event()
+_beats: list[threading.Thread] = []
 
 
 def _beat_loop() -> None:
@@ -254,12 +255,15 @@ def _on_ready(**_: Any) -> None:
         publish_architectures()
     except FleetError as exc:
         logger.warning("could not publish the architecture list: %s", exc)
-    threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True).start()
+    _beats.append(threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True))
+    _beats[-1].start()
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
     _stop.set()
+    for beat in _beats:
+        beat.join(5)  # a beat in flight lands before the heartbeat is removed, never after
     try:
         store().registry.forget_worker(worker_name(settings()))
     except FleetError:
