@@ -23,7 +23,7 @@ DEFAULT_VISIBILITY_S = 3900  # fits the longest soft limit a catalog may ask for
 MAX_TIME_LIMIT_S = 3000.0  # hard(3000) = 3750; + 60 s margin < 3900
 MIN_DEADLINE_S = 3600.0  # the default deadline is never shorter than an hour
 WORKER_TTL_S = 30  # a worker's heartbeat key lives this long; it is renewed every 10 s
-DEAD_WORKER_RESTORE_S = WORKER_TTL_S + 10  # heartbeat expiry + one check interval
+DEAD_WORKER_RESTORE_S = WORKER_TTL_S + 10 + 30  # heartbeat expiry + one check + the observation (fleet.redelivery)
 
 
 def hard_time_limit(soft_s: float) -> float:
