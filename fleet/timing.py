@@ -24,7 +24,7 @@ MAX_TIME_LIMIT_S = 3000.0  # hard(3000) = 3750; + 60 s margin < 3900
 MIN_DEADLINE_S = 3600.0  # the default deadline is never shorter than an hour
 MAX_DEADLINE_S = 30 * 86400.0  # a run's deadline: at most 30 days (message expiry must stay a valid date)
 WORKER_TTL_S = 30  # a worker's heartbeat key lives this long; it is renewed every 10 s
-DEAD_WORKER_RESTORE_S = WORKER_TTL_S + 10  # heartbeat expiry + one check interval
+DEAD_WORKER_RESTORE_S = WORKER_TTL_S + 10 + 30  # heartbeat expiry + one check + the observation (fleet.redelivery)
 
 
 def hard_time_limit(soft_s: float) -> float:

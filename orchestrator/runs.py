@@ -18,7 +18,7 @@ from typing import Any
 from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, RedisUnreachable
 from fleet.protocol import Job, Result, Status, terminal_result
-from fleet.redelivery import restore_orphans
+from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.store import ResultStore
 
 RESTORE_CHECK_S = 10.0
@@ -145,10 +145,11 @@ def wait(
     status), so large runs are polled less often: at least every total/4000 s."""
     last_ok = time.monotonic()
     last_restore = 0.0
+    watch = OrphanWatch()
     while True:
         try:
             if time.monotonic() - last_restore >= RESTORE_CHECK_S:
-                restore_orphans(store)  # jobs of workers that died: delivered again now
+                restore_orphans(store, watch)  # jobs of workers that died: delivered again
                 last_restore = time.monotonic()
             done, total, counts = store.progress(run_id)
             poll_s = max(poll_s, total / 4000)
@@ -161,6 +162,7 @@ def wait(
                 return counts
             last_ok = time.monotonic()
         except RedisUnreachable:
+            watch.lost_contact()
             if time.monotonic() - last_ok > reconnect_s:
                 raise
         time.sleep(poll_s)

@@ -32,7 +32,7 @@ from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.errors import ErrorKind, FleetError
 from fleet.jobs import job_problem
 from fleet.protocol import SEALED, Job, Status, terminal_result
-from fleet.redelivery import restore_orphans
+from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.settings import Settings
 from fleet.store import ResultStore
 from workers import reruns
@@ -205,6 +205,7 @@ def _nvidia_smi() -> list[str]:
 
 _stop = threading.Event()
 _beats: list[threading.Thread] = []
+_watch = OrphanWatch()  # what this process has seen of other workers' held messages
 
 
 def _beat_loop() -> None:
@@ -215,11 +216,11 @@ def _beat_loop() -> None:
                 store().registry.forget_worker(worker_name(settings()))
             else:
                 store().registry.heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
-            restored = restore_orphans(store())
+            restored = restore_orphans(store(), _watch)
             if restored:
                 logger.warning("put %d message(s) of dead workers back on their queues", restored)
         except FleetError:
-            pass  # Redis away for a moment: the next beat tries again
+            _watch.lost_contact()  # Redis away: the next beat tries again, and observes afresh
         if _stop.wait(HEARTBEAT_S):
             return
 
