@@ -20,8 +20,10 @@ from typing import Any, TypeVar
 
 import redis
 
-from fleet.errors import RedisUnreachable, RunNotFound
+from fleet import records
+from fleet.errors import RedisOutOfMemory, RedisUnreachable, RunNotFound
 from fleet.protocol import SEALED, Job, Result, now
+from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
 
 T = TypeVar("T")
@@ -37,6 +39,9 @@ UNACKED_KEY, UNACKED_INDEX_KEY = "unacked", "unacked_index"  # kombu's Redis tra
 _PUT_RESULT = """
 local results, jobs, finished, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, value, only_if_absent, now = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+if redis.call('EXISTS', jobs) == 0 then
+  return 0  -- the run is gone (pruned): write nothing that nobody would clean up
+end
 if redis.call('EXISTS', finished) == 1 then
   redis.call('RPUSH', late, value)
   return 0
@@ -44,7 +49,9 @@ end
 local previous = redis.call('HGET', results, job_id)
 if previous then
   if only_if_absent then return 0 end
-  local status = cjson.decode(previous)['status']
+  local ok, decoded = pcall(cjson.decode, previous)  -- a corrupt record is replaced, never fatal
+  local status = nil
+  if ok and type(decoded) == 'table' then status = decoded['status'] end
   for i = 5, #ARGV do
     if status == ARGV[i] then
       redis.call('RPUSH', late, value)
@@ -93,6 +100,8 @@ class _Translating:
             except redis.ResponseError as exc:
                 if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
                     raise self._translate(exc) from None
+                if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc):
+                    raise RedisOutOfMemory(f"Redis is out of memory at {redact_url(self._url)}: {exc}") from None
                 raise
             if isinstance(value, redis.client.Pipeline):
                 return _Translating(value, self._url)
@@ -130,17 +139,9 @@ class ResultStore:
         self.r.ping()
 
     def retrying(self, fn: Callable[[], T], timeout_s: float = 300.0) -> T:
-        """Run fn, retrying while Redis is unreachable (a restart), for up to timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.2
-        while True:
-            try:
-                return fn()
-            except RedisUnreachable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Run fn, retrying while Redis is unreachable (a restart) or out of memory, for up to
+        timeout_s (fleet.retrying)."""
+        return retry_redis(fn, timeout_s)
 
     # -- keys -------------------------------------------------------------------------
     @staticmethod
@@ -149,19 +150,36 @@ class ResultStore:
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, meta: dict[str, Any], jobs: list[Job]) -> None:
+        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway)."""
         run_id = meta["run_id"]
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self._k("run", run_id, "meta"), json.dumps(meta))
         pipe.hset(self._k("run", run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
         pipe.zadd(self._k("runs"), {run_id: meta["started_at"]})
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (RedisOutOfMemory, redis.ResponseError):
+            self.delete_run(run_id)
+            raise
         self.prune()
 
+    # -- records and retention (hostile input: fleet/records.py) -------------------------
+    def delete_run(self, run_id: str) -> None:
+        """Every key of the run and its place in the list of runs (deleting frees memory: allowed
+        even when Redis is out of memory)."""
+        self.r.delete(*(self._k("run", run_id, s) for s in RUN_KEYS))
+        self.r.zrem(self._k("runs"), run_id)
+
     def prune(self) -> None:
-        """Keep the newest keep_runs runs (retention)."""
+        """Keep the newest keep_runs runs (retention). A run older than those is deleted only
+        once it is over (marked finished, or past its deadline): never under a running job."""
         for run_id in self.r.zrange(self._k("runs"), 0, -self.keep_runs - 1):
-            self.r.delete(*(self._k("run", run_id, s) for s in RUN_KEYS))
-            self.r.zrem(self._k("runs"), run_id)
+            try:
+                over = self.is_finished(run_id) or self.meta(run_id)["deadline"] <= time.time()
+            except RunNotFound:  # listed without its meta: nothing there to spare
+                over = True
+            if over:
+                self.delete_run(run_id)
 
     def run_ids(self, limit: int = 20) -> list[str]:
         """Newest first."""
@@ -185,31 +203,40 @@ class ResultStore:
         return ids[0] if ids else None
 
     def meta(self, run_id: str) -> dict[str, Any]:
+        """The run's meta (fleet.records.decode_meta: a corrupt one is a marker, never an error)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.get(self._k("run", run_id, "meta"))
         pipe.get(self._k("run", run_id, "finished"))
-        raw, finished = pipe.execute()
+        pipe.zscore(self._k("runs"), run_id)
+        raw, finished, listed = pipe.execute()
         if raw is None:
             raise RunNotFound(f"no run with id {run_id!r}")
-        meta: dict[str, Any] = json.loads(raw)
-        meta["finished_at"] = float(finished) if finished else None
+        meta = records.decode_meta(raw, run_id, listed)
+        try:
+            meta["finished_at"] = float(finished) if finished else None
+        except ValueError:
+            meta["finished_at"] = meta["deadline"]
         return meta
 
     def jobs(self, run_id: str) -> dict[str, Job]:
         raw = self.r.hgetall(self._k("run", run_id, "jobs"))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {k: records.decode_job(v, run_id, k) for k, v in raw.items()}
 
     def job_count(self, run_id: str) -> int:
         return int(self.r.hlen(self._k("run", run_id, "jobs")))
 
     # -- results ----------------------------------------------------------------------
     def begin_attempt(self, run_id: str, job_id: str, counter: str | None = None) -> tuple[bool, int]:
-        """One round trip: whether the job already has a result, and its delivery count
+        """Whether the job already has a result (True too when the run no longer exists), and its delivery count
         (this delivery included). counter: the field counted (default job_id; a rerun counts apart)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hexists(self._k("run", run_id, "results"), job_id)
         pipe.hincrby(self._k("run", run_id, "attempts"), counter or job_id, 1)
-        done, count = pipe.execute()
+        pipe.exists(self._k("run", run_id, "jobs"))
+        done, count, known = pipe.execute()
+        if not known:  # the run is gone (withdrawn, pruned): nothing to run, no key left behind
+            self.r.hdel(self._k("run", run_id, "attempts"), counter or job_id)
+            return True, int(count)
         return bool(done), int(count)
 
     def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
@@ -224,7 +251,8 @@ class ResultStore:
 
     def late_results(self, run_id: str) -> list[Result]:
         """Results that arrived after the run was finished or the job's result was sealed."""
-        return [json.loads(v) for v in self.r.lrange(self._k("run", run_id, "late"), 0, -1)]
+        raw = self.r.lrange(self._k("run", run_id, "late"), 0, -1)
+        return [records.decode_late(v, run_id, i) for i, v in enumerate(raw)]
 
     # -- reruns (a FAILED job run again before its result is written) --------------------
     def add_rerun(self, run_id: str, job_id: str, rerun: int, record: dict[str, Any]) -> bool:
@@ -235,7 +263,11 @@ class ResultStore:
     def reruns(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
         """The outcomes kept for a job, in rerun order."""
         raw = self.r.hgetall(self._k("run", run_id, "reruns"))
-        mine = {int(k.rpartition("#")[2]): json.loads(v) for k, v in raw.items() if k.rpartition("#")[0] == job_id}
+        mine = {}
+        for k, v in raw.items():
+            head, _, n = k.rpartition("#")
+            if head == job_id and n.isdigit():
+                mine[int(n)] = records.decode_rerun(v, run_id, job_id, int(n))
         return [mine[i] for i in sorted(mine)]
 
     # -- reading across runs (baselines, history, trends) -------------------------------
@@ -256,16 +288,20 @@ class ResultStore:
             pipe.hmget(self._k("run", rid, "results"), job_ids)
         out: dict[str, dict[str, Result]] = {}
         for rid, values in zip(run_ids, pipe.execute(), strict=True):
-            out[rid] = {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+            out[rid] = {
+                jid: records.decode_result(v, rid, jid) for jid, v in zip(job_ids, values, strict=True) if v is not None
+            }
         return out
 
     def job_specs(self, run_id: str, job_ids: list[str]) -> dict[str, Job]:
         values = self.r.hmget(self._k("run", run_id, "jobs"), job_ids) if job_ids else []
-        return {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+        specs = {jid: records.decode_job(v, run_id, jid) for jid, v in zip(job_ids, values, strict=True) if v}
+        return {jid: job for jid, job in specs.items() if not records.is_corrupt(job)}
 
     def results(self, run_id: str) -> list[Result]:
+        """Every result of the run; a corrupt one is a FAILED corrupt_record marker (fleet.records)."""
         raw = self.r.hgetall(self._k("run", run_id, "results"))
-        return [json.loads(v) for _, v in sorted(raw.items())]
+        return [records.decode_result(v, run_id, k) for k, v in sorted(raw.items())]
 
     def progress(self, run_id: str) -> tuple[int, int, Counter[str]]:
         results = self.results(run_id)
@@ -302,7 +338,7 @@ class ResultStore:
     def live_workers(self) -> list[dict[str, Any]]:
         keys = sorted(self.r.scan_iter(self._k("worker", "*")))
         values = self.r.mget(keys) if keys else []
-        return [json.loads(v) for v in values if v]
+        return [w for w in (records.decode_object(v) for v in values if v) if w is not None]
 
     def served_queues(self) -> set[str]:
         return {q for w in self.live_workers() for q in w.get("queues", [])}
