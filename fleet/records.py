@@ -44,6 +44,8 @@ _RESULT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "started_at": (_NUMBER, True),
     "finished_at": (_NUMBER, True),
 }
+# Older results may lack fields added since: those are filled with their empty value.
+_RESULT_REQUIRED = ("run_id", "job_id", "family", "device", "status")
 _ATTEMPT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "candidate": (_TEXT, False),
     "outcome": (_TEXT, False),
@@ -97,9 +99,14 @@ def _type_name(types: tuple[type, ...]) -> str:
     return {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}[types[-1]]
 
 
-def _field_problem(data: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], bool]], what: str) -> str | None:
+def _field_problem(
+    data: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], bool]], what: str, required: tuple[str, ...] = ()
+) -> str | None:
+    """The first field of the wrong type; a missing field is a problem when required (all by default)."""
     for key, (types, nullable) in fields.items():
         if key not in data:
+            if required and key not in required:
+                continue
             return f"{what} has no {key!r}"
         value = data[key]
         if value is None and nullable:
@@ -115,7 +122,7 @@ def result_problem(data: Any, run_id: str | None = None, job_id: str | None = No
     """What is wrong with a decoded result (None: a result every reader can use)."""
     if not isinstance(data, dict):
         return f"a result is a JSON object, got {type(data).__name__}"
-    problem = _field_problem(data, _RESULT_FIELDS, "the result")
+    problem = _field_problem(data, _RESULT_FIELDS, "the result", _RESULT_REQUIRED)
     if problem:
         return problem
     if data["status"] not in STATUSES:
@@ -162,7 +169,16 @@ def decode_result(raw: Any, run_id: str, job_id: str) -> Result:
     problem = problem or result_problem(data, run_id, job_id)
     if problem:
         return corrupt_result(run_id, job_id, problem)
-    result: Result = data
+    return _filled(data)
+
+
+def _filled(data: dict[str, Any]) -> Result:
+    """A sound result with every field of the schema (fields it predates: their empty value)."""
+    missing = [key for key in _RESULT_FIELDS if key not in data]
+    if missing:
+        empty = base_result(data)  # type: ignore[arg-type]  # reads only the ids
+        data.update({key: empty[key] for key in missing})  # type: ignore[literal-required]
+    result: Result = data  # type: ignore[assignment]
     return result
 
 
@@ -173,8 +189,7 @@ def decode_late(raw: Any, run_id: str, index: int) -> Result:
     problem = problem or result_problem(data, run_id)
     if problem:
         return corrupt_result(run_id, (job_id or f"?late#{index}")[:300], problem, what="late attempt")
-    result: Result = data
-    return result
+    return _filled(data)
 
 
 def decode_meta(raw: Any, run_id: str, started_at: float | None) -> dict[str, Any]:
@@ -201,12 +216,32 @@ def decode_meta(raw: Any, run_id: str, started_at: float | None) -> dict[str, An
     }
 
 
+_JOB_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "run_id": (_TEXT, False),
+    "job_id": (_TEXT, False),
+    "family": (_TEXT, False),
+    "device": (_TEXT, False),
+    "queue": (_TEXT, False),
+}
+
+
+def job_spec_problem(data: Any) -> str | None:
+    """What a reader needs of a stored job spec (a worker checks far more: fleet.jobs)."""
+    if not isinstance(data, dict):
+        return f"a job spec is a JSON object, got {type(data).__name__}"
+    problem = _field_problem(data, _JOB_FIELDS, "the job spec")
+    if problem:
+        return problem
+    for key, types in (("family_spec", (dict,)), ("task", (str,)), ("pins", (list,))):
+        if key in data and not isinstance(data[key], types):
+            return f"the job spec field {key!r} must be {_type_name(types)}, got {type(data[key]).__name__}"
+    return None
+
+
 def decode_job(raw: Any, run_id: str, job_id: str) -> Job:
     """A job spec as stored, or a marker (CORRUPT_KEY set) that carries only its ids."""
-    from fleet.jobs import job_problem  # the worker's own check of a job message
-
     data, problem = _load(raw)
-    problem = problem or job_problem(data)
+    problem = problem or job_spec_problem(data)
     if problem is None and (data["run_id"] != run_id or data["job_id"] != job_id):
         problem = "the spec names another run or job"
     if problem is None:

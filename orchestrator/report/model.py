@@ -36,7 +36,9 @@ def build(
     histories = baselines.collect(store, run_id, meta["started_at"], results, window, trend.samples_needed)
     history = _history(store, run_id, history_runs, {run_id: results})
     # the catalog entries of this run and of each baseline run, for attribution
-    specs: dict[tuple[str, str], Job] = {(run_id, jid): job for jid, job in store.jobs(run_id).items()}
+    specs: dict[tuple[str, str], Job] = {
+        (run_id, jid): job for jid, job in store.jobs(run_id).items() if not records.is_corrupt(job)
+    }
     wanted: dict[str, list[str]] = {}
     for jid, h in histories.items():
         if h.baseline is not None:
