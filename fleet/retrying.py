@@ -18,6 +18,15 @@ from fleet.errors import RedisOutOfMemory, RedisUnreachable
 T = TypeVar("T")
 logger = logging.getLogger("fleet.retrying")
 MAX_DELAY_S = 5.0
+# How Redis says it is full: "OOM command not allowed when used memory > 'maxmemory'" (redis-py
+# and kombu's pipelines may drop the "OOM" prefix).
+_FULL_MARKERS = ("OOM command not allowed", "used memory > 'maxmemory'")
+
+
+def says_out_of_memory(error: BaseException | str) -> bool:
+    """Whether an error (redis-py's, kombu's, a Lua script's) is Redis refusing a write at maxmemory."""
+    text = str(error)
+    return isinstance(error, RedisOutOfMemory) or any(marker in text for marker in _FULL_MARKERS)
 
 
 def retry_redis(fn: Callable[[], T], timeout_s: float = 300.0, first_delay_s: float = 0.2) -> T:

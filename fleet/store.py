@@ -23,7 +23,7 @@ import redis
 from fleet import records
 from fleet.errors import RedisOutOfMemory, RedisUnreachable, RunNotFound
 from fleet.protocol import SEALED, Job, Result, now
-from fleet.retrying import retry_redis
+from fleet.retrying import retry_redis, says_out_of_memory
 from fleet.settings import Settings, redact_url
 
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class _Translating:
             except redis.ResponseError as exc:
                 if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
                     raise self._translate(exc) from None
-                if isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc):
+                if isinstance(exc, redis.exceptions.OutOfMemoryError) or says_out_of_memory(exc):
                     raise RedisOutOfMemory(f"Redis is out of memory at {redact_url(self._url)}: {exc}") from None
                 raise
             if isinstance(value, redis.client.Pipeline):

@@ -17,6 +17,7 @@ from fleet.catalog import Catalog
 from fleet.devices import Device
 from fleet.errors import RedisOutOfMemory, RedisUnreachable
 from fleet.protocol import Job, Result, job_id, now
+from fleet.retrying import says_out_of_memory
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
 from fleet.timing import DEFAULT_VISIBILITY_S, check_visibility, default_deadline, hard_time_limit
@@ -139,7 +140,7 @@ def submit(
         # All or nothing: the run and whatever of it was queued are removed again.
         with contextlib.suppress(RedisUnreachable):
             withdraw(store, run_id)
-        if isinstance(exc, RedisOutOfMemory) or "OOM command not allowed" in str(exc):
+        if says_out_of_memory(exc):
             raise RedisOutOfMemory(
                 f"Redis is out of memory: could not enqueue the jobs of run {run_id}; nothing of it was kept "
                 "(raise maxmemory or remove old runs with FLEET_KEEP_RUNS)"

@@ -35,12 +35,12 @@ METRICS = {
 }
 
 
-def _result(run_id: str, fam: str, status: str, **kw: Any) -> dict[str, Any]:
-    result = base_result({"run_id": run_id, "job_id": f"{fam}@cpu", "family": fam, "device": "cpu"})  # type: ignore[typeddict-item]
-    result.update(status=status, worker="w1", delivery=1, started_at=T0 + 1, finished_at=T0 + 3)  # type: ignore[typeddict-item]
+def _result(run_id: str, fam: str, status: str, **kw: Any) -> Any:
+    result = base_result({"run_id": run_id, "job_id": f"{fam}@cpu", "family": fam, "device": "cpu"})
+    result.update(status=status, worker="w1", delivery=1, started_at=T0 + 1, finished_at=T0 + 3)
     result["metrics"] = dict(METRICS)
-    result.update(kw)  # type: ignore[typeddict-item]
-    return dict(result)
+    result.update(kw)
+    return result
 
 
 def _run(store: ResultStore, run_id: str, started: float) -> None:
@@ -50,12 +50,14 @@ def _run(store: ResultStore, run_id: str, started: float) -> None:
         for f in ("alpha", "beta", "gamma")
     ]
     meta = {"run_id": run_id, "started_at": started, "deadline": started + 60, "deadline_s": 60, "origin": "test"}
-    store.create_run(meta, jobs)  # type: ignore[arg-type]
+    store.create_run(meta, jobs)
     known = {"pinned": False, "matched": None, "fingerprint": {"tokens": [1, 2]}, "check": "causal_lm"}
     store.put_result(
-        _result(run_id, "alpha", "REAL", model_used="org/alpha", weights_sha256="ab" * 32, output={"known_answer": known})  # type: ignore[arg-type]
+        _result(
+            run_id, "alpha", "REAL", model_used="org/alpha", weights_sha256="ab" * 32, output={"known_answer": known}
+        )
     )
-    store.put_result(_result(run_id, "beta", "SYNTHETIC"))  # type: ignore[arg-type]
+    store.put_result(_result(run_id, "beta", "SYNTHETIC"))
 
 
 def _corrupt(r: redis.Redis, kind: str) -> None:
@@ -144,15 +146,17 @@ def test_a_corrupt_record_is_reported_by_every_reader(
         assert list(corrupt) == ["gamma@cpu"]  # no result, and its deadline cannot be read: LOST
         assert next(r for r in data["results"] if r["job_id"] == "gamma@cpu")["status"] == "LOST"
     else:
-        kinds = [(a["error"] or {}).get("kind") for a in data["late_attempts"]]
-        assert kinds == [None, "corrupt_record", "corrupt_record"], kinds
+        assert corrupt == {}  # late attempts are not rows: the markdown report lists them
     # the rest of the run still reports
     assert next(r for r in data["results"] if r["job_id"] == "alpha@cpu")["status"] == "REAL"
 
     for fmt in ("md", "html", "junit"):
-        text = _ok(run("report", OLD, "--format", fmt), f"report {fmt}")
-        if kind.startswith(("result", "job")):
+        text = _ok(run("report", OLD, "--format", fmt), f"report {fmt}").replace("\\_", "_")  # markdown escapes
+        if kind.startswith(("result", "job")) or (kind.startswith("late") and fmt == "md"):
             assert "corrupt_record" in text, fmt
+        if kind.startswith("late") and fmt == "md":
+            late = text[text.index("## Late attempts") :]
+            assert late.count("corrupt_record") == 2 and "| beta@cpu | FAILED |" in late, late
     # the clean later run: its baselines and history read the corrupt one
     later = json.loads(_ok(run("report", NEW, "--format", "json"), "report later"))
     assert {r["job_id"]: r["status"] for r in later["results"]} == {
@@ -223,15 +227,24 @@ def test_submit_at_maxmemory_keeps_nothing_half_written(redis_url: str, squeeze:
     run_id = _ok(orchestrator(*args), "submit").strip()
     whole = int(client.info("memory")["used_memory"]) - used
     assert int(client.llen("cpu")) > 0
+    total = sum(int(client.llen(q)) for q in ("cpu", "gpu"))
     client.flushall()
-    for share in (0.05, 0.6, 0.95):  # fails writing the run, or midway through the messages
+    refused = 0
+    for share in (0.02, 0.2, 0.4, 0.6, 0.8):  # fails writing the run, or midway through the messages
         squeeze(int(whole * share))
         res = orchestrator(*args)
-        assert res.returncode == 6, (share, res.returncode, res.stderr[-2000:])
         assert "Traceback" not in res.stderr
+        if res.returncode == 0:  # it fitted after all (memory is not counted byte for byte): all of it
+            assert sum(int(client.llen(q)) for q in ("cpu", "gpu")) == total
+            squeeze(10 * whole)
+            client.flushall()
+            continue
+        refused += 1
+        assert res.returncode == 6, (share, res.returncode, res.stderr[-2000:])
         assert "Redis is out of memory" in res.stderr, res.stderr
         assert _fleet_keys(client) == [], share
         assert client.llen("cpu") == 0 and client.llen("gpu") == 0, share
+    assert refused >= 2
     squeeze(10 * whole)
     assert _ok(orchestrator(*args), "submit after memory is freed").strip() != run_id
     client.close()
@@ -242,27 +255,29 @@ def test_a_worker_squeezed_after_submit_recovers(
 ) -> None:
     w = start_worker(redis_url)
     store = ResultStore(redis_url)
-    client = redis.Redis.from_url(redis_url)
-    squeeze(-300_000)  # full before the job is taken: its writes are refused
+    squeeze(-300_000)  # full: submit keeps nothing
     res = orchestrator("submit", "--family", "llama", "--redis-url", redis_url)
-    assert res.returncode == 6 and "Redis is out of memory" in res.stderr  # nothing submitted at all
+    assert res.returncode == 6 and "Redis is out of memory" in res.stderr, res.stderr[-2000:]
+    assert store.run_ids() == []
     squeeze(1 << 30)
-    run_id = _ok(orchestrator("submit", "--family", "llama", "--family", "t5", "--redis-url", redis_url), "s")
-    run_id = run_id.strip()
-    squeeze(-300_000)  # Redis full right after submit
-    time.sleep(8)
-    assert len(store.results(run_id)) == 0
-    squeeze(1 << 30)  # memory freed: the worker goes on
+    run_id = _ok(orchestrator("submit", "--family", "llama", "--redis-url", redis_url), "submit").strip()
+    squeeze(-300_000)  # Redis full right after submit: the worker's writes are refused
     deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "Redis is out of memory; retrying" not in w.log.read_text():
+        time.sleep(0.5)
+    ours = [line for line in w.log.read_text().splitlines() if "fleet" in line or "Task" in line]
+    assert "Redis is out of memory; retrying" in w.log.read_text(), "\n".join(ours[-40:])
+    time.sleep(2)
+    assert store.results(run_id) == [] and w.proc.poll() is None  # waiting, not crashed
+    squeeze(1 << 30)  # memory freed: the worker goes on
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not store.is_finished(run_id):
-        time.sleep(1)
+        time.sleep(0.5)
     statuses = {r["job_id"]: r["status"] for r in store.results(run_id)}
     assert store.is_finished(run_id), (statuses, w.log.read_text()[-3000:])
-    assert set(statuses.values()) <= {"REAL", "SYNTHETIC"}, statuses
+    assert statuses == {"llama@cpu": statuses["llama@cpu"]} and statuses["llama@cpu"] in ("REAL", "SYNTHETIC")
     assert w.proc.poll() is None
-    log = w.log.read_text()
-    assert "Redis is out of memory; retrying" in log
-    client.close()
+    assert "OutOfMemoryError" not in w.log.read_text()
 
 
 def test_pruning_spares_a_running_run(redis_url: str) -> None:
@@ -270,19 +285,19 @@ def test_pruning_spares_a_running_run(redis_url: str) -> None:
     now = time.time()
     running = {"run_id": "r1", "started_at": now, "deadline": now + 600, "deadline_s": 600}
     job = {"run_id": "r1", "job_id": "alpha@cpu", "family": "alpha", "device": "cpu", "queue": "cpu"}
-    store.create_run(running, [job])  # type: ignore[list-item]
-    store.create_run({**running, "run_id": "r2", "started_at": now + 1}, [{**job, "run_id": "r2"}])  # type: ignore[list-item]
+    store.create_run(running, [job])
+    store.create_run({**running, "run_id": "r2", "started_at": now + 1}, [{**job, "run_id": "r2"}])
     assert store.run_ids() == ["r2", "r1"]  # r1 runs: kept beyond keep_runs
-    assert store.put_result(_result("r1", "alpha", "REAL"))  # type: ignore[arg-type]
+    assert store.put_result(_result("r1", "alpha", "REAL"))
     assert store.is_finished("r1")
-    store.create_run({**running, "run_id": "r3", "started_at": now + 2}, [{**job, "run_id": "r3"}])  # type: ignore[list-item]
+    store.create_run({**running, "run_id": "r3", "started_at": now + 2}, [{**job, "run_id": "r3"}])
     assert store.run_ids() == ["r3", "r2"]  # r1 finished: pruned; r2 still runs
     assert not store.r.keys("fleet:run:r1:*")
     # a late worker of the pruned run writes nothing back
     assert store.begin_attempt("r1", "alpha@cpu") == (True, 1)
-    assert not store.put_result(_result("r1", "alpha", "REAL"))  # type: ignore[arg-type]
+    assert not store.put_result(_result("r1", "alpha", "REAL"))
     assert not store.r.keys("fleet:run:r1:*")
     # a run past its deadline is over, even if nobody marked it finished
     store.r.set("fleet:run:r2:meta", json.dumps({**running, "run_id": "r2", "deadline": now - 1}))
-    store.create_run({**running, "run_id": "r4", "started_at": now + 3}, [{**job, "run_id": "r4"}])  # type: ignore[list-item]
+    store.create_run({**running, "run_id": "r4", "started_at": now + 3}, [{**job, "run_id": "r4"}])
     assert store.run_ids() == ["r4", "r3"]
