@@ -123,6 +123,7 @@ def _corrupt_rows(data: dict[str, Any]) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_corrupt_record_is_reported_by_every_reader(
     two_runs: redis.Redis, redis_url: str, tmp_path: Path, kind: str
@@ -250,6 +251,7 @@ def test_submit_at_maxmemory_keeps_nothing_half_written(redis_url: str, squeeze:
     client.close()
 
 
+@pytest.mark.slow
 def test_a_worker_squeezed_after_submit_recovers(
     redis_url: str, start_worker: Callable[..., Any], squeeze: Callable[[int], None]
 ) -> None:
