@@ -18,6 +18,7 @@ class ExitCode:
     UNREACHABLE = 3  # Redis cannot be reached
     NOT_FOUND = 4  # run id or file that does not exist
     RUN_FAILED = 5  # the run finished with FAILED or LOST jobs
+    REDIS_FULL = 6  # Redis refused a write: out of memory (maxmemory); nothing of the run was left
     INTERRUPTED = 130
 
 
@@ -53,6 +54,7 @@ class ErrorKind(StrEnum):
     HARNESS_UNSUPPORTED = "harness_unsupported"  # our synthetic builder cannot build or feed this model yet
     BAD_JOB = "bad_job"  # a job message a worker cannot act on (fleet.jobs)
     NOT_ALLOWED = "not_allowed"  # the job asked for something this worker was not started to allow
+    CORRUPT_RECORD = "corrupt_record"  # what the store holds for this job cannot be read (fleet.records)
     INTERNAL = "internal"
 
 
@@ -84,6 +86,12 @@ class PinsError(BadInput):
 
 class RedisUnreachable(FleetError):
     exit_code = ExitCode.UNREACHABLE
+
+
+class RedisOutOfMemory(FleetError):
+    """Redis refused a write because it is at its maxmemory (noeviction)."""
+
+    exit_code = ExitCode.REDIS_FULL
 
 
 class RunNotFound(FleetError):

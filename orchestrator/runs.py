@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleet import records
 from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, RedisUnreachable
 from fleet.protocol import Job, Result, Status, terminal_result
@@ -44,7 +45,15 @@ def missing_results(store: ResultStore, run_id: str, meta: dict[str, Any], have:
     served = store.registry.served_queues()
     out = []
     for jid, job in store.jobs(run_id).items():
-        if jid not in have:
+        if jid in have:
+            continue
+        job_corrupt, meta_corrupt = records.corruption(job), records.corruption(meta)
+        if job_corrupt:  # the job cannot be known: reported as its corrupt record
+            out.append(records.corrupt_result(run_id, jid, job_corrupt, what="job spec"))
+        elif meta_corrupt:
+            why = f"no result, and {meta_corrupt}"
+            out.append(terminal_result(job, Status.LOST, ErrorKind.CORRUPT_RECORD, why))
+        else:
             out.append(unserved_result(job, served) or lost_result(job, meta["deadline_s"]))
     return out
 
@@ -55,7 +64,7 @@ def skip_unserved(store: ResultStore, run_id: str, served_queues: set[str]) -> i
     have = {r["job_id"] for r in store.results(run_id)}
     skipped = 0
     for jid, job in store.jobs(run_id).items():
-        result = unserved_result(job, served_queues) if jid not in have else None
+        result = unserved_result(job, served_queues) if jid not in have and not records.is_corrupt(job) else None
         if result is not None:
             skipped += store.put_result(result, only_if_absent=True)
     return skipped
@@ -88,6 +97,29 @@ def abandon(store: ResultStore, run_id: str, why: str) -> int:
     return lost
 
 
+def _of_run(raw: str, run_id: str) -> bool:
+    """Whether a queued message is a job of this run (its argsrepr: "[JOB_ID of RUN_ID...]")."""
+    try:
+        shown = json.loads(raw).get("headers", {}).get("argsrepr")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(shown, str) and (f" of {run_id}]" in shown or f" of {run_id}," in shown)
+
+
+def withdraw(store: ResultStore, run_id: str, queues: tuple[str, ...] = QUEUES) -> int:
+    """Undo a submit that failed midway: the run's queued messages and every key of the run are
+    removed (deleting is allowed even when Redis is out of memory). Returns messages removed."""
+    dropped = _drop_queued(store, queues, lambda raw: _of_run(raw, run_id))
+    store.delete_run(run_id)
+    return dropped
+
+
+def _drop_queued(store: ResultStore, queues: tuple[str, ...], which: Callable[[str], bool]) -> int:
+    """Remove the queued messages `which` picks from these queues; returns how many."""
+    transport = store.transport
+    return sum(transport.drop_queued(q, [raw for raw in transport.queued(q) if which(raw)]) for q in queues)
+
+
 def _expired(raw: str, now: float) -> bool:
     try:
         expires = json.loads(raw).get("headers", {}).get("expires")
@@ -100,11 +132,7 @@ def drop_expired(store: ResultStore, queues: tuple[str, ...] = QUEUES) -> int:
     """Queued messages past their expiry (the run's deadline) are removed, so that a queue with
     no consumer (a GPU queue on a fleet without GPUs) drains and autoscalers see it empty."""
     now = time.time()
-    dropped = 0
-    transport = store.transport
-    for queue in queues:
-        dropped += transport.drop_queued(queue, [raw for raw in transport.queued(queue) if _expired(raw, now)])
-    return dropped
+    return _drop_queued(store, queues, lambda raw: _expired(raw, now))
 
 
 @dataclass

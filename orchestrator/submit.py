@@ -15,14 +15,15 @@ from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK
 from fleet.catalog import Catalog
 from fleet.devices import Device
-from fleet.errors import RedisUnreachable
+from fleet.errors import RedisOutOfMemory, RedisUnreachable
 from fleet.protocol import Job, Result, job_id, now
+from fleet.retrying import says_out_of_memory
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
 from fleet.timing import DEFAULT_VISIBILITY_S, check_visibility, default_deadline, hard_time_limit
 from orchestrator import architectures
 from orchestrator import pins as pinning
-from orchestrator.runs import abandon
+from orchestrator.runs import withdraw
 
 __all__ = ["hard_time_limit", "plan_jobs", "submit"]
 
@@ -135,9 +136,15 @@ def submit(
                     kwargsrepr="{}",
                     retry=True,
                 )
-    except Exception as exc:  # kombu raises OperationalError and friends
-        with contextlib.suppress(RedisUnreachable):  # no run left behind at 0/N
-            abandon(store, run_id, f"its jobs could not be enqueued: {exc}")
+    except Exception as exc:  # kombu raises OperationalError and friends (redis' OutOfMemoryError too)
+        # All or nothing: the run and whatever of it was queued are removed again.
+        with contextlib.suppress(RedisUnreachable):
+            withdraw(store, run_id)
+        if says_out_of_memory(exc):
+            raise RedisOutOfMemory(
+                f"Redis is out of memory: could not enqueue the jobs of run {run_id}; nothing of it was kept "
+                "(raise maxmemory or remove old runs with FLEET_KEEP_RUNS)"
+            ) from None
         raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc}") from None
     return run_id
 

@@ -1,5 +1,5 @@
 """The one Redis connection the store's parts share, and the one place where redis-py's errors
-become ours (RedisUnreachable): the Translating client."""
+become ours (RedisUnreachable, RedisOutOfMemory): the Translating client."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import redis
 
-from fleet.errors import RedisUnreachable
+from fleet.errors import RedisOutOfMemory, RedisUnreachable
+from fleet.retrying import says_out_of_memory
 from fleet.settings import redact_url
 
 
@@ -49,6 +50,8 @@ class Translating:
             except redis.ResponseError as exc:
                 if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc) or "DB index is out of range" in str(exc):
                     raise self._translate(exc) from None
+                if isinstance(exc, redis.exceptions.OutOfMemoryError) or says_out_of_memory(exc):
+                    raise RedisOutOfMemory(f"Redis is out of memory at {redact_url(self._url)}: {exc}") from None
                 raise
             if isinstance(value, redis.client.Pipeline):
                 return Translating(value, self._url)

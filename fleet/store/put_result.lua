@@ -4,6 +4,9 @@
 -- KEYS: results, jobs, finished, late. ARGV: job_id, value, only_if_absent ('1'/'0'), now, sealed...
 local results, jobs, finished, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, value, only_if_absent, now = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+if redis.call('EXISTS', jobs) == 0 then
+  return 0  -- the run is gone (pruned): write nothing that nobody would clean up
+end
 if redis.call('EXISTS', finished) == 1 then
   redis.call('RPUSH', late, value)
   return 0
@@ -11,7 +14,9 @@ end
 local previous = redis.call('HGET', results, job_id)
 if previous then
   if only_if_absent then return 0 end
-  local status = cjson.decode(previous)['status']
+  local ok, decoded = pcall(cjson.decode, previous)  -- a corrupt record is replaced, never fatal
+  local status = nil
+  if ok and type(decoded) == 'table' then status = decoded['status'] end
   for i = 5, #ARGV do
     if status == ARGV[i] then
       redis.call('RPUSH', late, value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fleet import records
 from fleet.protocol import now
 from fleet.store import keys
 from fleet.timing import WORKER_TTL_S
@@ -30,7 +31,7 @@ class Registry:
     def live_workers(self) -> list[dict[str, Any]]:
         found = sorted(self._r.scan_iter(keys.worker("*")))
         values = self._r.mget(found) if found else []
-        return [json.loads(v) for v in values if v]
+        return [w for w in (records.decode_object(v) for v in values if v) if w is not None]
 
     def served_queues(self) -> set[str]:
         return {q for w in self.live_workers() for q in w.get("queues", [])}

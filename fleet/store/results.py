@@ -19,8 +19,12 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
-from fleet.errors import RedisUnreachable, RunNotFound
+import redis
+
+from fleet import records
+from fleet.errors import RedisOutOfMemory, RunNotFound
 from fleet.protocol import SEALED, Job, Result, now
+from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
 from fleet.store import keys
 from fleet.store.connection import connect
@@ -55,33 +59,41 @@ class ResultStore:
         self._r.ping()
 
     def retrying(self, fn: Callable[[], T], timeout_s: float = 300.0) -> T:
-        """Run fn, retrying while Redis is unreachable (a restart), for up to timeout_s."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.2
-        while True:
-            try:
-                return fn()
-            except RedisUnreachable:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Run fn, retrying while Redis is unreachable (a restart) or out of memory, for up to
+        timeout_s (fleet.retrying)."""
+        return retry_redis(fn, timeout_s)
 
     # -- runs -------------------------------------------------------------------------
     def create_run(self, meta: dict[str, Any], jobs: list[Job]) -> None:
+        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway)."""
         run_id = meta["run_id"]
         pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.run(run_id, "meta"), json.dumps(meta))
         pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
         pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
-        pipe.execute()
+        try:
+            pipe.execute()
+        except (RedisOutOfMemory, redis.ResponseError):
+            self.delete_run(run_id)
+            raise
         self.prune()
 
+    def delete_run(self, run_id: str) -> None:
+        """Every key of the run and its place in the list of runs (deleting frees memory: allowed
+        even when Redis is out of memory)."""
+        self._r.delete(*(keys.run(run_id, s) for s in keys.RUN_PARTS))
+        self._r.zrem(keys.RUNS, run_id)
+
     def prune(self) -> None:
-        """Keep the newest keep_runs runs (retention)."""
+        """Keep the newest keep_runs runs (retention). A run older than those is deleted only
+        once it is over (marked finished, or past its deadline): never under a running job."""
         for run_id in self._r.zrange(keys.RUNS, 0, -self.keep_runs - 1):
-            self._r.delete(*(keys.run(run_id, s) for s in keys.RUN_PARTS))
-            self._r.zrem(keys.RUNS, run_id)
+            try:
+                over = self.is_finished(run_id) or self.meta(run_id)["deadline"] <= time.time()
+            except RunNotFound:  # listed without its meta: nothing there to spare
+                over = True
+            if over:
+                self.delete_run(run_id)
 
     def run_ids(self, limit: int = 20) -> list[str]:
         """Newest first."""
@@ -105,19 +117,24 @@ class ResultStore:
         return ids[0] if ids else None
 
     def meta(self, run_id: str) -> dict[str, Any]:
+        """The run's meta (fleet.records.decode_meta: a corrupt one is a marker, never an error)."""
         pipe = self._r.pipeline(transaction=False)
         pipe.get(keys.run(run_id, "meta"))
         pipe.get(keys.run(run_id, "finished"))
-        raw, finished = pipe.execute()
+        pipe.zscore(keys.RUNS, run_id)
+        raw, finished, listed = pipe.execute()
         if raw is None:
             raise RunNotFound(f"no run with id {run_id!r}")
-        meta: dict[str, Any] = json.loads(raw)
-        meta["finished_at"] = float(finished) if finished else None
+        meta = records.decode_meta(raw, run_id, listed)
+        try:
+            meta["finished_at"] = float(finished) if finished else None
+        except ValueError:
+            meta["finished_at"] = meta["deadline"]
         return meta
 
     def jobs(self, run_id: str) -> dict[str, Job]:
         raw = self._r.hgetall(keys.run(run_id, "jobs"))
-        return {k: json.loads(v) for k, v in raw.items()}
+        return {k: records.decode_job(v, run_id, k) for k, v in raw.items()}
 
     def job_count(self, run_id: str) -> int:
         return int(self._r.hlen(keys.run(run_id, "jobs")))
@@ -129,7 +146,11 @@ class ResultStore:
         pipe = self._r.pipeline(transaction=False)
         pipe.hexists(keys.run(run_id, "results"), job_id)
         pipe.hincrby(keys.run(run_id, "attempts"), counter or job_id, 1)
-        done, count = pipe.execute()
+        pipe.exists(keys.run(run_id, "jobs"))
+        done, count, known = pipe.execute()
+        if not known:  # the run is gone (withdrawn, pruned): nothing to run, no key left behind
+            self._r.hdel(keys.run(run_id, "attempts"), counter or job_id)
+            return True, int(count)
         return bool(done), int(count)
 
     def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
@@ -160,7 +181,8 @@ class ResultStore:
 
     def late_results(self, run_id: str) -> list[Result]:
         """Results that arrived after the run was finished or the job's result was sealed."""
-        return [json.loads(v) for v in self._r.lrange(keys.run(run_id, "late"), 0, -1)]
+        raw = self._r.lrange(keys.run(run_id, "late"), 0, -1)
+        return [records.decode_late(v, run_id, i) for i, v in enumerate(raw)]
 
     # -- reruns (a FAILED job run again before its result is written) --------------------
     def add_rerun(self, run_id: str, job_id: str, rerun: int, record: dict[str, Any]) -> bool:
@@ -171,7 +193,11 @@ class ResultStore:
     def reruns(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
         """The outcomes kept for a job, in rerun order."""
         raw = self._r.hgetall(keys.run(run_id, "reruns"))
-        mine = {int(k.rpartition("#")[2]): json.loads(v) for k, v in raw.items() if k.rpartition("#")[0] == job_id}
+        mine = {}
+        for k, v in raw.items():
+            head, _, n = k.rpartition("#")
+            if head == job_id and n.isdigit():
+                mine[int(n)] = records.decode_rerun(v, run_id, job_id, int(n))
         return [mine[i] for i in sorted(mine)]
 
     # -- reading across runs (baselines, history, trends) -------------------------------
@@ -192,16 +218,20 @@ class ResultStore:
             pipe.hmget(keys.run(rid, "results"), job_ids)
         out: dict[str, dict[str, Result]] = {}
         for rid, values in zip(run_ids, pipe.execute(), strict=True):
-            out[rid] = {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+            out[rid] = {
+                jid: records.decode_result(v, rid, jid) for jid, v in zip(job_ids, values, strict=True) if v is not None
+            }
         return out
 
     def job_specs(self, run_id: str, job_ids: list[str]) -> dict[str, Job]:
         values = self._r.hmget(keys.run(run_id, "jobs"), job_ids) if job_ids else []
-        return {jid: json.loads(v) for jid, v in zip(job_ids, values, strict=True) if v is not None}
+        specs = {jid: records.decode_job(v, run_id, jid) for jid, v in zip(job_ids, values, strict=True) if v}
+        return {jid: job for jid, job in specs.items() if not records.is_corrupt(job)}
 
     def results(self, run_id: str) -> list[Result]:
+        """Every result of the run; a corrupt one is a FAILED corrupt_record marker (fleet.records)."""
         raw = self._r.hgetall(keys.run(run_id, "results"))
-        return [json.loads(v) for _, v in sorted(raw.items())]
+        return [records.decode_result(v, run_id, k) for k, v in sorted(raw.items())]
 
     def progress(self, run_id: str) -> tuple[int, int, Counter[str]]:
         results = self.results(run_id)

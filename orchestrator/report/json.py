@@ -65,4 +65,6 @@ def to_json(report: dict[str, Any]) -> str:
     if report.get("architectures"):  # an architecture run: coverage and the workers' transformers
         data["architectures"] = report["architectures"]
         data["transformers"] = report.get("transformers")
+    if report.get("corrupt_meta"):  # the run's meta could not be read (fleet/records.py)
+        data["corrupt_meta"] = report["corrupt_meta"]
     return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from fleet import records
 from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
 from orchestrator import attribution, baselines, runs, trends
@@ -35,7 +36,9 @@ def build(
     histories = baselines.collect(store, run_id, meta["started_at"], results, window, trend.samples_needed)
     history = _history(store, run_id, history_runs, {run_id: results})
     # the catalog entries of this run and of each baseline run, for attribution
-    specs: dict[tuple[str, str], Job] = {(run_id, jid): job for jid, job in store.jobs(run_id).items()}
+    specs: dict[tuple[str, str], Job] = {
+        (run_id, jid): job for jid, job in store.jobs(run_id).items() if not records.is_corrupt(job)
+    }
     wanted: dict[str, list[str]] = {}
     for jid, h in histories.items():
         if h.baseline is not None:
@@ -148,6 +151,7 @@ def assemble(
         "late_attempts": [],
         "architectures": coverage.coverage(results),
         "transformers": meta.get("transformers"),
+        "corrupt_meta": meta.get(records.CORRUPT_KEY),  # the run's meta could not be read (fleet/records.py)
     }
 
 
@@ -192,7 +196,7 @@ def compare_outputs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     exact = []
     for key in sorted(set(a) & set(b)):
         va, vb = a[key], b[key]
-        if isinstance(va, list) and va and all(isinstance(x, (int, float)) for x in va + vb):
+        if isinstance(va, list) and isinstance(vb, list) and va and all(isinstance(x, (int, float)) for x in va + vb):
             if key == "tokens":
                 exact.append(va == vb)
             elif len(va) == len(vb):

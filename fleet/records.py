@@ -1,0 +1,300 @@
+"""Decoding what the store holds: a raw Redis value becomes a record, or a corrupt marker.
+
+Whoever can write to Redis can leave anything under a run's keys: invalid JSON, a list where an
+object belongs, a result without a status. Every reader goes through the decode_* functions here
+(the store calls them instead of json.loads), so that one corrupt record shows as that record
+being corrupt -- a FAILED row with error kind `corrupt_record`, a run whose meta is marked
+corrupt -- and never as a traceback, nor as a broken report of every later run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from fleet.errors import ErrorKind
+from fleet.protocol import STATUSES, Job, Result, Status, base_result, error_info, now
+
+CORRUPT_KEY = "corrupt"  # set on a marker (meta, job spec): what is wrong with the stored value
+_TEXT = (str,)
+_NUMBER = (int, float)
+# Result fields and the types they must have (None allowed where the schema says so).
+_RESULT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "run_id": (_TEXT, False),
+    "job_id": (_TEXT, False),
+    "family": (_TEXT, False),
+    "device": (_TEXT, False),
+    "status": (_TEXT, False),
+    "model_used": (_TEXT, True),
+    "architecture": (_TEXT, True),
+    "source": (_TEXT, True),
+    "revision": (_TEXT, True),
+    "revision_basis": (_TEXT, True),
+    "weights_sha256": (_TEXT, True),
+    "weights": ((dict,), True),
+    "provenance": ((dict,), False),
+    "attempts": ((list,), False),
+    "metrics": ((dict,), False),
+    "environment": ((dict,), False),
+    "output": ((dict,), False),
+    "error": ((dict,), True),
+    "worker": (_TEXT, True),
+    "delivery": ((int,), True),
+    "started_at": (_NUMBER, True),
+    "finished_at": (_NUMBER, True),
+}
+# Older results may lack fields added since: those are filled with their empty value.
+_RESULT_REQUIRED = ("run_id", "job_id", "family", "device", "status")
+_ATTEMPT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "candidate": (_TEXT, False),
+    "outcome": (_TEXT, False),
+    "error_kind": (_TEXT, True),
+    "detail": (_TEXT, False),
+    "seconds": (_NUMBER, False),
+}
+_META_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "run_id": (_TEXT, False),
+    "started_at": (_NUMBER, False),
+    "deadline": (_NUMBER, False),
+    "deadline_s": (_NUMBER, False),
+}
+
+
+# Optional meta fields that readers use, and the types they must have to be kept.
+_META_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "catalog": (str,),
+    "origin": (str,),
+    "families": (list,),
+    "devices": (list,),
+    "total": (int,),
+    "workers_at_submit": (list,),
+    "transformers": (str,),
+    "architectures": (str,),
+    "orchestrator_version": (str,),
+}
+
+
+def _optional_meta_ok(key: str, value: Any) -> bool:
+    """An optional meta field of the wrong type is left out (readers treat it as absent)."""
+    types = _META_OPTIONAL.get(key)
+    if types is None or value is None:
+        return True
+    if key == "workers_at_submit":
+        return isinstance(value, list) and all(isinstance(w, dict) for w in value)
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def _load(raw: Any) -> tuple[Any, str | None]:
+    """JSON text -> value, or why it is not JSON."""
+    if not isinstance(raw, (str, bytes)):
+        return None, f"not text ({type(raw).__name__})"
+    try:
+        return json.loads(raw), None
+    except (ValueError, RecursionError) as exc:
+        return None, f"invalid JSON ({str(exc)[:120]})"
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return {str: "a string", int: "an integer", float: "a number", dict: "an object", list: "a list"}[types[-1]]
+
+
+def _field_problem(
+    data: dict[str, Any], fields: dict[str, tuple[tuple[type, ...], bool]], what: str, required: tuple[str, ...] = ()
+) -> str | None:
+    """The first field of the wrong type; a missing field is a problem when required (all by default)."""
+    for key, (types, nullable) in fields.items():
+        if key not in data:
+            if required and key not in required:
+                continue
+            return f"{what} has no {key!r}"
+        value = data[key]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"{what} field {key!r} must be {_type_name(types)}, got {type(value).__name__}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{what} field {key!r} must be finite, got {value!r}"
+    return None
+
+
+def result_problem(data: Any, run_id: str | None = None, job_id: str | None = None) -> str | None:
+    """What is wrong with a decoded result (None: a result every reader can use)."""
+    if not isinstance(data, dict):
+        return f"a result is a JSON object, got {type(data).__name__}"
+    problem = _field_problem(data, _RESULT_FIELDS, "the result", _RESULT_REQUIRED)
+    if problem:
+        return problem
+    if data["status"] not in STATUSES:
+        return f"unknown status {str(data['status'])[:40]!r}"
+    for i, attempt in enumerate(data["attempts"]):
+        if not isinstance(attempt, dict):
+            return f"attempt {i} is not an object"
+        problem = _field_problem(attempt, _ATTEMPT_FIELDS, f"attempt {i}")
+        if problem:
+            return problem
+    error = data["error"]
+    if error is not None and not (isinstance(error.get("kind"), str) and isinstance(error.get("message"), str)):
+        return "the result's error needs a string kind and message"
+    if run_id is not None and data["run_id"] != run_id:
+        return f"the result names run {str(data['run_id'])[:80]!r}"
+    if job_id is not None and data["job_id"] != job_id:
+        return f"the result names job {str(data['job_id'])[:80]!r}"
+    return None
+
+
+def corrupt_result(run_id: str, job_id: str, problem: str, what: str = "stored result") -> Result:
+    """The marker a corrupt record becomes: FAILED, error kind corrupt_record, saying what is wrong."""
+    family, _, device = job_id.rpartition("@")
+    job: Job = {  # only what base_result reads
+        "run_id": run_id,
+        "job_id": job_id,
+        "family": family or job_id,
+        "device": device if family else "?",
+        "queue": "?",
+        "family_spec": {},
+        "time_limit_s": 0.0,
+        "repeats": 0,
+        "max_attempts": 0,
+    }
+    result = base_result(job)
+    result["status"] = str(Status.FAILED)
+    result["error"] = error_info(ErrorKind.CORRUPT_RECORD, f"{what} of {job_id} in run {run_id} is corrupt: {problem}")
+    return result
+
+
+def decode_result(raw: Any, run_id: str, job_id: str) -> Result:
+    """A result as stored under (run_id, job_id), or its corrupt_record marker."""
+    data, problem = _load(raw)
+    problem = problem or result_problem(data, run_id, job_id)
+    if problem:
+        return corrupt_result(run_id, job_id, problem)
+    return _filled(data)
+
+
+def _filled(data: dict[str, Any]) -> Result:
+    """A sound result with every field of the schema (fields it predates: their empty value)."""
+    missing = [key for key in _RESULT_FIELDS if key not in data]
+    if missing:
+        empty = base_result(data)  # type: ignore[arg-type]  # reads only the ids
+        data.update({key: empty[key] for key in missing})  # type: ignore[literal-required]
+    result: Result = data  # type: ignore[assignment]
+    return result
+
+
+def decode_late(raw: Any, run_id: str, index: int) -> Result:
+    """An entry of a run's late-attempts list (no job id of its own to check against)."""
+    data, problem = _load(raw)
+    job_id = data.get("job_id") if isinstance(data, dict) and isinstance(data.get("job_id"), str) else None
+    problem = problem or result_problem(data, run_id)
+    if problem:
+        return corrupt_result(run_id, (job_id or f"?late#{index}")[:300], problem, what="late attempt")
+    return _filled(data)
+
+
+def decode_meta(raw: Any, run_id: str, started_at: float | None) -> dict[str, Any]:
+    """A run's meta, or a marker (CORRUPT_KEY set) whose start and deadline are the time the run
+    was listed: a run whose deadline cannot be read is treated as over."""
+    data, problem = _load(raw)
+    if problem is None:
+        if not isinstance(data, dict):
+            problem = f"the run's meta is a JSON object, got {type(data).__name__}"
+        else:
+            problem = _field_problem(data, _META_FIELDS, "the run's meta")
+    if problem is None and data["run_id"] != run_id:
+        problem = f"the run's meta names run {str(data['run_id'])[:80]!r}"
+    if problem is None:
+        meta: dict[str, Any] = {k: v for k, v in data.items() if _optional_meta_ok(k, v)}
+        return meta
+    start = float(started_at) if started_at is not None else now()
+    return {
+        "run_id": run_id,
+        "started_at": start,
+        "deadline": start,
+        "deadline_s": 0.0,
+        CORRUPT_KEY: f"meta of run {run_id} is corrupt: {problem}",
+    }
+
+
+_JOB_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "run_id": (_TEXT, False),
+    "job_id": (_TEXT, False),
+    "family": (_TEXT, False),
+    "device": (_TEXT, False),
+    "queue": (_TEXT, False),
+}
+
+
+def job_spec_problem(data: Any) -> str | None:
+    """What a reader needs of a stored job spec (a worker checks far more: fleet.jobs)."""
+    if not isinstance(data, dict):
+        return f"a job spec is a JSON object, got {type(data).__name__}"
+    problem = _field_problem(data, _JOB_FIELDS, "the job spec")
+    if problem:
+        return problem
+    for key, types in (("family_spec", (dict,)), ("task", (str,)), ("pins", (list,))):
+        if key in data and not isinstance(data[key], types):
+            return f"the job spec field {key!r} must be {_type_name(types)}, got {type(data[key]).__name__}"
+    return None
+
+
+def decode_job(raw: Any, run_id: str, job_id: str) -> Job:
+    """A job spec as stored, or a marker (CORRUPT_KEY set) that carries only its ids."""
+    data, problem = _load(raw)
+    problem = problem or job_spec_problem(data)
+    if problem is None and (data["run_id"] != run_id or data["job_id"] != job_id):
+        problem = "the spec names another run or job"
+    if problem is None:
+        job: Job = data
+        return job
+    family, _, device = job_id.rpartition("@")
+    marker: dict[str, Any] = {
+        "run_id": run_id,
+        "job_id": job_id,
+        "family": family or job_id,
+        "device": device if family else "?",
+        "queue": "?",
+        "family_spec": {},
+        "time_limit_s": 0.0,
+        "repeats": 0,
+        "max_attempts": 0,
+        CORRUPT_KEY: problem,
+    }
+    return marker  # type: ignore[return-value]
+
+
+def is_corrupt(record: Any) -> bool:
+    """A meta or job marker from decode_meta/decode_job."""
+    return isinstance(record, dict) and CORRUPT_KEY in record
+
+
+def corruption(record: Any) -> str | None:
+    """What is wrong with a meta or job marker (None for a sound record)."""
+    return str(record[CORRUPT_KEY]) if is_corrupt(record) else None
+
+
+def decode_object(raw: Any) -> dict[str, Any] | None:
+    """Any JSON object kept in the store (a worker heartbeat, a rerun record), or None."""
+    data, problem = _load(raw)
+    return data if problem is None and isinstance(data, dict) else None
+
+
+def decode_rerun(raw: Any, run_id: str, job_id: str, rerun: int) -> dict[str, Any]:
+    """One kept outcome of a rerun job (workers/reruns.py), or a FAILED corrupt_record one."""
+    data = decode_object(raw)
+    if (
+        data is not None
+        and data.get("status") in STATUSES
+        and isinstance(data.get("error_kind"), (str, type(None)))
+        and isinstance(data.get("message"), str)
+    ):
+        return data
+    return {
+        "rerun": rerun,
+        "status": str(Status.FAILED),
+        "error_kind": str(ErrorKind.CORRUPT_RECORD),
+        "message": f"the kept outcome of rerun {rerun} of {job_id} in run {run_id} is corrupt",
+        "worker": None,
+        "delivery": None,
+        "started_at": None,
+    }

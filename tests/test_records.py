@@ -1,0 +1,307 @@
+"""Hostile records in Redis and a full Redis: a corrupt result, meta, job spec or late entry is
+reported as corrupt by every reader (never a traceback, never blocking other runs or submit);
+submit at maxmemory keeps nothing half-written; a worker squeezed after submit waits and
+recovers; pruning never deletes a run that is still running."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from fleet.protocol import base_result
+from fleet.store import ResultStore
+from tests.conftest import orchestrator, raw_redis
+
+OLD, NEW = "20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb"
+T0 = 1_767_225_600.0  # 2026-01-01, long past: both runs are over
+
+
+METRICS = {
+    "load_s": 0.5,
+    "first_inference_s": 0.01,
+    "latency_ms_p50": 5.0,
+    "latency_ms_p95": 6.0,
+    "throughput": 100.0,
+    "throughput_unit": "tokens/s",
+    "peak_rss_mb": 900.0,
+    "parameters": 1000,
+    "dtype": "float32",
+}
+
+
+def _result(run_id: str, fam: str, status: str, **kw: Any) -> Any:
+    result = base_result({"run_id": run_id, "job_id": f"{fam}@cpu", "family": fam, "device": "cpu"})
+    result.update(status=status, worker="w1", delivery=1, started_at=T0 + 1, finished_at=T0 + 3)
+    result["metrics"] = dict(METRICS)
+    result.update(kw)
+    return result
+
+
+def _run(store: ResultStore, run_id: str, started: float) -> None:
+    """Three jobs: a REAL one with a known answer (pin), a SYNTHETIC one, one without a result."""
+    jobs = [
+        {"run_id": run_id, "job_id": f"{f}@cpu", "family": f, "device": "cpu", "queue": "cpu"}
+        for f in ("alpha", "beta", "gamma")
+    ]
+    meta = {"run_id": run_id, "started_at": started, "deadline": started + 60, "deadline_s": 60, "origin": "test"}
+    store.create_run(meta, jobs)
+    known = {"pinned": False, "matched": None, "fingerprint": {"tokens": [1, 2]}, "check": "causal_lm"}
+    store.put_result(
+        _result(
+            run_id, "alpha", "REAL", model_used="org/alpha", weights_sha256="ab" * 32, output={"known_answer": known}
+        )
+    )
+    store.put_result(_result(run_id, "beta", "SYNTHETIC"))
+
+
+def _corrupt(r: redis.Redis, kind: str) -> None:
+    k = f"fleet:run:{OLD}:"
+    if kind == "result-invalid-json":
+        r.hset(k + "results", "beta@cpu", '{"status": "REAL", ')
+    elif kind == "result-not-an-object":
+        r.hset(k + "results", "beta@cpu", "[1, 2, 3]")
+    elif kind == "result-missing-status":
+        bad = _result(OLD, "beta", "REAL")
+        del bad["status"]
+        r.hset(k + "results", "beta@cpu", json.dumps(bad))
+    elif kind == "result-wrong-types":
+        r.hset(k + "results", "beta@cpu", json.dumps(_result(OLD, "beta", "REAL", metrics="fast", attempts={})))
+    elif kind == "meta-invalid-json":
+        r.set(k + "meta", "{{{")
+    elif kind == "meta-wrong-types":
+        r.set(k + "meta", json.dumps({"run_id": OLD, "started_at": "yesterday", "deadline": [], "deadline_s": 60}))
+    elif kind == "job-invalid-json":
+        r.hset(k + "jobs", "gamma@cpu", "not json")
+    elif kind == "job-missing-keys":
+        r.hset(k + "jobs", "gamma@cpu", json.dumps({"run_id": OLD, "job_id": "gamma@cpu"}))
+    elif kind == "late-invalid-json":
+        r.rpush(k + "late", json.dumps(_result(OLD, "beta", "FAILED")), "{oops", '"a string"')
+    else:
+        raise AssertionError(kind)
+
+
+KINDS = [
+    "result-invalid-json",
+    "result-not-an-object",
+    "result-missing-status",
+    "result-wrong-types",
+    "meta-invalid-json",
+    "meta-wrong-types",
+    "job-invalid-json",
+    "job-missing-keys",
+    "late-invalid-json",
+]
+
+
+@pytest.fixture
+def two_runs(redis_url: str) -> Iterator[redis.Redis]:
+    store = ResultStore(redis_url)
+    _run(store, OLD, T0)
+    _run(store, NEW, T0 + 86400)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def _ok(res: Any, what: str) -> str:
+    assert "Traceback" not in res.stderr, f"{what}: {res.stderr[-2000:]}"
+    assert res.returncode == 0, f"{what}: exit {res.returncode}: {res.stderr[-2000:]}"
+    return str(res.stdout)
+
+
+def _corrupt_rows(data: dict[str, Any]) -> dict[str, str]:
+    return {
+        r["job_id"]: r["error"]["message"]
+        for r in data["results"]
+        if r["error"] is not None and r["error"]["kind"] == "corrupt_record"
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_corrupt_record_is_reported_by_every_reader(
+    two_runs: redis.Redis, redis_url: str, tmp_path: Path, kind: str
+) -> None:
+    _corrupt(two_runs, kind)
+    url = ("--redis-url", redis_url)
+    run = lambda *a: orchestrator(*a, *url)  # noqa: E731
+
+    data = json.loads(_ok(run("report", OLD, "--format", "json"), "report json"))
+    corrupt = _corrupt_rows(data)
+    if kind.startswith("result"):
+        assert list(corrupt) == ["beta@cpu"], corrupt
+        assert "is corrupt" in corrupt["beta@cpu"]
+        row = next(r for r in data["results"] if r["job_id"] == "beta@cpu")
+        assert row["status"] == "FAILED"
+    elif kind.startswith("job"):
+        assert list(corrupt) == ["gamma@cpu"], corrupt
+        assert "job spec" in corrupt["gamma@cpu"]
+    elif kind.startswith("meta"):
+        assert "meta of run" in data["corrupt_meta"]
+        assert list(corrupt) == ["gamma@cpu"]  # no result, and its deadline cannot be read: LOST
+        assert next(r for r in data["results"] if r["job_id"] == "gamma@cpu")["status"] == "LOST"
+    else:
+        assert corrupt == {}  # late attempts are not rows: the markdown report lists them
+    # the rest of the run still reports
+    assert next(r for r in data["results"] if r["job_id"] == "alpha@cpu")["status"] == "REAL"
+
+    for fmt in ("md", "html", "junit"):
+        text = _ok(run("report", OLD, "--format", fmt), f"report {fmt}").replace("\\_", "_")  # markdown escapes
+        if kind.startswith(("result", "job")) or (kind.startswith("late") and fmt == "md"):
+            assert "corrupt_record" in text, fmt
+        if kind.startswith("late") and fmt == "md":
+            late = text[text.index("## Late attempts") :]
+            assert late.count("corrupt_record") == 2 and "| beta@cpu | FAILED |" in late, late
+    # the clean later run: its baselines and history read the corrupt one
+    later = json.loads(_ok(run("report", NEW, "--format", "json"), "report later"))
+    assert {r["job_id"]: r["status"] for r in later["results"]} == {
+        "alpha@cpu": "REAL",
+        "beta@cpu": "SYNTHETIC",
+        "gamma@cpu": "SKIPPED",  # no worker serves cpu here
+    }
+    for fmt in ("md", "html", "junit"):
+        _ok(run("report", NEW, "--format", fmt), f"report later {fmt}")
+
+    listing = _ok(run("runs"), "runs")
+    assert OLD in listing and NEW in listing
+    for rid in (OLD, NEW):
+        assert rid in _ok(run("status", rid), "status")
+        json.loads(_ok(run("status", rid, "--json"), "status --json"))
+        assert "fleet_run_jobs" in _ok(run("metrics", rid), "metrics")
+    diff = json.loads(_ok(run("diff", OLD, NEW, "--json"), "diff"))
+    assert diff["from"] == OLD
+    _ok(run("diff"), "diff latest")
+    for rid in (OLD, NEW):
+        pins = tmp_path / f"pins-{rid}.toml"
+        _ok(run("pin", rid, "--output", str(pins)), "pin")
+        assert "org/alpha" in pins.read_text()
+    expected = tmp_path / "expect.toml"
+    _ok(run("expect", OLD, "--output", str(expected)), "expect")
+    _ok(run("report", NEW, "--expectations", str(expected), "--format", "json"), "report --expectations")
+
+
+def test_submit_after_a_run_with_a_corrupt_result(redis_url: str) -> None:
+    """The default order reads the latest run's results: a corrupt one does not stop submit."""
+    store = ResultStore(redis_url)
+    _run(store, OLD, T0)
+    raw = raw_redis(redis_url)  # corrupted on purpose
+    raw.hset(f"fleet:run:{OLD}:results", "beta@cpu", "{corrupt")
+    raw.hset(f"fleet:run:{OLD}:results", "alpha@cpu", json.dumps({"started_at": "x"}))
+    res = orchestrator("submit", "--family", "llama", "--redis-url", redis_url)
+    out = _ok(res, "submit")
+    run_id = out.strip().splitlines()[-1]
+    assert store.run_ids() == [run_id, OLD]
+    assert store.job_count(run_id) == 1
+
+
+# -- a full Redis -----------------------------------------------------------------------------
+@pytest.fixture
+def squeeze(redis_url: str) -> Iterator[Callable[[int], None]]:
+    """Set the test server's maxmemory (bytes over what it uses now); restored afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    before = client.config_get("maxmemory")["maxmemory"]
+
+    def set_limit(extra: int) -> None:
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", max(used + extra, 64 * 1024))  # 0 would mean no limit
+
+    yield set_limit
+    client.config_set("maxmemory", before)
+    client.close()
+
+
+def _fleet_keys(client: redis.Redis) -> list[str]:
+    return sorted(k.decode() for k in client.scan_iter("fleet:run*"))
+
+
+def test_submit_at_maxmemory_keeps_nothing_half_written(redis_url: str, squeeze: Callable[[int], None]) -> None:
+    client = redis.Redis.from_url(redis_url)
+    devices = ",".join(["cpu"] + [f"cuda:{i}" for i in range(8)])
+    args = ("submit", "--all", "--devices", devices, "--order", "catalog", "--redis-url", redis_url)
+    # how much a whole run takes (record and messages), measured once
+    used = int(client.info("memory")["used_memory"])
+    run_id = _ok(orchestrator(*args), "submit").strip()
+    whole = int(client.info("memory")["used_memory"]) - used
+    assert int(client.llen("cpu")) > 0
+    total = sum(int(client.llen(q)) for q in ("cpu", "gpu"))
+    client.flushall()
+    refused = 0
+    for share in (0.02, 0.2, 0.4, 0.6, 0.8):  # fails writing the run, or midway through the messages
+        squeeze(int(whole * share))
+        res = orchestrator(*args)
+        assert "Traceback" not in res.stderr
+        if res.returncode == 0:  # it fitted after all (memory is not counted byte for byte): all of it
+            assert sum(int(client.llen(q)) for q in ("cpu", "gpu")) == total
+            squeeze(10 * whole)
+            client.flushall()
+            continue
+        refused += 1
+        assert res.returncode == 6, (share, res.returncode, res.stderr[-2000:])
+        assert "Redis is out of memory" in res.stderr, res.stderr
+        assert _fleet_keys(client) == [], share
+        assert client.llen("cpu") == 0 and client.llen("gpu") == 0, share
+    assert refused >= 2
+    squeeze(10 * whole)
+    assert _ok(orchestrator(*args), "submit after memory is freed").strip() != run_id
+    client.close()
+
+
+@pytest.mark.slow
+def test_a_worker_squeezed_after_submit_recovers(
+    redis_url: str, start_worker: Callable[..., Any], squeeze: Callable[[int], None]
+) -> None:
+    w = start_worker(redis_url)
+    store = ResultStore(redis_url)
+    squeeze(-300_000)  # full: submit keeps nothing
+    res = orchestrator("submit", "--family", "llama", "--redis-url", redis_url)
+    assert res.returncode == 6 and "Redis is out of memory" in res.stderr, res.stderr[-2000:]
+    assert store.run_ids() == []
+    squeeze(1 << 30)
+    run_id = _ok(orchestrator("submit", "--family", "llama", "--redis-url", redis_url), "submit").strip()
+    squeeze(-300_000)  # Redis full right after submit: the worker's writes are refused
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and "Redis is out of memory; retrying" not in w.log.read_text():
+        time.sleep(0.5)
+    ours = [line for line in w.log.read_text().splitlines() if "fleet" in line or "Task" in line]
+    assert "Redis is out of memory; retrying" in w.log.read_text(), "\n".join(ours[-40:])
+    time.sleep(2)
+    assert store.results(run_id) == [] and w.proc.poll() is None  # waiting, not crashed
+    squeeze(1 << 30)  # memory freed: the worker goes on
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not store.is_finished(run_id):
+        time.sleep(0.5)
+    statuses = {r["job_id"]: r["status"] for r in store.results(run_id)}
+    assert store.is_finished(run_id), (statuses, w.log.read_text()[-3000:])
+    assert statuses == {"llama@cpu": statuses["llama@cpu"]} and statuses["llama@cpu"] in ("REAL", "SYNTHETIC")
+    assert w.proc.poll() is None
+    assert "OutOfMemoryError" not in w.log.read_text()
+
+
+def test_pruning_spares_a_running_run(redis_url: str) -> None:
+    store = ResultStore(redis_url, keep_runs=1)
+    raw = raw_redis(redis_url)  # inspected and aged by hand
+    now = time.time()
+    running = {"run_id": "r1", "started_at": now, "deadline": now + 600, "deadline_s": 600}
+    job = {"run_id": "r1", "job_id": "alpha@cpu", "family": "alpha", "device": "cpu", "queue": "cpu"}
+    store.create_run(running, [job])
+    store.create_run({**running, "run_id": "r2", "started_at": now + 1}, [{**job, "run_id": "r2"}])
+    assert store.run_ids() == ["r2", "r1"]  # r1 runs: kept beyond keep_runs
+    assert store.put_result(_result("r1", "alpha", "REAL"))
+    assert store.is_finished("r1")
+    store.create_run({**running, "run_id": "r3", "started_at": now + 2}, [{**job, "run_id": "r3"}])
+    assert store.run_ids() == ["r3", "r2"]  # r1 finished: pruned; r2 still runs
+    assert not raw.keys("fleet:run:r1:*")
+    # a late worker of the pruned run writes nothing back
+    assert store.begin_attempt("r1", "alpha@cpu") == (True, 1)
+    assert not store.put_result(_result("r1", "alpha", "REAL"))
+    assert not raw.keys("fleet:run:r1:*")
+    # a run past its deadline is over, even if nobody marked it finished
+    raw.set("fleet:run:r2:meta", json.dumps({**running, "run_id": "r2", "deadline": now - 1}))
+    store.create_run({**running, "run_id": "r4", "started_at": now + 3}, [{**job, "run_id": "r4"}])
+    assert store.run_ids() == ["r4", "r3"]
