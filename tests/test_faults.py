@@ -19,7 +19,7 @@ from fleet.store import ResultStore
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT, write_catalog
+from tests.helpers import ROOT, write_catalog
 from tests.models import family
 
 

@@ -16,7 +16,7 @@ import redis
 from fleet.errors import SelectionError
 from fleet.store import ResultStore
 from orchestrator.schedule import parse_schedule, slot_name
-from tests.conftest import ROOT, worker_env, write_catalog
+from tests.helpers import ROOT, worker_env, write_catalog
 
 
 def test_schedule_specs() -> None:
