@@ -21,7 +21,7 @@ from fleet.settings import RunSettings
 from orchestrator import architectures
 from orchestrator.report import assemble, md, render_markdown
 from orchestrator.submit import plan_jobs
-from tests.conftest import ROOT, orchestrator
+from tests.helpers import ROOT, orchestrator
 from workers.architectures import TASKS, listing
 from workers.core import run_job
 
@@ -227,6 +227,7 @@ def test_cli_rejects_an_unknown_architecture_in_one_line(tmp_path: Path) -> None
     assert "NoSuchModel" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.service
 def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     env = {"FLEET_HOME": str(tmp_path / "state"), "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
     res = orchestrator(

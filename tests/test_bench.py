@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 CASES = [
     ("render", ["--results", "200"], "render_markdown_s"),
@@ -30,6 +30,8 @@ CASES = [
 
 
 @pytest.mark.slow
+@pytest.mark.service  # most benchmarks start their own redis-server and workers
+@pytest.mark.timeout(900)  # each benchmark may take 600 s (its subprocess timeout)
 @pytest.mark.parametrize(("name", "args", "key"), CASES, ids=[c[0] for c in CASES])
 def test_benchmark_runs(name: str, args: list[str], key: str, tmp_path: Path) -> None:
     env = dict(os.environ, BENCH_RESULTS=str(tmp_path), PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf"))

@@ -17,7 +17,7 @@ import redis
 from fleet.catalog import MAX_REPEATS
 from fleet.jobs import MAX_ATTEMPTS, MAX_RERUNS, job_problem
 from fleet.timing import MAX_DEADLINE_S
-from tests.conftest import ROOT, orchestrator
+from tests.helpers import ROOT, orchestrator
 
 NOWHERE = "redis://127.0.0.1:1/0"  # nothing listens: a test that reaches Redis fails with exit 3
 

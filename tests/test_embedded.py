@@ -14,7 +14,9 @@ import psutil
 import pytest
 
 from fleet.launcher import visible_gpus
-from tests.conftest import ROOT, orchestrator
+from tests.helpers import ROOT, orchestrator
+
+pytestmark = pytest.mark.service  # every test here starts an embedded run (its own redis-server and workers)
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

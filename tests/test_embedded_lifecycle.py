@@ -18,7 +18,7 @@ import pytest
 from fleet.store import ResultStore
 from orchestrator.embedded import RECORD, EmbeddedFleet, leftovers
 from orchestrator.redis_server import RedisServer
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 BLOCKABLE = (signal.SIGINT, signal.SIGTERM)
 

@@ -17,7 +17,7 @@ from fleet.store import ResultStore, keys
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT, raw_redis, write_catalog
+from tests.helpers import ROOT, raw_redis, write_catalog
 from tests.models import family
 
 

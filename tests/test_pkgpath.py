@@ -22,7 +22,7 @@ from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.models import family, save_tiny
 from workers import pkgpath, trust
 

@@ -21,7 +21,7 @@ from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
-from tests.conftest import orchestrator, raw_redis
+from tests.helpers import orchestrator, raw_redis
 from tests.test_faults import wait_until
 
 

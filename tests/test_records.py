@@ -16,7 +16,7 @@ import redis
 
 from fleet.protocol import base_result
 from fleet.store import ResultStore
-from tests.conftest import orchestrator, raw_redis
+from tests.helpers import orchestrator, raw_redis
 
 OLD, NEW = "20260101T000000Z-aaaaaa", "20260102T000000Z-bbbbbb"
 T0 = 1_767_225_600.0  # 2026-01-01, long past: both runs are over

@@ -29,10 +29,10 @@ from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 from orchestrator.trends import TrendSettings
-from tests.conftest import ROOT, Worker, orchestrator, wait_for_worker, worker_env, write_catalog
+from tests.helpers import ROOT, Worker, orchestrator, wait_for_worker, worker_env, write_catalog
 from tests.models import family, minilm_repo
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.service]  # the module fixture starts redis-server and a worker
 
 
 class Fleet:

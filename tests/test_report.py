@@ -20,7 +20,7 @@ from fleet.store import ResultStore, keys
 from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import raw_redis
+from tests.helpers import raw_redis
 from tests.models import family, minilm_repo
 from workers import hub
 

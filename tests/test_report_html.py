@@ -20,7 +20,7 @@ from fleet.store import ResultStore
 from orchestrator import report
 from orchestrator.report.html import COLOUR, render_html
 from orchestrator.report.model import assemble
-from tests.conftest import orchestrator
+from tests.helpers import orchestrator
 from tests.test_report import HOSTILE_MESSAGE, HOSTILE_MODEL, _fixture, _result
 
 

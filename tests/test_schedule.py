@@ -15,7 +15,7 @@ import pytest
 from fleet.errors import SelectionError
 from fleet.store import ResultStore, keys
 from orchestrator.schedule import parse_schedule, slot_name
-from tests.conftest import ROOT, raw_redis, worker_env, write_catalog
+from tests.helpers import ROOT, raw_redis, worker_env, write_catalog
 
 
 def test_schedule_specs() -> None:

@@ -17,7 +17,7 @@ from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import orchestrator, write_catalog
+from tests.helpers import orchestrator, write_catalog
 
 SCHEMA_RESULT_KEYS = {"family", "device", "status", "model_used", "source", "attempts", "metrics", "error"}
 

@@ -22,7 +22,7 @@ from fleet.store import ResultStore
 from orchestrator import metrics
 from orchestrator.runs import wait
 from orchestrator.submit import submit
-from tests.conftest import ROOT, orchestrator
+from tests.helpers import ROOT, orchestrator
 from tests.test_report import _fixture
 
 

@@ -26,7 +26,7 @@ from orchestrator.embedded import ABANDONED
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
-from tests.conftest import ROOT, orchestrator, raw_redis, write_catalog
+from tests.helpers import ROOT, orchestrator, raw_redis, write_catalog
 from tests.models import family, save_tiny
 from tests.test_faults import catalog_of, started, wait_until
 
@@ -39,7 +39,7 @@ def _one_line_error(res: subprocess.CompletedProcess[str], code: int = 2) -> Non
 
 
 # -- 1. a job message cannot make a worker run code, read paths or unpickle --------------------
-def test_1_message_cannot_run_repo_code_or_read_paths(redis_url: str, start_worker, tmp_path: Path) -> None:
+def test_message_cannot_run_repo_code_or_read_paths(redis_url: str, start_worker, tmp_path: Path) -> None:
     marker = tmp_path / "imported"
     model = save_tiny("llama", tmp_path / "evil", architecture="CustomLM")
     cfg = json.loads((model / "config.json").read_text())
@@ -65,7 +65,8 @@ def test_1_message_cannot_run_repo_code_or_read_paths(redis_url: str, start_work
     assert not marker.exists()
 
 
-def test_1_embedded_redis_is_private(tmp_path: Path) -> None:
+@pytest.mark.service
+def test_embedded_redis_is_private(tmp_path: Path) -> None:
     from orchestrator.embedded import EmbeddedFleet
 
     fleet = EmbeddedFleet(tmp_path / "state", "cpu")
@@ -96,7 +97,8 @@ def _redis_on(data_dir: Path) -> list[psutil.Process]:
     return out
 
 
-def test_2_repeated_ctrl_c_and_an_orphan_server_leave_no_redis_behind(tmp_path: Path) -> None:
+@pytest.mark.service
+def test_repeated_ctrl_c_and_an_orphan_server_leave_no_redis_behind(tmp_path: Path) -> None:
     state = tmp_path / "state"
     # A redis-server left behind by a run that was killed: its parent is gone (re-parented to init).
     start = f"from orchestrator.redis_server import RedisServer; RedisServer({str(state / 'redis')!r}).start()"
@@ -126,7 +128,7 @@ def test_2_repeated_ctrl_c_and_an_orphan_server_leave_no_redis_behind(tmp_path: 
 
 
 # -- 3. a killed worker's job is delivered again well before the deadline (default settings) -----
-def test_3_killed_worker_job_redelivered_within_a_minute(redis_url: str, start_worker) -> None:
+def test_killed_worker_job_redelivered_within_a_minute(redis_url: str, start_worker) -> None:
     w1 = start_worker(redis_url, name="w1", FLEET_TEST_SLOW_S="3")
     store = ResultStore(redis_url)
     run_id = submit(store, make_app(redis_url), catalog_of("slow"), None, ["cpu"], RunSettings(repeats=1))
@@ -143,7 +145,7 @@ def test_3_killed_worker_job_redelivered_within_a_minute(redis_url: str, start_w
 
 
 # -- 4. results are write-once after the run ends ----------------------------------------------
-def test_4_late_result_never_overwrites_a_finished_run(redis_url: str, start_worker, tmp_path: Path) -> None:
+def test_late_result_never_overwrites_a_finished_run(redis_url: str, start_worker, tmp_path: Path) -> None:
     start_worker(redis_url, FLEET_TEST_SLOW_S="6")
     store = ResultStore(redis_url)
     run_id = submit(store, make_app(redis_url), catalog_of("slow"), None, ["cpu"], RunSettings(deadline_s=2))
@@ -157,7 +159,8 @@ def test_4_late_result_never_overwrites_a_finished_run(redis_url: str, start_wor
 
 
 # -- 5. stale jobs of an interrupted embedded run are purged ------------------------------------
-def test_5_stale_jobs_of_an_interrupted_run_are_purged(tmp_path: Path) -> None:
+@pytest.mark.service
+def test_stale_jobs_of_an_interrupted_run_are_purged(tmp_path: Path) -> None:
     state = tmp_path / "state"
     server = RedisServer(state / "redis").start()  # an earlier embedded run, interrupted: no worker ran
     store = ResultStore(server.url)
@@ -183,7 +186,7 @@ def test_5_stale_jobs_of_an_interrupted_run_are_purged(tmp_path: Path) -> None:
 
 
 # -- 6. messages expire; devices nobody serves ------------------------------------------------
-def test_6_queues_drain_at_the_deadline_and_wait_reports_unserved_devices(redis_url: str) -> None:
+def test_queues_drain_at_the_deadline_and_wait_reports_unserved_devices(redis_url: str) -> None:
     res = orchestrator(
         "submit", "--family", "t5", "--devices", "cuda", "--deadline", "2", "--wait", "--redis-url", redis_url
     )
@@ -196,7 +199,7 @@ def test_6_queues_drain_at_the_deadline_and_wait_reports_unserved_devices(redis_
     assert result["status"] == "SKIPPED" and result["error"]["kind"] == "no_worker"
 
 
-def test_6_fleet_worker_refuses_a_gpu_that_is_not_visible(redis_url: str) -> None:
+def test_fleet_worker_refuses_a_gpu_that_is_not_visible(redis_url: str) -> None:
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "fleet.launcher", "--devices", "cuda:0", "--redis-url", redis_url]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
@@ -216,7 +219,7 @@ def _stored_run(redis_url: str) -> str:
     return "r1"
 
 
-def test_7_output_regular_files_only(redis_url: str, tmp_path: Path) -> None:
+def test_output_regular_files_only(redis_url: str, tmp_path: Path) -> None:
     run_id = _stored_run(redis_url)
     target = tmp_path / "target.md"
     target.write_text("keep me")
@@ -246,13 +249,13 @@ def test_7_output_regular_files_only(redis_url: str, tmp_path: Path) -> None:
         "redis://127.0.0.1:6379/0?socket_timeout=abc",
     ],
 )
-def test_8_bad_redis_urls_are_one_line_errors_and_leave_no_run(url: str, redis_url: str) -> None:
+def test_bad_redis_urls_are_one_line_errors_and_leave_no_run(url: str, redis_url: str) -> None:
     _one_line_error(orchestrator("submit", "--family", "t5", "--redis-url", url))
     _one_line_error(orchestrator("status", "--redis-url", url))
     assert ResultStore(redis_url).run_ids() == []
 
 
-def test_8_bad_paths_and_closed_output_are_one_line(redis_url: str, tmp_path: Path) -> None:
+def test_bad_paths_and_closed_output_are_one_line(redis_url: str, tmp_path: Path) -> None:
     _one_line_error(orchestrator("run", "--family", "t5", "--state-dir", "/proc/x"))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     worker = [sys.executable, "-m", "fleet.launcher", "--redis-url", "not a url"]
@@ -275,7 +278,7 @@ def test_8_bad_paths_and_closed_output_are_one_line(redis_url: str, tmp_path: Pa
 @pytest.mark.parametrize(
     "option", [("--deadline", "nan"), ("--deadline", "inf"), ("--time-limit", "nan"), ("--time-limit", "1e9")]
 )
-def test_9_non_finite_options_refused(option: tuple[str, str], redis_url: str) -> None:
+def test_non_finite_options_refused(option: tuple[str, str], redis_url: str) -> None:
     _one_line_error(orchestrator("submit", "--family", "t5", "--redis-url", redis_url, *option))
     assert ResultStore(redis_url).run_ids() == []
 
@@ -289,7 +292,7 @@ def test_9_non_finite_options_refused(option: tuple[str, str], redis_url: str) -
         ({"description": "x" * 5000}, "description"),
     ],
 )
-def test_9_catalog_values_checked(spec: dict, message: str, tmp_path: Path) -> None:
+def test_catalog_values_checked(spec: dict, message: str, tmp_path: Path) -> None:
     base = {"check": "seq2seq", "architectures": ["T5ForConditionalGeneration"], "synthetic": "t5"}
     path = write_catalog(tmp_path / "c.toml", {"f": {**base, **spec}})
     text = path.read_text().replace("Infinity", "inf").replace("NaN", "nan")
@@ -299,7 +302,7 @@ def test_9_catalog_values_checked(spec: dict, message: str, tmp_path: Path) -> N
     assert message in res.stderr
 
 
-def test_9_catalog_size_capped_and_descriptions_stay_out_of_jobs(tmp_path: Path) -> None:
+def test_catalog_size_capped_and_descriptions_stay_out_of_jobs(tmp_path: Path) -> None:
     base = {"check": "seq2seq", "architectures": ["T5ForConditionalGeneration"], "synthetic": "t5"}
     big = {f"f{i}": {**base, "description": "d" * 1900} for i in range(600)}
     path = write_catalog(tmp_path / "big.toml", big)
@@ -313,7 +316,7 @@ def test_9_catalog_size_capped_and_descriptions_stay_out_of_jobs(tmp_path: Path)
     assert "description" not in job["family_spec"] and "d" * 100 not in json.dumps(job)
 
 
-def test_9_worker_refuses_a_malformed_job_message(redis_url: str, start_worker) -> None:
+def test_worker_refuses_a_malformed_job_message(redis_url: str, start_worker) -> None:
     from fleet.broker import RUN_CHECK_TASK
     from fleet.catalog import load_catalog
 
