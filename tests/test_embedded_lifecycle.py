@@ -20,6 +20,8 @@ from orchestrator.embedded import RECORD, EmbeddedFleet, leftovers
 from orchestrator.redis_server import RedisServer
 from tests.helpers import ROOT
 
+pytestmark = pytest.mark.service  # embedded runs: their own Redis and workers
+
 BLOCKABLE = (signal.SIGINT, signal.SIGTERM)
 
 
