@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import sys
+import sysconfig
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -269,25 +271,29 @@ def make_package(site: Path, module: str, tamper: Callable[[Path], None] | None 
 
 
 @pytest.mark.parametrize("tampered", [False, True])
-def test_package_weights_are_checked_against_its_record(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tampered: bool
-) -> None:
-    module = f"fleet_sabotage_pkg_{int(tampered)}"
-    make_package(tmp_path / "site", module, (lambda m: flip_bytes(m / "model.safetensors")) if tampered else None)
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
-    fam = family("bert", candidates=(Candidate(path=f"pkg:{module}/model"),))
-    if not tampered:
-        res = resolve_one(fam)
-        assert res.bundle is not None, res.attempts
-        assert res.bundle.revision == f"{module}==0.1.0" and res.evidence.revision_basis == "package_record"
-        assert res.evidence.weights.verified_by == ["package_record"]
-    else:  # the resolution ends on the integrity failure: no fallback to the synthetic model
-        trail = Trail()
-        with pytest.raises(IntegrityFailure) as info:
-            resolve(fam, get_check(fam.check), CPU, trail=trail)
-        assert info.value.kind == "weights_corrupt" and "package_record" in info.value.reported
-        assert [a["outcome"] for a in trail.attempts] == ["failed"]
-    sys.modules.pop(module, None)
+def test_package_weights_are_checked_against_its_record(tampered: bool) -> None:
+    """A package installed for real: in this interpreter's site-packages, where `pkg:` looks
+    (a folder merely put on sys.path does not count: workers/pkgpath.py), removed afterwards."""
+    site_dir = Path(sysconfig.get_paths()["purelib"])
+    module = f"fleet_sabotage_pkg_{int(tampered)}_{uuid.uuid4().hex[:8]}"
+    try:
+        make_package(site_dir, module, (lambda m: flip_bytes(m / "model.safetensors")) if tampered else None)
+        fam = family("bert", candidates=(Candidate(path=f"pkg:{module}/model"),))
+        if not tampered:
+            res = resolve_one(fam)
+            assert res.bundle is not None, res.attempts
+            assert res.bundle.revision == f"{module}==0.1.0" and res.evidence.revision_basis == "package_record"
+            assert res.evidence.weights.verified_by == ["package_record"]
+        else:  # the resolution ends on the integrity failure: no fallback to the synthetic model
+            trail = Trail()
+            with pytest.raises(IntegrityFailure) as info:
+                resolve(fam, get_check(fam.check), CPU, trail=trail)
+            assert info.value.kind == "weights_corrupt" and "package_record" in info.value.reported
+            assert [a["outcome"] for a in trail.attempts] == ["failed"]
+    finally:
+        shutil.rmtree(site_dir / module, ignore_errors=True)
+        shutil.rmtree(site_dir / f"{module}-0.1.0.dist-info", ignore_errors=True)
+        sys.modules.pop(module, None)
 
 
 def test_truncated_weights_are_corrupt(tmp_path: Path) -> None:
