@@ -49,7 +49,7 @@ def _workers_in_aof(state: Path) -> list[dict[str, object]]:
     """The heartbeats the stopped Redis kept (its AOF), read by starting it again without a password."""
     server = RedisServer(state / "redis").start()
     try:
-        return ResultStore(server.url).live_workers()
+        return ResultStore(server.url).registry.live_workers()
     finally:
         server.stop()
 
@@ -77,7 +77,7 @@ def test_children_start_unmasked_and_stop_on_a_handled_sigterm(tmp_path: Path, m
             assert _sigblk(pid) == 0, what
         record = json.loads((state / RECORD).read_text())
         assert {c["pid"] for c in record["children"]} == {procs["redis-server"], procs["launcher"]}
-        alive = ResultStore(fleet.url).live_workers()
+        alive = ResultStore(fleet.url).registry.live_workers()
         assert [w["name"] for w in alive] == [f"cpu@{fleet.name}"]
         launcher_proc = fleet.launcher
         t0 = time.monotonic()
