@@ -24,7 +24,7 @@ SCHEMA_RESULT_KEYS = {"family", "device", "status", "model_used", "source", "att
 
 def test_submit_all_wait_status_report(redis_url: str, start_worker, tmp_path: Path) -> None:
     start_worker(redis_url)
-    sub = orchestrator("submit", "--all", "--wait", "--repeats", "2", "--redis-url", redis_url)
+    sub = orchestrator("submit", "--all", "--wait", "--repeats", "2", "--redis-url", redis_url, timeout=600)
     assert sub.returncode == 0, sub.stderr
     run_id = sub.stdout.strip()
     assert "5/5" in sub.stderr  # the progress bar reached the end

@@ -36,7 +36,8 @@ RESOLVE = textwrap.dedent(
     from fleet.catalog import Candidate, load_catalog
     from fleet.settings import Settings
     from workers.checks import get_check
-    from workers.resolver import resolve
+    from fleet.errors import CheckFailure
+    from workers.resolver import Trail, resolve
 
     specs, control = json.loads(sys.argv[1]), sys.argv[2]
     out = {"attempts": {}}
@@ -45,8 +46,12 @@ RESOLVE = textwrap.dedent(
     fam = replace(fam_all, candidates=())
     check, cpu = get_check(fam.check), torch.device("cpu")
     for spec in specs:
-        res = resolve(replace(fam, candidates=(Candidate(path=spec),)), check, cpu, settings)
-        out["attempts"][spec] = res.attempts[0]
+        trail = Trail()
+        try:  # with no synthetic model to fall back on, a refused candidate ends in no_candidate
+            resolve(replace(fam, candidates=(Candidate(path=spec),)), check, cpu, settings, trail=trail)
+        except CheckFailure:
+            pass
+        out["attempts"][spec] = trail.attempts[0]
     shipped = tuple(c for c in fam_all.candidates if (c.path or "").startswith("pkg:"))
     res = resolve(replace(fam_all, candidates=shipped), check, cpu, settings)
     out["control"] = res.bundle.source if res.bundle else res.attempts
