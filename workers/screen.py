@@ -29,7 +29,6 @@ from typing import Any
 from celery import bootsteps
 
 from fleet.broker import RUN_CHECK_TASK
-from fleet.errors import FleetError
 from fleet.messages import message_problem
 from fleet.store import ResultStore
 
@@ -109,6 +108,6 @@ def _dead_letter(s: ResultStore, worker: str | None, message: Any, reason: str) 
     logger.error("dead-lettered a message: %s", reason)
     try:
         s.retrying(lambda: s.transport.dead_letter(reason, {**describe(message), "worker": worker}), timeout_s=10)
-    except FleetError as exc:
-        logger.error("could not record the dead letter (%s); the message is dropped: %s", exc, reason)
+    except Exception as exc:  # Redis away, or a dead-letter key of another type: never stop the consumer
+        logger.error("could not record the dead letter (%r); the message is dropped: %s", exc, reason)
     message.ack()
