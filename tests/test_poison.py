@@ -129,6 +129,25 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_serving(redis_ur
     assert f"dead letters: {len(POISON) + 1}" in listing.stdout, listing.stdout + listing.stderr
 
 
+@pytest.mark.parametrize("corrupt", ["list of another type", "counter at its limit"])
+def test_a_corrupt_dead_letter_key_never_stops_the_worker(redis_url: str, start_worker, corrupt: str) -> None:
+    """Dead-lettering that Redis refuses (WRONGTYPE, INCR overflow) is logged; the message is still
+    acknowledged, so no restarted worker meets it again."""
+    w = start_worker(redis_url)
+    store = ResultStore(redis_url)
+    pid = w.celery_main().pid
+    raw = raw_redis(redis_url)  # corrupted on purpose
+    if corrupt == "list of another type":
+        raw.sadd(keys.DEAD_LETTERS, "x")
+    else:
+        raw.set(keys.DEAD_LETTERS_COUNT, str(2**63 - 1))
+    body, hdrs = POISON["unknown task"]
+    publish(redis_url, body, hdrs)
+    wait_until(lambda: "could not record the dead letter" in w.log.read_text(), timeout=60, what="the refusal logged")
+    wait_until(lambda: settled(store), timeout=30, what="nothing requeued")
+    assert_still_serving(store, redis_url, w, pid)
+
+
 def _forged(run_id: str, name: str, **candidate: Any) -> dict[str, Any]:
     (job,) = plan_jobs(run_id, load_catalog(), ["t5"], ["cpu"], RunSettings(repeats=1))
     job["job_id"] = f"t5@cpu-{name}"
