@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -27,11 +29,24 @@ faulty.register()  # ... and so does get_check() in this process
 SERVICE_FIXTURES = frozenset({"redis_server", "redis_url", "start_worker", "fake_hub"})
 
 
+def _runs_models(module: Any) -> bool:
+    """A test module that builds or loads transformers models in its own process: it imports
+    torch, transformers, the workers' code or the test models (tests/models.py)."""
+    names = {getattr(v, "__name__", "") for v in vars(module).values() if isinstance(v, types.ModuleType)}
+    names |= {getattr(v, "__module__", "") or "" for v in vars(module).values() if callable(v)}
+    return any(n.split(".")[0] in ("torch", "transformers", "workers") or n == "tests.models" for n in names)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The layers: `-m "not service"` is the pure-logic layer (no redis-server, no worker)."""
+    """The layers: `service` (starts redis-server, workers, the Hub stand-in), `model` (runs
+    transformers models in the test's own process); `-m "not service and not model"` is the
+    pure-logic layer."""
     for item in items:
         if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.service)
+        module = getattr(item, "module", None)
+        if module is not None and _runs_models(module):
+            item.add_marker(pytest.mark.model)
 
 
 @pytest.fixture(scope="session", autouse=True)
