@@ -143,10 +143,10 @@ def result_problem(data: Any, run_id: str | None = None, job_id: str | None = No
     return None
 
 
-def corrupt_result(run_id: str, job_id: str, problem: str, what: str = "stored result") -> Result:
-    """The marker a corrupt record becomes: FAILED, error kind corrupt_record, saying what is wrong."""
+def _placeholder_job(run_id: str, job_id: str) -> Job:
+    """A job that only names itself (family@device from its id): what a corrupt record stands for."""
     family, _, device = job_id.rpartition("@")
-    job: Job = {  # only what base_result reads
+    return {
         "run_id": run_id,
         "job_id": job_id,
         "family": family or job_id,
@@ -157,7 +157,11 @@ def corrupt_result(run_id: str, job_id: str, problem: str, what: str = "stored r
         "repeats": 0,
         "max_attempts": 0,
     }
-    result = base_result(job)
+
+
+def corrupt_result(run_id: str, job_id: str, problem: str, what: str = "stored result") -> Result:
+    """The marker a corrupt record becomes: FAILED, error kind corrupt_record, saying what is wrong."""
+    result = base_result(_placeholder_job(run_id, job_id))
     result["status"] = str(Status.FAILED)
     result["error"] = error_info(ErrorKind.CORRUPT_RECORD, f"{what} of {job_id} in run {run_id} is corrupt: {problem}")
     return result
@@ -247,19 +251,7 @@ def decode_job(raw: Any, run_id: str, job_id: str) -> Job:
     if problem is None:
         job: Job = data
         return job
-    family, _, device = job_id.rpartition("@")
-    marker: dict[str, Any] = {
-        "run_id": run_id,
-        "job_id": job_id,
-        "family": family or job_id,
-        "device": device if family else "?",
-        "queue": "?",
-        "family_spec": {},
-        "time_limit_s": 0.0,
-        "repeats": 0,
-        "max_attempts": 0,
-        CORRUPT_KEY: problem,
-    }
+    marker: dict[str, Any] = {**_placeholder_job(run_id, job_id), CORRUPT_KEY: problem}
     return marker  # type: ignore[return-value]
 
 

@@ -129,7 +129,7 @@ def test_bad_input_one_line_error_exit_code_nothing_written(redis_url: str, tmp_
 
 
 def test_pickled_message_is_refused(redis_url: str, start_worker) -> None:
-    w = start_worker(redis_url)
+    start_worker(redis_url)
     with Connection(redis_url) as conn:
         Producer(conn).publish(
             {"task": "fleet.run_check"},

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
     from fleet.launcher import visible_gpus
     from orchestrator.embedded import EmbeddedFleet
-    from orchestrator.submit import ProgressBar, submit
+    from orchestrator.submit import ProgressBar
 
     gpus = visible_gpus()
     chosen = selection.prepare(
@@ -67,18 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         fleet_settings = settings.with_redis_url(fleet.url)
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)
-        run_id = submit(
-            store,
-            app,
-            chosen.catalog,
-            chosen.families,
-            chosen.devices,
-            chosen.run_settings,
-            order=args.order,
-            origin="embedded",
-            pins=chosen.pins,
-            extra_meta=chosen.meta,
-        )
+        run_id = chosen.submit(store, app, args.order, origin="embedded")
         jobs = len(chosen.catalog.select(chosen.families)) * len(chosen.devices)
         note(f"run {run_id}: {jobs} job(s)")
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.catalog import MAX_REPEATS, Catalog, load_catalog
 from fleet.devices import Device, parse_devices
@@ -18,6 +18,11 @@ from fleet.timing import MAX_TIME_LIMIT_S
 from orchestrator import architectures, notify
 from orchestrator import expectations as expecting
 from orchestrator import pins as pinning
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from fleet.store import ResultStore
 from orchestrator.cli.options import EXPECT_HELP, NOTIFY_HELP, PINS_HELP, Parser, deadline, finite, reruns, whole
 
 
@@ -91,6 +96,23 @@ class Selection:
     pins: list[dict[str, Any]]
     expected: expecting.Expectations | None
     meta: dict[str, Any]  # more run meta (an architecture run records its transformers version)
+
+    def submit(self, store: ResultStore, app: Celery, order: str, origin: str = "cli") -> str:
+        """Record the run and publish its jobs (orchestrator.submit); returns the run id."""
+        from orchestrator.submit import submit
+
+        return submit(
+            store,
+            app,
+            self.catalog,
+            self.families,
+            self.devices,
+            self.run_settings,
+            order=order,
+            origin=origin,
+            pins=self.pins,
+            extra_meta=self.meta,
+        )
 
 
 def prepare(

@@ -29,7 +29,7 @@ def add(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from fleet.broker import make_app
-    from orchestrator.submit import ProgressBar, submit, unserved_devices
+    from orchestrator.submit import ProgressBar, unserved_devices
 
     chosen = selection.prepare(
         args, settings, lambda: architectures.published_listing(_store(settings).registry), args.devices
@@ -38,17 +38,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for device in unserved_devices(store, chosen.devices):
         warn(f"no live worker serves {device}; its jobs will end SKIPPED at the deadline unless one starts")
     app = make_app(settings=settings)
-    run_id = submit(
-        store,
-        app,
-        chosen.catalog,
-        chosen.families,
-        chosen.devices,
-        chosen.run_settings,
-        order=args.order,
-        pins=chosen.pins,
-        extra_meta=chosen.meta,
-    )
+    run_id = chosen.submit(store, app, args.order)
     print(run_id, flush=True)
     if not args.wait:
         return ExitCode.OK
