@@ -123,9 +123,11 @@ def body_problem(body: Any, arity: int) -> str | None:
     size = len(body)
     if size > MAX_BODY_BYTES:
         return f"the body is {size} bytes; at most {MAX_BODY_BYTES}"
-    try:
-        decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    try:  # UTF-8 only: json.loads would also take UTF-16/32 bytes, which Celery then cannot decode
+        decoded = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body)
+    except UnicodeDecodeError:
+        return "the body is not UTF-8"
+    except (ValueError, RecursionError) as exc:
         return f"the body is not JSON: {str(exc)[:200]}"
     if not isinstance(decoded, list) or len(decoded) != 3:
         shape = f"a list of {len(decoded)}" if isinstance(decoded, list) else type(decoded).__name__

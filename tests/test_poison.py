@@ -101,6 +101,7 @@ POISON = {
     "a callback": (json.dumps([[{}], {}, {"callbacks": [{"task": "x"}]}]), headers()),
     "kwargs": (json.dumps([[], {"job": {}}, None]), headers()),
     "not JSON": ("{nope", headers()),
+    "UTF-16": (json.dumps([[{}], {}, {}]).encode("utf-16"), headers()),
     "huge": (json.dumps([["x" * (2 << 20)], {}, None]), headers()),
 }
 
@@ -119,7 +120,16 @@ def test_poison_messages_are_dead_lettered_and_the_worker_keeps_serving(redis_ur
     letters = store.transport.dead_letters(100)
     assert len(letters) == len(POISON) + 1
     reasons = " | ".join(d["reason"] for d in letters)
-    for word in ("[args, kwargs, embed]", "timelimit", "stamped_headers", "headers.id", "not a task", "eta", "expires"):
+    for word in (
+        "not UTF-8",
+        "[args, kwargs, embed]",
+        "timelimit",
+        "stamped_headers",
+        "headers.id",
+        "not a task",
+        "eta",
+        "expires",
+    ):
         assert word in reasons, (word, reasons)
     assert "only application/json" in reasons and "at most" in reasons
     (name,) = [x["name"] for x in store.registry.live_workers()]
