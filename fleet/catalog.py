@@ -31,6 +31,7 @@ MAX_LENGTH = {
     "path": 1024,
     "revision": 200,
     "gguf_file": 255,
+    "alias_of": 1024,
     "check": 64,
     "synthetic": 64,
 }
@@ -55,6 +56,7 @@ _CANDIDATE_KEYS = {
     "allow_pickle": bool,
     "trust_remote_code": bool,
     "gguf_file": str,
+    "alias_of": str,
 }
 CANDIDATE_KEYS: dict[str, Any] = _CANDIDATE_KEYS  # the keys (and types) of a candidate, shared with fleet.jobs
 _FAMILY_KEYS = {
@@ -80,6 +82,9 @@ class Candidate:
     allow_pickle: bool = False
     trust_remote_code: bool = False
     gguf_file: str | None = None  # a .gguf file inside `path`, converted once to safetensors by the worker
+    # Another candidate name (Hub id or pkg: path) whose lock entries and pins vouch for this one:
+    # the operator declares the two the same model (a copy, a mirror's name for it).
+    alias_of: str | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +102,10 @@ class Family:
     time_limit_s: float = 600.0
     memory_limit_mb: float | None = None
     repeats: int = 5
+
+    def names(self) -> list[str]:
+        """Every name the candidates go by: their own and their declared aliases."""
+        return [n for c in self.candidates for n in (c.name, c.alias_of) if n]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: the job carries its family, so workers need no catalog file."""
@@ -289,6 +298,8 @@ def candidate_problem(spec: dict[str, Any]) -> str | None:
         problem = revision_problem(spec["revision"])
         if problem:
             return problem
+    if "alias_of" in spec and spec["alias_of"] in (spec.get("id"), spec.get("path")):
+        return "'alias_of' names another candidate name, not this one"
     if "gguf_file" in spec:
         if "path" not in spec:
             return "'gguf_file' names a file inside a local 'path'; it cannot go with 'id'"

@@ -44,6 +44,7 @@ class ErrorKind(StrEnum):
     INFERENCE_ERROR = "inference_error"
     OUTPUT_INVALID = "output_invalid"
     KNOWN_ANSWER_MISMATCH = "known_answer_mismatch"  # output differs from the pinned known answer
+    IDENTITY_MISMATCH = "identity_mismatch"  # the bytes are pinned or locked as another model (fleet/lock.py)
     SIZE_MISMATCH = "size_mismatch"  # the checkpoint is far from the size the catalog gives the candidate
     QUALITY_GATE = "quality_gate"  # complete weights whose outputs show no pretraining
     TIMEOUT = "timeout"
@@ -82,6 +83,10 @@ class SelectionError(BadInput):
 
 class PinsError(BadInput):
     """A pins file that cannot be used; the message names the file and the entry."""
+
+
+class LockError(BadInput):
+    """A model lock file that cannot be used; the message names the file and the entry."""
 
 
 class RedisUnreachable(FleetError):

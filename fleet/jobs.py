@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fleet import lock
 from fleet.catalog import (
     CANDIDATE_KEYS,
     MAX_ARCHITECTURE_LENGTH,
@@ -20,6 +21,7 @@ from fleet.catalog import (
     Family,
     candidate_problem,
 )
+from fleet.errors import LockError
 from fleet.timing import MAX_TIME_LIMIT_S
 
 _TEXT = ("run_id", "job_id", "family", "device", "queue")
@@ -27,6 +29,7 @@ MAX_TEXT = 300
 MAX_ATTEMPTS = 100  # deliveries of a job (--max-attempts)
 MAX_RERUNS = 100  # runs of a FAILED job again (--reruns)
 MAX_PINS = 256  # known answers carried by one job (orchestrator.pins picks those of its family)
+MAX_LOCK = 256  # model lock entries carried by one job (fleet.lock.for_job: its family's first)
 
 
 def _number_problem(value: Any, name: str, maximum: float) -> str | None:
@@ -59,6 +62,15 @@ def job_problem(job: Any) -> str | None:
         not isinstance(pins, list) or len(pins) > MAX_PINS or not all(isinstance(p, dict) for p in pins)
     ):
         return f"pins must be a list of at most {MAX_PINS} objects"
+    entries = job.get("lock")
+    if entries is not None:
+        if not isinstance(entries, list) or len(entries) > MAX_LOCK:
+            return f"lock must be a list of at most {MAX_LOCK} entries"
+        for i, entry in enumerate(entries):
+            try:
+                lock.parse_entry(f"lock[{i}]", entry)
+            except LockError as exc:
+                return exc.message
     spec = job.get("family_spec")
     if not isinstance(spec, dict):
         return "family_spec must be an object"

@@ -26,6 +26,7 @@ from fleet.children import tethered
 from fleet.devices import CPU_QUEUE, GPU_QUEUE, Device
 from fleet.errors import BadInput, FleetError, SelectionError
 from fleet.settings import Settings, redact_url
+from fleet.witness import normalize as endpoint_url
 
 
 @dataclass
@@ -146,6 +147,7 @@ def policy(settings: Settings, args: argparse.Namespace) -> Settings:
         trust_remote_code=settings.trust_remote_code or args.trust_remote_code,
         allow_pickle=settings.allow_pickle or args.allow_pickle,
         allow_paths=(*settings.allow_paths, *paths),
+        trusted_endpoints=(*settings.trusted_endpoints, *(endpoint_url(u) for u in args.trust_endpoint)),
     )
 
 
@@ -198,6 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="DIR",
         help="let jobs load local model directories under DIR (repeatable; default: only pkg: paths)",
+    )
+    p.add_argument(
+        "--trust-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="take this Hub endpoint (HF_ENDPOINT) as a witness of identity like the official Hub "
+        "(repeatable; default: only https://huggingface.co; any other endpoint is a mirror)",
     )
     p.add_argument(
         "--stop-timeout",

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from fleet.devices import Device
-from fleet.errors import CheckFailure, ErrorKind
+from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 
 KEY_FIELDS = ("model", "revision", "weights_sha256", "device_type")
 
@@ -29,22 +29,20 @@ def key(pin: dict[str, Any]) -> tuple[Any, ...]:
 
 def find(
     pins: list[dict[str, Any]], model: str, revision: str | None, weights: str | None, dev_type: str
-) -> dict[str, Any] | None:
-    """The pin for these weights on this device type: the exact (model, revision, digest) first;
-    else one for the same bytes under another name (a Hub id and its cached or packaged copy);
-    else one for the same model and revision with other bytes. The last is how a substitution
-    shows: a pinned model at a pinned revision must still give the pinned answer, whatever
-    bytes a cache now holds for it (a re-conversion that changes nothing still matches)."""
+) -> tuple[dict[str, Any], str] | None:
+    """The pin for these weights on this device type, and how it was found: "exact" (model,
+    revision, digest); else "same_weights", a pin for the same bytes under another name; else
+    "same_model_revision", a pin for the same model and revision with other bytes."""
     wanted = (model, revision, weights, dev_type)
     exact = next((p for p in pins if key(p) == wanted), None)
     if exact is not None:
-        return exact
+        return exact, "exact"
     same_bytes = next(
         (p for p in pins if weights and p.get("weights_sha256") == weights and p.get("device_type") == dev_type), None
     )
     if same_bytes is not None:
-        return same_bytes
-    return next(
+        return same_bytes, "same_weights"
+    same_model = next(
         (
             p
             for p in pins
@@ -52,6 +50,7 @@ def find(
         ),
         None,
     )
+    return (same_model, "same_model_revision") if same_model is not None else None
 
 
 def differences(expected: dict[str, Any], got: dict[str, Any], tolerance: dict[str, float]) -> dict[str, str]:
@@ -84,17 +83,33 @@ def judge(
     device: str,
     fingerprint: dict[str, Any],
     tolerance: dict[str, float],
+    alias: str | None = None,
+    converted: bool = False,
 ) -> dict[str, Any]:
-    """output["known_answer"] for a REAL result, or CheckFailure(known_answer_mismatch)."""
-    pin = find(pins, model, revision, weights, device_type(device))
+    """output["known_answer"] for a passing result. Strict: a pin for these bytes under another
+    name (not the candidate's declared alias) is identity_mismatch, the bytes are another model's;
+    a pin for this model and revision with other bytes is weights_corrupt, whatever the output,
+    except for weights converted from a GGUF file (`converted`: a re-conversion may change bytes
+    and nothing else; the GGUF file itself is held to the lock); a differing output is
+    known_answer_mismatch."""
+    found = find(pins, model, revision, weights, device_type(device))
     base: dict[str, Any] = {"fingerprint": fingerprint, "tolerance": tolerance}
-    if pin is None:
+    if found is None:
         return {"pinned": False, "matched": None, **base}
-    how = (
-        "exact"
-        if key(pin) == (model, revision, weights, device_type(device))
-        else ("same_weights" if pin.get("weights_sha256") == weights else "same_model_revision")
-    )
+    pin, how = found
+    if how == "same_weights" and pin.get("model") != alias:
+        raise CheckFailure(
+            ErrorKind.IDENTITY_MISMATCH,
+            f"{model}: the bytes loaded ({weights}) are pinned as {pin.get('model')}@{pin.get('revision')}, "
+            "another model (declare alias_of in the catalog if it is the same one)",
+            {"pinned_as": pin.get("model"), "revision": pin.get("revision"), "weights": weights},
+        )
+    if how == "same_model_revision" and not converted:
+        raise IntegrityFailure(
+            ErrorKind.WEIGHTS_CORRUPT,
+            f"{model}@{revision} is pinned with weights {pin.get('weights_sha256')}, the bytes loaded are {weights}",
+            {"pinned_weights": pin.get("weights_sha256"), "loaded_weights": weights},
+        )
     diff = differences(pin["expected"], fingerprint, pin.get("tolerance", {}))
     if diff:
         why = "; ".join(f"{k}: {v}" for k, v in diff.items())
@@ -113,6 +128,8 @@ def judge(
                 "loaded_weights": weights,
             },
         )
+    if how == "same_weights":
+        how = "alias"
     return {"pinned": True, "matched": True, "pin_source": pin.get("source", ""), "pinned_by": how, **base}
 
 

@@ -16,7 +16,8 @@ from fleet.errors import ErrorKind
 
 
 class Status(StrEnum):
-    REAL = "REAL"  # named candidate's pretrained weights loaded and the check passed
+    REAL = "REAL"  # named candidate's weights, vouched for by the official Hub or a lock, and its quality gate passed
+    UNVERIFIED = "UNVERIFIED"  # a candidate's weights passed, but nobody but their supplier vouches for them
     SYNTHETIC = "SYNTHETIC"  # no candidate usable; a locally built random-weight model passed
     FAILED = "FAILED"  # the check ran and failed, or every option failed
     FLAKY = "FLAKY"  # failed, then passed on a rerun in a fresh process (result["pass_ratio"])
@@ -25,12 +26,17 @@ class Status(StrEnum):
 
 
 FAILING = (Status.FAILED, Status.LOST)
+# A job that passed, whatever the weights: the run-to-run comparisons and trends use these.
+PASSED: tuple[str, ...] = (Status.REAL, Status.UNVERIFIED, Status.SYNTHETIC)
 # Final once written: a result that arrives later is kept as a late attempt, never in their place.
 SEALED: tuple[str, ...] = (Status.LOST, Status.SKIPPED)
 # Order used to decide whether a change is an improvement or a regression (also the report's scores).
+# UNVERIFIED sits between REAL and SYNTHETIC: pretrained-looking weights that passed every check,
+# whose identity no one outside their supplier vouches for (workers/identity.py).
 # FLAKY sits between SYNTHETIC and SKIPPED: it did pass, but not every time.
 RANK: dict[str, int] = {
-    Status.REAL: 5,
+    Status.REAL: 6,
+    Status.UNVERIFIED: 5,
     Status.SYNTHETIC: 4,
     Status.FLAKY: 3,
     Status.SKIPPED: 2,
@@ -67,6 +73,7 @@ class Job(TypedDict):
     repeats: int
     max_attempts: int
     pins: NotRequired[list[dict[str, Any]]]  # known answers for this family's candidates (fleet/pins.py)
+    lock: NotRequired[list[dict[str, Any]]]  # model lock entries, this family's candidates first (fleet/lock.py)
     reruns: NotRequired[int]  # how many times a FAILED job is run again before it is reported (default 0)
     rerun: NotRequired[int]  # which run of the job this message is: 0 first, 1.. reruns
     task: NotRequired[str]  # architecture jobs: the class's transformers task (kept by every terminal result)
@@ -82,7 +89,7 @@ class Result(TypedDict):
     architecture: str | None
     source: str | None  # hub | cache | local | synthetic
     revision: str | None
-    revision_basis: str | None  # hub | cache_ref | package_record | content_digest | claimed
+    revision_basis: str | None  # hub | mirror | cache_ref | package_record | content_digest | claimed
     weights_sha256: str | None  # sha256 of the bytes loaded (several shards: see workers/integrity.py)
     weights: dict[str, Any] | None  # {"files": {name: sha256}, "digest", "claims": [...], "verified_by": [...]}
     provenance: dict[str, Any]  # how the weights came to be, e.g. {"conversion": ...} for a GGUF candidate
@@ -101,6 +108,9 @@ class Result(TypedDict):
     pass_ratio: NotRequired[float]
     # Architecture jobs (family "arch:<Class>") only: the transformers task of the class.
     task: NotRequired[str]
+    # A candidate's load: every file read with its sha256, their digest, what anchors them (the
+    # official Hub, a lock entry, or nothing), and, when UNVERIFIED, why and what would anchor them.
+    identity: NotRequired[dict[str, Any]]
 
 
 def job_id(family: str, device: str) -> str:

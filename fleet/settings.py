@@ -152,6 +152,10 @@ class Settings:
     trust_remote_code: bool = False  # FLEET_TRUST_REMOTE_CODE=1
     allow_pickle: bool = False  # FLEET_ALLOW_PICKLE=1
     allow_paths: tuple[Path, ...] = ()  # FLEET_ALLOW_PATHS, os.pathsep-separated directories
+    # Hub endpoints other than the official one whose answers this worker takes as the Hub's own
+    # (fleet-worker --trust-endpoint URL): any other HF_ENDPOINT is a mirror (workers/identity.py).
+    trusted_endpoints: tuple[str, ...] = ()  # FLEET_TRUSTED_ENDPOINTS, comma-separated URLs
+    lock: Path | None = None  # FLEET_LOCK: a model lock used on top of the shipped fleet/models.lock
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -184,6 +188,8 @@ class Settings:
             trust_remote_code=_flag(env, "FLEET_TRUST_REMOTE_CODE"),
             allow_pickle=_flag(env, "FLEET_ALLOW_PICKLE"),
             allow_paths=_paths(env, "FLEET_ALLOW_PATHS"),
+            trusted_endpoints=_names(env, "FLEET_TRUSTED_ENDPOINTS"),
+            lock=Path(env["FLEET_LOCK"]) if env.get("FLEET_LOCK") else None,
         )
 
     def with_redis_url(self, url: str | None) -> Settings:
@@ -196,6 +202,7 @@ class Settings:
             "FLEET_TRUST_REMOTE_CODE": "1" if self.trust_remote_code else "0",
             "FLEET_ALLOW_PICKLE": "1" if self.allow_pickle else "0",
             "FLEET_ALLOW_PATHS": os.pathsep.join(str(p) for p in self.allow_paths),
+            "FLEET_TRUSTED_ENDPOINTS": ",".join(self.trusted_endpoints),
         }
 
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fleet.protocol import FAILING, Result, Status
+from fleet.protocol import FAILING, PASSED, Result, Status
 from fleet.store import ResultStore
 
 WINDOW_RUNS = 30  # how far back (in runs) baselines and history look
 CHUNK = 10  # earlier runs read per round trip
-PASSING = (Status.REAL, Status.SYNTHETIC)
+PASSING = PASSED
 
 
 def iso(ts: float | None) -> str | None:

@@ -24,6 +24,7 @@ from celery import Celery, signals
 from celery.schedules import crontab, schedule
 from kombu.entity import Queue
 
+from fleet import lock as locking
 from fleet.broker import make_app
 from fleet.catalog import load_catalog
 from fleet.devices import Device
@@ -93,6 +94,7 @@ class ScheduleOptions:
     catalog: str | None = None
     deadline_s: float = 3600.0
     pins: str | None = None  # known answers on top of the shipped ones
+    lock: str | None = None  # model lock on top of the shipped one
     reruns: int = 1  # reruns of a FAILED job (RunSettings.reruns)
     expectations: str | None = None  # expectations file, for the report and the alert
     notify: str | None = None  # webhook URL for the alert (never logged)
@@ -151,7 +153,16 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     app = make_app(settings=settings)
     pins = pinning.load(options.pins)
     submit(
-        store, app, catalog, None, list(options.devices), run_settings, run_id=run_id, origin=f"beat {slot}", pins=pins
+        store,
+        app,
+        catalog,
+        None,
+        list(options.devices),
+        run_settings,
+        run_id=run_id,
+        origin=f"beat {slot}",
+        pins=pins,
+        lock=locking.load(options.lock),
     )
     wait(store, run_id, poll_s=2.0)
     expected = expecting.load(options.expectations)

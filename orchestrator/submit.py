@@ -12,10 +12,12 @@ from typing import Any, TextIO
 from celery import Celery
 
 from fleet import __version__
+from fleet import lock as locking
 from fleet.broker import RUN_CHECK_TASK
 from fleet.catalog import Catalog
 from fleet.devices import Device
 from fleet.errors import RedisOutOfMemory, RedisUnreachable
+from fleet.jobs import MAX_LOCK
 from fleet.protocol import Job, Result, job_id, now
 from fleet.retrying import says_out_of_memory
 from fleet.settings import RunSettings
@@ -39,9 +41,12 @@ def plan_jobs(
     devices: Sequence[Device | str],
     settings: RunSettings,
     pins: list[dict[str, Any]] | None = None,
+    lock: list[dict[str, Any]] | None = None,
 ) -> list[Job]:
-    """pins: known answers (orchestrator.pins); None for the shipped ones only."""
+    """pins: known answers (orchestrator.pins), lock: model lock entries (fleet.lock); None for
+    the shipped ones only."""
     pins = pinning.load() if pins is None else pins
+    lock = locking.load() if lock is None else lock
     jobs: list[Job] = []
     for fam in catalog.select(families):
         for device in as_devices(devices):
@@ -59,6 +64,7 @@ def plan_jobs(
                 "repeats": settings.repeats or fam.repeats,
                 "max_attempts": settings.max_attempts,
                 "pins": pinning.for_job(pins, fam, device),
+                "lock": locking.for_job(lock, fam.names(), MAX_LOCK),
                 "reruns": settings.reruns,
                 "rerun": 0,
             }
@@ -91,11 +97,12 @@ def submit(
     origin: str = "cli",
     pins: list[dict[str, Any]] | None = None,
     extra_meta: dict[str, Any] | None = None,
+    lock: list[dict[str, Any]] | None = None,
 ) -> str:
     """Record the run, then publish every job over one connection. Returns the run id.
     extra_meta: more run meta (an architecture run records its transformers version)."""
     run_id = run_id or new_run_id()
-    jobs = plan_jobs(run_id, catalog, families, devices, settings, pins)
+    jobs = plan_jobs(run_id, catalog, families, devices, settings, pins, lock)
     if order == "longest-first":
         prev = store.run_ids(1)
         jobs = order_longest_first(jobs, store.results(prev[0]) if prev else [])

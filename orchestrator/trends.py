@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.protocol import Result, Status
+from fleet.protocol import PASSED, Result, Status
 from orchestrator.baselines import JobHistory
 
 TREND_METRICS = ("latency_ms_p50", "load_s", "peak_rss_mb", "cuda_peak_allocated_mb")
@@ -46,14 +46,12 @@ def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, 
         return {}
     current = history.samples[0].result
     key = weights_key(current)
-    if key is None or current.get("status") not in (Status.REAL, Status.SYNTHETIC):
+    if key is None or current.get("status") not in PASSED:
         return {}
     same = [
         s.result
         for s in history.samples
-        if s.status in (Status.REAL, Status.SYNTHETIC)
-        and weights_key(s.result) == key
-        and s.result["device"] == current["device"]
+        if s.status in PASSED and weights_key(s.result) == key and s.result["device"] == current["device"]
     ]
     out: dict[str, dict[str, Any]] = {}
     for metric in TREND_METRICS:

@@ -15,7 +15,7 @@ from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import ErrorInfo, Job, Result, Status, error_info, now
 from fleet.settings import Settings
-from workers import failures, measure, plugins, stages
+from workers import failures, identity, measure, plugins, stages
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -46,9 +46,13 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             measurement = progress.measurement = stages.measure_check(plan, resolution.bundle, on_device, repeats)
             stages.gate_quality(measurement)
             stages.gate_unchanged(resolution.evidence)
-            if not resolution.bundle.synthetic:  # known answer: compared with the job's pins (fleet/pins.py)
+            if resolution.bundle.synthetic:
+                progress.status = Status.SYNTHETIC
+            else:  # identity (fleet/lock.py), then the known answer (fleet/pins.py), then REAL or UNVERIFIED
+                progress.identity = stages.gate_identity(job, plan, resolution)
                 progress.known_answer = stages.gate_known_answer(job, plan, resolution, measurement)
-            progress.status = Status.SYNTHETIC if resolution.bundle.synthetic else Status.REAL
+                verdict = identity.decide(progress.identity, measurement)
+                progress.identity, progress.status = verdict.record, verdict.status
     except CheckFailure as exc:
         # a device that is not there, or a model our harness cannot build or feed yet: not a model failure
         status = (

@@ -43,6 +43,7 @@ class LoadEvidence:
     hash_cached: bool | None = None
     parameters_loaded: int | None = None  # parameters taken from the checkpoint (integrity.complete)
     conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
+    endpoint: str | None = None  # the Hub endpoint that answered (credentials stripped), for a download
 
     @property
     def weights_sha256(self) -> str | None:

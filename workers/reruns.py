@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from fleet.errors import ErrorKind
-from fleet.protocol import Job, Result, Status
+from fleet.protocol import PASSED, Job, Result, Status
 
 DETERMINISTIC = frozenset(
     {
@@ -33,7 +33,6 @@ DETERMINISTIC = frozenset(
         "not_allowed",  # a trust policy refusal (branch hardening): the same policy refuses again
     }
 )
-PASSED = (Status.REAL, Status.SYNTHETIC)
 
 
 def rerun_number(job: Job) -> int:

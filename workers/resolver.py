@@ -21,6 +21,7 @@ import psutil
 import torch
 import transformers
 
+from fleet import witness
 from fleet.catalog import Candidate, Family
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 from fleet.protocol import Attempt
@@ -58,6 +59,8 @@ class Located:
     lfs_sha256: dict[str, str] = field(default_factory=dict)
     record: dict[str, str] | None = None  # the package's RECORD sha256 per file (pkg: candidates)
     hub_sha: str | None = None  # the commit the Hub answered with
+    endpoint: str | None = None  # the endpoint that answered (fleet.witness.label)
+    witness: bool = False  # that endpoint is the official Hub or one this worker trusts (fleet.witness)
     conversion: dict[str, Any] | None = None  # a GGUF candidate: what was converted, and how
 
 
@@ -173,6 +176,9 @@ def _try_candidate(
     with clock.timing():
         trust.require_allowed(cand, settings)  # before anything is read, downloaded or imported
         located = locate(cand, offline, settings.hub_timeout_s)
+        if located.source == "hub":
+            located.endpoint = witness.label(hub.endpoint())
+            located.witness = witness.is_witness(hub.endpoint(), settings.trusted_endpoints)
     if cand.gguf_file:
         located = convert_gguf(located, cand)
     with clock.timing():
@@ -381,6 +387,7 @@ def load(
         hash_cached=hashed.cached,
         parameters_loaded=parameters_loaded,
         conversion=located.conversion,
+        endpoint=located.endpoint,
     )
     return bundle, evidence
 
@@ -457,8 +464,10 @@ def _provenance(
     located: Located, path: Path, hashed: integrity.Hashed, verified_by: list[str]
 ) -> tuple[str | None, str]:
     """The revision, and how it is known: never more than the evidence supports."""
-    if located.source == "hub":
-        return located.revision, "hub" if located.hub_sha and located.revision == located.hub_sha else "claimed"
+    if located.source == "hub":  # the official Hub (or a trusted endpoint) is a witness; any other, a mirror
+        if not (located.hub_sha and located.revision == located.hub_sha):
+            return located.revision, "claimed"
+        return located.revision, "hub" if located.witness else "mirror"
     if located.source == "cache":
         return located.revision, integrity.cache_ref_basis(path)
     if located.conversion is not None:  # converted from a GGUF file: as strong as that file's check

@@ -35,7 +35,7 @@ from fleet.errors import CheckFailure, ErrorKind
 from fleet.names import AUTO_CHECK, AUTO_SYNTHETIC_PREFIX
 from fleet.protocol import ErrorInfo, Job, Result, Status, base_result, now
 from fleet.settings import Settings
-from workers import devices, integrity, measure, quality, resolver
+from workers import devices, identity, integrity, measure, quality, resolver
 from workers.checks import Check, get_check
 from workers.checks.base import Bundle
 from workers.evidence import LoadEvidence
@@ -85,6 +85,7 @@ class Progress:
     placement: Placement | None = None
     measurement: Measurement | None = None
     known_answer: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None  # the weights' identity (workers/identity.py); None for synthetic
     status: Status | None = None
     error: ErrorInfo | None = None
     release: Release | None = None
@@ -141,9 +142,16 @@ def gate_unchanged(evidence: LoadEvidence) -> None:
         integrity.unchanged(evidence.hashed, "after load")
 
 
+def gate_identity(job: Job, plan: Plan, resolution: Resolution) -> dict[str, Any]:
+    """The files read against the job's model lock: the identity record (workers/identity.py),
+    or weights_corrupt / identity_mismatch raised where the lock says the bytes are not the model."""
+    bundle = resolution.bundle
+    return identity.judge(job, plan.family, bundle.name, bundle.revision, resolution.evidence)
+
+
 def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement: Measurement) -> dict[str, Any]:
     """The output against the job's pins (fleet/pins.py): the known-answer record, or
-    known_answer_mismatch raised by pins.judge."""
+    known_answer_mismatch, identity_mismatch or weights_corrupt raised by pins.judge."""
     bundle = resolution.bundle
     known = pins.judge(
         job.get("pins", []),
@@ -153,6 +161,8 @@ def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement:
         job["device"],
         plan.check.fingerprint(measurement.output),
         plan.check.tolerance(),
+        alias=identity.alias_of(plan.family, bundle.name),
+        converted=resolution.evidence.conversion is not None,
     )
     known["check"] = plan.check.name
     return known
@@ -211,6 +221,8 @@ def assemble(progress: Progress, sampler: measure.RssSampler) -> Result:
             metrics.update(progress.placement.model_metrics)
             if evidence.parameters_loaded is not None:
                 metrics["parameters_loaded"] = evidence.parameters_loaded
+    if progress.identity is not None:
+        result["identity"] = progress.identity
     if progress.placement is not None:
         environment["model_device"] = progress.placement.model_device
     result["environment"] = environment

@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+from fleet import lock as locking
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
 from fleet.errors import ExitCode
@@ -15,7 +16,7 @@ from orchestrator import expectations as expecting
 from orchestrator import notify
 from orchestrator import pins as pinning
 from orchestrator.cli.console import connect, note
-from orchestrator.cli.options import NOTIFY_HELP, PINS_HELP, Subcommands, connection, deadline, reruns
+from orchestrator.cli.options import LOCK_HELP, NOTIFY_HELP, PINS_HELP, Subcommands, connection, deadline, reruns
 
 
 def add(sub: Subcommands) -> None:
@@ -37,6 +38,7 @@ def add(sub: Subcommands) -> None:
     b.add_argument("--deadline", type=deadline, default=3600.0, metavar="S", help="run deadline (default 3600)")
     b.add_argument("--state-dir", type=Path, help="where the beat schedule file lives")
     b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
+    b.add_argument("--lock", metavar="FILE", help=LOCK_HELP)
     b.add_argument("--reruns", type=reruns, default=1, metavar="N", help="reruns of a FAILED job (default 1)")
     b.add_argument("--expectations", metavar="FILE", help="expected outcomes, for the reports and alerts")
     b.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
@@ -48,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     state = args.state_dir or settings.home
     pins_path = args.pins or settings.pins
+    lock_path = args.lock or settings.lock
     expecting.load(args.expectations)  # a bad file is an error now, not at the first scheduled run
     options = ScheduleOptions(
         spec=args.schedule or DEFAULT_SCHEDULE,
@@ -59,9 +62,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         catalog=str(Path(args.catalog).resolve()) if args.catalog else None,
         deadline_s=args.deadline,
         pins=str(Path(pins_path).resolve()) if pins_path else None,
+        lock=str(Path(lock_path).resolve()) if lock_path else None,
     )
     load_catalog(options.catalog, settings.plugins)
     pinning.load(options.pins)  # a bad pins file is an error now, not at the first scheduled run
+    locking.load(options.lock)  # so is a bad lock file
     app = make_beat_app(settings, options)  # checks the schedule
     connect(settings)
     state.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,10 @@ because no worker served their device; with --expectations: unexpected outcomes,
 passes included), 6 Redis is out of memory (nothing of the run kept), 130 interrupted. Output closed early (| head): 0.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
 
+LOCK_HELP = (
+    "model lock (TOML, from `orchestrator lock` or written by hand): the digests that make a result REAL, "
+    "on top of the shipped fleet/models.lock (default $FLEET_LOCK)"
+)
 PINS_HELP = "known-answer pins (TOML, from `orchestrator pin`), on top of the shipped ones (default $FLEET_PINS)"
 EXPECT_HELP = "expected outcome per job (TOML, e.g. from `orchestrator expect`): exit 5 only for unexpected outcomes"
 NOTIFY_HELP = "POST a JSON summary of unexpected changes here (Slack-compatible); a failed alert never fails the run"

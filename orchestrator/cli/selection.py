@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fleet import lock as locking
 from fleet.catalog import MAX_REPEATS, Catalog, load_catalog
 from fleet.devices import Device, parse_devices
 from fleet.errors import BadInput
@@ -23,7 +24,17 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from fleet.store import ResultStore
-from orchestrator.cli.options import EXPECT_HELP, NOTIFY_HELP, PINS_HELP, Parser, deadline, finite, reruns, whole
+from orchestrator.cli.options import (
+    EXPECT_HELP,
+    LOCK_HELP,
+    NOTIFY_HELP,
+    PINS_HELP,
+    Parser,
+    deadline,
+    finite,
+    reruns,
+    whole,
+)
 
 
 def parent() -> argparse.ArgumentParser:
@@ -73,6 +84,7 @@ def parent() -> argparse.ArgumentParser:
         help="submission order: longest expected job first (from the previous run), or catalog order",
     )
     select.add_argument("--pins", metavar="FILE", help=PINS_HELP)
+    select.add_argument("--lock", metavar="FILE", help=LOCK_HELP)
     select.add_argument(
         "--reruns",
         type=reruns,
@@ -94,6 +106,7 @@ class Selection:
     devices: list[Device]
     run_settings: RunSettings
     pins: list[dict[str, Any]]
+    lock: list[dict[str, Any]]
     expected: expecting.Expectations | None
     meta: dict[str, Any]  # more run meta (an architecture run records its transformers version)
 
@@ -112,6 +125,7 @@ class Selection:
             origin=origin,
             pins=self.pins,
             extra_meta=self.meta,
+            lock=self.lock,
         )
 
 
@@ -125,9 +139,10 @@ def prepare(
     chosen = parse_devices(devices)
     run_settings = _run_settings(args)
     pins = pinning.load(args.pins or settings.pins)
+    lock = locking.load(args.lock or settings.lock)
     expected = expecting.load(args.expectations)
     notify.check_url(args.notify)
-    return Selection(catalog, families, chosen, run_settings, pins, expected, meta)
+    return Selection(catalog, families, chosen, run_settings, pins, lock, expected, meta)
 
 
 def _run_settings(args: argparse.Namespace) -> RunSettings:

