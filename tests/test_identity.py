@@ -1,0 +1,164 @@
+"""Identity sabotage: fakes whose every proof was written by whoever supplied the bytes. Each is
+built for real (real MiniLM weights edited, real HF cache layouts, a local Hub stand-in) and run
+through the worker's core; none may come out REAL (workers/identity.py, fleet/lock.py). The
+positive controls stay REAL, and a model in the cache that nothing vouches for is UNVERIFIED
+until a lock written from a Hub-verified run vouches for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fleet import lock
+from fleet.catalog import Candidate, Family, load_catalog
+from fleet.jobs import MAX_LOCK
+from fleet.protocol import Status
+from orchestrator import pins as pinning
+from orchestrator.cli.lock import from_results
+from tests.fakehub import FakeHub
+from tests.models import MINILM_LOCKED, family, save_tiny
+from tests.test_integrity import copy_minilm, into_cache, rewrite_weights
+from workers import hub
+from workers.core import run_job
+
+
+def run(fam: Family, entries: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    job = {
+        "run_id": "run-identity",
+        "job_id": f"{fam.name}@cpu",
+        "family": fam.name,
+        "device": "cpu",
+        "family_spec": fam.to_dict(),
+        "time_limit_s": 300,
+        "repeats": 1,
+        "pins": pinning.for_job(pinning.load(), fam, "cpu"),
+        "lock": lock.for_job(lock.load() if entries is None else entries, fam.names(), MAX_LOCK),
+    }
+    return run_job(job)  # type: ignore[arg-type]
+
+
+def minilm(*cands: Candidate) -> Family:
+    return family("bert", candidates=cands, name="minilm")
+
+
+def swap_layers(folder: Path) -> Path:
+    """MiniLM with encoder layers 4 and 5 swapped: still embeds well, but is not MiniLM."""
+
+    def change(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(t)
+        for k in t:
+            if ".layer.4." in k:
+                other = k.replace(".layer.4.", ".layer.5.")
+                out[k], out[other] = t[other], t[k]
+        return out
+
+    return rewrite_weights(folder, change)
+
+
+def status_kind(r: dict[str, Any]) -> tuple[str, str | None]:
+    return r["status"], (r["error"] or {}).get("kind")
+
+
+# -- positive controls ----------------------------------------------------------------------
+def test_packaged_minilm_is_real_anchored_by_the_shipped_lock(hf_home: Path) -> None:
+    fam = load_catalog().families["minilm"]
+    r = run(fam)
+    assert status_kind(r) == ("REAL", None), (r["error"], r["attempts"])
+    assert r["identity"]["anchored_by"] == "lock" and r["identity"]["lock"]["entry"].startswith(MINILM_LOCKED)
+    assert set(r["identity"]["files"]) >= {"model.safetensors", "config.json", "tokenizer.json", "vocab.txt"}
+    without = run(fam, entries=[])  # the same bytes with no lock: nothing outside the package vouches
+    assert status_kind(without) == ("UNVERIFIED", None)
+    assert without["identity"]["anchored_by"] is None and without["identity"]["to_anchor"]
+
+
+# -- fakes ----------------------------------------------------------------------------------
+def test_self_consistent_cache_copy_is_unverified(hf_home: Path, tmp_path: Path) -> None:
+    """Blob names equal to the new bytes' sha256 and a refs/main: consistent with itself only."""
+    into_cache(hf_home, "sentence-transformers/all-MiniLM-L6-v2", swap_layers(copy_minilm(tmp_path / "m")))
+    cand = Candidate(id="sentence-transformers/all-MiniLM-L6-v2", alias_of=MINILM_LOCKED)
+    r = run(minilm(cand))
+    assert r["output"]["quality"]["passed"] is True  # the gate alone cannot tell
+    assert status_kind(r) == ("UNVERIFIED", None), r["error"]
+    assert r["revision_basis"] == "cache_ref"
+
+
+def test_locked_hub_revision_with_other_bytes_is_corrupt(hf_home: Path, tmp_path: Path) -> None:
+    snap = into_cache(hf_home, "org/minilm", swap_layers(copy_minilm(tmp_path / "m")))
+    genuine = next(e for e in lock.load() if e["model"] == MINILM_LOCKED)  # the files the check reads
+    entry = dict(genuine, model="org/minilm", revision=snap.name)
+    r = run(minilm(Candidate(id="org/minilm")), entries=[entry])
+    assert status_kind(r) == ("FAILED", "weights_corrupt"), r["error"]
+    assert "model.safetensors" in r["error"]["data"]["files"]
+
+
+def test_mirror_serving_altered_bytes_is_unverified_and_names_the_mirror(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FLEET_TRUSTED_ENDPOINTS")  # a mirror: not declared a witness
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    fake_hub.add("org/minilm-edit", swap_layers(copy_minilm(tmp_path / "m")))  # true LFS sha256 of the new bytes
+    r = run(minilm(Candidate(id="org/minilm-edit")))
+    assert status_kind(r) == ("UNVERIFIED", None), r["error"]
+    assert r["revision_basis"] == "mirror" and r["identity"]["endpoint"] == os.environ["HF_ENDPOINT"]
+    assert "mirror" in r["identity"]["unverified"][0]
+
+
+def test_minilm_bytes_under_another_name_are_identity_mismatch(fake_hub: FakeHub, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    fake_hub.add("google/bert-like", copy_minilm(tmp_path / "m"))  # a trusted endpoint, the wrong name
+    r = run(minilm(Candidate(id="google/bert-like")))
+    assert status_kind(r) == ("FAILED", "identity_mismatch"), r["error"]
+    assert r["error"]["data"]["locked_as"] == MINILM_LOCKED
+
+
+def test_real_weights_with_swapped_token_ids_are_not_real(tmp_path: Path, monkeypatch) -> None:
+    """The tokenizer is part of the key: the weights' pin under another name is identity_mismatch."""
+    folder = copy_minilm(tmp_path / "m")
+    vocab = (folder / "vocab.txt").read_text().splitlines()
+    for a, b in (("good", "bad"), ("yes", "no"), ("love", "hate")):
+        i, j = vocab.index(a), vocab.index(b)
+        vocab[i], vocab[j] = vocab[j], vocab[i]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "tokenizer.json").unlink()  # the slow tokenizer reads vocab.txt
+    monkeypatch.setenv("FLEET_ALLOW_PATHS", str(tmp_path))
+    r = run(minilm(Candidate(path=str(folder))))
+    assert status_kind(r) == ("FAILED", "identity_mismatch"), r["error"]
+
+
+def test_random_tiny_model_at_a_local_path_is_not_real(tmp_path: Path, monkeypatch) -> None:
+    folder = save_tiny("bert", tmp_path / "m")
+    monkeypatch.setenv("FLEET_ALLOW_PATHS", str(tmp_path))
+    r = run(dataclasses.replace(family("bert", candidates=(Candidate(path=str(folder)),)), check="forward"))
+    assert r["status"] in (Status.UNVERIFIED, Status.FAILED), r["status"]
+    assert r["status"] != Status.REAL
+    if r["status"] == Status.UNVERIFIED:
+        assert r["identity"]["anchored_by"] is None and r["revision_basis"] == "content_digest"
+
+
+# -- the lock, from a Hub-verified run ------------------------------------------------------
+def test_cached_model_is_unverified_until_a_lock_from_a_hub_verified_run_vouches_for_it(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    fake_hub.add("org/minilm-variant", swap_layers(copy_minilm(tmp_path / "m")))
+    fam = minilm(Candidate(id="org/minilm-variant"))
+    online = run(fam)  # the stand-in is declared official (conftest): the Hub vouches
+    assert status_kind(online) == ("REAL", None), online["error"]
+    assert online["identity"]["anchored_by"] == "hub" and online["revision_basis"] == "hub"
+    entries = from_results([online], "run test")
+    assert [e["model"] for e in entries] == ["org/minilm-variant"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # now from the cache only
+    assert status_kind(run(fam)) == ("UNVERIFIED", None)
+    assert status_kind(run(fam, entries=[*lock.load(), *entries])) == ("REAL", None)
+    # the lock written to a file and read back is the same lock
+    path = tmp_path / "user.lock"
+    path.write_text(lock.dumps(entries))
+    assert lock.load_file(path) == entries
+    shutil.rmtree(tmp_path / "hf")
+    assert hub.offline_reason() == "HF_HUB_OFFLINE is set"
