@@ -24,12 +24,14 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
+from fleet import lock
 from fleet.catalog import Candidate, Family, load_catalog
 from fleet.errors import IntegrityFailure
+from fleet.jobs import MAX_LOCK
 from fleet.protocol import Status
 from orchestrator import pins as pinning
 from tests.fakehub import FakeHub
-from tests.models import family, save_tiny
+from tests.models import MINILM_LOCKED, family, save_tiny
 from workers import hub, integrity
 from workers.checks import get_check
 from workers.core import run_job
@@ -115,6 +117,7 @@ def run_family(fam: Family) -> dict[str, Any]:
         "time_limit_s": 300,
         "repeats": 1,
         "pins": pinning.for_job(pinning.load(), fam, "cpu"),  # the shipped known answers, as submit sends them
+        "lock": lock.for_job(lock.load(), fam.names(), MAX_LOCK),  # and the shipped model lock
     }
     return run_job(job)
 
@@ -160,7 +163,7 @@ def test_real_minilm_stays_real_with_verified_provenance(hf_home: Path) -> None:
 
 def test_real_minilm_in_the_cache_is_real_with_cache_provenance(hf_home: Path, tmp_path: Path) -> None:
     into_cache(hf_home, "sentence-transformers/all-MiniLM-L6-v2", copy_minilm(tmp_path / "m"))
-    result = run_family(minilm_fam(Candidate(id="sentence-transformers/all-MiniLM-L6-v2")))
+    result = run_family(minilm_fam(Candidate(id="sentence-transformers/all-MiniLM-L6-v2", alias_of=MINILM_LOCKED)))
     assert result["status"] == Status.REAL, (result["error"], result["attempts"])
     assert result["source"] == "cache" and result["revision_basis"] == "cache_ref"
     assert result["weights"]["verified_by"] == ["cache_blob"]

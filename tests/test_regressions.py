@@ -30,7 +30,7 @@ from orchestrator.runs import wait
 from orchestrator.submit import submit
 from orchestrator.trends import TrendSettings
 from tests.helpers import ROOT, Worker, orchestrator, wait_for_worker, worker_env, write_catalog
-from tests.models import family, minilm_repo
+from tests.models import MINILM_LOCKED, family, minilm_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.service]  # the module fixture starts redis-server and a worker
 
@@ -83,7 +83,8 @@ def synthetic_family(name: str, check: str = "causal_lm") -> Any:
 
 def test_degradation_across_an_unrelated_run_is_a_regression_with_its_cause(fleet: Fleet, tmp_path: Path) -> None:
     weights = minilm_repo(tmp_path / "minilm")  # the real MiniLM weights in a local folder
-    mini = Catalog("test", {"mini": family("bert", candidates=(Candidate(path=str(weights)),), name="mini")})
+    copy = Candidate(path=str(weights), alias_of=MINILM_LOCKED)  # declared the same model as the locked one
+    mini = Catalog("test", {"mini": family("bert", candidates=(copy,), name="mini")})
     other = Catalog("test", {"other": synthetic_family("other")})
     first = fleet.run(mini)
     r1 = fleet.store.results(first)[0]
