@@ -98,6 +98,8 @@ def main() -> None:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
+        os.environ["FLEET_HOST_KEY"] = str(scratch / "key" / "host.key")  # signs the digest cache; not the user's
+        os.environ["FLEET_ALLOW_PATHS"] = os.pathsep.join((str(minilm()[1].parent), str(scratch)))  # --allow-path
         figures: dict[str, Any] = {}
         fam, weights = minilm()
         figures["minilm"] = measure(fam, weights, args.rounds, scratch)

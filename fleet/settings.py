@@ -124,6 +124,12 @@ def _number(
     return value
 
 
+def _within(path: Path, folder: Path) -> bool:
+    """Whether path lies inside folder, by name (both made absolute, links not followed)."""
+    p, f = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return p == f or f in p.parents
+
+
 def _names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
 
@@ -136,6 +142,9 @@ class Settings:
     redis_ca: str | None = None  # FLEET_REDIS_CA: CA bundle for rediss:// with a private CA
     home: Path = field(default_factory=lambda: Path.home() / ".local" / "state" / "model-fleet")  # FLEET_HOME
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "model-fleet")  # FLEET_CACHE_DIR
+    # FLEET_HOST_KEY: the worker host's secret that signs its caches (workers.hostkey); never
+    # inside cache_dir, since whoever can write the cache must not be able to read it.
+    host_key: Path = field(default_factory=lambda: Path.home() / ".config" / "model-fleet" / "host.key")
     keep_runs: int = 200  # FLEET_KEEP_RUNS
     visibility_timeout_s: int = 3900  # FLEET_VISIBILITY_TIMEOUT
     hub_timeout_s: float = 10.0  # FLEET_HUB_TIMEOUT
@@ -169,12 +178,23 @@ class Settings:
             cache = Path(env["FLEET_CACHE_DIR"])
         else:
             cache = Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
+        if env.get("FLEET_HOST_KEY"):
+            host_key = Path(env["FLEET_HOST_KEY"]).expanduser()
+            if _within(host_key, cache):
+                raise BadInput(
+                    f"$FLEET_HOST_KEY ({host_key}) lies inside the cache folder {cache}: whoever can write the "
+                    "cache could read or replace it; keep it elsewhere"
+                )
+        else:
+            config = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+            host_key = Path(config) / "model-fleet" / "host.key"
         growth = env.get("FLEET_MAX_RSS_GROWTH_MB")
         return cls(
             redis_url=check_redis_url(env.get("FLEET_REDIS_URL") or DEFAULT_REDIS_URL, "$FLEET_REDIS_URL"),
             redis_ca=env.get("FLEET_REDIS_CA") or None,
             home=home,
             cache_dir=cache,
+            host_key=host_key,
             keep_runs=int(_number(env, "FLEET_KEEP_RUNS", 200, minimum=1, maximum=MAX_KEEP_RUNS)),
             visibility_timeout_s=int(_number(env, "FLEET_VISIBILITY_TIMEOUT", 3900, minimum=1, maximum=MAX_DEADLINE_S)),
             hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0, maximum=MAX_SOCKET_TIMEOUT_S),

@@ -52,9 +52,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session", autouse=True)
 def fleet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One GGUF conversion cache for the session (workers inherit it): converting SmolLM2 takes
-    15-25 s, reusing it well under a second. A FLEET_CACHE_DIR set outside is kept."""
+    15-25 s, reusing it well under a second. A FLEET_CACHE_DIR set outside is kept (with
+    $FLEET_HOST_KEY or the default host key that signed it); otherwise the session's cache is
+    signed with a host key of its own, outside the cache folder (workers.hostkey)."""
     if not os.environ.get("FLEET_CACHE_DIR"):
         os.environ["FLEET_CACHE_DIR"] = str(tmp_path_factory.mktemp("fleet-cache"))
+        if not os.environ.get("FLEET_HOST_KEY"):
+            os.environ["FLEET_HOST_KEY"] = str(tmp_path_factory.mktemp("host-key") / "host.key")
     return Path(os.environ["FLEET_CACHE_DIR"])
 
 

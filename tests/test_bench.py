@@ -25,6 +25,7 @@ CASES = [
     ("offline_resolution", ["--skip-naive"], "black_hole_ours_s"),
     ("soak", ["--jobs", "30", "--kills", "1"], "distinct_results"),
     ("gguf", ["--rounds", "1"], "cached_convert_s_median"),
+    ("host_key", ["--calls", "3", "--rounds", "1"], "warm_after_over_before"),
     ("quality_calibration", ["--no-smollm2", "--repeats", "1"], "max_quality_share"),
 ]
 

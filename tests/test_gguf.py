@@ -10,14 +10,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from fleet.broker import make_app
-from fleet.catalog import load_catalog
+from fleet.catalog import Candidate, load_catalog
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator.runs import wait
 from orchestrator.submit import submit
+from tests.adversary import gguf_forged_cache
+from tests.models import family
 from workers import gguf, pkgpath
+from workers.checks import get_check
+from workers.resolver import resolve
 
 pytestmark = pytest.mark.slow
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,6 +74,52 @@ def test_tampered_converted_folder_is_not_trusted(
     assert rebuilt.provenance["converted_sha256"] == converted.provenance["converted_sha256"]
     assert gguf.verify(folder, converted.provenance["gguf_sha256"]) is None
     assert not [p for p in (tmp_path / "converted").iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_forged_conversion_folder_with_rewritten_provenance_is_rebuilt(
+    converted: gguf.Conversion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24: whoever can write the cache folder edits the converted weights and rewrites
+    provenance.json to match (every file's sha256 true of the bytes there). Without the host's
+    signature over it the folder is not trusted: it is converted again from the genuine GGUF."""
+    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path))
+    genuine = converted.provenance["converted_sha256"]
+    folder = tmp_path / "converted" / converted.folder.name
+    shutil.copytree(converted.folder, folder)
+    forged = gguf_forged_cache.forge(folder)  # one tensor scaled, provenance.json rewritten to match
+    assert forged != genuine and json.loads((folder / gguf.PROVENANCE).read_text())["converted_sha256"] == forged
+    problem = gguf.verify(folder, converted.provenance["gguf_sha256"])
+    assert problem == "provenance.json is not signed with this host's key"
+    rebuilt = gguf.convert(gguf_path())
+    assert rebuilt.cached is False and rebuilt.replaced == problem
+    assert rebuilt.provenance["converted_sha256"] == genuine == gguf.sha256_file(folder / gguf.WEIGHTS)
+    assert gguf.convert(gguf_path()).cached is True  # the rebuilt folder carries this host's signature
+
+
+def test_converted_folder_is_not_trusted_without_a_host_key(
+    converted: gguf.Conversion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("FLEET_HOST_KEY", str(tmp_path / "a-file" / "host.key"))  # cannot be created
+    problem = gguf.verify(converted.folder, converted.provenance["gguf_sha256"])
+    assert problem is not None and "no host key" in problem
+
+
+def test_gguf_at_a_plain_path_is_named_by_its_content_digest(converted: gguf.Conversion, tmp_path: Path) -> None:
+    """Issue 24: a GGUF file in a plain folder is known by its own bytes (basis content_digest,
+    revision sha256:<GGUF sha256>), never an unexplained `claimed` with no revision."""
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    shutil.copy(gguf_path(), folder / GGUF_FILE)
+    fam = family("llama", candidates=(Candidate(path=str(folder), gguf_file=GGUF_FILE, params_m=135),))
+    res = resolve(fam, get_check(fam.check), torch.device("cpu"))
+    assert res.bundle is not None, res.attempts
+    gguf_sha = converted.provenance["gguf_sha256"]
+    assert res.evidence.revision_basis == "content_digest"
+    assert res.bundle.revision == f"sha256:{gguf_sha}" and res.bundle.source == "local"
+    assert res.evidence.conversion is not None and res.evidence.conversion["gguf_sha256"] == gguf_sha
+    assert res.evidence.conversion["cached"] is True  # the session's signed conversion, reused
+    assert res.evidence.weights_sha256 == converted.provenance["converted_sha256"]
 
 
 def test_worker_runs_llama_offline_real_from_smollm2(redis_url: str, start_worker, converted: gguf.Conversion) -> None:

@@ -11,11 +11,14 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import sqlite3
 import sys
 import sysconfig
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from fleet.protocol import Status
 from orchestrator import pins as pinning
 from tests.fakehub import FakeHub
 from tests.models import MINILM_LOCKED, family, save_tiny
-from workers import hub, integrity
+from workers import hostkey, hub, integrity
 from workers.checks import get_check
 from workers.core import run_job
 from workers.resolver import Trail, resolve
@@ -450,6 +453,98 @@ def test_digest_cache_survives_an_unwritable_cache_dir(tmp_path: Path, monkeypat
     path = save_tiny("llama", tmp_path / "m")
     res = resolve_one(llama_fam(Candidate(path=str(path))))
     assert res.bundle is not None and res.evidence.hash_cached is False
+
+
+# -- host caches only save work (issue 24) ------------------------------------------------
+def forge_digest_row(cache_file: Path, p: Path, sha: str, mac: str) -> None:
+    """What anyone who can write the cache folder can add, without the host's key: a row naming
+    `sha` for p's current version ("moved": the genuine row's signature, "other_key": signed with
+    a key of their own, "unsigned": no signature), plus a row in the unsigned table of before."""
+    real, key = os.path.realpath(p), integrity.stat_key(p)
+    with closing(sqlite3.connect(cache_file)) as conn, conn:
+        signature = {
+            "moved": conn.execute("SELECT mac FROM signed_digests WHERE path=?", (real,)).fetchone()[0],
+            "other_key": hostkey.sign(b"\x07" * 32, hostkey.DIGEST_ROW, [real, list(key), sha]),
+            "unsigned": "",
+        }[mac]
+        conn.execute(
+            "INSERT OR REPLACE INTO signed_digests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (real, *key, sha, signature, 0.0),
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS digests (dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,"
+            " ctime_ns INTEGER, sha256 TEXT NOT NULL, path TEXT, hashed_at REAL,"
+            " PRIMARY KEY (dev, ino, size, mtime_ns, ctime_ns))"
+        )
+        conn.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*key, sha, str(p), 0.0))
+
+
+@pytest.mark.parametrize("mac", ["moved", "other_key", "unsigned"])
+def test_forged_digest_row_beside_a_tampered_file_is_ignored(tmp_path: Path, digest_cache: Path, mac: str) -> None:
+    path = save_tiny("llama", tmp_path / "m")
+    weights = path / "model.safetensors"
+    fam = llama_fam(Candidate(path=str(path)))
+    genuine = resolve_one(fam).evidence.weights_sha256
+    assert genuine == sha256(weights)
+    flip_bytes(weights)
+    tampered = sha256(weights)
+    forge_digest_row(digest_cache / "digests.sqlite", weights, genuine, mac)
+    result = run_family(fam)
+    assert result["weights_sha256"] == tampered != genuine, result["error"]
+    assert result["weights"]["files"] == {"model.safetensors": tampered}
+    assert result["metrics"]["hash_cached"] is False
+    # the forged row was overwritten with this host's own: the next job skips the hashing, same answer
+    again = resolve_one(fam).evidence
+    assert again.hash_cached is True and again.weights_sha256 == tampered
+
+
+def test_warm_host_with_its_key_skips_hashing(tmp_path: Path, digest_cache: Path) -> None:
+    path = save_tiny("llama", tmp_path / "m")
+    fam = llama_fam(Candidate(path=str(path)))
+    first, second = resolve_one(fam).evidence, resolve_one(fam).evidence
+    assert first.hash_cached is False and second.hash_cached is True
+    assert second.weights_sha256 == first.weights_sha256 == sha256(path / "model.safetensors")
+    # a row is only this host's word: under another key the same rows are misses
+    other = integrity.DigestCache(digest_cache / "digests.sqlite", key=b"\x01" * 32)
+    hashed = integrity.hash_files(path, ["model.safetensors"], ["config.json"], other)
+    assert hashed.cached is False and hashed.digest == first.weights_sha256
+
+
+def _unusable_key(case: str, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "keys" / "host.key"
+    key.parent.mkdir()
+    if case == "cannot_be_created":
+        (tmp_path / "a-file").write_text("")
+        key = tmp_path / "a-file" / "host.key"
+    elif case == "open_to_others":
+        key.write_text(secrets.token_hex(32))
+        key.chmod(0o644)
+    elif case == "not_a_key":
+        key.write_text("0123abcd\n")
+        key.chmod(0o600)
+    elif case == "a_folder":
+        key.mkdir()
+    if case == "default_inside_the_cache":  # the default location, with XDG_CONFIG_HOME in the cache folder
+        monkeypatch.delenv("FLEET_HOST_KEY")
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(cache / "config"))
+    else:
+        monkeypatch.setenv("FLEET_HOST_KEY", str(key))
+
+
+@pytest.mark.parametrize(
+    "case", ["cannot_be_created", "open_to_others", "not_a_key", "a_folder", "default_inside_the_cache"]
+)
+def test_without_a_usable_host_key_everything_is_hashed(
+    tmp_path: Path, digest_cache: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    _unusable_key(case, tmp_path, digest_cache, monkeypatch)
+    assert hostkey.load() is None
+    path = save_tiny("llama", tmp_path / "m")
+    fam = llama_fam(Candidate(path=str(path)))
+    first, second = resolve_one(fam).evidence, resolve_one(fam).evidence
+    assert first.hash_cached is False and second.hash_cached is False
+    assert first.weights_sha256 == second.weights_sha256 == sha256(path / "model.safetensors")
+    assert not (digest_cache / "config").exists()  # no key was made inside the cache folder
 
 
 # -- provenance ---------------------------------------------------------------------------

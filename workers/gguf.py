@@ -3,8 +3,13 @@ file's sha256, and load that folder afterwards.
 
 Dequantising SmolLM2-135M (Q4_1) takes 15-25 s here; loading the converted folder 1-3 s. The
 folder is built in a temporary directory and renamed into place, so two workers converting at
-once never see a half-written folder. On reuse every file is hashed again and compared with
-provenance.json: a folder that does not match what was written is not trusted but rebuilt.
+once never see a half-written folder.
+
+The cache folder only saves work, it is never evidence: provenance.json carries an HMAC made
+with the host's key (workers.hostkey, kept outside the cache folder). On reuse the signature
+is checked and every file is hashed again (through the signed digest cache) and compared with
+it; a folder that is unsigned, signed with another key, or does not match what was written is
+not trusted but rebuilt. With no host key every use converts again.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from fleet.settings import Settings
-from workers import integrity
+from workers import hostkey, integrity
 
 PROVENANCE = "provenance.json"
+SIGNATURE = "signature"  # provenance.json's HMAC over the rest of its content
 WEIGHTS = "model.safetensors"
 DTYPE = "float16"  # half precision: half the disk of float32; the resolver loads it as float32
 
@@ -56,51 +62,63 @@ def cache_dir() -> Path:
     return Settings.from_env().cache_dir
 
 
-def sha256_file(path: Path) -> str:
-    """Through the host's digest cache: an unchanged GGUF file or converted folder is not read
-    again on every job (an edit in place changes its ctime, so it is hashed again)."""
-    return integrity.file_sha256(path)
+def sha256_file(path: Path, cache: integrity.DigestCache | None = None) -> str:
+    """Through the host's signed digest cache: an unchanged GGUF file or converted folder is not
+    read again on every job (an edit in place changes its ctime, so it is hashed again)."""
+    return integrity.file_sha256(path, cache)
 
 
 def convert(gguf_path: Path) -> Conversion:
     """The converted folder for this GGUF file: reused when it verifies, otherwise (re)built."""
     t0 = time.perf_counter()
-    gguf_sha = sha256_file(gguf_path)
-    target = cache_dir() / "converted" / gguf_sha
+    settings = Settings.from_env()
+    cache = integrity.DigestCache.for_host(settings)
+    gguf_sha = sha256_file(gguf_path, cache)
+    target = settings.cache_dir / "converted" / gguf_sha
     replaced = None
     if target.exists():
-        problem = verify(target, gguf_sha)
+        problem = verify(target, gguf_sha, cache)
         if problem is None:
             prov = json.loads((target / PROVENANCE).read_text(encoding="utf-8"))
-            return Conversion(target, prov, time.perf_counter() - t0, cached=True)
+            return Conversion(target, _unsigned(prov), time.perf_counter() - t0, cached=True)
         replaced = problem
         _discard(target)
-    prov = _build(gguf_path, gguf_sha, target)
+    prov = _build(gguf_path, gguf_sha, target, cache)
     return Conversion(target, prov, time.perf_counter() - t0, cached=False, replaced=replaced)
 
 
-def verify(folder: Path, gguf_sha: str) -> str | None:
-    """None when every file in the folder is the one provenance.json names (bytes hashed now),
+def verify(folder: Path, gguf_sha: str, cache: integrity.DigestCache | None = None) -> str | None:
+    """None when provenance.json is signed with this host's key and every file in the folder is
+    the one it names (bytes hashed now, or a signed digest row for the same file version),
     otherwise what is wrong."""
+    cache = cache or integrity.DigestCache.for_host()
+    if cache.key is None:
+        return "no host key: a converted folder cannot be trusted"
     try:
         prov = json.loads((folder / PROVENANCE).read_text(encoding="utf-8"))
+        if not hostkey.valid(cache.key, hostkey.PROVENANCE, _unsigned(prov), prov.get(SIGNATURE)):
+            return "provenance.json is not signed with this host's key"
         files: dict[str, str] = prov["files"]
         if prov["gguf_sha256"] != gguf_sha or prov["converted_sha256"] != files[WEIGHTS]:
             return "provenance.json does not describe this GGUF file"
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"no usable provenance.json ({type(exc).__name__}: {exc})"
     present = {p.name for p in folder.iterdir() if p.name != PROVENANCE}
     if present != set(files):
         extra, missing = sorted(present - set(files)), sorted(set(files) - present)
         return f"files differ from provenance.json (extra {extra}, missing {missing})"
     for name, expected in files.items():
-        got = sha256_file(folder / name)
+        got = sha256_file(folder / name, cache)
         if got != expected:
             return f"{name}: sha256 {got[:12]}... differs from provenance.json ({expected[:12]}...)"
     return None
 
 
-def _build(gguf_path: Path, gguf_sha: str, target: Path) -> dict[str, Any]:
+def _unsigned(prov: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in prov.items() if k != SIGNATURE}
+
+
+def _build(gguf_path: Path, gguf_sha: str, target: Path, cache: integrity.DigestCache) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -118,7 +136,7 @@ def _build(gguf_path: Path, gguf_sha: str, target: Path) -> dict[str, Any]:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         del model
-        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        written, files = _hash_written(tmp)
         if WEIGHTS not in files:
             raise RuntimeError(f"conversion wrote no {WEIGHTS} (files: {sorted(files)})")
         prov = {
@@ -130,19 +148,52 @@ def _build(gguf_path: Path, gguf_sha: str, target: Path) -> dict[str, Any]:
             "dtype": DTYPE,
             "convert_seconds": round(time.perf_counter() - t0, 3),
         }
-        (tmp / PROVENANCE).write_text(json.dumps(prov, indent=2, sort_keys=True), encoding="utf-8")
+        stored = dict(prov)
+        if cache.key is not None:
+            stored[SIGNATURE] = hostkey.sign(cache.key, hostkey.PROVENANCE, prov)
+        (tmp / PROVENANCE).write_text(json.dumps(stored, indent=2, sort_keys=True), encoding="utf-8")
         os.chmod(tmp, 0o755)
         try:
             os.replace(tmp, target)
         except OSError:
             # Another worker renamed its folder into place first: use that one if it verifies.
-            if target.is_dir() and verify(target, gguf_sha) is None:
-                return dict(json.loads((target / PROVENANCE).read_text(encoding="utf-8")))
+            if target.is_dir() and verify(target, gguf_sha, cache) is None:
+                return _unsigned(json.loads((target / PROVENANCE).read_text(encoding="utf-8")))
             raise
+        _remember(target, written, files, cache)
         return prov
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _hash_written(folder: Path) -> tuple[dict[str, integrity.StatKey], dict[str, str]]:
+    """(stat key, sha256) of each file just written, hashed from its bytes (a cache with no
+    key reads and writes nothing); a file that changes while it is hashed fails the build."""
+    written: dict[str, integrity.StatKey] = {}
+    files: dict[str, str] = {}
+    for p in sorted(folder.iterdir()):
+        key = integrity.stat_key(p)
+        files[p.name] = integrity.file_sha256(p, integrity.DigestCache(key=None))
+        if integrity.stat_key(p) != key:
+            raise RuntimeError(f"{p.name} changed while the conversion was hashing it")
+        written[p.name] = key
+    return written, files
+
+
+def _remember(
+    folder: Path, written: dict[str, integrity.StatKey], files: dict[str, str], cache: integrity.DigestCache
+) -> None:
+    """Signed digest rows for the files under their final names, for those still the file
+    version that was hashed (the rename moves the folder, not the files): the first load after a
+    conversion then reads a stat and a row per file, not 260 MB again."""
+    for name, key in written.items():
+        p = folder / name
+        try:
+            if integrity.stat_key(p) == key:
+                cache.put(key, files[name], os.path.realpath(p))
+        except OSError:
+            continue
 
 
 def _discard(folder: Path) -> None:

@@ -3,8 +3,9 @@
 - weight_files(): exactly the files transformers will read (it is given the same folder and
   the same use_safetensors), mirroring its order of preference.
 - hash_files(): sha256 of each file from its bytes, with a digest cache on this host keyed by
-  (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns); a safetensors header that promises
-  more bytes than the file holds is a truncated file.
+  the real path and (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns), each row signed with
+  the host's key (workers.hostkey) so the cache can skip work but never change an answer; a
+  safetensors header that promises more bytes than the file holds is a truncated file.
 - claims() / verify(): what the source says the bytes are (the Hub's LFS sha256, the cache's
   blob name, the package's RECORD) against what was hashed; a mismatch is weights_corrupt.
 - unchanged(): the files transformers read are the files hashed (same inode, size, times).
@@ -31,6 +32,7 @@ from typing import Any
 
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 from fleet.settings import Settings
+from workers import hostkey
 
 SAFE_SINGLE = "model.safetensors"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -125,42 +127,71 @@ def cache_dir() -> Path:
 class DigestCache:
     """sha256 of files on this host, keyed by where and when the file was last changed.
 
+    A cache only saves work, it is never evidence: every row is signed with the host's key
+    (workers.hostkey, kept outside the cache folder) over (real path, stat key, sha256), and a
+    row that is unsigned or signed with another key is a miss (the file is hashed again and the
+    row overwritten). With no key nothing is read from or written to the cache.
+
     sqlite in WAL mode: safe with several workers writing at once. A cache that cannot be
     opened or written is skipped (the file is hashed), never a failed job."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    TABLE = "signed_digests"
+
+    def __init__(self, path: Path | None = None, key: bytes | None = None) -> None:
         self.path = path or cache_dir() / "digests.sqlite"
+        self.key = key
+
+    @classmethod
+    def for_host(cls, settings: Settings | None = None) -> DigestCache:
+        """This host's cache, with its key (None when the key cannot be had: nothing trusted)."""
+        settings = settings or Settings.from_env()
+        return cls(settings.cache_dir / "digests.sqlite", hostkey.load(settings))
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=10)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS digests (dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,"
-            " ctime_ns INTEGER, sha256 TEXT NOT NULL, path TEXT, hashed_at REAL,"
-            " PRIMARY KEY (dev, ino, size, mtime_ns, ctime_ns))"
+            f"CREATE TABLE IF NOT EXISTS {self.TABLE} (path TEXT NOT NULL, dev INTEGER, ino INTEGER, size INTEGER,"
+            " mtime_ns INTEGER, ctime_ns INTEGER, sha256 TEXT NOT NULL, mac TEXT NOT NULL, hashed_at REAL,"
+            " PRIMARY KEY (path, dev, ino, size, mtime_ns, ctime_ns))"
         )
         return conn
 
-    def get(self, key: StatKey) -> str | None:
+    def get(self, key: StatKey, real_path: str) -> str | None:
+        """The digest this host recorded for this file version, or None (a miss)."""
+        if self.key is None:
+            return None
         try:
             with closing(self._connect()) as conn:
                 row = conn.execute(
-                    "SELECT sha256 FROM digests WHERE dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?", key
+                    f"SELECT sha256, mac FROM {self.TABLE}"
+                    " WHERE path=? AND dev=? AND ino=? AND size=? AND mtime_ns=? AND ctime_ns=?",
+                    (real_path, *key),
                 ).fetchone()
         except (sqlite3.Error, OSError):
             return None
-        return str(row[0]) if row else None
+        if row is None or not isinstance(row[0], str):
+            return None
+        sha, mac = row
+        return sha if hostkey.valid(self.key, hostkey.DIGEST_ROW, _row(real_path, key, sha), mac) else None
 
-    def put(self, key: StatKey, sha256: str, path: Path) -> None:
+    def put(self, key: StatKey, sha256: str, real_path: str) -> None:
+        if self.key is None:
+            return
+        mac = hostkey.sign(self.key, hostkey.DIGEST_ROW, _row(real_path, key, sha256))
         try:
             with closing(self._connect()) as conn, conn:
                 conn.execute(
-                    "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*key, sha256, str(path), time.time()),
+                    f"INSERT OR REPLACE INTO {self.TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (real_path, *key, sha256, mac, time.time()),
                 )
         except (sqlite3.Error, OSError):
             pass
+
+
+def _row(real_path: str, key: StatKey, sha256: str) -> list[Any]:
+    return [real_path, list(key), sha256]
 
 
 def stat_key(p: Path) -> StatKey:
@@ -199,7 +230,9 @@ def combined_digest(files: dict[str, str]) -> str:
 
 
 def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestCache | None = None) -> Hashed:
-    cache = cache or DigestCache()
+    """The digests of the files read, each from its bytes now or from a row this host signed
+    for the same file version (path, inode, size, mtime and ctime): never from anything else."""
+    cache = cache or DigestCache.for_host()
     t0 = time.perf_counter()
     out = Hashed(path, {})
     all_cached, numel = True, 0
@@ -210,13 +243,13 @@ def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestC
             watch = watch_key(p, key)
             if name.endswith(".safetensors"):
                 numel += _safetensors_numel(p, name, key[2])
-            sha = cache.get(key)
+            sha = cache.get(key, watch[1])
             if sha is None:
                 all_cached = False
                 sha = _sha256(p)
                 if watch_key(p) != watch:
                     raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{name}: changed while it was being hashed")
-                cache.put(key, sha, p)
+                cache.put(key, sha, watch[1])
         except OSError as exc:
             raise CheckFailure(ErrorKind.LOAD_ERROR, f"{name}: unreadable ({_oserror(exc)})") from None
         out.watched[name] = watch
@@ -228,15 +261,16 @@ def hash_files(path: Path, weights: list[str], others: list[str], cache: DigestC
 
 
 def file_sha256(p: Path, cache: DigestCache | None = None) -> str:
-    """sha256 of one file through this host's digest cache (keyed by stat, ctime included, so
-    an edit in place is a miss); a file that changes while it is hashed is not cached."""
-    cache = cache or DigestCache()
-    key = stat_key(p)
-    sha = cache.get(key)
+    """sha256 of one file through this host's signed digest cache (keyed by real path and stat,
+    ctime included, so an edit in place is a miss); a file that changes while it is hashed is
+    not cached."""
+    cache = cache or DigestCache.for_host()
+    real, key = os.path.realpath(p), stat_key(p)
+    sha = cache.get(key, real)
     if sha is None:
         sha = _sha256(p)
         if stat_key(p) == key:
-            cache.put(key, sha, p)
+            cache.put(key, sha, real)
     return sha
 
 

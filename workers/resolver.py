@@ -260,8 +260,9 @@ def convert_gguf(located: Located, cand: Candidate) -> Located:
         "local",
         located.revision,
         _weight_files(conv.folder),
-        # No claim for the converted bytes: their digest comes from convert() (or from a
-        # provenance.json in a writable cache), not from the Hub or any other source.
+        # No claim for the converted bytes: their digest is hashed by load() like any local
+        # folder's; a cached folder is reused only when its provenance.json carries this host's
+        # signature (workers.hostkey), never on the word of whoever can write the cache.
         conversion=conversion,
     )
 
@@ -471,8 +472,11 @@ def _provenance(
     if located.source == "cache":
         return located.revision, integrity.cache_ref_basis(path)
     if located.conversion is not None:  # converted from a GGUF file: as strong as that file's check
-        verified = located.conversion.get("gguf_verified_by") == "package_record"
-        return located.revision, "package_record" if verified else "claimed"
+        if located.conversion.get("gguf_verified_by") == "package_record":
+            return located.revision, "package_record"
+        if located.revision is None:  # a GGUF file at a plain path: named by its own bytes
+            return f"sha256:{located.conversion['gguf_sha256']}", "content_digest"
+        return located.revision, "claimed"
     if located.revision is not None:  # a package name==version
         recorded = located.record or {}
         whole = all(f in recorded for f in [*hashed.files, *hashed.others])

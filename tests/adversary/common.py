@@ -18,12 +18,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def isolate(base: Path | None = None, cache_dir: Path | None = None) -> Path:
-    """Point HF_HOME, FLEET_CACHE_DIR at fresh folders under `base`; Hub offline."""
+    """Point HF_HOME, FLEET_CACHE_DIR and the host key (outside the cache) at fresh paths under
+    `base`; Hub offline."""
     base = base or Path(tempfile.mkdtemp(prefix="fleet-adv-"))
     os.environ["HF_HOME"] = str(base / "hf")
     os.environ.pop("HF_HUB_CACHE", None)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["FLEET_CACHE_DIR"] = str(cache_dir or base / "fleet-cache")
+    os.environ["FLEET_HOST_KEY"] = str(base / "host-key" / "host.key")
     os.environ.pop("FLEET_PINS", None)
     return base
 
