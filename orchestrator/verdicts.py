@@ -27,12 +27,18 @@ class Verdict:
 
 
 def of_counts(run_id: str, counts: Counter[str]) -> Verdict:
-    """Exit 5 when any job FAILED or was LOST; FLAKY jobs are only noted."""
+    """Exit 5 when any job FAILED or was LOST; FLAKY and UNVERIFIED jobs are only noted."""
     bad = sum(counts.get(s, 0) for s in FAILING)
     flaky = counts.get("FLAKY", 0)
+    unverified = counts.get("UNVERIFIED", 0)
     notes = []
     if flaky:
         notes.append(f"run {run_id}: {flaky} job(s) FLAKY (passed on a rerun)")
+    if unverified:
+        notes.append(
+            f"run {run_id}: {unverified} job(s) UNVERIFIED (nothing outside the weights' supplier vouches "
+            "for them: add a lock entry with --lock FILE; the report says what would anchor each)"
+        )
     if bad:
         notes.append(f"run {run_id}: {bad} job(s) FAILED or LOST")
         return Verdict(RunFailed.exit_code, tuple(notes))

@@ -7,6 +7,7 @@ until a lock written from a Hub-verified run vouches for it."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +23,7 @@ from fleet.protocol import Status
 from orchestrator import pins as pinning
 from orchestrator.cli.lock import from_results
 from tests.fakehub import FakeHub
+from tests.helpers import orchestrator, write_catalog
 from tests.models import MINILM_LOCKED, family, save_tiny
 from tests.test_integrity import copy_minilm, into_cache, rewrite_weights
 from workers import hub
@@ -162,3 +164,45 @@ def test_cached_model_is_unverified_until_a_lock_from_a_hub_verified_run_vouches
     assert lock.load_file(path) == entries
     shutil.rmtree(tmp_path / "hf")
     assert hub.offline_reason() == "HF_HUB_OFFLINE is set"
+
+
+def test_orchestrator_lock_from_a_hub_verified_run_then_offline_runs_are_real_with_it(
+    redis_url: str, start_worker, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    """Through the real CLI and real workers: online against a Hub stand-in declared official,
+    `orchestrator lock` writes the entry; an offline worker is UNVERIFIED without it, REAL with it."""
+    fake_hub.add("org/minilm-variant", swap_layers(copy_minilm(tmp_path / "m")))
+    spec = {"check": "embedding", "architectures": ["BertModel"], "synthetic": "bert"}
+    catalog = write_catalog(tmp_path / "c.toml", {"mini": {**spec, "candidates": [{"id": "org/minilm-variant"}]}})
+    hf = tmp_path / "hf"
+    env = {"FLEET_REDIS_URL": redis_url}
+    submit = ("submit", "--catalog", str(catalog), "--family", "mini", "--wait", "--repeats", "1", "--reruns", "0")
+    online = start_worker(redis_url, name="online", HF_HOME=str(hf), HF_HUB_OFFLINE="0")
+    first = orchestrator(*submit, env=env)
+    assert first.returncode == 0, first.stderr
+    run_id = first.stdout.strip()
+    online.stop()
+
+    out = tmp_path / "user.lock"
+    res = orchestrator("lock", run_id, "--output", str(out), env=env)
+    assert res.returncode == 0, res.stderr
+    (entry,) = lock.load_file(out)
+    assert entry["model"] == "org/minilm-variant" and "model.safetensors" in entry["files"]
+    assert os.environ["HF_ENDPOINT"] in entry["source"]
+
+    start_worker(redis_url, name="offline", HF_HOME=str(hf))  # HF_HUB_OFFLINE=1: the cache only
+    plain = orchestrator(*submit, env=env)
+    assert plain.returncode == 0 and "UNVERIFIED" in plain.stderr, plain.stderr
+    result = json.loads(orchestrator("report", "--format", "json", env=env).stdout)["results"][0]
+    assert result["status"] == "UNVERIFIED" and result["identity"]["to_anchor"]
+    locked = orchestrator(*submit, "--lock", str(out), env=env)
+    assert locked.returncode == 0, locked.stderr
+    result = json.loads(orchestrator("report", "--format", "json", env=env).stdout)["results"][0]
+    assert (result["status"], result["identity"]["anchored_by"]) == ("REAL", "lock")
+    md = orchestrator("report", env=env).stdout
+    assert "anchored by the model lock (org/minilm-variant@" in md
+
+    # a run with nothing the Hub vouched for has nothing to lock: refused, no file written
+    none = orchestrator("lock", "--output", str(tmp_path / "none.lock"), env=env)
+    assert none.returncode == 2 and "nothing to lock" in none.stderr
+    assert not (tmp_path / "none.lock").exists()

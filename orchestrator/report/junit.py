@@ -81,8 +81,10 @@ def to_junit(report: dict[str, Any]) -> str:
             ET.SubElement(case, "skipped", {"message": why})
         elif r["status"] == Status.FLAKY:
             _rerun_nodes(case, "flakyFailure", reruns)
-        ET.SubElement(
-            case, "system-out"
-        ).text = f"{r['status']} model={r.get('model_used')} source={r.get('source')} revision={r.get('revision')}"
+        out = f"{r['status']} model={r.get('model_used')} source={r.get('source')} revision={r.get('revision')}"
+        ident = r.get("identity")
+        if r["status"] == Status.UNVERIFIED and isinstance(ident, dict):
+            out += "".join(f"\nunverified: {why}" for why in ident.get("unverified") or [])
+        ET.SubElement(case, "system-out").text = out
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
