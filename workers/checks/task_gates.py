@@ -21,7 +21,8 @@ import torch
 from workers import quality
 from workers.checks.base import Bundle
 
-# Files whose presence means the checkpoint ships a tokenizer (then it must load for a text gate).
+# Files whose presence means the checkpoint ships a tokenizer (each is among the files the
+# resolver hashes, workers.resolver.PREPROCESSING_FILES).
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -29,7 +30,6 @@ TOKENIZER_FILES = (
     "vocab.json",
     "tokenizer.model",
     "spiece.model",
-    "sentencepiece.bpe.model",
 )
 ENCODER_WHY = "below the bound proves nothing for a text encoder not tuned for sentence similarity"
 
