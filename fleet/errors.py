@@ -47,6 +47,7 @@ class ErrorKind(StrEnum):
     IDENTITY_MISMATCH = "identity_mismatch"  # the bytes are pinned or locked as another model (fleet/lock.py)
     SIZE_MISMATCH = "size_mismatch"  # the checkpoint is far from the size the catalog gives the candidate
     QUALITY_GATE = "quality_gate"  # complete weights whose outputs show no pretraining
+    DEGENERATE_WEIGHTS = "degenerate_weights"  # constant weight matrices, or one output for different inputs
     TIMEOUT = "timeout"
     WORKER_LOST = "worker_lost"
     DEVICE_UNAVAILABLE = "device_unavailable"

@@ -36,7 +36,7 @@ def test_real_minilm_passes_the_gate_and_records_it(hf_home: object) -> None:
     assert 0 < result["metrics"]["quality_s"]
 
 
-@pytest.mark.parametrize("how", [*DEGRADED, "embeddings_only"])
+@pytest.mark.parametrize("how", [h for h in [*DEGRADED, "embeddings_only"] if h != "zero"])
 def test_degraded_minilm_fails_the_gate_with_value_and_bound(how: str) -> None:
     check, bundle, _ = _real_minilm_bundle()
     degrade(bundle.model, how)
@@ -46,6 +46,16 @@ def test_degraded_minilm_fails_the_gate_with_value_and_bound(how: str) -> None:
     data = info.value.data
     assert data["passed"] is False and data["value"] < data["bound"] == quality.EMBEDDING_MARGIN
     assert f"semantic_margin = {data['value']}" in info.value.message and str(data["bound"]) in info.value.message
+
+
+def test_zero_minilm_is_refused_as_degenerate_before_its_gate() -> None:
+    """Every sentence embeds to the same vector: degenerate_weights, whatever the margin."""
+    check, bundle, _ = _real_minilm_bundle()
+    degrade(bundle.model, "zero")
+    with pytest.raises(CheckFailure) as info:
+        measure.benchmark(check, bundle, CPU, repeats=1)
+    assert info.value.kind == "degenerate_weights" and info.value.data["identical"] == ["embeddings [3, 384]"]
+    assert quality.degenerate_weights(bundle.model) is not None
 
 
 @pytest.mark.parametrize("builder", ["llama", "t5", "wav2vec2", "bert"])

@@ -30,6 +30,7 @@ DETERMINISTIC = frozenset(
         str(ErrorKind.NO_CONFIG),
         str(ErrorKind.TOO_LARGE),
         str(ErrorKind.QUALITY_GATE),
+        str(ErrorKind.DEGENERATE_WEIGHTS),
         "not_allowed",  # a trust policy refusal (branch hardening): the same policy refuses again
     }
 )

@@ -20,6 +20,24 @@ def number(value: Any, digits: int = 2, empty: str = "-") -> str:
     return str(value)
 
 
+def quality_verdict(q: Any) -> str:
+    """What a quality record (workers/quality.py) says, in words: passed, failed, information
+    only, or "no gate: <reason>" when no bound was checked. Any record renders, with or without
+    a bound."""
+    if not isinstance(q, dict):
+        return "no quality record"
+    passed, reason = q.get("passed"), q.get("reason")
+    if passed is None and reason:
+        return f"no gate: {reason}" + (" (synthetic weights)" if q.get("informational") else "")
+    if q.get("informational"):
+        return "information only (synthetic weights)"
+    if passed is None:
+        return "no gate: no bound was checked"
+    if passed is True:
+        return "passed"
+    return f"failed: {reason}" if reason else "failed"
+
+
 def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **globals_: Any) -> jinja2.Environment:
     """A strict environment (undefined names fail) with the status ranking every report shows."""
     env = jinja2.Environment(
@@ -31,5 +49,7 @@ def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **glob
         keep_trailing_newline=True,
     )
     env.filters.update(filters)
-    env.globals.update(RANK=RANK, STATUSES=STATUSES, FAILING=[str(s) for s in FAILING], **globals_)
+    env.globals.update(
+        RANK=RANK, STATUSES=STATUSES, FAILING=[str(s) for s in FAILING], quality_verdict=quality_verdict, **globals_
+    )
     return env

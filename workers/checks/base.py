@@ -77,6 +77,12 @@ class Check:
         """{"metric", "value", "bound", "reference", "passed", ...}; runs under inference_mode."""
         raise NotImplementedError
 
+    def distinct_outputs(self, bundle: Bundle, inputs: dict[str, Any], first: Any) -> list[tuple[str, torch.Tensor]]:
+        """(name, tensor) pairs of the first inference's outputs whose first dimension runs over
+        different inputs: measure refuses weights (degenerate_weights) whose outputs are all the
+        same for them. [] where the check feeds one input only (nothing to compare)."""
+        return []
+
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return 1.0
 

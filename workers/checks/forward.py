@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from fleet.errors import CheckFailure
+from workers.checks import task_gates
 from workers.checks.base import Bundle, Check, invalid, require_finite, sample
 from workers.tiny import Unsupported
 from workers.tiny.inputs import BATCH, leading_sizes, make_inputs
@@ -41,10 +42,9 @@ class ForwardCheck(Check):
     fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3}
 
     def load_preprocessing(self, path: Path) -> tuple[Any, Any]:
-        return (
-            None,
-            None,
-        )  # inputs are made from the model's config (workers.tiny.inputs), whatever the repository ships
+        # inputs are made from the model's config (workers.tiny.inputs); the tokenizer, when the
+        # repository ships one, is for the quality gate (workers/checks/task_gates.py)
+        return task_gates.load_tokenizer(path), None
 
     def prepare(self, bundle: Bundle, device: torch.device) -> dict[str, Any]:
         try:
@@ -79,9 +79,16 @@ class ForwardCheck(Check):
             raise invalid(f"{name} differs between two identical forward passes", max_abs_diff=diff)
         return {"output_name": name, "shape": list(t.shape), "sample": sample(t), "outputs": len(a)}
 
+    def gate_texts(self, bundle: Bundle) -> list[str]:
+        return task_gates.texts(bundle, task_gates.task_of(bundle, bundle.task or self.task))
+
     def quality(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
-        # random synthetic weights: there is no quality to measure, only information
-        return {"metric": "none", "value": None, "bound": None, "reference": None, "passed": None}
+        """The gate of the loaded class's task, or a record saying there is none (passed None)."""
+        return task_gates.measure(bundle, task_gates.task_of(bundle, bundle.task or self.task))
+
+    def distinct_outputs(self, bundle: Bundle, inputs: dict[str, Any], first: Any) -> list[tuple[str, torch.Tensor]]:
+        # the BATCH rows of every input differ (workers.tiny.inputs draws each row on its own)
+        return [(name, t) for name, t in _tensors(first) if t.dim() > 0 and t.shape[0] == BATCH]
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return float(BATCH)

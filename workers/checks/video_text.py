@@ -67,6 +67,9 @@ class VideoTextCheck(Check):
             "logits_sample": sample(first[0]),
         }
 
+    def distinct_outputs(self, bundle: Bundle, inputs: dict[str, Any], first: Any) -> list[tuple[str, torch.Tensor]]:
+        return [("logits_per_video per prompt", first[0].unsqueeze(-1))]  # three different prompts
+
     def gate_texts(self, bundle: Bundle) -> list[str]:
         return quality.flatten(quality.PROMPT_TRIPLES)
 
