@@ -74,9 +74,13 @@ def test_packaged_minilm_is_real_anchored_by_the_shipped_lock(hf_home: Path) -> 
     assert status_kind(r) == ("REAL", None), (r["error"], r["attempts"])
     assert r["identity"]["anchored_by"] == "lock" and r["identity"]["lock"]["entry"].startswith(MINILM_LOCKED)
     assert set(r["identity"]["files"]) >= {"model.safetensors", "config.json", "tokenizer.json", "vocab.txt"}
-    without = run(fam, entries=[])  # the same bytes with no lock: nothing outside the package vouches
-    assert status_kind(without) == ("UNVERIFIED", None)
-    assert without["identity"]["anchored_by"] is None and without["identity"]["to_anchor"]
+    # the worker holds the shipped lock itself: a job message can add entries, never drop or replace them
+    shipped = next(e for e in lock.load() if e["model"] == MINILM_LOCKED)
+    files = {**shipped["files"], "vocab.txt": "0" * 64}
+    forged = dict(shipped, files=files, digest=lock.digest(files))
+    for carried in ([], [forged]):
+        again = run(fam, entries=carried)
+        assert status_kind(again) == ("REAL", None) and again["identity"]["lock"]["source"] == shipped["source"]
 
 
 # -- fakes ----------------------------------------------------------------------------------
@@ -206,3 +210,27 @@ def test_orchestrator_lock_from_a_hub_verified_run_then_offline_runs_are_real_wi
     none = orchestrator("lock", "--output", str(tmp_path / "none.lock"), env=env)
     assert none.returncode == 2 and "nothing to lock" in none.stderr
     assert not (tmp_path / "none.lock").exists()
+
+
+def test_hub_download_beside_a_file_the_hub_never_listed_is_not_anchored(
+    fake_hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Hub vouches for the files it listed at that commit, nothing else: a config in the
+    local snapshot that points transformers at an extra weights file is the cache's word."""
+    hf = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(hf))
+    fake_hub.add("org/minilm-variant", swap_layers(copy_minilm(tmp_path / "m")))
+    fam = minilm(Candidate(id="org/minilm-variant"))
+    assert status_kind(run(fam)) == ("REAL", None)
+    (snap,) = (hf / "hub" / "models--org--minilm-variant" / "snapshots").iterdir()
+    shutil.copy(snap / "model.safetensors", snap / "evil.safetensors")
+    config = json.loads((snap / "config.json").read_text())
+    (snap / "config.json").unlink()  # a plain file now, where the cache had a link to its blob
+    (snap / "config.json").write_text(json.dumps({**config, "transformers_weights": "evil.safetensors"}))
+    r = run(fam)
+    assert r["status"] != "REAL", r["identity"]
+    assert status_kind(r) == ("FAILED", "weights_corrupt"), r["error"]  # config.json is not the Hub's blob
+    (snap / "config.json").unlink()
+    shutil.copy(tmp_path / "m" / "config.json", snap / "config.json")  # the Hub's own config back
+    (snap / "tokenizer_config.json").write_text((snap / "tokenizer_config.json").read_text() + " ")
+    assert status_kind(run(fam))[1] == "weights_corrupt"  # an edited tokenizer file: not the Hub's either

@@ -15,7 +15,7 @@ from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import ErrorInfo, Job, Result, Status, error_info, now
 from fleet.settings import Settings
-from workers import failures, identity, measure, plugins, stages
+from workers import failures, identity, measure, plugins, quality, stages
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -42,6 +42,8 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             resolution = progress.resolution = stages.resolve(plan, on_device, settings, progress.trail)
             placement = progress.placement = stages.place(resolution.bundle)
             stages.gate_on_device(placement, on_device, job["device"])
+            if not resolution.bundle.synthetic:  # constant or all-zero weight matrices: degenerate_weights
+                quality.refuse_degenerate_weights(resolution.bundle.model)
             repeats = int(job.get("repeats") or plan.family.repeats)
             measurement = progress.measurement = stages.measure_check(plan, resolution.bundle, on_device, repeats)
             stages.gate_quality(measurement)
@@ -49,7 +51,7 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             if resolution.bundle.synthetic:
                 progress.status = Status.SYNTHETIC
             else:  # identity (fleet/lock.py), then the known answer (fleet/pins.py), then REAL or UNVERIFIED
-                progress.identity = stages.gate_identity(job, plan, resolution)
+                progress.identity = stages.gate_identity(job, plan, resolution, settings)
                 progress.known_answer = stages.gate_known_answer(job, plan, resolution, measurement)
                 verdict = identity.decide(progress.identity, measurement)
                 progress.identity, progress.status = verdict.record, verdict.status

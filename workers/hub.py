@@ -136,6 +136,7 @@ class RepoInfo:
     gated: bool
     files: dict[str, int] = field(default_factory=dict)  # filename -> size in bytes
     lfs_sha256: dict[str, str] = field(default_factory=dict)
+    blob_sha1: dict[str, str] = field(default_factory=dict)  # git blob id of every other file (config, tokenizer)
 
 
 def repo_info(repo_id: str, revision: str | None, timeout_s: float = 10.0) -> RepoInfo:
@@ -145,13 +146,16 @@ def repo_info(repo_id: str, revision: str | None, timeout_s: float = 10.0) -> Re
         )
     files: dict[str, int] = {}
     lfs: dict[str, str] = {}
+    blobs: dict[str, str] = {}
     for s in info.siblings or []:
         files[s.rfilename] = int(s.size or 0)
         if s.lfs is not None:
             sha = s.lfs.get("sha256") if isinstance(s.lfs, dict) else getattr(s.lfs, "sha256", None)
             if sha:
                 lfs[s.rfilename] = sha
-    return RepoInfo(sha=info.sha, gated=bool(info.gated), files=files, lfs_sha256=lfs)
+        elif isinstance(getattr(s, "blob_id", None), str):
+            blobs[s.rfilename] = s.blob_id
+    return RepoInfo(sha=info.sha, gated=bool(info.gated), files=files, lfs_sha256=lfs, blob_sha1=blobs)
 
 
 def fetch_file(repo_id: str, filename: str, revision: str | None, timeout_s: float = 10.0) -> Path:

@@ -18,6 +18,7 @@ the bytes of a locked model under another name are identity_mismatch (fleet/lock
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from fleet import lock
 from fleet.catalog import Family
 from fleet.errors import ErrorKind, IntegrityFailure
 from fleet.protocol import Job, Status
+from fleet.settings import Settings
 from workers.evidence import LoadEvidence
 from workers.measure import Measurement
 
@@ -58,12 +60,29 @@ def alias_of(family: Family, name: str) -> str | None:
     return next((c.alias_of for c in family.candidates if c.name == name), None)
 
 
-def judge(job: Job, family: Family, name: str, revision: str | None, evidence: LoadEvidence) -> dict[str, Any]:
+def entries(job: Job, settings: Settings) -> list[dict[str, Any]]:
+    """The lock this job is judged by: the worker's own (the shipped fleet/models.lock and the
+    worker's $FLEET_LOCK), then the job's entries for keys the worker's does not hold. A job
+    message can add entries, never drop or replace the worker's."""
+    own = _worker_lock(str(settings.lock or ""))
+    held = {lock.key(e) for e in own}
+    return [*own, *(e for e in job.get("lock", []) if lock.key(e) not in held)]
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_lock(path: str) -> list[dict[str, Any]]:
+    return lock.load(path or None)
+
+
+def judge(
+    job: Job, family: Family, name: str, revision: str | None, evidence: LoadEvidence, settings: Settings
+) -> dict[str, Any]:
     """The identity record of a candidate's load (before its output is judged): the files read,
     their digest, and what anchors them. Raises what fleet/lock.judge raises, and
     weights_corrupt for a conversion whose output differs from the lock's converted digest."""
     read = read_files(evidence)
-    verdict = lock.judge(job.get("lock", []), name, revision, read, alias_of(family, name))
+    locked = entries(job, settings)
+    verdict = lock.judge(locked, name, revision, read, alias_of(family, name))
     record: dict[str, Any] = {"files": read, "digest": lock.digest(read), "basis": evidence.revision_basis}
     if evidence.endpoint is not None:
         record["endpoint"] = evidence.endpoint
@@ -71,7 +90,7 @@ def judge(job: Job, family: Family, name: str, revision: str | None, evidence: L
         record["anchored_by"] = "lock"
         record["lock"] = verdict
         if evidence.conversion:
-            _converted_as_locked(job, name, revision, evidence.conversion)
+            _converted_as_locked(locked, name, revision, evidence.conversion)
     elif evidence.revision_basis == "hub":
         record["anchored_by"] = "hub"
     else:
@@ -100,8 +119,10 @@ def decide(record: dict[str, Any], measurement: Measurement) -> Identity:
     return Identity(Status.UNVERIFIED if why else Status.REAL, out)
 
 
-def _converted_as_locked(job: Job, name: str, revision: str | None, conversion: dict[str, Any]) -> None:
-    entry = next((e for e in job.get("lock", []) if e["model"] == name and e["revision"] == revision), None)
+def _converted_as_locked(
+    locked: list[dict[str, Any]], name: str, revision: str | None, conversion: dict[str, Any]
+) -> None:
+    entry = next((e for e in locked if e["model"] == name and e["revision"] == revision), None)
     want = (entry or {}).get("converted", {}).get(transformers.__version__)
     if want is not None and want != conversion.get("converted_sha256"):
         raise IntegrityFailure(

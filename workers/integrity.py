@@ -336,13 +336,18 @@ def git_blob_sha1(p: Path) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
 
-def claims(hashed: Hashed, hub_lfs: dict[str, str], record: dict[str, str] | None) -> list[dict[str, str]]:
-    """What each source says the files are: the Hub's LFS sha256, the cache blob's name (sha256
-    for large files, git blob sha1 for small ones), the package's RECORD."""
+def claims(
+    hashed: Hashed, hub_lfs: dict[str, str], record: dict[str, str] | None, hub_blobs: dict[str, str] | None = None
+) -> list[dict[str, str]]:
+    """What each source says the files are: the Hub's LFS sha256 (large files) or git blob id
+    (the others), the cache blob's name (sha256 for large files, git blob sha1 for small ones),
+    the package's RECORD."""
     out: list[dict[str, str]] = []
     for name in [*hashed.files, *hashed.others]:
         if name in hub_lfs:
             out.append({"file": name, "sha256": hub_lfs[name], "by": "hub"})
+        elif hub_blobs and name in hub_blobs:
+            out.append({"file": name, "git_sha1": hub_blobs[name], "by": "hub"})
         link = hashed.path / name
         if link.is_symlink():
             blob = Path(os.readlink(link)).name

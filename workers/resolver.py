@@ -42,7 +42,14 @@ PREPROCESSING_FILES = (
     "merges.txt",
     "spiece.model",
     "tokenizer.model",
+    "sentencepiece.bpe.model",
+    "source.spm",
+    "target.spm",
+    "chat_template.jinja",
+    "generation_config.json",
     "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MEMORY_HEADROOM = 1.2  # weights need this factor of free memory to count as fitting
@@ -57,6 +64,7 @@ class Located:
     revision: str | None
     files: dict[str, int] = field(default_factory=dict)  # weight file -> bytes
     lfs_sha256: dict[str, str] = field(default_factory=dict)
+    hub_blobs: dict[str, str] = field(default_factory=dict)  # the Hub's git blob id of each non-LFS file
     record: dict[str, str] | None = None  # the package's RECORD sha256 per file (pkg: candidates)
     hub_sha: str | None = None  # the commit the Hub answered with
     endpoint: str | None = None  # the endpoint that answered (fleet.witness.label)
@@ -212,7 +220,9 @@ def locate(cand: Candidate, offline: str | None, hub_timeout_s: float = 10.0) ->
     _require_safe(cand, list(weights))
     # Downloads name the catalog's revision (or main), so the cache records the ref for offline use.
     config_path = hub.fetch_file(cand.id, "config.json", cand.revision, hub_timeout_s)
-    return Located(config_path.parent, "hub", info.sha, weights, info.lfs_sha256, hub_sha=info.sha)
+    return Located(
+        config_path.parent, "hub", info.sha, weights, info.lfs_sha256, hub_blobs=info.blob_sha1, hub_sha=info.sha
+    )
 
 
 def _locate_local(spec: str) -> Located:
@@ -363,12 +373,12 @@ def load(
         preprocessing = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
     hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else []), *preprocessing])
     with clock.timing():
-        claims = integrity.claims(hashed, located.lfs_sha256, located.record)
+        claims = integrity.claims(hashed, located.lfs_sha256, located.record, located.hub_blobs)
         verified_by = integrity.verify(hashed, claims)
         model, tokenizer, processor, parameters_loaded = _from_pretrained(
             path, use_safetensors, hashed, cand, family, check, dev, architecture
         )
-        revision, basis = _provenance(located, path, hashed, verified_by)
+        revision, basis = _provenance(located, path, hashed, verified_by, claims)
     bundle = Bundle(
         model=model,
         tokenizer=tokenizer,
@@ -462,11 +472,16 @@ def _read_config(path: Path, cand: Candidate) -> dict[str, Any]:
 
 
 def _provenance(
-    located: Located, path: Path, hashed: integrity.Hashed, verified_by: list[str]
+    located: Located, path: Path, hashed: integrity.Hashed, verified_by: list[str], claims: list[dict[str, str]]
 ) -> tuple[str | None, str]:
     """The revision, and how it is known: never more than the evidence supports."""
     if located.source == "hub":  # the official Hub (or a trusted endpoint) is a witness; any other, a mirror
-        if not (located.hub_sha and located.revision == located.hub_sha):
+        # Every file read must be one the Hub listed at this commit, its bytes matching the Hub's
+        # LFS sha256 or git blob id (verify() checked each claim): a file in the local snapshot that
+        # the Hub did not vouch for (an edited config or tokenizer, an extra weights file) is not the Hub's.
+        vouched = {c["file"] for c in claims if c["by"] == "hub"}
+        whole = all(f in vouched for f in [*hashed.files, *hashed.others])
+        if not (located.hub_sha and located.revision == located.hub_sha and whole):
             return located.revision, "claimed"
         return located.revision, "hub" if located.witness else "mirror"
     if located.source == "cache":

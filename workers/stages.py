@@ -142,11 +142,11 @@ def gate_unchanged(evidence: LoadEvidence) -> None:
         integrity.unchanged(evidence.hashed, "after load")
 
 
-def gate_identity(job: Job, plan: Plan, resolution: Resolution) -> dict[str, Any]:
+def gate_identity(job: Job, plan: Plan, resolution: Resolution, settings: Settings) -> dict[str, Any]:
     """The files read against the job's model lock: the identity record (workers/identity.py),
     or weights_corrupt / identity_mismatch raised where the lock says the bytes are not the model."""
     bundle = resolution.bundle
-    return identity.judge(job, plan.family, bundle.name, bundle.revision, resolution.evidence)
+    return identity.judge(job, plan.family, bundle.name, bundle.revision, resolution.evidence, settings)
 
 
 def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement: Measurement) -> dict[str, Any]:
