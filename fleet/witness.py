@@ -37,6 +37,9 @@ def label(url: str) -> str:
 
 
 def is_witness(url: str, trusted: tuple[str, ...] = ()) -> bool:
-    """Whether this endpoint's answers anchor identity: the official Hub or a declared one."""
+    """Whether this endpoint's answers anchor identity: the official Hub or a declared one. A URL
+    that HTTP clients may read two ways (userinfo, a backslash, spaces) is never a witness."""
+    if any(ch in url for ch in "@\\ \t") or any(ord(ch) < 0x20 for ch in url):
+        return False
     here = label(url)
     return here == OFFICIAL or here in {label(t) for t in trusted}

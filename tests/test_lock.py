@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fleet import lock, pins
+from fleet import lock, pins, witness
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure, LockError
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
@@ -123,3 +123,28 @@ def test_a_pinned_model_and_revision_with_other_bytes_is_weights_corrupt_even_wi
     # a GGUF file converted again may give other bytes: its output is compared instead
     ok = pins.judge([PIN], "org/minilm", "v1", B, "cpu", {"x": [1.0]}, {}, converted=True)
     assert ok["pinned_by"] == "same_model_revision"
+
+
+# -- witnesses ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "official"),
+    [
+        ("https://huggingface.co", True),
+        ("https://HuggingFace.co/", True),
+        ("http://huggingface.co", False),  # not the official scheme
+        ("https://huggingface.co.", False),
+        ("https://huggingface.co:8443", False),
+        ("https://huggingface.co/mirror", False),
+        ("https://evil.example\\@huggingface.co", False),  # clients disagree on where this goes
+        ("https://user:secret@huggingface.co", False),
+        ("https://huggingface.co\t", False),
+        ("not a url", False),
+    ],
+)
+def test_only_the_official_hub_is_a_witness_unless_another_endpoint_is_declared(url: str, official: bool) -> None:
+    assert witness.is_witness(url) is official
+    assert witness.is_witness("http://127.0.0.1:9000", ("http://127.0.0.1:9000/",))
+
+
+def test_a_recorded_endpoint_has_no_credentials() -> None:
+    assert witness.label("https://user:secret@mirror.example/hf/") == "https://mirror.example/hf"
