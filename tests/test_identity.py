@@ -276,3 +276,29 @@ def test_a_package_copy_with_a_rewritten_record_is_not_real(edit: str) -> None:
     finally:
         shutil.rmtree(site / module, ignore_errors=True)
         shutil.rmtree(site / f"{module}-0.1.0.dist-info", ignore_errors=True)
+
+
+def test_adhoc_random_and_all_zero_models_from_a_trusted_hub_are_not_real_and_every_report_renders(
+    redis_url: str, start_worker, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    """`--model` jobs (the check follows the config's architecture): a random tiny BERT and an
+    all-zero causal LM, served by a Hub stand-in the workers trust. Neither is REAL, and the
+    markdown, HTML and JSON reports render their quality records (bound or none)."""
+    fake_hub.add("someone/random-bert", save_tiny("bert", tmp_path / "bert"))
+    zero = rewrite_weights(
+        save_tiny("llama", tmp_path / "zero"), lambda t: {k: torch.zeros_like(v) for k, v in t.items()}
+    )
+    fake_hub.add("someone/zero-lm", zero)
+    start_worker(redis_url, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="0")
+    env = {"FLEET_REDIS_URL": redis_url}
+    models = ("--model", "someone/random-bert", "--model", "someone/zero-lm")
+    res = orchestrator("submit", *models, "--wait", "--repeats", "1", "--reruns", "0", env=env)
+    assert res.returncode in (0, 5) and "Traceback" not in res.stderr, res.stderr
+    data = json.loads(orchestrator("report", "--format", "json", env=env).stdout)
+    got = {r["job_id"]: status_kind(r) for r in data["results"]}
+    assert got["model:someone/zero-lm@cpu"] == ("FAILED", "degenerate_weights"), got
+    assert got["model:someone/random-bert@cpu"][0] in ("UNVERIFIED", "FAILED"), got
+    for fmt in ("md", "html", "junit"):
+        shown = orchestrator("report", "--format", fmt, env=env)
+        assert shown.returncode == 0 and "Traceback" not in shown.stderr, (fmt, shown.stderr)
+        assert "someone/random-bert" in shown.stdout
