@@ -7,6 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
+from fleet import witness
 from fleet.errors import BadInput
 from fleet.settings import Settings
 from fleet.store import ResultStore
@@ -42,6 +43,14 @@ def add(sub: Subcommands) -> None:
         metavar="DIR",
         help="start the workers with --allow-path DIR (repeatable; catalogs with local paths need it)",
     )
+    r.add_argument(
+        "--trust-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="start the workers with --trust-endpoint URL: this HF_ENDPOINT vouches for identity like the "
+        "official Hub (repeatable; default: only https://huggingface.co)",
+    )
     r.set_defaults(handler=run)
 
 
@@ -62,6 +71,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if not Path(raw).expanduser().is_dir():
             raise BadInput(f"--allow-path {raw}: no such directory")
         flags += ["--allow-path", str(Path(raw).expanduser().resolve())]
+    for raw in args.trust_endpoint:
+        flags += ["--trust-endpoint", witness.normalize(raw)]  # a bad URL is exit 2 before anything starts
     note(f"starting Redis and workers ({worker_devices}) in {state}")
     with EmbeddedFleet(state, worker_devices, worker_flags=flags) as fleet:
         fleet_settings = settings.with_redis_url(fleet.url)
