@@ -87,7 +87,16 @@ def test_metrics_count_jobs_regressions_and_waiting_queue(redis_url: str) -> Non
     run_id = _fixture(store)  # run-2: REAL 2, SYNTHETIC 2, FAILED 3, one regression against run-1
     got = _samples(metrics.exposition(store, run_id, now=1_790_086_400.0 + 500))
     jobs = {dict(labels)["status"]: v for (name, labels), v in got.items() if name == "fleet_run_jobs"}
-    assert jobs == {"REAL": 2, "SYNTHETIC": 2, "FLAKY": 0, "SKIPPED": 0, "FAILED": 3, "LOST": 0, "pending": 0}
+    assert jobs == {
+        "REAL": 2,
+        "UNVERIFIED": 0,
+        "SYNTHETIC": 2,
+        "FLAKY": 0,
+        "SKIPPED": 0,
+        "FAILED": 3,
+        "LOST": 0,
+        "pending": 0,
+    }
     assert got[("fleet_run_regressions", ())] == 1
     assert got[("fleet_run_finished", ())] == 1
     assert got[("fleet_run_duration_seconds", ())] == 120  # the fixture finishes 120 s after it starts

@@ -604,7 +604,9 @@ def test_all_zero_llama_under_a_real_name_is_not_real(hf_home: Path, tmp_path: P
         save_tiny("llama", tmp_path / "m"), lambda t: {k: torch.zeros_like(v) for k, v in t.items()}
     )
     into_cache(hf_home, "JackFram/llama-68m", folder)
-    assert_gate(run_family(llama_fam(Candidate(id="JackFram/llama-68m"))))
+    result = run_family(llama_fam(Candidate(id="JackFram/llama-68m")))
+    # every weight matrix constant: refused before any output is judged (workers/quality.py)
+    assert (result["status"], result["error"]["kind"]) == (Status.FAILED, "degenerate_weights"), result["error"]
 
 
 def test_random_t5_under_a_real_name_is_not_real(hf_home: Path, tmp_path: Path) -> None:
