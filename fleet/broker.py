@@ -20,6 +20,8 @@ from fleet.devices import QUEUES
 from fleet.settings import Settings
 
 RUN_CHECK_TASK = "fleet.run_check"
+# kombu's Redis transport, screening every queue entry before kombu decodes it (fleet.redis_transport).
+TRANSPORT = "fleet.redis_transport:Transport"
 
 
 def config(settings: Settings) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def config(settings: Settings) -> dict[str, Any]:
             ssl_options["ssl_ca_certs"] = settings.redis_ca
     return {
         "broker_url": url,
+        "broker_transport": TRANSPORT,  # redis:// and rediss:// alike (TLS: broker_use_ssl)
         "result_backend": url,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -19,6 +19,7 @@ class ExitCode:
     NOT_FOUND = 4  # run id or file that does not exist
     RUN_FAILED = 5  # the run finished with FAILED or LOST jobs
     REDIS_FULL = 6  # Redis refused a write: out of memory (maxmemory); nothing of the run was left
+    STORE_CORRUPT = 7  # a fleet key in Redis holds another type than the fleet keeps there (WRONGTYPE)
     INTERRUPTED = 130
 
 
@@ -98,6 +99,15 @@ class RedisOutOfMemory(FleetError):
     """Redis refused a write because it is at its maxmemory (noeviction)."""
 
     exit_code = ExitCode.REDIS_FULL
+
+
+class StoreCorrupt(FleetError):
+    """A key of the store holds something the fleet never writes there: another Redis type
+    (WRONGTYPE), or bytes that are not text. fleet.store.connection raises it; the store's readers
+    turn it into a corrupt record of the run where they can (fleet.records), and where nothing
+    sensible can be shown (the list of runs itself) it is the command's one-line error."""
+
+    exit_code = ExitCode.STORE_CORRUPT
 
 
 class RunNotFound(FleetError):

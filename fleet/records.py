@@ -1,22 +1,32 @@
 """Decoding what the store holds: a raw Redis value becomes a record, or a corrupt marker.
 
 Whoever can write to Redis can leave anything under a run's keys: invalid JSON, a list where an
-object belongs, a result without a status. Every reader goes through the decode_* functions here
-(the store calls them instead of json.loads), so that one corrupt record shows as that record
-being corrupt -- a FAILED row with error kind `corrupt_record`, a run whose meta is marked
-corrupt -- and never as a traceback, nor as a broken report of every later run.
+object belongs, a result without a status, bytes that are not UTF-8, a key of another Redis
+type, a time of 1e999. Every reader goes through the decode_* functions here (the store calls
+them instead of json.loads and float), so that one corrupt record shows as that record being
+corrupt -- a FAILED row with error kind `corrupt_record`, a run whose meta is marked corrupt --
+and never as a traceback, nor as a broken report of every later run. A raw value may be the
+StoreCorrupt that fleet.store.connection gave for a key of another type: that is the problem.
+Times (seconds since 1970) must be finite and before the year 10000, which every date
+formatting can show.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
-from fleet.errors import ErrorKind
+from fleet.errors import ErrorKind, StoreCorrupt
 from fleet.protocol import STATUSES, Job, Result, Status, base_result, error_info, now
 
 CORRUPT_KEY = "corrupt"  # set on a marker (meta, job spec): what is wrong with the stored value
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
+_TIMES = ("started_at", "finished_at", "deadline")  # fields that are times, in results and meta
+# A byte that is not UTF-8, as fleet.store.connection decodes it (backslashreplace): never valid JSON.
+_NOT_UTF8 = re.compile(r"\\x[89a-f][0-9a-f]")
+_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of half a UTF-16 pair
 _TEXT = (str,)
 _NUMBER = (int, float)
 # Result fields and the types they must have (None allowed where the schema says so).
@@ -85,14 +95,36 @@ def _optional_meta_ok(key: str, value: Any) -> bool:
     return isinstance(value, types) and not isinstance(value, bool)
 
 
+def decode_time(raw: Any) -> float | None:
+    """A stored time (a number, or its text: a run's `finished` key, a sorted set's score), or
+    None when it is none: not a number, not finite, before 1970 or after the year 9999."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        return None
+    try:
+        value = float(raw)
+    except (ValueError, OverflowError):
+        return None
+    return value if 0.0 <= value <= MAX_TIME else None  # NaN compares false: None too
+
+
 def _load(raw: Any) -> tuple[Any, str | None]:
     """JSON text -> value, or why it is not JSON."""
+    if isinstance(raw, StoreCorrupt):  # the key holds another Redis type (fleet.store.connection)
+        return None, raw.message
     if not isinstance(raw, (str, bytes)):
         return None, f"not text ({type(raw).__name__})"
     try:
-        return json.loads(raw), None
+        data = json.loads(raw)
     except (ValueError, RecursionError) as exc:
+        if isinstance(raw, str) and _NOT_UTF8.search(raw):
+            return None, "not UTF-8 (its invalid bytes show as \\xNN)"
         return None, f"invalid JSON ({str(exc)[:120]})"
+    if _SURROGATE.search(raw if isinstance(raw, str) else raw.decode("utf-8", "replace")):
+        try:  # an escape of half a UTF-16 pair (\ud800) alone: no text can hold it, nor be printed
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return None, "holds a lone surrogate (\\ud800-\\udfff), which is not text"
+    return data, None
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -115,6 +147,8 @@ def _field_problem(
             return f"{what} field {key!r} must be {_type_name(types)}, got {type(value).__name__}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"{what} field {key!r} must be finite, got {value!r}"
+        if key in _TIMES and decode_time(value) is None:
+            return f"{what} field {key!r} must be a time between 1970 and 9999, got {value!r}"
     return None
 
 
@@ -210,7 +244,8 @@ def decode_meta(raw: Any, run_id: str, started_at: float | None) -> dict[str, An
     if problem is None:
         meta: dict[str, Any] = {k: v for k, v in data.items() if _optional_meta_ok(k, v)}
         return meta
-    start = float(started_at) if started_at is not None else now()
+    listed = decode_time(started_at)  # its score in the list of runs
+    start = listed if listed is not None else now()
     return {
         "run_id": run_id,
         "started_at": start,

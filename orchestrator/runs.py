@@ -8,6 +8,7 @@ view(), which shows what the run's final state would be without writing anything
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 from fleet import records
 from fleet.devices import QUEUES
-from fleet.errors import ErrorKind, RedisUnreachable
+from fleet.errors import ErrorKind, RedisUnreachable, StoreCorrupt
 from fleet.protocol import Job, Result, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.store import ResultStore
@@ -170,15 +171,25 @@ def wait(
 ) -> Counter[str]:
     """Block until the run is finished (all results, or the deadline passed). Survives a
     Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
-    status), so large runs are polled less often: at least every total/4000 s."""
+    status), so large runs are polled less often: at least every total/4000 s. When the
+    redelivery bookkeeping is corrupt (fleet:held of another type), the wait goes on without it
+    (one warning): jobs of dead workers then come back after the visibility timeout."""
     last_ok = time.monotonic()
     last_restore = 0.0
     watch = OrphanWatch()
     while True:
         try:
             if time.monotonic() - last_restore >= RESTORE_CHECK_S:
-                restore_orphans(store, watch)  # jobs of workers that died: delivered again
-                last_restore = time.monotonic()
+                try:
+                    restore_orphans(store, watch)  # jobs of workers that died: delivered again
+                    last_restore = time.monotonic()
+                except StoreCorrupt as exc:
+                    print(
+                        f"orchestrator: warning: {exc.message}; jobs of dead workers come back only after the "
+                        "visibility timeout",
+                        file=sys.stderr,
+                    )
+                    last_restore = float("inf")  # not tried again in this wait
             done, total, counts = store.progress(run_id)
             poll_s = max(poll_s, total / 4000)
             if on_progress:

@@ -46,8 +46,7 @@ class Registry:
         found = sorted(self._r.keys(keys.architectures("*")))
         if not found:
             return None
-        listing: dict[str, Any] = json.loads(self._r.get(found[-1]))
-        return listing
+        return records.decode_object(self._r.get(found[-1]))  # not a JSON object: none
 
     # -- schedule ---------------------------------------------------------------------
     def claim_slot(self, slot: str, run_id: str, ttl_s: int = 7 * 86400) -> bool:

@@ -6,10 +6,16 @@ orchestrator.runs. Each job writes its own result into a per-run hash keyed by j
 ("family@device"), so a repeated delivery overwrites instead of adding a row. Completion is
 counted here (HLEN), not with Celery chords (fleet/store/put_result.lua). Every redis-py error
 becomes RedisUnreachable in one place: fleet.store.connection.
+
+A run's key of another Redis type (StoreCorrupt from fleet.store.connection) is read as a corrupt
+record of that run (fleet.records): the jobs or results hash as one placeholder row named after
+the key, e.g. `(results)`, FAILED `corrupt_record`; the run and every other run still report.
+The list of runs (fleet:runs) of another type leaves nothing to show: StoreCorrupt is raised.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -22,7 +28,7 @@ from typing import Any, TypeVar
 import redis
 
 from fleet import records
-from fleet.errors import RedisOutOfMemory, RunNotFound
+from fleet.errors import RedisOutOfMemory, RunNotFound, StoreCorrupt
 from fleet.protocol import SEALED, Job, Result, now
 from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
@@ -32,6 +38,7 @@ from fleet.store.registry import Registry
 from fleet.store.transport import Transport
 
 T = TypeVar("T")
+JOBS_KEY, RESULTS_KEY = "(jobs)", "(results)"  # the row that stands for a run's whole corrupt hash
 _PUT_RESULT = (resources.files("fleet.store") / "put_result.lua").read_text()  # see the file
 
 
@@ -73,8 +80,9 @@ class ResultStore:
         pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
         try:
             pipe.execute()
-        except (RedisOutOfMemory, redis.ResponseError):
-            self.delete_run(run_id)
+        except (RedisOutOfMemory, StoreCorrupt, redis.ResponseError):
+            with contextlib.suppress(StoreCorrupt):  # fleet:runs of another type: the run's own keys still go
+                self.delete_run(run_id)
             raise
         self.prune()
 
@@ -122,22 +130,28 @@ class ResultStore:
         pipe.get(keys.run(run_id, "meta"))
         pipe.get(keys.run(run_id, "finished"))
         pipe.zscore(keys.RUNS, run_id)
-        raw, finished, listed = pipe.execute()
+        raw, finished, listed = pipe.execute(raise_on_error=False)  # another type: StoreCorrupt in place
+        if isinstance(listed, StoreCorrupt):
+            raise listed
         if raw is None:
             raise RunNotFound(f"no run with id {run_id!r}")
         meta = records.decode_meta(raw, run_id, listed)
-        try:
-            meta["finished_at"] = float(finished) if finished else None
-        except ValueError:
-            meta["finished_at"] = meta["deadline"]
+        finished_at = records.decode_time(finished)  # a time it cannot show (1e999, not text): over at its deadline
+        meta["finished_at"] = None if finished is None else finished_at if finished_at is not None else meta["deadline"]
         return meta
 
     def jobs(self, run_id: str) -> dict[str, Job]:
-        raw = self._r.hgetall(keys.run(run_id, "jobs"))
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "jobs"))
+        except StoreCorrupt as exc:
+            return {JOBS_KEY: records.decode_job(exc, run_id, JOBS_KEY)}
         return {k: records.decode_job(v, run_id, k) for k, v in raw.items()}
 
     def job_count(self, run_id: str) -> int:
-        return int(self._r.hlen(keys.run(run_id, "jobs")))
+        try:
+            return int(self._r.hlen(keys.run(run_id, "jobs")))
+        except StoreCorrupt:  # unknown: the jobs with a result, and the placeholder row of the hash
+            return self.result_count(run_id) + 1
 
     # -- results ----------------------------------------------------------------------
     def begin_attempt(self, run_id: str, job_id: str, counter: str | None = None) -> tuple[bool, int]:
@@ -165,11 +179,18 @@ class ResultStore:
 
     def attempts(self, run_id: str) -> dict[str, int]:
         """Deliveries counted per job (per rerun counter) so far."""
-        return {k: int(v) for k, v in self._r.hgetall(keys.run(run_id, "attempts")).items()}
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "attempts"))
+        except StoreCorrupt:
+            return {}
+        return {k: int(v) for k, v in raw.items() if v.isdigit()}
 
     def result_count(self, run_id: str) -> int:
         """How many jobs have a result (one round trip, nothing decoded)."""
-        return int(self._r.hlen(keys.run(run_id, "results")))
+        try:
+            return int(self._r.hlen(keys.run(run_id, "results")))
+        except StoreCorrupt:
+            return len(self.results(run_id))
 
     def write_results(self, run_id: str, results: Sequence[Mapping[str, Any]]) -> None:
         """Store these results as they are, in one round trip, without put_result's checks
@@ -181,7 +202,10 @@ class ResultStore:
 
     def late_results(self, run_id: str) -> list[Result]:
         """Results that arrived after the run was finished or the job's result was sealed."""
-        raw = self._r.lrange(keys.run(run_id, "late"), 0, -1)
+        try:
+            raw = self._r.lrange(keys.run(run_id, "late"), 0, -1)
+        except StoreCorrupt as exc:
+            return [records.decode_late(exc, run_id, 0)]
         return [records.decode_late(v, run_id, i) for i, v in enumerate(raw)]
 
     # -- reruns (a FAILED job run again before its result is written) --------------------
@@ -192,7 +216,10 @@ class ResultStore:
 
     def reruns(self, run_id: str, job_id: str) -> list[dict[str, Any]]:
         """The outcomes kept for a job, in rerun order."""
-        raw = self._r.hgetall(keys.run(run_id, "reruns"))
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "reruns"))
+        except StoreCorrupt:
+            return []  # none kept that can be read
         mine = {}
         for k, v in raw.items():
             head, _, n = k.rpartition("#")
@@ -207,7 +234,7 @@ class ResultStore:
         if score is None:
             return []
         rows = self._r.zrevrangebyscore(keys.RUNS, f"({score}", "-inf", start=0, num=limit, withscores=True)
-        return [(str(rid), float(ts)) for rid, ts in rows]
+        return [(str(rid), records.decode_time(ts) or 0.0) for rid, ts in rows]
 
     def results_of(self, run_ids: list[str], job_ids: list[str]) -> dict[str, dict[str, Result]]:
         """For each run, its results for these jobs (one round trip)."""
@@ -217,20 +244,29 @@ class ResultStore:
         for rid in run_ids:
             pipe.hmget(keys.run(rid, "results"), job_ids)
         out: dict[str, dict[str, Result]] = {}
-        for rid, values in zip(run_ids, pipe.execute(), strict=True):
+        for rid, values in zip(run_ids, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(values, StoreCorrupt):  # that run's results hash is of another type: none there
+                out[rid] = {}
+                continue
             out[rid] = {
                 jid: records.decode_result(v, rid, jid) for jid, v in zip(job_ids, values, strict=True) if v is not None
             }
         return out
 
     def job_specs(self, run_id: str, job_ids: list[str]) -> dict[str, Job]:
-        values = self._r.hmget(keys.run(run_id, "jobs"), job_ids) if job_ids else []
+        try:
+            values = self._r.hmget(keys.run(run_id, "jobs"), job_ids) if job_ids else []
+        except StoreCorrupt:
+            return {}
         specs = {jid: records.decode_job(v, run_id, jid) for jid, v in zip(job_ids, values, strict=True) if v}
         return {jid: job for jid, job in specs.items() if not records.is_corrupt(job)}
 
     def results(self, run_id: str) -> list[Result]:
         """Every result of the run; a corrupt one is a FAILED corrupt_record marker (fleet.records)."""
-        raw = self._r.hgetall(keys.run(run_id, "results"))
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "results"))
+        except StoreCorrupt as exc:
+            return [records.decode_result(exc, run_id, RESULTS_KEY)]
         return [records.decode_result(v, run_id, k) for k, v in sorted(raw.items())]
 
     def progress(self, run_id: str) -> tuple[int, int, Counter[str]]:

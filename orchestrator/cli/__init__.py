@@ -5,7 +5,8 @@ only registers them and turns errors into one line and an exit code.
 
 Exit codes: 0 ok; 1 internal error; 2 bad input (catalog, family, device, option);
 3 Redis unreachable; 4 run or file not found; 5 the run has FAILED or LOST jobs (with
---expectations: the run has unexpected outcomes); 6 Redis is out of memory; 130 interrupted.
+--expectations: the run has unexpected outcomes); 6 Redis is out of memory; 7 the store is
+corrupt (a fleet key of another Redis type where nothing else can be shown); 130 interrupted.
 """
 
 from __future__ import annotations

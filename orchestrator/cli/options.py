@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 EPILOG = """exit codes: 0 ok, 1 internal error, 2 bad input, 3 Redis unreachable,
 4 run or file not found, 5 the run has FAILED or LOST jobs (submit --wait: also jobs SKIPPED
 because no worker served their device; with --expectations: unexpected outcomes, unexpected
-passes included), 6 Redis is out of memory (nothing of the run kept), 130 interrupted. Output closed early (| head): 0.
+passes included), 6 Redis is out of memory (nothing of the run kept), 7 the store is corrupt
+(a key of another type: the line names it), 130 interrupted. Output closed early (| head): 0.
 Redis: --redis-url, else $FLEET_REDIS_URL, else redis://127.0.0.1:6379/0."""
 
 LOCK_HELP = (
