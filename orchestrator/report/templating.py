@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -38,10 +39,19 @@ def quality_verdict(q: Any) -> str:
     return f"failed: {reason}" if reason else "failed"
 
 
+def template_dir() -> str:
+    """templates/ of the checkout this module was imported from (a source tree or a git worktree),
+    else the installed package data (orchestrator.templates)."""
+    checkout = Path(__file__).resolve().parents[2] / "templates"
+    if checkout.is_dir():
+        return str(checkout)
+    return str(resources.files("orchestrator.templates"))
+
+
 def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **globals_: Any) -> jinja2.Environment:
     """A strict environment (undefined names fail) with the status ranking every report shows."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(resources.files("orchestrator.templates"))),
+        loader=jinja2.FileSystemLoader(template_dir()),
         autoescape=autoescape,
         trim_blocks=True,
         lstrip_blocks=True,
