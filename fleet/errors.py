@@ -43,6 +43,7 @@ class ErrorKind(StrEnum):
     RESOLVE_ERROR = "resolve_error"  # an unexpected error while locating or validating a candidate
     OOM = "oom"
     INFERENCE_ERROR = "inference_error"
+    DEVICE_FAULT = "device_fault"  # a CUDA error that poisons the process (device-side assert, illegal access)
     OUTPUT_INVALID = "output_invalid"
     KNOWN_ANSWER_MISMATCH = "known_answer_mismatch"  # output differs from the pinned known answer
     IDENTITY_MISMATCH = "identity_mismatch"  # the bytes are pinned or locked as another model (fleet/lock.py)

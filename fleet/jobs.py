@@ -55,6 +55,9 @@ def job_problem(job: Any) -> str | None:
         value = job.get(key) or 0
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
             return f"{key} must be a whole number from 0 to {MAX_RERUNS}, got {value!r}"
+    sent = job.get("sent_at")
+    if sent is not None and (isinstance(sent, bool) or not isinstance(sent, (int, float)) or not math.isfinite(sent)):
+        return f"sent_at must be a finite number, got {sent!r}"
     if "task" in job and (not isinstance(job["task"], str) or not 0 < len(job["task"]) <= 64):
         return "task must be a string of 1-64 characters"
     pins = job.get("pins")

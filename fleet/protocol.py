@@ -77,6 +77,7 @@ class Job(TypedDict):
     reruns: NotRequired[int]  # how many times a FAILED job is run again before it is reported (default 0)
     rerun: NotRequired[int]  # which run of the job this message is: 0 first, 1.. reruns
     task: NotRequired[str]  # architecture jobs: the class's transformers task (kept by every terminal result)
+    sent_at: NotRequired[float]  # when the orchestrator (or a worker publishing a rerun) sent it
 
 
 class Result(TypedDict):
@@ -108,6 +109,12 @@ class Result(TypedDict):
     pass_ratio: NotRequired[float]
     # Architecture jobs (family "arch:<Class>") only: the transformers task of the class.
     task: NotRequired[str]
+    # When the job was sent (its Job's sent_at): queue wait is started_at - sent_at.
+    sent_at: NotRequired[float]
+    # The pool process that ran the job: {"pid", "jobs" (1: its first job, a fresh process),
+    # "started_at" (when the process started)}. A process poisoned by a device fault is replaced
+    # after its job, so the next job shows another pid and jobs 1.
+    process: NotRequired[dict[str, Any]]
     # A candidate's load: every file read with its sha256, their digest, what anchors them (the
     # official Hub, a lock entry, or nothing), and, when UNVERIFIED, why and what would anchor them.
     identity: NotRequired[dict[str, Any]]
@@ -137,8 +144,9 @@ def error_info(
 
 
 def base_result(job: Job) -> Result:
-    """Every field of the schema, empty: checks fill in what they observed."""
-    return {
+    """Every field of the schema, empty: checks fill in what they observed (and the job's
+    sent_at, kept for its queue wait)."""
+    result: Result = {
         "run_id": job["run_id"],
         "job_id": job["job_id"],
         "family": job["family"],
@@ -162,6 +170,10 @@ def base_result(job: Job) -> Result:
         "started_at": None,
         "finished_at": None,
     }
+    sent = job.get("sent_at")
+    if isinstance(sent, (int, float)) and not isinstance(sent, bool):
+        result["sent_at"] = float(sent)
+    return result
 
 
 def terminal_result(job: Job, status: Status, kind: ErrorKind, message: str, **extra: Any) -> Result:

@@ -10,6 +10,11 @@ dropped; kombu sees an empty reply and polls again. It was popped, so it is neve
 never entered the unacked hash, so no restore brings it back. A sound entry is left exactly as
 kombu reads it: acknowledgements, visibility, restoring unacked messages are kombu's.
 
+It also notes when the consumer last had an answer to its BRPOP (a message, or the empty reply of
+an idle poll, about every second): last_poll(). A worker's heartbeat carries it, so a consumer
+that no longer consumes (its broker connection hung) shows as stuck while its heartbeat thread
+still runs (orchestrator.liveness).
+
 Fanout messages (remote control, events) arrive by PUBLISH, decoded by kombu (which already
 drops text that is not JSON); one whose envelope would still break kombu is dead-lettered too.
 """
@@ -20,6 +25,7 @@ import functools
 import json
 import logging
 import socket
+import time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -32,6 +38,12 @@ from fleet.store.transport import Transport as StoreTransport
 
 SCREENED = ("BRPOP", "RPOP")  # the commands whose replies are queue entries
 logger = logging.getLogger("fleet.transport")
+_polled: dict[str, float | None] = {"at": None}  # when this process's consumer last had a BRPOP reply
+
+
+def last_poll() -> float | None:
+    """When a BRPOP of this process last returned (Unix time), or None: never."""
+    return _polled["at"]
 
 
 def _consumer_name() -> str:
@@ -55,6 +67,8 @@ class Channel(kombu_redis.Channel):
         class ScreeningClient(client):  # type: ignore[misc]
             def parse_response(self, connection: Any, command_name: Any, **options: Any) -> Any:
                 reply = super().parse_response(connection, command_name, **options)
+                if command_name == "BRPOP":
+                    _polled["at"] = time.time()
                 return screen(command_name, reply) if command_name in SCREENED and reply else reply
 
         return functools.partial(ScreeningClient, **keywords) if keywords else ScreeningClient

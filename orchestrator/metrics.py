@@ -16,7 +16,7 @@ from typing import Any
 from fleet.devices import QUEUES
 from fleet.protocol import STATUSES, change
 from fleet.store import ResultStore
-from orchestrator import runs
+from orchestrator import accounting, liveness, runs
 from orchestrator.report.coverage import is_harness_gap
 
 
@@ -86,8 +86,71 @@ def exposition(store: ResultStore, run_id: str, now: float | None = None) -> str
         "Jobs waiting in each broker queue (not yet taken by a worker).",
         [({"queue": q}, store.transport.queue_length(q)) for q in QUEUES],
     )
+    live = store.registry.live_workers()
+    _metric(out, "fleet_workers_live", "gauge", "Workers with a live heartbeat.", [({}, len(live))])
     _metric(
-        out, "fleet_workers_live", "gauge", "Workers with a live heartbeat.", [({}, len(store.registry.live_workers()))]
+        out,
+        "fleet_workers_stuck",
+        "gauge",
+        "Live workers whose consumer has not polled the broker with a free slot (orchestrator.liveness).",
+        [({}, sum(liveness.stuck_since(w, now) is not None for w in live))],
     )
+    _metric(
+        out,
+        "fleet_queue_running",
+        "gauge",
+        "Jobs running now, per queue they came from (what KEDA adds to the queue length).",
+        [({"queue": q}, store.ledger.running_count(q)) for q in QUEUES],
+    )
+    _accounting(out, accounting.collect(store, run_id, current))
     _metric(out, "fleet_metrics_generated_timestamp_seconds", "gauge", "When this was written.", [({}, round(now, 3))])
     return "\n".join(out) + "\n"
+
+
+def _accounting(out: list[str], acc: dict[str, Any]) -> None:
+    """The run's accounting (orchestrator.accounting): completeness, busy and idle time, queue wait."""
+    c = acc["completeness"]
+    _metric(out, "fleet_run_jobs_final", "gauge", "Jobs of the run with a final result.", [({}, c["final"])])
+    _metric(
+        out,
+        "fleet_run_jobs_missing",
+        "gauge",
+        "Jobs of the run without a final result, by why (no worker, expired, lost, pending, corrupt record).",
+        [({"reason": why}, n) for why, n in c["reasons"].items()],
+    )
+    first = acc["time_to_first_result_s"]
+    if first is not None:
+        help_text = "From submission to the first result."
+        _metric(out, "fleet_run_time_to_first_result_seconds", "gauge", help_text, [({}, first)])
+    for what in ("busy", "idle"):
+        _metric(
+            out,
+            f"fleet_run_device_{what}_seconds",
+            "gauge",
+            f"Device-seconds {what} in the run, per device type (from the jobs' own timestamps).",
+            [({"device_type": d["device_type"]}, d[f"{what}_s"]) for d in acc["devices"]],
+        )
+        _metric(
+            out,
+            f"fleet_run_worker_{what}_seconds",
+            "gauge",
+            f"Seconds {what} in the run, per worker (slots times its time in the run, for idle).",
+            [({"worker": w["name"]}, w[f"{what}_s"]) for w in acc["workers"]],
+        )
+    _metric(
+        out,
+        "fleet_run_black_holes",
+        "gauge",
+        "Workers that took jobs and answered none while others did, or whose jobs keep dying.",
+        [({}, len(acc["black_holes"]))],
+    )
+    name = "fleet_run_queue_wait_seconds"
+    out.append(f"# HELP {name} Queue wait of the run's jobs (sent to started), per queue.")
+    out.append(f"# TYPE {name} histogram")
+    for q in acc["queue_wait"]:
+        queue = _label(q["queue"])
+        for le, count in q["histogram"]:
+            bound = "+Inf" if le == float("inf") else f"{le:g}"
+            out.append(f'{name}_bucket{{queue="{queue}",le="{bound}"}} {count}')
+        out.append(f'{name}_sum{{queue="{queue}"}} {q["sum_s"]:g}')
+        out.append(f'{name}_count{{queue="{queue}"}} {q["jobs"]}')

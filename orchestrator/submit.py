@@ -133,7 +133,7 @@ def submit(
             for job in jobs:
                 app.send_task(
                     RUN_CHECK_TASK,
-                    args=[job],
+                    args=[{**job, "sent_at": now()}],  # in the message: its queue wait (orchestrator.accounting)
                     queue=job["queue"],
                     soft_time_limit=job["time_limit_s"],
                     time_limit=hard_time_limit(job["time_limit_s"]),

@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -25,14 +26,17 @@ import torch
 import transformers
 from celery import Task, signals
 from celery.exceptions import TimeLimitExceeded
+from celery.worker import state as worker_state
 
 import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
+from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, FleetError
 from fleet.jobs import job_problem
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
+from fleet.redis_transport import last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
 from workers import reruns
@@ -51,6 +55,7 @@ HEARTBEAT_S = 10.0
 # This worker start, in its heartbeat and on every message it receives (fleet.redelivery).
 # Pool children are forked from the main process and share it.
 INSTANCE = uuid.uuid4().hex
+STARTED_AT = round(time.time(), 3)  # this worker start, in its heartbeat (orchestrator.liveness)
 # Everything imported so far lives as long as the process: keep it out of every later
 # collection. The full gc.collect() after each job (freeing the model) then scans only what
 # the job created: ~190 ms -> well under 1 ms with torch and transformers loaded.
@@ -85,6 +90,13 @@ class RunCheck(Task):
             worker=worker_name(settings()),
         )
         s.retrying(lambda: s.put_result(timed_out, only_if_absent=True, sealed=SEALED))
+        _finished(s, job)
+
+
+def _finished(s: ResultStore, job: Job) -> None:
+    """Count the job's stored outcome for this worker, and drop it from the running jobs."""
+    name = worker_name(settings())
+    s.retrying(lambda: s.ledger.finished(job["run_id"], job["job_id"], job["queue"], name, INSTANCE))
 
 
 @app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
@@ -109,6 +121,8 @@ def run_check(self: Task, job: Job) -> str:
         return "already done"  # a repeated delivery of a finished job: nothing to count twice
     if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
         return "already rerun"  # this run's outcome is kept and the next run was published
+    # Who took it (received), and which earlier delivery died with its process (fleet.store.ledger).
+    s.retrying(lambda: s.ledger.started(run_id, job_id, job["queue"], worker_name(settings()), INSTANCE, delivery))
     if delivery > int(job.get("max_attempts", 3)):
         gave_up = terminal_result(
             job,
@@ -119,6 +133,7 @@ def run_check(self: Task, job: Job) -> str:
             delivery=delivery,
         )
         s.retrying(lambda: s.put_result(gave_up, sealed=SEALED))
+        _finished(s, job)
         return "gave up"
     result = run_job(job, delivery=delivery, settings=settings())
     # What survived the job's collection is long-lived (modules the job imported, caches): out of
@@ -131,6 +146,7 @@ def run_check(self: Task, job: Job) -> str:
     if reruns.rerun_number(job):
         result = reruns.final(result, job, s.retrying(lambda: s.reruns(run_id, job_id)))
     s.retrying(lambda: s.put_result(result, sealed=SEALED))
+    _finished(s, job)
     why = leaves_process_unclean(result, settings())
     if why:
         # Replace this pool process. The result is already stored, so the redelivery that
@@ -145,6 +161,7 @@ def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
     workers/reruns.py). The redelivery that follows the exit finds the outcome kept and stops."""
     n = reruns.rerun_number(job)
     s.retrying(lambda: s.add_rerun(job["run_id"], job["job_id"], n, reruns.record(result, job)))
+    _finished(s, job)
     hard, soft = task.request.timelimit or (None, None)
     task.app.send_task(
         RUN_CHECK_TASK,
@@ -174,6 +191,7 @@ def capabilities() -> dict[str, Any]:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "instance": INSTANCE,
+        "started_at": STARTED_AT,
         "queues": queues,
         "devices": list(settings().worker_devices),
         "torch": torch.__version__,
@@ -182,6 +200,12 @@ def capabilities() -> dict[str, Any]:
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         # Proof that the parent never initialised CUDA (children can fork safely).
         "parent_cuda_initialized": torch.cuda.is_initialized(),
+        # Liveness that means work (orchestrator.liveness): when the consumer last had a reply
+        # from the broker (a message or an idle poll), and how many jobs it holds (a worker
+        # whose every slot is busy does not poll).
+        "polled_at": last_poll(),
+        "holding": len(worker_state.reserved_requests),
+        "concurrency": _pool["concurrency"],
     }
     if "gpu" in queues:
         info["gpus"] = _nvidia_smi()
@@ -203,6 +227,7 @@ def _nvidia_smi() -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
+_pool: dict[str, Any] = {"concurrency": None}
 _stop = threading.Event()
 _beats: list[threading.Thread] = []
 _watch = OrphanWatch()  # what this process has seen of other workers' held messages
@@ -216,6 +241,8 @@ def _beat_loop() -> None:
                 store().registry.forget_worker(worker_name(settings()))
             else:
                 store().registry.heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
+            live = {w.get("instance") for w in store().registry.live_workers()}
+            store().ledger.prune_running(QUEUES, {i for i in live if isinstance(i, str)} | {INSTANCE})
             restored = restore_orphans(store(), _watch)
             if restored:
                 logger.warning("put %d message(s) of dead workers back on their queues", restored)
@@ -251,7 +278,8 @@ def publish_architectures() -> None:
 
 
 @signals.worker_ready.connect
-def _on_ready(**_: Any) -> None:
+def _on_ready(sender: Any = None, **_: Any) -> None:
+    _pool["concurrency"] = getattr(getattr(sender, "controller", None), "concurrency", None)
     try:
         publish_architectures()
     except FleetError as exc:

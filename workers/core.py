@@ -15,7 +15,7 @@ from fleet.catalog import Family
 from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import ErrorInfo, Job, Result, Status, error_info, now
 from fleet.settings import Settings
-from workers import failures, identity, measure, plugins, quality, stages
+from workers import failures, identity, measure, plugins, process, quality, stages
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -30,6 +30,7 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     settings = settings or Settings.from_env()
     plugins.load(settings.plugins)
     progress = stages.Progress(job, delivery, worker_name(settings), started_at=now())
+    ran_in = process.begin_job()
     family = Family.from_dict(job["family_spec"])
     progress.task = stages.architecture_task(family)
     sampler = measure.RssSampler()
@@ -75,7 +76,9 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     finally:
         resolution = None  # the progress now holds the model's last reference: release() drops it
         progress.release = stages.release(progress)
-    return scrub(stages.assemble(progress, sampler))
+    result = stages.assemble(progress, sampler)
+    result["process"] = ran_in
+    return scrub(result)
 
 
 def _end(progress: stages.Progress, status: Status, error: ErrorInfo) -> None:
@@ -84,8 +87,12 @@ def _end(progress: stages.Progress, status: Status, error: ErrorInfo) -> None:
 
 
 def leaves_process_unclean(result: Result, settings: Settings) -> str | None:
-    """Why the process that ran this job should be replaced, or None. CUDA memory must come
-    back to its baseline; host RSS may grow at most FLEET_MAX_RSS_GROWTH_MB per job (unset: no limit)."""
+    """Why the process that ran this job should be replaced, or None. A device fault poisons it
+    (workers/process.py); CUDA memory must come back to its baseline; host RSS may grow at most
+    FLEET_MAX_RSS_GROWTH_MB per job (unset: no limit)."""
+    poisoned = process.poisoned()
+    if poisoned:
+        return poisoned
     m = result["metrics"]
     after, baseline = m.get("cuda_allocated_after_mb"), m.get("cuda_baseline_allocated_mb")
     if after is not None and baseline is not None and after > baseline + 1.0:

@@ -18,7 +18,7 @@ import os
 from typing import Any
 
 from fleet.errors import ErrorKind
-from fleet.protocol import PASSED, Job, Result, Status
+from fleet.protocol import PASSED, Job, Result, Status, now
 
 DETERMINISTIC = frozenset(
     {
@@ -65,12 +65,14 @@ def record(result: Result, job: Job) -> dict[str, Any]:
         "delivery": result.get("delivery"),
         "pid": os.getpid(),  # a rerun runs in a fresh process: a different pid
         "started_at": result.get("started_at"),
+        "finished_at": result.get("finished_at"),  # its busy time (orchestrator.accounting)
     }
 
 
 def next_job(job: Job) -> Job:
     nxt: Job = {**job}
     nxt["rerun"] = rerun_number(job) + 1
+    nxt["sent_at"] = now()  # its own queue wait starts now
     return nxt
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 PREFIX = "fleet"
 RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 # A run's keys: fleet:run:<run id>:<part>
-RUN_PARTS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns")
+RUN_PARTS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns", "holders", "ledger")
 HELD = f"{PREFIX}:held"  # delivery tag -> instance id of the worker process that received it
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport
 DEAD_LETTERS = f"{PREFIX}:dead_letters"  # messages workers refused, newest first (bounded)
@@ -25,6 +25,16 @@ def run(run_id: str, part: str) -> str:
 def worker(name: str) -> str:
     """A worker's heartbeat (name may be a pattern)."""
     return f"{PREFIX}:worker:{name}"
+
+
+def worker_stats(name: str) -> str:
+    """What a worker received, finished and saw die, across runs (fleet.store.ledger; name may be a pattern)."""
+    return f"{PREFIX}:worker_stats:{name}"
+
+
+def running(queue: str) -> str:
+    """The jobs running now that came from this queue: a list KEDA's Redis scaler can count (LLEN)."""
+    return f"{PREFIX}:running:{queue}"
 
 
 def slot(name: str) -> str:

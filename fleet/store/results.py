@@ -34,6 +34,7 @@ from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
 from fleet.store import keys
 from fleet.store.connection import connect
+from fleet.store.ledger import Ledger
 from fleet.store.registry import Registry
 from fleet.store.transport import Transport
 
@@ -48,8 +49,9 @@ def new_run_id() -> str:
 
 
 class ResultStore:
-    """Runs and results; .transport (queues, held deliveries) and .registry (workers,
-    architectures, schedule slots, saved reports) share its one connection."""
+    """Runs and results; .transport (queues, held deliveries), .registry (workers,
+    architectures, schedule slots, saved reports) and .ledger (who took which job, what is
+    running) share its one connection."""
 
     def __init__(self, url: str, keep_runs: int = 200, redis_ca: str | None = None) -> None:
         self.url = url
@@ -57,6 +59,7 @@ class ResultStore:
         self._r = connect(url, redis_ca)
         self.transport = Transport(self._r)
         self.registry = Registry(self._r)
+        self.ledger = Ledger(self._r)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResultStore:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fleet.errors import SelectionError
 from fleet.settings import MAX_KEEP_RUNS, Settings
+from orchestrator import accounting, report
 from orchestrator import expectations as expecting
-from orchestrator import report
 from orchestrator.cli.console import connect, emit
 from orchestrator.cli.options import Subcommands, connection
 from orchestrator.trends import TrendSettings
@@ -30,10 +30,16 @@ def add(sub: Subcommands) -> None:
     rp.add_argument(
         "--trend-threshold", type=float, default=0.2, metavar="F", help="relative change that violates (default 0.2)"
     )
+    rp.add_argument(
+        "--price",
+        metavar="DEVICE=PRICE,...",
+        help="price per device-hour for the accounting's estimated cost, e.g. cuda=2.5,cpu=0.1",
+    )
     rp.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    prices = accounting.parse_prices(args.price)  # bad input: one line, exit 2, before anything is read
     store = connect(settings)
     run_id = store.resolve_run_id(args.run_id)
     trend = TrendSettings(args.trend_runs, args.trend_violations, args.trend_threshold)
@@ -44,5 +50,5 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "kept), --trend-threshold positive"
         )
     expected = expecting.load(args.expectations)
-    text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend))
+    text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend, prices=prices))
     return emit(text, args.output, force=args.force)

@@ -65,6 +65,10 @@ def to_json(report: dict[str, Any]) -> str:
     if report.get("architectures"):  # an architecture run: coverage and the workers' transformers
         data["architectures"] = report["architectures"]
         data["transformers"] = report.get("transformers")
+    if report.get("accounting"):  # orchestrator/accounting.py; an incomplete run says so first
+        c = report["accounting"]["completeness"]
+        head = {"incomplete": report.get("incomplete"), "jobs_asked": c["asked"], "jobs_with_final_result": c["final"]}
+        data = head | data | {"accounting": report["accounting"]}
     if report.get("corrupt_meta"):  # the run's meta could not be read (fleet/records.py)
         data["corrupt_meta"] = report["corrupt_meta"]
     return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"

@@ -9,7 +9,7 @@ from typing import Any
 from fleet import records
 from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
-from orchestrator import attribution, baselines, runs, trends
+from orchestrator import accounting, attribution, baselines, runs, trends
 from orchestrator.expectations import Expectations
 from orchestrator.report import coverage
 
@@ -26,9 +26,11 @@ def build(
     expectations: Expectations | None = None,
     trend: trends.TrendSettings | None = None,
     window: int = baselines.WINDOW_RUNS,
+    prices: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The report model. Each row's baseline is the newest earlier run that had the same job
-    (orchestrator.baselines), not simply the run before."""
+    (orchestrator.baselines), not simply the run before. prices: per device-hour, for the
+    accounting's estimated cost (orchestrator.accounting)."""
     current = runs.view(store, run_id)  # reading never writes: a run past its deadline is shown as it will end
     meta, results = current.meta, current.results
     trend = trend or trends.TrendSettings()
@@ -57,7 +59,9 @@ def build(
         trend=trend,
         specs=specs,
     )
-    data["late_attempts"] = store.late_results(run_id)  # after the run ended or the job was sealed
+    data["late_attempts"] = late = store.late_results(run_id)  # after the run ended or the job was sealed
+    data["accounting"] = accounting.collect(store, run_id, current, prices, late)
+    data["incomplete"] = accounting.headline(data["accounting"])  # an incomplete run's report opens with it
     return data
 
 

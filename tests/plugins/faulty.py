@@ -6,7 +6,7 @@ check names; workers call register().
 
 from __future__ import annotations
 
-CHECKS = ("hang", "oom", "crash", "slow", "raises", "tracked", "flaky", "stepped")
+CHECKS = ("hang", "oom", "crash", "slow", "raises", "tracked", "flaky", "stepped", "device_fault")
 
 
 def register() -> None:

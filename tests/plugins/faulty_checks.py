@@ -113,6 +113,19 @@ class Stepped(CausalLMCheck):
         return super().infer(bundle, inputs)
 
 
+class DeviceFault(CausalLMCheck):
+    """Fails as a device-side assert does on CUDA: the message torch raises, which marks the
+    process poisoned through the same classifier (workers/failures.py) a real one goes through."""
+
+    name = "device_fault"
+
+    def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        raise RuntimeError(
+            "CUDA error: device-side assert triggered\n"
+            "CUDA kernel errors might be asynchronously reported at some other API call"
+        )
+
+
 def register_all() -> None:
-    for check in (Hang(), Oom(), Crash(), Slow(), Raises(), Tracked(), Flaky(), Stepped()):
+    for check in (Hang(), Oom(), Crash(), Slow(), Raises(), Tracked(), Flaky(), Stepped(), DeviceFault()):
         register(check)

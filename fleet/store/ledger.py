@@ -1,0 +1,142 @@
+"""Who took which job, and what became of it: the worker side of a run's accounting.
+
+Workers write it, one pipelined round trip when a job starts and one when it ends:
+
+- per run, `holders` (job id -> the worker running or last running it) and `ledger`
+  ("<worker>\\t<received|finished|died>" -> count): the run's report names a worker that took
+  jobs and answered none (a black hole), and a job lost while a worker held it;
+- per worker, `fleet:worker_stats:<name>` (received, finished, died, last_received_at,
+  last_result_at) across runs, for `orchestrator workers`; it expires STATS_TTL_S after the
+  worker's last job;
+- per queue, `fleet:running:<queue>`: one token per job running now ("<instance>|<run>|<job>"),
+  a list so that KEDA's Redis scaler counts it (LLEN) beside the queue itself
+  (docker/k8s/keda-scaledobject.yaml). A token whose worker start is gone or whose job has a
+  result is pruned by every live worker's heartbeat loop (prune_running).
+
+A delivery of a job that a worker already held (delivery > 1, no result) means the earlier
+delivery died with its process: it is counted against the worker that held it.
+
+Redis I/O only; what the figures mean is orchestrator/accounting.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from fleet.protocol import now
+from fleet.store import keys
+
+STATS_TTL_S = 30 * 86400
+COUNTERS = ("received", "finished", "died")
+SEP = "\t"  # between a worker's name and its counter in a run's ledger hash
+
+
+def token(instance: str, run_id: str, job_id: str) -> str:
+    return f"{instance}|{run_id}|{job_id}"
+
+
+class Ledger:
+    def __init__(self, r: Any) -> None:
+        self._r = r  # a fleet.store.connection.Translating client
+
+    # -- written by workers ---------------------------------------------------------------
+    def started(self, run_id: str, job_id: str, queue: str, worker: str, instance: str, delivery: int) -> str | None:
+        """A worker took a job (one transaction). Returns the worker that held the job before,
+        whose delivery died when this is a redelivery (and counts it against that worker)."""
+        stats = keys.worker_stats(worker)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hget(keys.run(run_id, "holders"), job_id)
+        pipe.hset(keys.run(run_id, "holders"), job_id, worker)
+        pipe.hincrby(keys.run(run_id, "ledger"), f"{worker}{SEP}received", 1)
+        pipe.hincrby(stats, "received", 1)
+        pipe.hset(stats, "last_received_at", now())
+        pipe.expire(stats, STATS_TTL_S)
+        pipe.lpush(keys.running(queue), token(instance, run_id, job_id))
+        previous = pipe.execute()[0]
+        if delivery > 1 and previous:
+            self._died(run_id, str(previous))
+        return str(previous) if previous else None
+
+    def _died(self, run_id: str, worker: str) -> None:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hincrby(keys.run(run_id, "ledger"), f"{worker}{SEP}died", 1)
+        pipe.hincrby(keys.worker_stats(worker), "died", 1)
+        pipe.expire(keys.worker_stats(worker), STATS_TTL_S)
+        pipe.execute()
+
+    def finished(self, run_id: str, job_id: str, queue: str, worker: str, instance: str) -> None:
+        """The worker has stored an outcome of the job (one round trip)."""
+        stats = keys.worker_stats(worker)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hincrby(keys.run(run_id, "ledger"), f"{worker}{SEP}finished", 1)
+        pipe.hincrby(stats, "finished", 1)
+        pipe.hset(stats, "last_result_at", now())
+        pipe.expire(stats, STATS_TTL_S)
+        pipe.lrem(keys.running(queue), 0, token(instance, run_id, job_id))
+        pipe.execute()
+
+    def prune_running(self, queues: Iterable[str], live_instances: set[str]) -> int:
+        """Drop the running tokens of worker starts that are gone and of jobs that have a
+        result. Returns how many were dropped."""
+        dropped = 0
+        for queue in queues:
+            tokens = [str(t) for t in self._r.lrange(keys.running(queue), 0, -1)]
+            if not tokens:
+                continue
+            parts = [t.split("|", 2) for t in tokens]
+            pipe = self._r.pipeline(transaction=False)
+            for p in parts:
+                if len(p) == 3:
+                    pipe.hexists(keys.run(p[1], "results"), p[2])
+                else:  # not a token of ours: dropped
+                    pipe.exists(keys.RUNS)
+            done = pipe.execute(raise_on_error=False)
+            stale = {
+                t
+                for t, p, has_result in zip(tokens, parts, done, strict=True)
+                if len(p) != 3 or p[0] not in live_instances or has_result is True or has_result == 1
+            }
+            if stale:
+                pipe = self._r.pipeline(transaction=False)
+                for t in stale:
+                    pipe.lrem(keys.running(queue), 0, t)
+                dropped += sum(int(n) for n in pipe.execute())
+        return dropped
+
+    # -- read by the orchestrator -----------------------------------------------------------
+    def running_count(self, queue: str) -> int:
+        return int(self._r.llen(keys.running(queue)))
+
+    def holders(self, run_id: str) -> dict[str, str]:
+        """Job id -> the worker that last took it, in this run."""
+        return {str(k): str(v) for k, v in self._r.hgetall(keys.run(run_id, "holders")).items()}
+
+    def run_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Worker -> {received, finished, died} in this run."""
+        out: dict[str, dict[str, int]] = {}
+        for field, value in self._r.hgetall(keys.run(run_id, "ledger")).items():
+            worker, _, counter = str(field).rpartition(SEP)
+            if counter in COUNTERS and str(value).lstrip("-").isdigit():
+                out.setdefault(worker, dict.fromkeys(COUNTERS, 0))[counter] = int(value)
+        return out
+
+    def worker_stats(self) -> dict[str, dict[str, float]]:
+        """Worker name -> its counters and last times, across runs."""
+        prefix = keys.worker_stats("")
+        names = sorted(str(k) for k in self._r.scan_iter(keys.worker_stats("*")))
+        pipe = self._r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        out: dict[str, dict[str, float]] = {}
+        for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if not isinstance(raw, dict):
+                continue  # a key of another type: nothing to show for it
+            stats: dict[str, float] = {}
+            for k, v in raw.items():
+                try:
+                    stats[str(k)] = float(v)
+                except ValueError:
+                    continue
+            out[name.removeprefix(prefix)] = stats
+        return out

@@ -1,0 +1,307 @@
+"""Accounting, completeness, black holes, liveness that means work, and isolation after a device
+fault: real workers, real Redis, figures checked against the jobs' own timestamps."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import socket
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from fleet.broker import make_app
+from fleet.catalog import Catalog
+from fleet.settings import RunSettings
+from fleet.store import ResultStore
+from orchestrator import accounting, metrics, report
+from orchestrator.runs import wait
+from orchestrator.submit import submit
+from tests.helpers import orchestrator
+from tests.models import family
+
+
+def catalog(*checks: str, **kw: object) -> Catalog:
+    """One tiny llama family per check name given (names may repeat: slow0, slow1, ...)."""
+    fams = {}
+    for i, check in enumerate(checks):
+        name = f"{check}{i}"
+        f = family("llama", name=name, **kw)
+        fams[name] = type(f)(**{**f.__dict__, "check": check})
+    return Catalog("test", fams)
+
+
+def wait_until(cond, timeout: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def test_accounting_of_a_run_on_two_workers_matches_the_jobs_own_timestamps(
+    redis_url: str, start_worker, tmp_path: Path
+) -> None:
+    start_worker(redis_url, name="w1", FLEET_TEST_SLOW_S="0.5")
+    start_worker(redis_url, name="w2", FLEET_TEST_SLOW_S="0.5")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog(*["slow"] * 6), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 6}
+    results = store.results(run_id)
+    meta = store.meta(run_id)
+
+    data = report.build(store, run_id, prices={"cpu": 0.1, "cuda": 2.5})
+    acc = data["accounting"]
+    # busy per worker and per device type: the sum of each job's own finished_at - started_at
+    busy: dict[str, float] = defaultdict(float)
+    for r in results:
+        assert r["sent_at"] <= r["started_at"] <= r["finished_at"]
+        busy[r["worker"]] += r["finished_at"] - r["started_at"]
+    by_worker = {w["name"]: w for w in acc["workers"]}
+    assert set(by_worker) == {"w1", "w2"}
+    for name, w in by_worker.items():
+        assert w["busy_s"] == pytest.approx(busy.get(name, 0.0), abs=2e-3)
+        assert w["results"] == sum(r["worker"] == name for r in results)
+        # the ledger the workers wrote agrees with the results they wrote
+        assert (w["received"], w["finished"], w["died"]) == (w["results"], w["results"], None)
+        # idle: one slot for the whole run (both were live at submit), less the busy time
+        window = meta["finished_at"] - meta["started_at"]
+        assert w["slots"] == 1
+        assert w["idle_s"] == pytest.approx(window - w["busy_s"], abs=2e-3)
+    (cpu,) = acc["devices"]
+    assert cpu["device_type"] == "cpu"
+    assert cpu["busy_s"] == pytest.approx(sum(busy.values()), abs=5e-3)
+    assert cpu["cost_busy"] == pytest.approx(cpu["busy_s"] / 3600 * 0.1, abs=1e-4)
+    assert acc["cost"]["busy"] == cpu["cost_busy"]
+    # queue wait: started_at - sent_at of each job, nearest-rank p50/p90 and max
+    waits = sorted(r["started_at"] - r["sent_at"] for r in results)
+    (q,) = acc["queue_wait"]
+    assert (q["queue"], q["jobs"]) == ("cpu", 6)
+    assert q["max_s"] == pytest.approx(waits[-1], abs=2e-3)
+    assert q["p50_s"] == pytest.approx(waits[2], abs=2e-3)  # ceil(0.5 * 6) = 3rd smallest
+    assert q["p90_s"] == pytest.approx(waits[5], abs=2e-3)
+    assert acc["time_to_first_result_s"] == pytest.approx(
+        min(r["finished_at"] for r in results) - meta["started_at"], abs=2e-3
+    )
+    assert acc["completeness"] == {
+        "asked": 6,
+        "final": 6,
+        "missing": [],
+        "pending": 0,
+        "reasons": {},
+        "over": True,
+        "complete": True,
+    }
+    assert acc["black_holes"] == []
+
+    md = report.render_markdown(data)
+    assert md.splitlines()[0].startswith("# model-fleet report")  # complete: no warning first
+    assert "## Accounting" in md and "| w1 | cpu | 1 |" in md
+    html = report.render_html(data)
+    assert 'id="accounting-workers"' in html and "6 of 6 jobs have a final result" in html
+    js = json.loads(report.to_json(data))
+    assert js["incomplete"] is None and js["jobs_with_final_result"] == 6
+    assert js["accounting"]["workers"][0]["busy_s"] == by_worker["w1"]["busy_s"]
+
+    prom = metrics.exposition(store, run_id)
+    assert 'fleet_run_queue_wait_seconds_count{queue="cpu"} 6' in prom
+    assert 'fleet_run_queue_wait_seconds_bucket{queue="cpu",le="+Inf"} 6' in prom
+    assert "# TYPE fleet_run_queue_wait_seconds histogram" in prom
+    assert 'fleet_run_worker_busy_seconds{worker="w1"}' in prom
+    assert 'fleet_queue_running{queue="cpu"} 0' in prom  # every job done: nothing counted as running
+
+    # the CLI: --price, and bad prices refused in one line, exit 2
+    env = {"FLEET_REDIS_URL": redis_url}
+    out = orchestrator("report", run_id, "--price", "cpu=0.1", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Estimated cost:" in out.stdout
+    bad = orchestrator("report", run_id, "--price", "tpu=3", env=env)
+    assert bad.returncode == 2 and "--price" in bad.stderr and bad.stdout == ""
+
+
+def test_incomplete_run_says_so_in_its_first_line_with_every_missing_job_and_why(
+    redis_url: str, start_worker
+) -> None:
+    """One worker, one slot: slow0 is taken and outlives the deadline (lost, held by w1); slow1
+    never leaves its queue (expired); the cuda job has no worker (no worker)."""
+    start_worker(redis_url, name="w1", FLEET_TEST_SLOW_S="20")
+    store = ResultStore(redis_url)
+    app = make_app(redis_url)
+    run_id = submit(
+        store, app, catalog("slow", "slow"), None, ["cpu", "cuda"], RunSettings(repeats=1, deadline_s=6), order="none"
+    )
+    wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, what="deadline")
+    out = orchestrator("report", run_id, env={"FLEET_REDIS_URL": redis_url})
+    assert out.returncode == 0, out.stderr
+    first = out.stdout.splitlines()[0]
+    assert first.startswith("# INCOMPLETE: 0 of 4 jobs have a final result (1 expired, 1 lost, 2 no worker)"), first
+    acc = report.build(store, run_id)["accounting"]
+    why = {m["job_id"]: (m["why"], m.get("worker")) for m in acc["completeness"]["missing"]}
+    taken = next(j for j, (w, _) in why.items() if w == "lost")
+    assert why[taken] == ("lost", "w1")
+    assert {j for j, (w, _) in why.items() if w == "expired"} == {"slow0@cpu", "slow1@cpu"} - {taken}
+    assert {j for j, (w, _) in why.items() if w == "no worker"} == {"slow0@cuda", "slow1@cuda"}
+    html = report.render_html(report.build(store, run_id))
+    assert "<title>INCOMPLETE: 0 of 4 jobs" in html
+    js = json.loads(report.to_json(report.build(store, run_id)))
+    assert next(iter(js)) == "incomplete" and js["incomplete"].startswith("INCOMPLETE")
+
+
+def test_a_poisoned_process_is_replaced_before_the_next_job(redis_url: str, start_worker) -> None:
+    start_worker(redis_url, name="w1")
+    store, app = ResultStore(redis_url), make_app(redis_url)
+
+    def one(check: str) -> dict:
+        run_id = submit(store, app, catalog(check), None, ["cpu"], RunSettings(repeats=1))
+        wait(store, run_id)
+        (result,) = store.results(run_id)
+        return result
+
+    first = one("tracked")
+    second = one("tracked")
+    assert first["status"] == second["status"] == "SYNTHETIC"
+    assert second["process"]["pid"] == first["process"]["pid"]  # a clean process is kept
+    assert second["process"]["jobs"] == first["process"]["jobs"] + 1
+    faulted = one("device_fault")
+    assert faulted["status"] == "FAILED" and faulted["error"]["kind"] == "device_fault"
+    assert faulted["process"]["pid"] == first["process"]["pid"]
+    after = one("tracked")
+    assert after["status"] == "SYNTHETIC"
+    assert after["process"]["pid"] != faulted["process"]["pid"]  # a fresh process ran it
+    assert after["process"]["jobs"] == 1
+    assert after["process"]["started_at"] > faulted["finished_at"] - 1
+
+
+def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str, start_worker) -> None:
+    """w2's pool process hangs (SIGSTOP) with the job it took; w1 finishes the rest."""
+    start_worker(redis_url, name="w1", FLEET_TEST_SLOW_S="1")
+    w2 = start_worker(redis_url, name="w2", FLEET_TEST_SLOW_S="1")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog(*["slow"] * 4), None, ["cpu"], RunSettings(repeats=1))
+    wait_until(lambda: store.ledger.run_counts(run_id).get("w2", {}).get("received"), what="w2 takes a job")
+    (child,) = w2.pool_children()
+    child.send_signal(signal.SIGSTOP)
+    try:
+        held = store.ledger.holders(run_id)
+        mine = [j for j, w in held.items() if w == "w2"]
+        wait_until(lambda: store.result_count(run_id) >= 4 - len(mine), what="w1 finishes the rest")
+        if any(r["worker"] == "w2" for r in store.results(run_id)):
+            pytest.skip("w2 finished its job before it was stopped (a loaded machine)")
+        acc = report.build(store, run_id)["accounting"]
+        (hole,) = acc["black_holes"]
+        assert hole["worker"] == "w2" and hole["finished"] == 0 and hole["received"] >= 1
+        assert "finished none while other workers finished" in hole["why"]
+        md = report.render_markdown(report.build(store, run_id))
+        assert md.splitlines()[0].startswith("# INCOMPLETE (still running):")
+        assert "**w2**: received" in md
+        out = orchestrator("workers", env={"FLEET_REDIS_URL": redis_url})
+        line = next(x for x in out.stdout.splitlines() if x.startswith("w2 "))
+        assert "received=1" in line and "finished=0" in line and "BLACK HOLE" in line
+        w1 = next(x for x in out.stdout.splitlines() if x.startswith("w1 "))
+        assert "BLACK HOLE" not in w1 and "finished=0" not in w1
+        assert store.ledger.running_count("cpu") == 1  # the held job is still running
+    finally:
+        child.send_signal(signal.SIGCONT)
+
+
+def test_jobs_that_keep_dying_are_counted_against_the_worker(redis_url: str, start_worker) -> None:
+    start_worker(redis_url, name="w1")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog("crash"), None, ["cpu"], RunSettings(max_attempts=2))
+    assert wait(store, run_id) == {"FAILED": 1}
+    assert store.ledger.run_counts(run_id) == {"w1": {"received": 3, "finished": 1, "died": 2}}
+    (hole,) = report.build(store, run_id)["accounting"]["black_holes"]
+    assert hole["worker"] == "w1" and "2 of its jobs died" in hole["why"]
+    out = orchestrator("workers", env={"FLEET_REDIS_URL": redis_url})
+    assert "died=2" in out.stdout and "BLACK HOLE" in out.stdout
+
+
+class FreezingProxy:
+    """A TCP proxy to Redis that, once frozen, stops forwarding on every connection that has
+    carried a BRPOP (the consumer's): a hung broker connection, while the heartbeat's flows."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.frozen = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            polls = threading.Event()
+            threading.Thread(target=self._pipe, args=(client, upstream, polls, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, polls, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, polls: threading.Event, outbound: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if outbound and b"BRPOP" in data:
+                    polls.set()
+                while polls.is_set() and self.frozen.is_set():
+                    time.sleep(0.1)  # hung: nothing passes, nothing is closed
+                dst.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_worker_whose_consumer_hangs_is_shown_stuck_while_its_heartbeat_runs(
+    redis_url: str, start_worker
+) -> None:
+    host, port = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    proxy = FreezingProxy((host, int(port)))
+    try:
+        via = f"redis://127.0.0.1:{proxy.port}/{redis_url.rsplit('/', 1)[-1]}"
+        start_worker(via, name="w1")
+        store = ResultStore(redis_url)
+        wait_until(lambda: any(w.get("polled_at") for w in store.registry.live_workers()), what="first poll")
+        env = {"FLEET_REDIS_URL": redis_url}
+        before = orchestrator("workers", "--stuck-after", "3", env=env).stdout
+        assert "w1  consuming" in before
+        proxy.frozen.set()
+        frozen_at = time.time()
+        time.sleep(14)  # past --stuck-after and at least one heartbeat (every 10 s)
+        (w,) = store.registry.live_workers()
+        assert w["seen_at"] > frozen_at  # the heartbeat thread still writes
+        assert w["polled_at"] < frozen_at + 2  # the consumer has had no reply since
+        out = orchestrator("workers", "--stuck-after", "3", env=env).stdout
+        assert "w1  stuck since" in out, out
+        assert "fleet_workers_stuck 1" in metrics.exposition(store, _any_run(store))
+        proxy.frozen.clear()
+        wait_until(lambda: store.registry.live_workers()[0]["polled_at"] > time.time() - 3, timeout=30)
+        assert "w1  consuming" in orchestrator("workers", "--stuck-after", "3", env=env).stdout
+    finally:
+        proxy.frozen.clear()
+        proxy.close()
+
+
+def _any_run(store: ResultStore) -> str:
+    """metrics need a run: an empty one will do."""
+    ids = store.run_ids(1)
+    if ids:
+        return ids[0]
+    store.create_run({"run_id": "r0", "started_at": time.time(), "deadline": time.time() + 60, "deadline_s": 60}, [])
+    return "r0"
+
+
+def test_prices_parse_and_refuse() -> None:
+    assert accounting.parse_prices("cuda=2.5, cpu=0.1") == {"cuda": 2.5, "cpu": 0.1}
+    assert accounting.parse_prices(None) == {}
+    for bad in ("cuda", "cuda=-1", "cuda=nan", "gpu=1", "cuda=x"):
+        with pytest.raises(Exception, match="--price"):
+            accounting.parse_prices(bad)
+    assert accounting.percentile([1.0, 2.0, 3.0, 4.0], 0.9) == 4.0
+    assert accounting.histogram([0.5, 2.0, 7200.0])[-1] == [math.inf, 3]
