@@ -63,12 +63,12 @@ def test_accounting_of_a_run_on_two_workers_matches_the_jobs_own_timestamps(
         assert r["sent_at"] <= r["started_at"] <= r["finished_at"]
         busy[r["worker"]] += r["finished_at"] - r["started_at"]
     by_worker = {w["name"]: w for w in acc["workers"]}
-    assert set(by_worker) == {"w1", "w2"}
+    assert set(by_worker) == {"cpu@w1", "cpu@w2"}  # the launcher names a worker device@name
     for name, w in by_worker.items():
         assert w["busy_s"] == pytest.approx(busy.get(name, 0.0), abs=2e-3)
         assert w["results"] == sum(r["worker"] == name for r in results)
         # the ledger the workers wrote agrees with the results they wrote
-        assert (w["received"], w["finished"], w["died"]) == (w["results"], w["results"], None)
+        assert (w["received"], w["finished"], w["died"]) == (w["results"], w["results"], 0)
         # idle: one slot for the whole run (both were live at submit), less the busy time
         window = meta["finished_at"] - meta["started_at"]
         assert w["slots"] == 1
@@ -101,18 +101,18 @@ def test_accounting_of_a_run_on_two_workers_matches_the_jobs_own_timestamps(
 
     md = report.render_markdown(data)
     assert md.splitlines()[0].startswith("# model-fleet report")  # complete: no warning first
-    assert "## Accounting" in md and "| w1 | cpu | 1 |" in md
+    assert "## Accounting" in md and "| cpu@w1 | cpu | 1 |" in md
     html = report.render_html(data)
     assert 'id="accounting-workers"' in html and "6 of 6 jobs have a final result" in html
     js = json.loads(report.to_json(data))
     assert js["incomplete"] is None and js["jobs_with_final_result"] == 6
-    assert js["accounting"]["workers"][0]["busy_s"] == by_worker["w1"]["busy_s"]
+    assert js["accounting"]["workers"][0]["busy_s"] == by_worker["cpu@w1"]["busy_s"]
 
     prom = metrics.exposition(store, run_id)
     assert 'fleet_run_queue_wait_seconds_count{queue="cpu"} 6' in prom
     assert 'fleet_run_queue_wait_seconds_bucket{queue="cpu",le="+Inf"} 6' in prom
     assert "# TYPE fleet_run_queue_wait_seconds histogram" in prom
-    assert 'fleet_run_worker_busy_seconds{worker="w1"}' in prom
+    assert 'fleet_run_worker_busy_seconds{worker="cpu@w1"}' in prom
     assert 'fleet_queue_running{queue="cpu"} 0' in prom  # every job done: nothing counted as running
 
     # the CLI: --price, and bad prices refused in one line, exit 2
@@ -143,7 +143,7 @@ def test_incomplete_run_says_so_in_its_first_line_with_every_missing_job_and_why
     acc = report.build(store, run_id)["accounting"]
     why = {m["job_id"]: (m["why"], m.get("worker")) for m in acc["completeness"]["missing"]}
     taken = next(j for j, (w, _) in why.items() if w == "lost")
-    assert why[taken] == ("lost", "w1")
+    assert why[taken] == ("lost", "cpu@w1")
     assert {j for j, (w, _) in why.items() if w == "expired"} == {"slow0@cpu", "slow1@cpu"} - {taken}
     assert {j for j, (w, _) in why.items() if w == "no worker"} == {"slow0@cuda", "slow1@cuda"}
     html = report.render_html(report.build(store, run_id))
@@ -183,26 +183,26 @@ def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str,
     w2 = start_worker(redis_url, name="w2", FLEET_TEST_SLOW_S="1")
     store = ResultStore(redis_url)
     run_id = submit(store, make_app(redis_url), catalog(*["slow"] * 4), None, ["cpu"], RunSettings(repeats=1))
-    wait_until(lambda: store.ledger.run_counts(run_id).get("w2", {}).get("received"), what="w2 takes a job")
+    wait_until(lambda: store.ledger.run_counts(run_id).get("cpu@w2", {}).get("received"), what="w2 takes a job")
     (child,) = w2.pool_children()
     child.send_signal(signal.SIGSTOP)
     try:
         held = store.ledger.holders(run_id)
-        mine = [j for j, w in held.items() if w == "w2"]
+        mine = [j for j, w in held.items() if w == "cpu@w2"]
         wait_until(lambda: store.result_count(run_id) >= 4 - len(mine), what="w1 finishes the rest")
-        if any(r["worker"] == "w2" for r in store.results(run_id)):
+        if any(r["worker"] == "cpu@w2" for r in store.results(run_id)):
             pytest.skip("w2 finished its job before it was stopped (a loaded machine)")
         acc = report.build(store, run_id)["accounting"]
         (hole,) = acc["black_holes"]
-        assert hole["worker"] == "w2" and hole["finished"] == 0 and hole["received"] >= 1
+        assert hole["worker"] == "cpu@w2" and hole["finished"] == 0 and hole["received"] >= 1
         assert "finished none while other workers finished" in hole["why"]
         md = report.render_markdown(report.build(store, run_id))
         assert md.splitlines()[0].startswith("# INCOMPLETE (still running):")
-        assert "**w2**: received" in md
+        assert "**cpu@w2**: received" in md
         out = orchestrator("workers", env={"FLEET_REDIS_URL": redis_url})
-        line = next(x for x in out.stdout.splitlines() if x.startswith("w2 "))
+        line = next(x for x in out.stdout.splitlines() if x.startswith("cpu@w2 "))
         assert "received=1" in line and "finished=0" in line and "BLACK HOLE" in line
-        w1 = next(x for x in out.stdout.splitlines() if x.startswith("w1 "))
+        w1 = next(x for x in out.stdout.splitlines() if x.startswith("cpu@w1 "))
         assert "BLACK HOLE" not in w1 and "finished=0" not in w1
         assert store.ledger.running_count("cpu") == 1  # the held job is still running
     finally:
@@ -214,9 +214,9 @@ def test_jobs_that_keep_dying_are_counted_against_the_worker(redis_url: str, sta
     store = ResultStore(redis_url)
     run_id = submit(store, make_app(redis_url), catalog("crash"), None, ["cpu"], RunSettings(max_attempts=2))
     assert wait(store, run_id) == {"FAILED": 1}
-    assert store.ledger.run_counts(run_id) == {"w1": {"received": 3, "finished": 1, "died": 2}}
+    assert store.ledger.run_counts(run_id) == {"cpu@w1": {"received": 3, "finished": 1, "died": 2}}
     (hole,) = report.build(store, run_id)["accounting"]["black_holes"]
-    assert hole["worker"] == "w1" and "2 of its jobs died" in hole["why"]
+    assert hole["worker"] == "cpu@w1" and "2 of its jobs died" in hole["why"]
     out = orchestrator("workers", env={"FLEET_REDIS_URL": redis_url})
     assert "died=2" in out.stdout and "BLACK HOLE" in out.stdout
 
@@ -270,7 +270,7 @@ def test_a_worker_whose_consumer_hangs_is_shown_stuck_while_its_heartbeat_runs(
         wait_until(lambda: any(w.get("polled_at") for w in store.registry.live_workers()), what="first poll")
         env = {"FLEET_REDIS_URL": redis_url}
         before = orchestrator("workers", "--stuck-after", "3", env=env).stdout
-        assert "w1  consuming" in before
+        assert "cpu@w1  consuming" in before
         proxy.frozen.set()
         frozen_at = time.time()
         time.sleep(14)  # past --stuck-after and at least one heartbeat (every 10 s)
@@ -278,11 +278,11 @@ def test_a_worker_whose_consumer_hangs_is_shown_stuck_while_its_heartbeat_runs(
         assert w["seen_at"] > frozen_at  # the heartbeat thread still writes
         assert w["polled_at"] < frozen_at + 2  # the consumer has had no reply since
         out = orchestrator("workers", "--stuck-after", "3", env=env).stdout
-        assert "w1  stuck since" in out, out
+        assert "cpu@w1  stuck since" in out, out
         assert "fleet_workers_stuck 1" in metrics.exposition(store, _any_run(store))
         proxy.frozen.clear()
         wait_until(lambda: store.registry.live_workers()[0]["polled_at"] > time.time() - 3, timeout=30)
-        assert "w1  consuming" in orchestrator("workers", "--stuck-after", "3", env=env).stdout
+        assert "cpu@w1  consuming" in orchestrator("workers", "--stuck-after", "3", env=env).stdout
     finally:
         proxy.frozen.clear()
         proxy.close()
