@@ -203,7 +203,8 @@ def account(
                 "histogram": histogram(values),
             }
         )
-    firsts = [f for r in results if r.get("worker") and (f := _number(r.get("finished_at"))) is not None]
+    # a time before the run's start is another clock's (or a fixture's): not a first result
+    firsts = [f for r in results if r.get("worker") and (f := _number(r.get("finished_at"))) is not None and f >= start]
     costed = [d for d in device_rows if "cost_busy" in d]
     return {
         "window": {"start": start, "end": round(end, 3), "seconds": round(max(0.0, end - start), 3)},
