@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from fleet.devices import GPU_QUEUE
+from fleet.store import keys
 from fleet.launcher import command_line
 from tests.helpers import ROOT
 
@@ -72,8 +73,9 @@ def test_keda_objects_have_keda_fields_only() -> None:
     assert scaled["spec"]["scaleTargetRef"] == {"name": deployment["metadata"]["name"]}
     assert 0 <= scaled["spec"]["minReplicaCount"] < scaled["spec"]["maxReplicaCount"]
     assert all(isinstance(scaled["spec"][k], int) for k in ("pollingInterval", "cooldownPeriod"))
-    (trigger,) = scaled["spec"]["triggers"]
-    assert set(trigger) <= {"type", "metadata", "authenticationRef", "name", "useCachedMetrics", "metricType"}
+    triggers = scaled["spec"]["triggers"]
+    for trigger in triggers:
+        assert set(trigger) <= {"type", "metadata", "authenticationRef", "name", "useCachedMetrics", "metricType"}
     redis_scaler = {
         "address",
         "addressFromEnv",
@@ -90,13 +92,22 @@ def test_keda_objects_have_keda_fields_only() -> None:
         "enableTLS",
         "unsafeSsl",
     }
-    meta = trigger["metadata"]
-    assert trigger["type"] == "redis" and set(meta) <= redis_scaler
-    assert all(isinstance(v, str) for v in meta.values())  # trigger metadata is a map of strings
-    assert meta["listName"] == GPU_QUEUE and int(meta["listLength"]) >= 1
-    assert meta["addressFromEnv"] in {e["name"] for e in _container()["env"]}
-    # the trigger's authentication is the TriggerAuthentication here, reading the secret the pods read
-    assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+    lists = {}
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert trigger["type"] == "redis" and set(meta) <= redis_scaler
+        assert all(isinstance(v, str) for v in meta.values())  # trigger metadata is a map of strings
+        assert int(meta["listLength"]) >= 1
+        assert meta["addressFromEnv"] in {e["name"] for e in _container()["env"]}
+        # the trigger's authentication is the TriggerAuthentication here, reading the secret the pods read
+        assert trigger["authenticationRef"] == {"name": auth["metadata"]["name"]}
+        lists[trigger["name"]] = meta["listName"]
+    # queued plus running GPU jobs: the queue's list and the list workers keep of their running jobs
+    assert lists == {"queued": GPU_QUEUE, "running": keys.running(GPU_QUEUE)}
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert set(modifiers) <= {"formula", "target", "activationTarget", "metricType"}
+    assert modifiers["formula"].replace(" ", "") == "queued+running" and modifiers["target"] == "1"
+    assert modifiers["metricType"] == "AverageValue"  # one job per pod: pods = queued + running
     pod_secrets = {
         (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
         for e in _container()["env"]
@@ -119,6 +130,18 @@ def test_compose_matches_the_compose_spec_schema() -> None:
     flower = compose["services"]["flower"]
     assert all(p.startswith("127.0.0.1:") for p in flower["ports"])  # not published beyond the host
     assert flower["secrets"] == ["flower_basic_auth"] and "flower_basic_auth" in compose["secrets"]
+    # the metrics beside each other: celery-exporter, and the fleet's fleet.prom where the beat writes it
+    services = compose["services"]
+    assert "--broker-url=redis://redis:6379/0" in services["celery-exporter"]["command"]
+    beat = services["beat"]
+    reports_dir = beat["command"][beat["command"].index("--reports-dir") + 1]
+    textfile = services["fleet-metrics"]["command"]
+    assert f"--collector.textfile.directory={reports_dir}" in textfile
+    (beat_volume,) = beat["volumes"]
+    (metrics_volume,) = services["fleet-metrics"]["volumes"]
+    assert metrics_volume == beat_volume + ":ro"  # the same volume, read only
+    for name in ("celery-exporter", "fleet-metrics"):
+        assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"])
 
 
 def _flower_command(secret: Path) -> str:
