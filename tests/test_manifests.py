@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from fleet.devices import GPU_QUEUE
-from fleet.store import keys
 from fleet.launcher import command_line
+from fleet.store import keys
 from tests.helpers import ROOT
 
 DOCKER = ROOT / "docker"
