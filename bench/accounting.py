@@ -92,14 +92,20 @@ def main() -> None:
         collect_s = time.perf_counter() - t0
         pure = []
         late = store.late_results(run_id)
-        extra = {
-            "attempts": store.attempts(run_id),
-            "holders": store.ledger.holders(run_id),
-            "ledger": store.ledger.run_counts(run_id),
-        }
+        attempts, holders = store.attempts(run_id), store.ledger.holders(run_id)
+        ledger = store.ledger.run_counts(run_id)
         for _ in range(3):
             t0 = time.perf_counter()
-            accounting.account(current.meta, current.results, current.total, current.finished, late=late, **extra)
+            accounting.account(
+                current.meta,
+                current.results,
+                current.total,
+                current.finished,
+                late=late,
+                attempts=attempts,
+                holders=holders,
+                ledger=ledger,
+            )
             pure.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         data = report.build(store, run_id, prices={"cpu": 0.1, "cuda": 2.5})
