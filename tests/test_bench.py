@@ -15,6 +15,7 @@ from tests.helpers import ROOT
 
 CASES = [
     ("render", ["--results", "200"], "render_markdown_s"),
+    ("accounting", ["--jobs", "200"], "accounting_collect_s"),
     ("submit_many", ["--jobs", "50"], "submit_s"),
     ("overhead", ["--jobs", "15", "--rounds", "1", "--spin-ms", "5"], "ratio"),
     ("ordering", ["--short", "3", "--short-ms", "50", "--long-ms", "200"], "speedup"),
