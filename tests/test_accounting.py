@@ -148,6 +148,8 @@ def test_incomplete_run_says_so_in_its_first_line_with_every_missing_job_and_why
     assert "<title>INCOMPLETE: 0 of 4 jobs" in html
     js = json.loads(report.to_json(report.build(store, run_id)))
     assert next(iter(js)) == "incomplete" and js["incomplete"].startswith("INCOMPLETE")
+    junit = report.to_junit(report.build(store, run_id))
+    assert '<property name="jobs_with_final_result" value="0" />' in junit
 
 
 def test_a_poisoned_process_is_replaced_before_the_next_job(redis_url: str, start_worker) -> None:
@@ -282,6 +284,32 @@ def test_a_worker_whose_consumer_hangs_is_shown_stuck_while_its_heartbeat_runs(r
     finally:
         proxy.frozen.clear()
         proxy.close()
+
+
+def test_running_tokens_of_gone_workers_and_answered_jobs_are_pruned(redis_url: str) -> None:
+    """What KEDA counts as running (fleet:running:gpu) keeps only jobs a live worker start holds."""
+    store = ResultStore(redis_url)
+    ledger = store.ledger
+    store.create_run({"run_id": "r", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [_job("a"), _job("b")])
+    ledger.started("r", "a@cuda", "gpu", "gpu0@x", "inst-x", 1)
+    ledger.started("r", "b@cuda", "gpu", "gpu0@y", "inst-y", 1)
+    assert ledger.running_count("gpu") == 2
+    assert ledger.prune_running(["gpu"], {"inst-x", "inst-y"}) == 0  # both live, no result: kept
+    assert ledger.prune_running(["gpu"], {"inst-x"}) == 1  # y's worker start is gone
+    assert ledger.running_count("gpu") == 1
+    store.write_results("r", [{"job_id": "a@cuda", "status": "REAL"}])  # answered, token left behind
+    assert ledger.prune_running(["gpu"], {"inst-x"}) == 1
+    assert ledger.running_count("gpu") == 0
+    # a redelivery counts the earlier holder's delivery as died
+    assert ledger.started("r", "b@cuda", "gpu", "gpu0@x", "inst-x", 2) == "gpu0@y"
+    assert ledger.run_counts("r")["gpu0@y"] == {"received": 1, "finished": 0, "died": 1}
+    ledger.finished("r", "b@cuda", "gpu", "gpu0@x", "inst-x")
+    assert ledger.running_count("gpu") == 0
+    assert ledger.worker_stats()["gpu0@x"]["finished"] == 1
+
+
+def _job(name: str) -> dict:
+    return {"run_id": "r", "job_id": f"{name}@cuda", "family": name, "device": "cuda", "queue": "gpu"}
 
 
 def test_prices_parse_and_refuse() -> None:

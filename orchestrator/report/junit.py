@@ -53,6 +53,16 @@ def to_junit(report: dict[str, Any]) -> str:
             "timestamp": _iso(report["started_at"]),
         },
     )
+    acc = report.get("accounting")
+    if acc:  # completeness first (orchestrator/accounting.py): an incomplete run says so
+        props = ET.SubElement(suite, "properties")
+        c = acc["completeness"]
+        for name, value in (
+            ("incomplete", report.get("incomplete") or ""),
+            ("jobs_asked", c["asked"]),
+            ("jobs_with_final_result", c["final"]),
+        ):
+            ET.SubElement(props, "property", {"name": name, "value": str(value)})
     for r in rows:
         case = ET.SubElement(
             suite,
