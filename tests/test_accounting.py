@@ -16,11 +16,13 @@ import pytest
 
 from fleet.broker import make_app
 from fleet.catalog import Catalog
+from fleet.jobs import job_problem
+from fleet.protocol import base_result
 from fleet.settings import RunSettings
 from fleet.store import ResultStore
 from orchestrator import accounting, liveness, metrics, report
 from orchestrator.runs import wait
-from orchestrator.submit import submit
+from orchestrator.submit import plan_jobs, submit
 from tests.helpers import orchestrator
 from tests.models import family
 
@@ -310,6 +312,15 @@ def test_running_tokens_of_gone_workers_and_answered_jobs_are_pruned(redis_url: 
 
 def _job(name: str) -> dict:
     return {"run_id": "r", "job_id": f"{name}@cuda", "family": name, "device": "cuda", "queue": "gpu"}
+
+
+def test_a_job_message_carries_sent_at_and_a_bad_one_is_refused() -> None:
+    (job,) = plan_jobs("r", catalog("slow"), None, ["cpu"], RunSettings(), pins=[], lock=[])
+    assert "sent_at" not in job  # set as each message is published (orchestrator.submit)
+    assert job_problem({**job, "sent_at": time.time()}) is None
+    for bad in ("yesterday", math.nan, math.inf, True):
+        assert "sent_at must be a finite number" in str(job_problem({**job, "sent_at": bad}))
+    assert base_result({**job, "sent_at": 12.5})["sent_at"] == 12.5  # every result keeps it
 
 
 def test_prices_parse_and_refuse() -> None:

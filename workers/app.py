@@ -96,7 +96,16 @@ class RunCheck(Task):
 def _finished(s: ResultStore, job: Job) -> None:
     """Count the job's stored outcome for this worker, and drop it from the running jobs."""
     name = worker_name(settings())
-    s.retrying(lambda: s.ledger.finished(job["run_id"], job["job_id"], job["queue"], name, INSTANCE))
+    _ledger(s, lambda: s.ledger.finished(job["run_id"], job["job_id"], job["queue"], name, INSTANCE))
+
+
+def _ledger(s: ResultStore, write: Any) -> None:
+    """The ledger's bookkeeping (fleet.store.ledger) rides out a Redis restart like every store
+    call, but a key it cannot write (another type) never stops a job: logged, and the job goes on."""
+    try:
+        s.retrying(write)
+    except FleetError as exc:
+        logger.warning("could not write the ledger: %s", exc)
 
 
 @app.task(name=RUN_CHECK_TASK, base=RunCheck, bind=True, acks_late=True)
@@ -122,7 +131,7 @@ def run_check(self: Task, job: Job) -> str:
     if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
         return "already rerun"  # this run's outcome is kept and the next run was published
     # Who took it (received), and which earlier delivery died with its process (fleet.store.ledger).
-    s.retrying(lambda: s.ledger.started(run_id, job_id, job["queue"], worker_name(settings()), INSTANCE, delivery))
+    _ledger(s, lambda: s.ledger.started(run_id, job_id, job["queue"], worker_name(settings()), INSTANCE, delivery))
     if delivery > int(job.get("max_attempts", 3)):
         gave_up = terminal_result(
             job,
@@ -241,13 +250,16 @@ def _beat_loop() -> None:
                 store().registry.forget_worker(worker_name(settings()))
             else:
                 store().registry.heartbeat(worker_name(settings()), capabilities(), ttl=int(HEARTBEAT_S * 3))
-            live = {w.get("instance") for w in store().registry.live_workers()}
-            store().ledger.prune_running(QUEUES, {i for i in live if isinstance(i, str)} | {INSTANCE})
             restored = restore_orphans(store(), _watch)
             if restored:
                 logger.warning("put %d message(s) of dead workers back on their queues", restored)
         except FleetError:
             _watch.lost_contact()  # Redis away: the next beat tries again, and observes afresh
+        try:  # the running jobs KEDA counts: those of gone worker starts and answered jobs dropped
+            live = {w.get("instance") for w in store().registry.live_workers()}
+            store().ledger.prune_running(QUEUES, {i for i in live if isinstance(i, str)} | {INSTANCE})
+        except FleetError as exc:
+            logger.warning("could not prune the running jobs: %s", exc)
         if _stop.wait(HEARTBEAT_S):
             return
 
