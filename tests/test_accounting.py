@@ -19,11 +19,11 @@ from fleet.catalog import Catalog
 from fleet.jobs import job_problem
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from orchestrator import accounting, liveness, metrics, report
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
-from tests.helpers import orchestrator
+from tests.helpers import orchestrator, raw_redis
 from tests.models import family
 
 
@@ -308,6 +308,15 @@ def test_running_tokens_of_gone_workers_and_answered_jobs_are_pruned(redis_url: 
     ledger.finished("r", "b@cuda", "gpu", "gpu0@x", "inst-x")
     assert ledger.running_count("gpu") == 0
     assert ledger.worker_stats()["gpu0@x"]["finished"] == 1
+
+
+def test_a_ledger_key_of_another_type_never_stops_a_job(redis_url: str, start_worker) -> None:
+    w = start_worker(redis_url, name="w1")
+    raw_redis(redis_url).set(keys.running("cpu"), "not a list")  # corrupted on purpose
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog("tracked"), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 1}
+    assert "could not write the ledger" in w.log.read_text()
 
 
 def _job(name: str) -> dict:
