@@ -63,7 +63,17 @@ CASES: dict[str, tuple[Callable[[redis.Redis], Any], Callable[[dict[str, Any], d
         lambda r: r.set(K + "late", "x"),
         lambda data, status, md: _late_corrupt(md),
     ),
+    "ledger and holders of another type": (
+        lambda r: (r.set(K + "ledger", "x"), r.rpush(K + "holders", "x"), r.set("fleet:running:cpu", "x")),
+        lambda data, status, md: _no_ledger(data, md),
+    ),
 }
+
+
+def _no_ledger(data: dict[str, Any], md: str) -> None:
+    """The accounting goes on without what the workers' ledger would have added (orchestrator/accounting.py)."""
+    assert data["accounting"]["black_holes"] == [] and "## Accounting" in md
+    assert all(w["received"] is None for w in data["accounting"]["workers"])
 
 
 def _one_corrupt(data: dict[str, Any], job_id: str, says: str, real: bool = True) -> None:

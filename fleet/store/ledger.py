@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fleet.errors import StoreCorrupt
 from fleet.protocol import now
 from fleet.store import keys
 
@@ -105,17 +106,29 @@ class Ledger:
         return dropped
 
     # -- read by the orchestrator -----------------------------------------------------------
+    # A key of another type reads as nothing recorded: the run and its report go on without it.
     def running_count(self, queue: str) -> int:
-        return int(self._r.llen(keys.running(queue)))
+        try:
+            return int(self._r.llen(keys.running(queue)))
+        except StoreCorrupt:
+            return 0
 
     def holders(self, run_id: str) -> dict[str, str]:
         """Job id -> the worker that last took it, in this run."""
-        return {str(k): str(v) for k, v in self._r.hgetall(keys.run(run_id, "holders")).items()}
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "holders"))
+        except StoreCorrupt:
+            return {}
+        return {str(k): str(v) for k, v in raw.items()}
 
     def run_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         """Worker -> {received, finished, died} in this run."""
         out: dict[str, dict[str, int]] = {}
-        for field, value in self._r.hgetall(keys.run(run_id, "ledger")).items():
+        try:
+            raw = self._r.hgetall(keys.run(run_id, "ledger"))
+        except StoreCorrupt:
+            return {}
+        for field, value in raw.items():
             worker, _, counter = str(field).rpartition(SEP)
             if counter in COUNTERS and str(value).lstrip("-").isdigit():
                 out.setdefault(worker, dict.fromkeys(COUNTERS, 0))[counter] = int(value)
