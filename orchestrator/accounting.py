@@ -146,6 +146,7 @@ def account(
         if r.get("worker"):
             final_by[str(r["worker"])] += 1
     names = sorted(n for n in set(busy) | at_submit | set(ledger) if isinstance(n, str))
+    answered = {r["job_id"] for r in results}
     workers: list[dict[str, Any]] = []
     for name in names:
         w = info.get(name, {})
@@ -155,6 +156,7 @@ def account(
         there_from = start if name in at_submit else first.get(name, end)
         held = max(0.0, end - max(start, there_from)) * slots
         counts = ledger.get(name, {})
+        in_flight = 0 if over else sum(1 for jid, held_by in holders.items() if held_by == name and jid not in answered)
         workers.append(
             {
                 "name": name,
@@ -167,6 +169,7 @@ def account(
                 "received": counts.get("received"),
                 "finished": counts.get("finished"),
                 "died": counts.get("died"),
+                "in_flight": in_flight,
             }
         )
     devices: dict[str, dict[str, float]] = defaultdict(lambda: {"busy_s": 0.0, "idle_s": 0.0, "held_s": 0.0})
@@ -268,13 +271,16 @@ def completeness(
 
 
 def black_holes(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Workers that took jobs and answered none while others answered, or whose jobs keep dying."""
+    """Workers that took jobs and answered none while others answered, or whose jobs keep dying.
+    A job a worker still holds (`in_flight`: of a run not over, or held now) is no evidence yet:
+    a long job and a hung one look the same until its time limit."""
     others_finished = {w["name"]: sum((x["finished"] or 0) for x in workers if x is not w) for w in workers}
     out = []
     for w in workers:
         received, finished, died = w["received"] or 0, w["finished"] or 0, w["died"] or 0
+        settled = received - int(w.get("in_flight") or 0)
         others = others_finished[w["name"]]
-        if received and not finished and others:
+        if settled > 0 and not finished and others:
             why = f"received {received} job(s) and finished none while other workers finished {others}"
         elif died >= BLACK_HOLE_DIED and died >= finished:
             why = f"{died} of its jobs died in its hands (finished {finished})"

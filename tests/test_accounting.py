@@ -180,11 +180,15 @@ def test_a_poisoned_process_is_replaced_before_the_next_job(redis_url: str, star
 
 
 def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str, start_worker) -> None:
-    """w2's pool process hangs (SIGSTOP) with the job it took; w1 finishes the rest."""
+    """w2's pool process hangs (SIGSTOP) with the job it took; w1 finishes the rest. While the
+    run goes on, a held job is no evidence (a long job looks the same); past the deadline, w2 is
+    named."""
     start_worker(redis_url, name="w1", FLEET_TEST_SLOW_S="1")
     w2 = start_worker(redis_url, name="w2", FLEET_TEST_SLOW_S="1")
     store = ResultStore(redis_url)
-    run_id = submit(store, make_app(redis_url), catalog(*["slow"] * 4), None, ["cpu"], RunSettings(repeats=1))
+    run_id = submit(
+        store, make_app(redis_url), catalog(*["slow"] * 4), None, ["cpu"], RunSettings(repeats=1, deadline_s=30)
+    )
     wait_until(lambda: store.ledger.run_counts(run_id).get("cpu@w2", {}).get("received"), what="w2 takes a job")
     (child,) = w2.pool_children()
     child.send_signal(signal.SIGSTOP)
@@ -194,19 +198,29 @@ def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str,
         wait_until(lambda: store.result_count(run_id) >= 4 - len(mine), what="w1 finishes the rest")
         if any(r["worker"] == "cpu@w2" for r in store.results(run_id)):
             pytest.skip("w2 finished its job before it was stopped (a loaded machine)")
-        acc = report.build(store, run_id)["accounting"]
-        (hole,) = acc["black_holes"]
-        assert hole["worker"] == "cpu@w2" and hole["finished"] == 0 and hole["received"] >= 1
-        assert "finished none while other workers finished" in hole["why"]
-        md = report.render_markdown(report.build(store, run_id))
-        assert md.splitlines()[0].startswith("# INCOMPLETE (still running):")
-        assert "**cpu@w2**: received" in md
+        running = report.build(store, run_id)
+        assert running["accounting"]["black_holes"] == []  # its job is in flight: no evidence yet
+        assert report.render_markdown(running).splitlines()[0].startswith("# INCOMPLETE (still running): 3 of 4")
+        holds = lambda: any(w["name"] == "cpu@w2" and w.get("holding") for w in store.registry.live_workers())  # noqa: E731
+        wait_until(holds, timeout=30, what="a heartbeat of w2 that says it holds a job (one every 10 s)")
         out = orchestrator("workers", env={"FLEET_REDIS_URL": redis_url})
         line = next(x for x in out.stdout.splitlines() if x.startswith("cpu@w2 "))
-        assert "received=1" in line and "finished=0" in line and "BLACK HOLE" in line
+        assert "received=1" in line and "finished=0" in line and "BLACK HOLE" not in line  # holds it now
+        assert "cpu@w2  consuming" in line  # every slot busy: not polling is no sign of a stuck consumer
         w1 = next(x for x in out.stdout.splitlines() if x.startswith("cpu@w1 "))
         assert "BLACK HOLE" not in w1 and "finished=0" not in w1
         assert store.ledger.running_count("cpu") == 1  # the held job is still running
+
+        wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, what="deadline")
+        data = report.build(store, run_id)
+        (hole,) = data["accounting"]["black_holes"]
+        assert hole["worker"] == "cpu@w2" and hole["finished"] == 0 and hole["received"] == 1
+        assert "finished none while other workers finished 3" in hole["why"]
+        md = report.render_markdown(data)
+        assert md.splitlines()[0].startswith("# INCOMPLETE: 3 of 4 jobs have a final result (1 lost)")
+        assert "**cpu@w2**: received" in md
+        (lost,) = data["accounting"]["completeness"]["missing"]
+        assert (lost["why"], lost["worker"]) == ("lost", "cpu@w2")
     finally:
         child.send_signal(signal.SIGCONT)
 

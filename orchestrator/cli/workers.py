@@ -32,10 +32,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
     workers = store.registry.live_workers()
     stats = store.ledger.worker_stats()
+    holding = {w.get("name"): w.get("holding") for w in workers}  # jobs held now: no evidence yet
     holes = {
         b["worker"]: b["why"]
         for b in accounting.black_holes(
-            [{"name": n, **{k: int(s.get(k, 0)) for k in ("received", "finished", "died")}} for n, s in stats.items()]
+            [
+                {"name": n, "in_flight": holding.get(n) or 0}
+                | {k: int(s.get(k, 0)) for k in ("received", "finished", "died")}
+                for n, s in stats.items()
+            ]
         )
     }
     now = time.time()
