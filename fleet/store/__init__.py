@@ -6,6 +6,8 @@
 - transport.py: Celery transport bookkeeping (queue contents, held deliveries, restoring an
   unacknowledged message).
 - registry.py: live workers, published architecture listings, schedule slots, saved reports.
+- summaries.py: per-job summaries (a job's recent outcomes, one small record each) and the
+  counts of finished runs, so that reports never read whole earlier runs.
 - keys.py: every key name, spelled once. connection.py: the client and its error translation.
 - put_result.lua: the script that writes a result and finishes a run atomically.
 
@@ -14,6 +16,7 @@ Nothing outside this package holds a raw Redis client for the fleet's data.
 
 from fleet.store.registry import Registry
 from fleet.store.results import ResultStore, new_run_id
+from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
 
-__all__ = ["Registry", "ResultStore", "Transport", "new_run_id"]
+__all__ = ["Registry", "ResultStore", "Summaries", "Transport", "new_run_id"]

@@ -35,6 +35,7 @@ from fleet.settings import Settings, redact_url
 from fleet.store import keys
 from fleet.store.connection import connect
 from fleet.store.registry import Registry
+from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
 
 T = TypeVar("T")
@@ -48,8 +49,9 @@ def new_run_id() -> str:
 
 
 class ResultStore:
-    """Runs and results; .transport (queues, held deliveries) and .registry (workers,
-    architectures, schedule slots, saved reports) share its one connection."""
+    """Runs and results; .transport (queues, held deliveries), .registry (workers,
+    architectures, schedule slots, saved reports) and .summaries (per-job summaries, counts
+    of finished runs) share its one connection."""
 
     def __init__(self, url: str, keep_runs: int = 200, redis_ca: str | None = None) -> None:
         self.url = url
@@ -57,6 +59,7 @@ class ResultStore:
         self._r = connect(url, redis_ca)
         self.transport = Transport(self._r)
         self.registry = Registry(self._r)
+        self.summaries = Summaries(self._r)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResultStore:
@@ -228,6 +231,11 @@ class ResultStore:
         return [mine[i] for i in sorted(mine)]
 
     # -- reading across runs (baselines, history, trends) -------------------------------
+    def runs_oldest_first(self) -> list[tuple[str, float]]:
+        """Every listed run with its start time, oldest first."""
+        rows = self._r.zrange(keys.RUNS, 0, -1, withscores=True)
+        return [(str(rid), records.decode_time(ts) or 0.0) for rid, ts in rows]
+
     def runs_before(self, run_id: str, limit: int) -> list[tuple[str, float]]:
         """Up to `limit` runs older than run_id with their start times, newest first."""
         score = self._r.zscore(keys.RUNS, run_id)
