@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, cast
 
+from fleet.errors import RedisOutOfMemory, StoreCorrupt
 from fleet.protocol import PASSED, Result
 from fleet.store import ResultStore
 from orchestrator.baselines import WINDOW_RUNS, JobHistory, Sample
@@ -81,7 +82,8 @@ def fold(store: ResultStore, run_id: str, started_at: float) -> None:
     current = store.summaries.records([r["job_id"] for r in results])
     changed = {}
     for r in results:
-        kept = [s for s in _decode(current.get(r["job_id"])) if s[0] > seq - KEEP]
+        # an outcome numbered seq or later is from a fold that stopped before its meta was written
+        kept = [s for s in _decode(current.get(r["job_id"])) if seq - KEEP < s[0] < seq]
         changed[r["job_id"]] = _encode([outcome(seq, r), *kept])
     runs = [row for row in meta.get("runs", []) if row[0] > seq - KEEP] + [[seq, run_id, started_at]]
     counts = {
@@ -94,7 +96,9 @@ def fold(store: ResultStore, run_id: str, started_at: float) -> None:
 
 def catch_up(store: ResultStore) -> int:
     """Fold every finished run not folded yet, oldest first, up to the first unfinished one.
-    Returns how many were folded (0 when another process is folding)."""
+    Returns how many were folded (0 when another process is folding). A Redis out of memory or
+    a summary key of another type stops the folding, never the caller: reports then read the
+    earlier runs themselves."""
     with store.summaries.lock() as held:
         if not held:
             return 0
@@ -113,7 +117,10 @@ def catch_up(store: ResultStore) -> int:
         for rid, ts in pending:
             if not store.is_finished(rid):
                 break
-            fold(store, rid, ts)
+            try:
+                fold(store, rid, ts)
+            except (RedisOutOfMemory, StoreCorrupt):  # derived data: reports read the runs instead
+                break
             folded += 1
         return folded
 

@@ -104,3 +104,36 @@ def test_runs_and_status_read_the_counts_kept_for_finished_runs(redis_url: str) 
     assert set(kept) == set(ids)
     for rid in ids:
         assert kept[rid] == store.progress(rid)
+
+
+def test_summaries_of_another_type_leave_reports_to_the_full_read(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 4, 20, fold=False)
+    r = redis.Redis.from_url(redis_url)
+    r.rpush(keys.SUMMARIES, "not a hash")
+    assert summaries.catch_up(store) == 0
+    latest = store.run_ids(1)[0]
+    assert summaries.histories(store, latest, store.meta(latest)["started_at"], store.results(latest)) is None
+    _same(store, latest)
+    r.close()
+
+
+def test_a_fold_that_stopped_before_its_meta_is_folded_again(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 6, 20)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    meta_before = r.get(keys.SUMMARIES_META)
+    newest = store.run_ids(1)[0]
+    r.delete(keys.run(newest, "counts"))
+    # the newest run's records were written, its meta was not (a process killed in between)
+    older = json.loads(meta_before or "{}")
+    older["seq"] -= 1
+    older["runs"] = older["runs"][:-1]
+    r.set(keys.SUMMARIES_META, json.dumps(older))
+    assert summaries.catch_up(store) == 1
+    assert json.loads(r.get(keys.SUMMARIES_META) or "{}") == json.loads(meta_before or "{}")
+    for record in r.hvals(keys.SUMMARIES):  # the newest outcome once, not twice
+        seqs = [row[0] for row in json.loads(record)["s"]]
+        assert len(seqs) == len(set(seqs))
+    _same(store, newest)
+    r.close()

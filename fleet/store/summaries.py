@@ -47,10 +47,12 @@ class Summaries:
         return out
 
     def write(self, changed: Mapping[str, dict[str, Any]], meta: dict[str, Any], counts: tuple[str, Any]) -> None:
-        """The records of one folded run, the new meta and that run's counts, all at once."""
-        pipe = self._r.pipeline(transaction=True)
+        """The records of one folded run, then (only once they are written) the new meta and that
+        run's counts. A record written for a run the meta does not list is never read, and is
+        replaced when the run is folded again (orchestrator.summaries.fold)."""
         if changed:
-            pipe.hset(keys.SUMMARIES, mapping={k: json.dumps(v, separators=(",", ":")) for k, v in changed.items()})
+            self._r.hset(keys.SUMMARIES, mapping={k: json.dumps(v, separators=(",", ":")) for k, v in changed.items()})
+        pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.SUMMARIES_META, json.dumps(meta, separators=(",", ":")))
         run_id, value = counts
         pipe.set(keys.run(run_id, "counts"), json.dumps(value, separators=(",", ":")))
