@@ -146,6 +146,8 @@ class Settings:
     # inside cache_dir, since whoever can write the cache must not be able to read it.
     host_key: Path = field(default_factory=lambda: Path.home() / ".config" / "model-fleet" / "host.key")
     keep_runs: int = 200  # FLEET_KEEP_RUNS
+    # FLEET_ARCHIVE_DIR: where runs older than keep_runs go (fleet.archive); default HOME/reports/archive
+    archive_dir: Path | None = None
     visibility_timeout_s: int = 3900  # FLEET_VISIBILITY_TIMEOUT
     hub_timeout_s: float = 10.0  # FLEET_HUB_TIMEOUT
     hub_probe_timeout_s: float = 0.8  # FLEET_HUB_PROBE_TIMEOUT
@@ -196,6 +198,7 @@ class Settings:
             cache_dir=cache,
             host_key=host_key,
             keep_runs=int(_number(env, "FLEET_KEEP_RUNS", 200, minimum=1, maximum=MAX_KEEP_RUNS)),
+            archive_dir=Path(env.get("FLEET_ARCHIVE_DIR") or home / "reports" / "archive"),
             visibility_timeout_s=int(_number(env, "FLEET_VISIBILITY_TIMEOUT", 3900, minimum=1, maximum=MAX_DEADLINE_S)),
             hub_timeout_s=_number(env, "FLEET_HUB_TIMEOUT", 10.0, maximum=MAX_SOCKET_TIMEOUT_S),
             hub_probe_timeout_s=_number(env, "FLEET_HUB_PROBE_TIMEOUT", 0.8, maximum=MAX_SOCKET_TIMEOUT_S),

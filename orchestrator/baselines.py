@@ -2,9 +2,13 @@
 
 A job's baseline is the newest earlier run that has a result for that same job, not simply the
 run before: a family REAL on Monday, absent from Tuesday's run (another family was tested), and
-SYNTHETIC on Wednesday has regressed against Monday. Earlier runs are read newest first, a few
-at a time and only for the jobs still looking, until every job is settled or the window (in
-runs) is exhausted.
+SYNTHETIC on Wednesday has regressed against Monday. A job's history is its outcomes in the
+`window` runs before this one that had it.
+
+Reports take the history from the per-job summaries (orchestrator.summaries: one small record per
+job). `collect` derives the same history by reading every earlier run in the window: the
+definition the summaries are tested against, and the way when the summaries do not cover the
+window (a report of an old run, an earlier run still unfinished).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from fleet.store import ResultStore
 
 WINDOW_RUNS = 30  # how far back (in runs) baselines and history look
 CHUNK = 10  # earlier runs read per round trip
+FROM_RESULT: Any = object()  # Sample.key when the result itself tells the weights
 PASSING = PASSED
 
 
@@ -30,9 +35,13 @@ def iso(ts: float | None) -> str | None:
 
 @dataclass
 class Sample:
+    """One outcome of a job. result may be the whole result or, from a summary, only what the
+    history and trends read (status, device, error kind, trend metrics) with the weights key."""
+
     run_id: str
     started_at: float
     result: Result
+    key: Any = FROM_RESULT  # the weights key (orchestrator.trends.weights_key) when result lacks its facts
 
     @property
     def status(self) -> str:
@@ -51,15 +60,6 @@ class JobHistory:
     @property
     def baseline(self) -> Sample | None:
         return self.samples[1] if len(self.samples) > 1 else None
-
-    def settled(self, need_samples: int) -> bool:
-        """Nothing more to learn from older runs: the baseline, the start of the current
-        streak and the last success are known, and there are enough samples for trends."""
-        if len(self.samples) < max(2, need_samples):
-            return False
-        statuses = [s.status for s in self.samples]
-        streak_ended = any(st != statuses[0] for st in statuses)
-        return streak_ended and any(st in PASSING for st in statuses)
 
     def summary(self) -> dict[str, Any]:
         """streak_start: the oldest run of the current unbroken streak of this status;
@@ -94,15 +94,13 @@ def collect(
     started_at: float,
     results: list[Result],
     window: int = WINDOW_RUNS,
-    need_samples: int = 0,
 ) -> dict[str, JobHistory]:
-    """Each job's history: its result in this run, then in each earlier run that had it."""
+    """Each job's history: its result in this run, then in each of the `window` earlier runs that
+    had it (every one of them read: the full-read way, see the module's docstring)."""
     histories = {r["job_id"]: JobHistory([Sample(run_id, started_at, r)]) for r in results}
     earlier = store.runs_before(run_id, window)
+    pending = sorted(histories)
     for i in range(0, len(earlier), CHUNK):
-        pending = sorted(jid for jid, h in histories.items() if not h.settled(need_samples))
-        if not pending:
-            break
         chunk = earlier[i : i + CHUNK]
         found = store.results_of([rid for rid, _ in chunk], pending)
         for rid, ts in chunk:

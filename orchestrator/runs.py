@@ -1,8 +1,9 @@
 """The run lifecycle: deadlines, LOST and SKIPPED, finishing, waiting.
 
 The store only reads and writes; the rules live here. Commands that own a run (submit --wait,
-run, the schedule) call finalize_if_due(); commands that only read (status, report) call
-view(), which shows what the run's final state would be without writing anything.
+run, the schedule) call finalize_if_due(), which also folds the finished run into the per-job
+summaries (orchestrator.summaries); commands that only read (status, report) call view(), which
+shows what the run's final state would be without writing anything of the run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fleet.errors import ErrorKind, RedisUnreachable, StoreCorrupt
 from fleet.protocol import Job, Result, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.store import ResultStore
+from orchestrator import summaries
 
 RESTORE_CHECK_S = 10.0
 
@@ -75,6 +77,7 @@ def finalize_if_due(store: ResultStore, run_id: str) -> bool:
     """Past the deadline, every job without a result is written as LOST or SKIPPED and the
     run is marked finished. Returns whether the run is finished."""
     if store.is_finished(run_id):
+        summaries.catch_up(store)
         return True
     meta = store.meta(run_id)
     if time.time() < meta["deadline"]:
@@ -84,6 +87,7 @@ def finalize_if_due(store: ResultStore, run_id: str) -> bool:
         store.put_result(result, only_if_absent=True)
     store.mark_finished(run_id)
     drop_expired(store)
+    summaries.catch_up(store)
     return True
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.protocol import PASSED, Result, Status
-from orchestrator.baselines import JobHistory
+from orchestrator.baselines import FROM_RESULT, JobHistory, Sample
 
 TREND_METRICS = ("latency_ms_p50", "load_s", "peak_rss_mb", "cuda_peak_allocated_mb")
 
@@ -40,18 +40,23 @@ def weights_key(result: Result) -> str | None:
     return None
 
 
+def sample_key(sample: Sample) -> str | None:
+    """The sample's weights key: kept with it (from a summary), or read from its result."""
+    return weights_key(sample.result) if sample.key is FROM_RESULT else sample.key
+
+
 def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, Any]]:
     """{metric: {label, value, median, relative, violations, runs}} for the job's current result."""
     if not history.samples:
         return {}
     current = history.samples[0].result
-    key = weights_key(current)
+    key = sample_key(history.samples[0])
     if key is None or current.get("status") not in PASSED:
         return {}
     same = [
         s.result
         for s in history.samples
-        if s.status in PASSED and weights_key(s.result) == key and s.result["device"] == current["device"]
+        if s.status in PASSED and sample_key(s) == key and s.result["device"] == current["device"]
     ]
     out: dict[str, dict[str, Any]] = {}
     for metric in TREND_METRICS:

@@ -188,3 +188,41 @@ def test_every_status_has_its_colour_and_letter_on_the_page(redis_url: str) -> N
     page = render_html(report.build(ResultStore(redis_url), _fixture(ResultStore(redis_url))))
     for status in STATUSES:
         assert f".s-{status}{{background:{COLOUR[status]}" in page, status
+
+
+def test_a_large_run_is_summarised_with_every_miss_listed() -> None:
+    """From COMPACT_FROM results: the matrix by architecture (counts), every miss in its failure
+    group with a place to link to, strips only for jobs whose status changed, evidence in the JSON."""
+    from bench.render import fixture_results
+    from orchestrator.report.html import COMPACT_FROM
+
+    n = COMPACT_FROM + 100
+    results = fixture_results("big", n, ("REAL", "SYNTHETIC", "FAILED", "REAL", "SKIPPED", "LOST"))
+    for i, r in enumerate(results):
+        r["architecture"] = ("LlamaForCausalLM", "BertModel", "T5Model")[i % 3]
+        if r["status"] in ("FAILED", "LOST", "SKIPPED"):
+            r["error"] = {"kind": "inference_error", "message": "<b>boom</b> " + "x" * 1000}
+    previous = {r["job_id"]: {**r, "status": "REAL", "error": None} for r in results}
+    changed = results[1]["job_id"]  # SYNTHETIC now, REAL before (as every SYNTHETIC one): regressed while passing
+    history = [("old", {changed: "REAL"}), ("big", {r["job_id"]: r["status"] for r in results})]
+    meta = {"run_id": "big", "started_at": 1_790_000_000.0}
+    data = assemble(meta, results, "old", previous, history)  # type: ignore[arg-type]
+    html = render_html(data)
+    page = Page(html)
+
+    assert not page.having("data-cell") and not [a for t, a in page.elements if t == "details" and a.get("id")]
+    misses = page.having("data-miss")
+    rows = data["rows"]
+    expected = {r["job_id"] for r in rows if r["status"] not in ("REAL", "SYNTHETIC") or r["change"] == "regressed"}
+    assert changed in expected and len(expected) < n
+    assert sorted(str(m["data-job"]) for m in misses) == sorted(expected)  # each once
+    ids = page.ids()
+    assert all(str(a["href"]).removeprefix("#") in ids for t, a in page.elements if t == "a" and "#job-" in a["href"])
+    # the architecture table counts every job
+    counts = [int(x) for x in re.findall(r'<span class="badge s-\w+" title="\w+">\w (\d+)</span>', html)]
+    assert sum(counts) == n
+    # history: the strips of the jobs whose status changed, here only one
+    assert html.count('class="strip"') == 1 and f'{changed}</a></th><td><span class="strip"' in html
+    # messages shortened and escaped; the whole ones are in the JSON report the page points to
+    assert "<b>boom</b>" not in html and "x" * 400 not in html and 'href="big.json"' in html
+    assert len(html) < 800 * n  # misses with their (shortened) message; passing jobs counted, not listed

@@ -9,7 +9,23 @@ from __future__ import annotations
 PREFIX = "fleet"
 RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 # A run's keys: fleet:run:<run id>:<part>
-RUN_PARTS = ("meta", "jobs", "results", "attempts", "finished", "report", "late", "reruns", "holders", "ledger")
+RUN_PARTS = (
+    "meta",
+    "jobs",
+    "results",
+    "attempts",
+    "finished",
+    "report",
+    "late",
+    "reruns",
+    "holders",
+    "ledger",
+    "counts",
+)
+# Per-job summaries (fleet/store/summaries.py): job id -> the job's recent outcomes, compact
+SUMMARIES = f"{PREFIX}:summaries"
+SUMMARIES_META = f"{PREFIX}:summaries:meta"  # which runs the summaries hold, oldest first
+SUMMARIES_LOCK = f"{PREFIX}:summaries:lock"  # one process folds at a time
 HELD = f"{PREFIX}:held"  # delivery tag -> instance id of the worker process that received it
 UNACKED, UNACKED_INDEX = "unacked", "unacked_index"  # kombu's Redis transport
 DEAD_LETTERS = f"{PREFIX}:dead_letters"  # messages workers refused, newest first (bounded)

@@ -23,11 +23,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
 
-from fleet import records
+from fleet import archive, records
 from fleet.errors import RedisOutOfMemory, RunNotFound, StoreCorrupt
 from fleet.protocol import SEALED, Job, Result, now
 from fleet.retrying import retry_redis
@@ -36,6 +37,7 @@ from fleet.store import keys
 from fleet.store.connection import connect
 from fleet.store.ledger import Ledger
 from fleet.store.registry import Registry
+from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
 
 T = TypeVar("T")
@@ -50,20 +52,26 @@ def new_run_id() -> str:
 
 class ResultStore:
     """Runs and results; .transport (queues, held deliveries), .registry (workers,
-    architectures, schedule slots, saved reports) and .ledger (who took which job, what is
-    running) share its one connection."""
+    architectures, schedule slots, saved reports), .ledger (who took which job, what is
+    running) and .summaries (per-job summaries, counts of finished runs) share its one
+    connection."""
 
-    def __init__(self, url: str, keep_runs: int = 200, redis_ca: str | None = None) -> None:
+    def __init__(
+        self, url: str, keep_runs: int = 200, redis_ca: str | None = None, archive_dir: Path | None = None
+    ) -> None:
         self.url = url
         self.keep_runs = keep_runs  # retention: the newest keep_runs runs are kept
+        self.archive_dir = archive_dir  # where a pruned run's results go (fleet.archive); None: nowhere
         self._r = connect(url, redis_ca)
         self.transport = Transport(self._r)
         self.registry = Registry(self._r)
         self.ledger = Ledger(self._r)
+        self.summaries = Summaries(self._r)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ResultStore:
-        return cls(settings.redis_url, keep_runs=settings.keep_runs, redis_ca=settings.redis_ca)
+        s = settings
+        return cls(s.redis_url, keep_runs=s.keep_runs, redis_ca=s.redis_ca, archive_dir=s.archive_dir)
 
     def ping(self) -> None:
         self._r.ping()
@@ -97,12 +105,20 @@ class ResultStore:
 
     def prune(self) -> None:
         """Keep the newest keep_runs runs (retention). A run older than those is deleted only
-        once it is over (marked finished, or past its deadline): never under a running job."""
+        once it is over (marked finished, or past its deadline): never under a running job; and,
+        with an archive folder, only once its results are archived there (fleet.archive): a run
+        whose file cannot be written stays in Redis."""
         for run_id in self._r.zrange(keys.RUNS, 0, -self.keep_runs - 1):
             try:
-                over = self.is_finished(run_id) or self.meta(run_id)["deadline"] <= time.time()
+                meta = self.meta(run_id)
+                over = self.is_finished(run_id) or meta["deadline"] <= time.time()
             except RunNotFound:  # listed without its meta: nothing there to spare
-                over = True
+                meta, over = None, True
+            if over and meta is not None and self.archive_dir is not None:
+                try:
+                    archive.write_run(self.archive_dir, meta, self.results(run_id), self.job_count(run_id))
+                except OSError:
+                    continue  # kept in Redis: tried again at the next prune
             if over:
                 self.delete_run(run_id)
 
@@ -231,6 +247,11 @@ class ResultStore:
         return [mine[i] for i in sorted(mine)]
 
     # -- reading across runs (baselines, history, trends) -------------------------------
+    def runs_oldest_first(self) -> list[tuple[str, float]]:
+        """Every listed run with its start time, oldest first."""
+        rows = self._r.zrange(keys.RUNS, 0, -1, withscores=True)
+        return [(str(rid), records.decode_time(ts) or 0.0) for rid, ts in rows]
+
     def runs_before(self, run_id: str, limit: int) -> list[tuple[str, float]]:
         """Up to `limit` runs older than run_id with their start times, newest first."""
         score = self._r.zscore(keys.RUNS, run_id)

@@ -19,12 +19,26 @@ from types import FrameType
 
 from fleet.errors import ExitCode, FleetError
 from fleet.settings import Settings
-from orchestrator.cli import beat, diff, expect, lock, metrics, pin, report, run, runs, status, submit, workers
+from orchestrator.cli import (
+    beat,
+    diff,
+    expect,
+    history,
+    lock,
+    metrics,
+    pin,
+    report,
+    run,
+    runs,
+    status,
+    submit,
+    workers,
+)
 from orchestrator.cli.console import printable
 from orchestrator.cli.options import EPILOG, Parser
 
 # In the order `orchestrator --help` lists them.
-COMMANDS = (submit, run, status, report, metrics, diff, beat, pin, lock, expect, runs, workers)
+COMMANDS = (submit, run, status, report, metrics, diff, beat, pin, lock, expect, runs, history, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ import argparse
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings
+from orchestrator import summaries
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
@@ -16,7 +17,10 @@ def add(sub: Subcommands) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
-    for run_id in store.run_ids(50):
-        done, total, counts = store.progress(run_id)
+    summaries.catch_up(store)
+    ids = store.run_ids(50)
+    kept = summaries.counts(store, ids)  # finished runs: their counts, kept when they were folded
+    for run_id in ids:
+        done, total, counts = kept[run_id] if run_id in kept else store.progress(run_id)
         line(f"{run_id}  {done}/{total}  " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return ExitCode.OK

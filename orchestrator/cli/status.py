@@ -7,7 +7,7 @@ import json
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings
-from orchestrator import runs
+from orchestrator import runs, summaries
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
 
@@ -22,9 +22,15 @@ def add(sub: Subcommands) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     store = connect(settings)
     run_id = store.resolve_run_id(args.run_id)
-    current = runs.view(store, run_id)  # reading never writes
-    meta, finished, counts = current.meta, current.finished, current.counts
-    done, total = len(current.results), current.total
+    summaries.catch_up(store)  # derived data only: the run's own keys are never written
+    kept = summaries.counts(store, [run_id]).get(run_id)  # a finished run: its counts kept when it was folded
+    if kept is not None:
+        meta, finished = store.meta(run_id), True
+        done, total, counts = kept
+    else:
+        current = runs.view(store, run_id)  # reading never writes
+        meta, finished, counts = current.meta, current.finished, current.counts
+        done, total = len(current.results), current.total
     if args.json:
         print(
             json.dumps(

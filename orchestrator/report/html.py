@@ -1,8 +1,13 @@
 """The HTML report: one self-contained file (inline CSS and SVG, no script, no fetch) with the
 status matrix, a history strip per job, latency and memory charts, failure groups and per-job
-details behind <details>. Rendered with templates/report.html.j2, autoescape on: every value
-from a result is text, never markup. The page carries a Content-Security-Policy that forbids
-scripts and every network fetch, so even a rendering bug cannot make it run code or call out.
+details behind <details>. From COMPACT_FROM results the page summarises instead, so that it stays
+a few MB and a browser opens it in seconds: the matrix by architecture and device (counts), every
+miss (not passing, regressed, unexpected or flaky) listed in its failure group, history strips
+only for the jobs whose status changed (at most HISTORY_ROWS), and each job's evidence in the
+JSON report beside it (RUN_ID.json) rather than on the page. Rendered with
+templates/report.html.j2, autoescape on: every value from a result is text, never markup. The
+page carries a Content-Security-Policy that forbids scripts and every network fetch, so even a
+rendering bug cannot make it run code or call out.
 
 The view model is computed here, in Python; the template only lays it out. Fields that other
 parts of the report model may add (a row's `unexpected`, `expected`, `flaky`, `baseline`) are
@@ -20,9 +25,9 @@ from typing import Any
 import jinja2
 from markupsafe import Markup, escape
 
-from fleet.protocol import FAILING, STATUSES
+from fleet.protocol import FAILING, PASSED, STATUSES
 from orchestrator.report.markdown import when
-from orchestrator.report.templating import environment, number
+from orchestrator.report.templating import COMPACT_FROM, environment, number
 
 LETTER = {"REAL": "R", "UNVERIFIED": "U", "SYNTHETIC": "S", "FLAKY": "Y", "FAILED": "F", "SKIPPED": "K", "LOST": "L"}
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies); the letter
@@ -38,6 +43,8 @@ COLOUR = {
 }
 assert set(LETTER) == set(COLOUR) == set(STATUSES), "every status needs a letter and a colour"
 CHART_BARS = 40  # the largest values per chart; every value is in the job's details
+HISTORY_ROWS = 300  # history strips on a summarised page: the jobs whose status changed, up to this many
+MESSAGE_CHARS = 300  # an error message on a summarised page; the whole one is in the JSON report
 
 
 def device_key(device: str) -> tuple[int, int, str]:
@@ -116,10 +123,13 @@ def _number(value: Any) -> float | None:
 def view(report: dict[str, Any]) -> dict[str, Any]:
     """Everything the template lays out, computed once."""
     rows: list[dict[str, Any]] = report["rows"]
-    anchors = {row["job_id"]: f"job-{i}" for i, row in enumerate(rows)}
+    compact = len(rows) >= COMPACT_FROM
+    # a summarised page has a place for the misses only: they are the ones linked to
+    linked = [r for r in rows if r["status"] not in PASSED or marks(r)] if compact else rows
+    anchors = {row["job_id"]: f"job-{i}" for i, row in enumerate(linked)}
     devices = sorted({row["device"] for row in rows}, key=device_key)
     by_family: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for row in rows:
+    for row in rows if not compact else ():
         by_family[row["family"]][row["device"]] = row
     matrix = []
     for family in sorted(by_family):
@@ -137,15 +147,15 @@ def view(report: dict[str, Any]) -> dict[str, Any]:
 
     history_runs = [run_id for run_id, _ in report.get("history", [])]
     history = []
+    history_left_out = 0
     if len(history_runs) > 1:
         for row in sorted(rows, key=lambda r: (r["family"], device_key(r["device"]))):
-            history.append(
-                {
-                    "job_id": row["job_id"],
-                    "anchor": anchors[row["job_id"]],
-                    "strip": [(run_id, statuses.get(row["job_id"])) for run_id, statuses in report["history"]],
-                }
-            )
+            strip = [(run_id, statuses.get(row["job_id"])) for run_id, statuses in report["history"]]
+            if compact and len({s for _, s in strip if s is not None}) < 2:
+                continue  # a summarised page shows the jobs whose status changed (absent runs aside)
+            history.append({"job_id": row["job_id"], "anchor": anchors.get(row["job_id"]), "strip": strip})
+        if compact and len(history) > HISTORY_ROWS:
+            history_left_out, history = len(history) - HISTORY_ROWS, history[:HISTORY_ROWS]
 
     latency, rss, cuda = [], [], []
     for row in rows:
@@ -170,14 +180,19 @@ def view(report: dict[str, Any]) -> dict[str, Any]:
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        if row["status"] in FAILING:
-            err = row.get("error") or {}
+        err = row.get("error") or {}
+        if row["status"] in FAILING or (compact and row["status"] not in PASSED):
             groups[(str(row["status"]), str(err.get("kind") or "no error recorded"))].append(row)
+        elif compact and marks(row):  # passing, but regressed, unexpected or flaky
+            groups[(str(row["status"]), " ".join(marks(row)))].append(row)
     failures = [
         {"status": status, "kind": kind, "rows": members}
         for (status, kind), members in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     ]
     return {
+        "compact": compact,
+        "history_left_out": history_left_out,
+        "misses": sum(len(g["rows"]) for g in failures) if compact else None,
         "devices": devices,
         "matrix": matrix,
         "architectures": architectures,
@@ -189,6 +204,11 @@ def view(report: dict[str, Any]) -> dict[str, Any]:
         "unexpected": [r for r in rows if r.get("unexpected")],
         "flaky": [r for r in rows if r.get("flaky")],
     }
+
+
+def _short(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
 
 
 def _plain(value: Any) -> str:
@@ -209,6 +229,7 @@ def _env() -> jinja2.Environment:
         "plain": _plain,
         "marks": marks,
         "label": cell_label,
+        "short": _short,
     }
     return environment(True, filters, LETTER=LETTER, COLOUR=COLOUR)
 

@@ -1,12 +1,14 @@
 """The JSON report: the run, its summary and every result with its full evidence.
 
 Timestamps are ISO 8601 UTC strings ("2026-09-22T14:13:20Z"); the Unix seconds they came from
-are kept next to them as *_unix.
+are kept next to them as *_unix. The document is indented, except that each entry of "results"
+and "changes" is one line (encoded in C: several times faster than indenting 10,000 results).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from orchestrator.baselines import iso
@@ -71,4 +73,13 @@ def to_json(report: dict[str, Any]) -> str:
         data = head | data | {"accounting": report["accounting"]}
     if report.get("corrupt_meta"):  # the run's meta could not be read (fleet/records.py)
         data["corrupt_meta"] = report["corrupt_meta"]
-    return json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    lines = {}
+    for key in ("results", "changes"):  # one line per entry, spliced in where a marker stands
+        marker = f"@@{key}-{uuid.uuid4().hex}@@"
+        entries = ",\n".join("    " + json.dumps(e, default=str) for e in data[key])
+        lines[json.dumps(marker)] = f"[\n{entries}\n  ]" if entries else "[]"
+        data[key] = marker
+    text = json.dumps(data, indent=2, sort_keys=False, default=str)
+    for marker, value in lines.items():
+        text = text.replace(marker, value, 1)
+    return text + "\n"

@@ -1,4 +1,6 @@
 """The markdown report, rendered with the Jinja2 templates in templates/ (orchestrator.templates).
+From COMPACT_FROM results it lists only the jobs that need a look (templating.notable) in its
+status table, charts, history and details, and counts the others; the JSON report has them all.
 
 Every value that reaches a table goes through md() or code(): HTML is made inert and markdown
 syntax escaped, so a hostile model name or error message cannot change the report's structure.
@@ -13,7 +15,7 @@ from typing import Any
 
 import jinja2
 
-from orchestrator.report.templating import environment, number
+from orchestrator.report.templating import COMPACT_FROM, environment, notable, number
 
 # One pass in C: HTML made inert, markdown syntax escaped, line breaks flattened.
 _MD_TABLE = str.maketrans(
@@ -53,4 +55,6 @@ def _env() -> jinja2.Environment:
 def render_markdown(report: dict[str, Any]) -> str:
     # an architecture run: summary first (coverage, failures by kind); per-job detail in the JSON
     template = "architectures.md.j2" if report.get("architectures") else "report.md.j2"
-    return _env().get_template(template).render(r=report)
+    rows = report["rows"]
+    listed = rows if len(rows) < COMPACT_FROM else [r for r in rows if notable(r)]
+    return _env().get_template(template).render(r=report, rows=listed, left_out=len(rows) - len(listed))

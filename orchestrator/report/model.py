@@ -9,7 +9,7 @@ from typing import Any
 from fleet import records
 from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
-from orchestrator import accounting, attribution, baselines, runs, trends
+from orchestrator import accounting, attribution, baselines, runs, summaries, trends
 from orchestrator.expectations import Expectations
 from orchestrator.report import coverage
 
@@ -27,27 +27,44 @@ def build(
     trend: trends.TrendSettings | None = None,
     window: int = baselines.WINDOW_RUNS,
     prices: dict[str, float] | None = None,
+    full_read: bool = False,
 ) -> dict[str, Any]:
     """The report model. Each row's baseline is the newest earlier run that had the same job
-    (orchestrator.baselines), not simply the run before. prices: per device-hour, for the
+    (orchestrator.baselines), not simply the run before. Earlier runs come from the per-job
+    summaries (orchestrator.summaries); full_read (or summaries that do not cover the window)
+    reads every earlier run instead, with the same outcome. prices: per device-hour, for the
     accounting's estimated cost (orchestrator.accounting)."""
     current = runs.view(store, run_id)  # reading never writes: a run past its deadline is shown as it will end
     meta, results = current.meta, current.results
     trend = trend or trends.TrendSettings()
     previous_id = store.previous_run_id(run_id)
-    histories = baselines.collect(store, run_id, meta["started_at"], results, window, trend.samples_needed)
-    history = _history(store, run_id, history_runs, {run_id: results})
-    # the catalog entries of this run and of each baseline run, for attribution
-    specs: dict[tuple[str, str], Job] = {
-        (run_id, jid): job for jid, job in store.jobs(run_id).items() if not records.is_corrupt(job)
+    histories = None
+    if not full_read:
+        summaries.catch_up(store)
+        histories = summaries.histories(store, run_id, meta["started_at"], results, window)
+    if histories is None or history_runs > window + 1:
+        histories = baselines.collect(store, run_id, meta["started_at"], results, window)
+        history = _history(store, run_id, history_runs, {run_id: results})
+    else:
+        history = _history_of(store, run_id, history_runs, histories)
+    baseline_results = {jid: h.baseline.result for jid, h in histories.items() if h.baseline is not None}
+    # attribution: the whole baseline result and catalog entries, read only for jobs whose status changed
+    changed = {
+        jid: h.baseline
+        for jid, h in histories.items()
+        if h.baseline is not None and row_change(h.baseline.result, h.samples[0].result) in ("regressed", "improved")
     }
     wanted: dict[str, list[str]] = {}
-    for jid, h in histories.items():
-        if h.baseline is not None:
-            wanted.setdefault(h.baseline.run_id, []).append(jid)
+    for jid, b in changed.items():
+        wanted.setdefault(b.run_id, []).append(jid)
+    full_baselines: dict[str, Result] = {}
+    for rid, jids in wanted.items():
+        full_baselines.update(store.results_of([rid], jids)[rid])
+    specs: dict[tuple[str, str], Job] = {}
+    if changed:
+        specs.update({(run_id, jid): job for jid, job in store.job_specs(run_id, sorted(changed)).items()})
     for rid, jids in wanted.items():
         specs.update({(rid, jid): job for jid, job in store.job_specs(rid, jids).items()})
-    baseline_results = {jid: h.baseline.result for jid, h in histories.items() if h.baseline is not None}
     data = assemble(
         meta,
         results,
@@ -58,11 +75,20 @@ def build(
         expectations=expectations,
         trend=trend,
         specs=specs,
+        full_baselines=full_baselines,
     )
     data["late_attempts"] = late = store.late_results(run_id)  # after the run ended or the job was sealed
     data["accounting"] = accounting.collect(store, run_id, current, prices, late)
     data["incomplete"] = accounting.headline(data["accounting"])  # an incomplete run's report opens with it
     return data
+
+
+def row_change(prev: Result | None, result: Result) -> str:
+    """regressed, improved, new, unchanged, or harness (the harness could not build or feed the
+    model on one side: never a regression)."""
+    if prev is not None and (coverage.is_harness_gap(result) or coverage.is_harness_gap(prev)):
+        return "harness"
+    return change(str(prev["status"]) if prev else None, str(result["status"]))
 
 
 def assemble(
@@ -75,9 +101,13 @@ def assemble(
     expectations: Expectations | None = None,
     trend: trends.TrendSettings | None = None,
     specs: dict[tuple[str, str], Job] | None = None,
+    full_baselines: dict[str, Result] | None = None,
 ) -> dict[str, Any]:
-    """previous: each job's baseline result; histories (from baselines.collect) add where it
-    came from, the job's status history and metric trends."""
+    """previous: each job's baseline result (from a summary: status, error kind and metrics
+    only); full_baselines: the whole baseline results where previous holds less, for attribution;
+    histories (baselines.collect or orchestrator.summaries) add where the baseline came from, the
+    job's status history and metric trends."""
+    full_baselines = full_baselines or {}
     histories, specs, trend = histories or {}, specs or {}, trend or trends.TrendSettings()
     rows: list[dict[str, Any]] = []
     metric_regressions: list[dict[str, Any]] = []
@@ -94,15 +124,13 @@ def assemble(
             **r,
             "previous_status": prev_status,
             "baseline": base,
-            "change": "harness"
-            if prev is not None and (coverage.is_harness_gap(r) or coverage.is_harness_gap(prev))
-            else change(prev_status, str(r["status"])),
+            "change": row_change(prev, r),
             "history": h.summary() if h is not None else None,
         }
         if prev is not None and row["change"] in ("regressed", "improved"):
             base_run = base["run_id"] if base else None
             row["attribution"] = attribution.attribute(
-                prev, r, specs.get((str(base_run), jid)), specs.get((r["run_id"], jid))
+                full_baselines.get(jid, prev), r, specs.get((str(base_run), jid)), specs.get((r["run_id"], jid))
             )
         if h is not None:
             row["trends"] = trends.trends(h, trend)
@@ -171,6 +199,22 @@ def _history(
         results = loaded[rid] if rid in loaded else store.results(rid)
         out.append((rid, {r["job_id"]: str(r["status"]) for r in results}))
     return out
+
+
+def _history_of(
+    store: ResultStore, run_id: str, limit: int, histories: dict[str, baselines.JobHistory]
+) -> list[tuple[str, dict[str, str]]]:
+    """_history from the jobs' histories: each of the last `limit` runs with the statuses of this
+    run's jobs in it (what the report shows), nothing read but the list of runs."""
+    ids = store.run_ids(1000)
+    if run_id in ids:
+        ids = ids[ids.index(run_id) :]
+    by_run: dict[str, dict[str, str]] = {rid: {} for rid in ids[:limit]}
+    for jid, h in histories.items():
+        for s in h.samples:
+            if s.run_id in by_run:
+                by_run[s.run_id][jid] = s.status
+    return [(rid, by_run[rid]) for rid in reversed(ids[:limit])]
 
 
 def agreement(results: list[Result]) -> list[dict[str, Any]]:

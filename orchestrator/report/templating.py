@@ -10,7 +10,7 @@ from typing import Any
 
 import jinja2
 
-from fleet.protocol import FAILING, RANK, STATUSES
+from fleet.protocol import FAILING, PASSED, RANK, STATUSES
 
 
 def number(value: Any, digits: int = 2, empty: str = "-") -> str:
@@ -46,6 +46,20 @@ def template_dir() -> str:
     if checkout.is_dir():
         return str(checkout)
     return str(resources.files("orchestrator.templates"))
+
+
+# From this many results a report summarises: the jobs that need a look are listed (not passing,
+# regressed or improved, unexpected, flaky), the others counted; every job is in the JSON report.
+COMPACT_FROM = 500
+
+
+def notable(row: dict[str, Any]) -> bool:
+    """Whether a summarised report lists this job."""
+    return (
+        row["status"] not in PASSED
+        or row.get("change") in ("regressed", "improved")
+        or bool(row.get("unexpected") or row.get("flaky"))
+    )
 
 
 def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **globals_: Any) -> jinja2.Environment:

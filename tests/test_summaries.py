@@ -1,0 +1,139 @@
+"""Per-job summaries (orchestrator.summaries) give the report what reading every earlier run gives
+(baselines.collect): generated histories with status changes, flaky and absent jobs, weights
+changes, harness gaps, lost jobs and metric regressions, in a real Redis."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+from bench.history_scale import fill, history
+from fleet.store import ResultStore, keys
+from orchestrator import report, summaries
+
+RUNS, JOBS = 36, 60  # more runs than the window (30) and than the summaries keep (31)
+
+
+def _rows(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    keep = ("previous_status", "baseline", "change", "history", "trends", "attribution")
+    return {r["job_id"]: {k: r.get(k) for k in keep} for r in data["rows"]}
+
+
+def _strip(data: dict[str, Any]) -> list[tuple[str, dict[str, str]]]:
+    """The history strip as the renderers read it: the statuses of this run's jobs."""
+    jobs = {r["job_id"] for r in data["results"]}
+    return [(rid, {j: s for j, s in st.items() if j in jobs}) for rid, st in data["history"]]
+
+
+def _same(store: ResultStore, run_id: str) -> dict[str, Any]:
+    summed = report.build(store, run_id)
+    full = report.build(store, run_id, full_read=True)
+    assert _rows(summed) == _rows(full)
+    assert _strip(summed) == _strip(full)
+    assert summed["metric_regressions"] == full["metric_regressions"]
+    for fmt in ("md", "json", "html"):
+        assert report.RENDERERS[fmt](summed) == report.RENDERERS[fmt](full), fmt
+    return summed
+
+
+def test_summaries_equal_the_full_read_on_a_generated_history(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, RUNS, JOBS)
+    ids = store.run_ids(RUNS)
+    data = _same(store, ids[0])  # the newest run, folded
+    changes = {r["change"] for r in data["rows"]}
+    labels = {t["label"] for r in data["rows"] for t in (r.get("trends") or {}).values()}
+    # the generated history has what the comparison must cover
+    assert {"regressed", "improved", "unchanged", "harness"} <= changes
+    assert {"regression", "ok"} <= labels
+    assert any(r.get("attribution") for r in data["rows"])
+    assert any(r["status"] == "FLAKY" for r in data["rows"])
+    assert any(r["history"]["first_failure"] for r in data["rows"])
+    _same(store, ids[1])  # the run before: its window is still held
+    # what a report read: the run and one record per job, not the earlier runs' results
+    r = redis.Redis.from_url(redis_url)
+    r.config_resetstat()
+    report.build(store, ids[0])
+    calls = {k: v["calls"] for k, v in r.info("commandstats").items()}
+    assert calls.get("cmdstat_hgetall", 0) == 1  # the run's own results only
+    r.close()
+
+
+def test_an_old_run_or_an_open_run_in_the_window_reads_the_runs_instead(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, RUNS, 20)
+    ids = store.run_ids(RUNS)
+    old = ids[5]  # its window reaches runs the summaries no longer hold
+    meta = store.meta(old)
+    assert summaries.histories(store, old, meta["started_at"], store.results(old)) is None
+    _same(store, old)
+    # a newer run that is still open: the summaries stop before it; the report reads the runs
+    runs = list(history(RUNS + 2, 20))
+    for meta, jobs, results in runs[RUNS:]:
+        store.create_run(meta, jobs)
+        store.write_results(meta["run_id"], results)
+    store.mark_finished(runs[-1][0]["run_id"])
+    assert summaries.catch_up(store) == 0  # blocked by the open one
+    _same(store, runs[-1][0]["run_id"])
+    store.mark_finished(runs[RUNS][0]["run_id"])
+    assert summaries.catch_up(store) == 2
+    _same(store, runs[-1][0]["run_id"])
+
+
+def test_rebuild_derives_the_same_summaries(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 12, 30)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    before = r.hgetall(keys.SUMMARIES), json.loads(r.get(keys.SUMMARIES_META) or "{}")
+    assert summaries.rebuild(store) == 12
+    assert (r.hgetall(keys.SUMMARIES), json.loads(r.get(keys.SUMMARIES_META) or "{}")) == before
+    # a record that cannot be read starts again rather than failing the report
+    r.hset(keys.SUMMARIES, "family00000@cpu", "{not json")
+    latest = store.run_ids(1)[0]
+    assert report.build(store, latest)["rows"]
+    r.close()
+
+
+def test_runs_and_status_read_the_counts_kept_for_finished_runs(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 3, 25)
+    ids = store.run_ids(3)
+    kept = summaries.counts(store, ids)
+    assert set(kept) == set(ids)
+    for rid in ids:
+        assert kept[rid] == store.progress(rid)
+
+
+def test_summaries_of_another_type_leave_reports_to_the_full_read(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 4, 20, fold=False)
+    r = redis.Redis.from_url(redis_url)
+    r.rpush(keys.SUMMARIES, "not a hash")
+    assert summaries.catch_up(store) == 0
+    latest = store.run_ids(1)[0]
+    assert summaries.histories(store, latest, store.meta(latest)["started_at"], store.results(latest)) is None
+    _same(store, latest)
+    r.close()
+
+
+def test_a_fold_that_stopped_before_its_meta_is_folded_again(redis_url: str) -> None:
+    store = ResultStore(redis_url)
+    fill(store, 6, 20)
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    meta_before = r.get(keys.SUMMARIES_META)
+    newest = store.run_ids(1)[0]
+    r.delete(keys.run(newest, "counts"))
+    # the newest run's records were written, its meta was not (a process killed in between)
+    older = json.loads(meta_before or "{}")
+    older["seq"] -= 1
+    older["runs"] = older["runs"][:-1]
+    r.set(keys.SUMMARIES_META, json.dumps(older))
+    assert summaries.catch_up(store) == 1
+    assert json.loads(r.get(keys.SUMMARIES_META) or "{}") == json.loads(meta_before or "{}")
+    for record in r.hvals(keys.SUMMARIES):  # the newest outcome once, not twice
+        seqs = [row[0] for row in json.loads(record)["s"]]
+        assert len(seqs) == len(set(seqs))
+    _same(store, newest)
+    r.close()
