@@ -33,7 +33,6 @@ from typing import Any
 
 from bench.common import ROOT, save
 
-
 FLOOR = "import torch, transformers"
 WORKER_IMPORT = "import workers.app"
 
