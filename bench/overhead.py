@@ -115,6 +115,8 @@ def main() -> None:
                 "fleet_s": round(min(fleet_spin), 3),
                 "ratio": round(min(fleet_spin) / min(raw_spin), 3),
             },
+            "round_ratios": [round(f / r, 3) for f, r in zip(fleets, raws, strict=True)],
+            "load_average_1min": round(os.getloadavg()[0], 2),
             "rounds_raw_s": [round(x, 3) for x in raws],
             "rounds_fleet_s": [round(x, 3) for x in fleets],
         },
