@@ -180,13 +180,14 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
     assert "replacing pool process" in w.log.read_text()
 
 
+@pytest.mark.service  # its own redis-server, restarted
 def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(tmp_path: Path) -> None:
     """Publishing goes in pipelines (kombu's batches); Redis is restarted while they go out. The
     submit waits for it, finds what of the run is already queued, publishes the rest: every
     job is in the queue exactly once (no worker takes any meanwhile)."""
     from orchestrator.runs import _job_of
 
-    n = 20_000
+    n = 10_000
     server = RedisServer(tmp_path / "redis").start()
     client = raw_redis(server.url)
     restarted: list[int] = []
