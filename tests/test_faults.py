@@ -181,7 +181,9 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
 
 
 @pytest.mark.service  # its own redis-server, restarted
-def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(tmp_path: Path) -> None:
+def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Publishing goes in pipelines (kombu's batches); Redis is restarted while they go out. The
     submit waits for it, finds what of the run is already queued, publishes the rest: every
     job is in the queue exactly once (no worker takes any meanwhile)."""
@@ -206,6 +208,7 @@ def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(tmp_
         run_id = submit(store, make_app(server.url), catalog_of("slow", n), None, ["cpu"], RunSettings())
         restarter.join(60)
         assert restarted and restarted[0] < n, restarted  # the restart came while jobs were going out
+        assert any("publishing the rest again" in r.getMessage() for r in caplog.records)  # it was ridden out
         queued = [_job_of(raw, run_id) for raw in store.transport.queued("cpu")]
         assert len(queued) == n
         assert sorted(queued) == sorted(f"slow{i}@cpu" for i in range(n))  # each once, none missing
