@@ -27,12 +27,13 @@ def raw_round(url: str, n: int, spin_s: float = 0.0) -> float:
     done = DoneCounter(url)
     done.reset()
     t0 = time.perf_counter()
-    with app.producer_or_acquire() as producer:
+    # Published as the fleet's submit publishes: kombu's batches, no result subscription.
+    with app.producer_or_acquire() as producer, producer.batch(max_size=200):
         for i in range(n):
             if spin_s:
-                app.send_task("bench.spin", args=[i, spin_s], queue="raw", producer=producer)
+                app.send_task("bench.spin", args=[i, spin_s], queue="raw", producer=producer, ignore_result=True)
             else:
-                app.send_task("bench.noop", args=[i], queue="raw", producer=producer)
+                app.send_task("bench.noop", args=[i], queue="raw", producer=producer, ignore_result=True)
     while done.count() < n:
         time.sleep(0.005)
     return time.perf_counter() - t0
@@ -114,6 +115,8 @@ def main() -> None:
                 "fleet_s": round(min(fleet_spin), 3),
                 "ratio": round(min(fleet_spin) / min(raw_spin), 3),
             },
+            "round_ratios": [round(f / r, 3) for f, r in zip(fleets, raws, strict=True)],
+            "load_average_1min": round(os.getloadavg()[0], 2),
             "rounds_raw_s": [round(x, 3) for x in raws],
             "rounds_fleet_s": [round(x, 3) for x in fleets],
         },

@@ -80,6 +80,7 @@ class EmbeddedFleet:
         self.log_path = state / "logs" / f"workers-{os.getpid()}.log"
         self._log: IO[bytes] | None = None
         self._lock: IO[bytes] | None = None
+        self._released: float | None = None  # when release_workers() sent the launcher SIGTERM
 
     @property
     def url(self) -> str:
@@ -183,16 +184,24 @@ class EmbeddedFleet:
                 self._lock.close()  # releases the lock
                 self._lock = None
 
+    def release_workers(self) -> None:
+        """Begin stopping the workers without waiting (the run is over: their warm shutdown,
+        about a second of Celery's own, overlaps the report); stop() waits for them."""
+        if self.launcher is not None and self.launcher.poll() is None and self._released is None:
+            # The launcher only: it passes SIGTERM on to each Celery main process, whose warm
+            # shutdown stops its pool and removes its heartbeat (Redis is still up).
+            self.launcher.send_signal(signal.SIGTERM)
+            self._released = time.monotonic()
+
     def _stop_workers(self) -> None:
         if self.launcher is None:
             return
         pgid = self.launcher.pid
         if self.launcher.poll() is None:
-            # The launcher only: it passes SIGTERM on to each Celery main process, whose warm
-            # shutdown stops its pool and removes its heartbeat (Redis is still up).
             try:
-                self.launcher.send_signal(signal.SIGTERM)
-                self.launcher.wait(STOP_WORKERS_S)
+                self.release_workers()
+                waited = time.monotonic() - (self._released or time.monotonic())
+                self.launcher.wait(max(0.0, STOP_WORKERS_S - waited))
             except subprocess.TimeoutExpired:
                 pass
         try:

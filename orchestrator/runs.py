@@ -102,13 +102,31 @@ def abandon(store: ResultStore, run_id: str, why: str) -> int:
     return lost
 
 
-def _of_run(raw: str, run_id: str) -> bool:
-    """Whether a queued message is a job of this run (its argsrepr: "[JOB_ID of RUN_ID...]")."""
+def _job_of(raw: str, run_id: str) -> str | None:
+    """The job id of a queued message of this run (its argsrepr: "[JOB_ID of RUN_ID...]"), or None."""
     try:
         shown = json.loads(raw).get("headers", {}).get("argsrepr")
     except (ValueError, AttributeError):
-        return False
-    return isinstance(shown, str) and (f" of {run_id}]" in shown or f" of {run_id}," in shown)
+        return None
+    if not isinstance(shown, str) or not shown.startswith("["):
+        return None
+    for end in (f" of {run_id}]", f" of {run_id},"):
+        if end in shown:
+            return shown[1 : shown.index(end)]
+    return None
+
+
+def _of_run(raw: str, run_id: str) -> bool:
+    """Whether a queued message is a job of this run."""
+    return _job_of(raw, run_id) is not None
+
+
+def placed_job_ids(store: ResultStore, run_id: str, queues: tuple[str, ...] = QUEUES) -> set[str]:
+    """The jobs of this run a worker has or can still get: queued, held unacknowledged by a
+    worker, or begun (a delivery counted). What a submit interrupted midway must not publish again."""
+    raws = [raw for q in queues for raw in store.transport.queued(q)] + store.transport.unacked_messages()
+    placed = {job for raw in raws if (job := _job_of(raw, run_id)) is not None}
+    return placed | set(store.attempts(run_id))
 
 
 def withdraw(store: ResultStore, run_id: str, queues: tuple[str, ...] = QUEUES) -> int:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from fleet import __version__
 from fleet import lock as locking
@@ -19,15 +23,18 @@ from fleet.devices import Device
 from fleet.errors import RedisOutOfMemory, RedisUnreachable
 from fleet.jobs import MAX_LOCK
 from fleet.protocol import Job, Result, job_id, now
-from fleet.retrying import says_out_of_memory
+from fleet.retrying import MAX_DELAY_S, retry_redis, says_out_of_memory
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, new_run_id
 from fleet.timing import DEFAULT_VISIBILITY_S, check_visibility, default_deadline, hard_time_limit
 from orchestrator import architectures
 from orchestrator import pins as pinning
-from orchestrator.runs import withdraw
+from orchestrator.runs import placed_job_ids, withdraw
 
 __all__ = ["hard_time_limit", "plan_jobs", "submit"]
+logger = logging.getLogger("orchestrator.submit")
+PUBLISH_BATCH = 200  # Redis commands per pipeline (one LPUSH per job)
+PUBLISH_RETRY_S = 60.0  # how long a submit waits for a Redis that went away midway
 
 
 def as_devices(devices: Sequence[Device | str]) -> list[Device]:
@@ -128,21 +135,7 @@ def submit(
     }
     store.create_run(meta, jobs)
     try:
-        # One connection; messages grouped into Redis pipelines (kombu's publish batches).
-        with app.producer_or_acquire() as producer, _batch(producer):
-            for job in jobs:
-                app.send_task(
-                    RUN_CHECK_TASK,
-                    args=[{**job, "sent_at": now()}],  # in the message: its queue wait (orchestrator.accounting)
-                    queue=job["queue"],
-                    soft_time_limit=job["time_limit_s"],
-                    time_limit=hard_time_limit(job["time_limit_s"]),
-                    expires=expires,
-                    producer=producer,
-                    argsrepr=f"[{job['job_id']} of {run_id}]",  # instead of repr() of the whole job
-                    kwargsrepr="{}",
-                    retry=True,
-                )
+        _publish_all(store, app, run_id, jobs, expires)
     except Exception as exc:  # kombu raises OperationalError and friends (redis' OutOfMemoryError too)
         # All or nothing: the run and whatever of it was queued are removed again.
         with contextlib.suppress(RedisUnreachable):
@@ -152,14 +145,85 @@ def submit(
                 f"Redis is out of memory: could not enqueue the jobs of run {run_id}; nothing of it was kept "
                 "(raise maxmemory or remove old runs with FLEET_KEEP_RUNS)"
             ) from None
+        if isinstance(exc, RedisUnreachable):
+            raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc.message}") from None
         raise RedisUnreachable(f"could not enqueue jobs for run {run_id}: {exc}") from None
     return run_id
+
+
+def _publish_all(store: ResultStore, app: Celery, run_id: str, jobs: list[Job], expires: datetime) -> None:
+    """Publish every job, riding out a Redis that goes away midway (a restart) for up to
+    PUBLISH_RETRY_S: once it answers again, the jobs of the run already placed (queued, held by
+    a worker, begun) are kept and only the others are published again. A batch whose pipeline
+    failed may have been written in part, or lost with an unsynced AOF: the queue, not the
+    attempt, says what is there, so each job is queued once. Anything else raises."""
+    deadline = time.monotonic() + PUBLISH_RETRY_S
+    delay = 0.2
+    pending = jobs
+    while True:
+        try:
+            _publish(app, run_id, pending, expires)
+            return
+        except Exception as exc:
+            if says_out_of_memory(exc) or not _connection_lost(exc) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning("Redis went away while publishing run %s (%s); publishing the rest again", run_id, exc)
+        time.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY_S)
+        left = max(0.0, deadline - time.monotonic())
+        placed = retry_redis(lambda: _placed(store, run_id), timeout_s=left)
+        pending = [j for j in jobs if j["job_id"] not in placed]
+
+
+def _placed(store: ResultStore, run_id: str) -> set[str]:
+    store.meta(run_id)  # RunNotFound when Redis came back without the run (an AOF not yet synced)
+    return placed_job_ids(store, run_id)
+
+
+def _publish(app: Celery, run_id: str, jobs: list[Job], expires: datetime) -> None:
+    """One connection; messages grouped into Redis pipelines of PUBLISH_BATCH (kombu's publish
+    batches: on only while redis-py retries nothing by itself, see fleet.broker). No retry per
+    message (_publish_all retries the rest as a whole) and each queue declared with its first
+    message only: kombu's own per-message work is what a submit spends its time on."""
+    declared: set[str] = set()
+    with app.producer_or_acquire() as producer, _batch(producer):
+        for job in jobs:
+            queue = job["queue"]
+            app.send_task(
+                RUN_CHECK_TASK,
+                args=[{**job, "sent_at": now()}],  # in the message: its queue wait (orchestrator.accounting)
+                queue=queue,
+                soft_time_limit=job["time_limit_s"],
+                time_limit=hard_time_limit(job["time_limit_s"]),
+                expires=expires,
+                producer=producer,
+                argsrepr=f"[{job['job_id']} of {run_id}]",  # instead of repr() of the whole job
+                kwargsrepr="{}",
+                retry=False,
+                declare=None if queue not in declared else [],
+                # Results go to the fleet's store: no subscription to a Celery result channel
+                # (a SUBSCRIBE and an UNSUBSCRIBE round trip per job otherwise).
+                ignore_result=True,
+            )
+            declared.add(queue)
 
 
 def _batch(producer: Any) -> Any:
     """kombu >= 5.7 pipelines publishes; older versions publish one by one."""
     batch = getattr(producer, "batch", None)
-    return batch(max_size=50) if batch is not None else contextlib.nullcontext()
+    return batch(max_size=PUBLISH_BATCH) if batch is not None else contextlib.nullcontext()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether a publish failed because the connection to Redis did (kombu wraps redis-py's error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (redis.ConnectionError, redis.TimeoutError, ConnectionError, RedisUnreachable)):
+            return True
+        if isinstance(seen, OperationalError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def unserved_devices(store: ResultStore, devices: Sequence[Device]) -> list[Device]:

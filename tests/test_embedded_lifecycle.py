@@ -92,6 +92,26 @@ def test_children_start_unmasked_and_stop_on_a_handled_sigterm(tmp_path: Path, m
     assert _workers_in_aof(state) == []  # the worker removed its heartbeat on stop
 
 
+def test_a_restarted_embedded_redis_shows_no_worker_of_an_earlier_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A heartbeat an earlier run left in the AOF (its worker was killed, so never removed it)
+    with a TTL still running: the next embedded start drops it before its own worker comes up."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    state = tmp_path / "state"
+    earlier = RedisServer(state / "redis").start()
+    try:
+        ResultStore(earlier.url).registry.heartbeat("cpu@embedded-1", {"name": "cpu@embedded-1"}, ttl=3600)
+    finally:
+        earlier.stop()  # a real shutdown: the heartbeat is in the AOF
+    assert [w["name"] for w in _workers_in_aof(state)] == ["cpu@embedded-1"]
+    with EmbeddedFleet(state, "cpu") as fleet:
+        store = ResultStore(fleet.url)
+        assert [w["name"] for w in store.registry.live_workers()] == [f"cpu@{fleet.name}"]
+        assert store.registry.worker_names() == [f"cpu@{fleet.name}"]
+    assert _workers_in_aof(state) == []
+
+
 def _children_up(proc: subprocess.Popen[str]) -> list[psutil.Process]:
     """redis-server, launcher, Celery main and its pool child of an `orchestrator run`."""
     me = psutil.Process(proc.pid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -177,3 +178,41 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
     assert store.result_count(run_id) == 1
     assert store.results(run_id)[0]["delivery"] == 1
     assert "replacing pool process" in w.log.read_text()
+
+
+@pytest.mark.service  # its own redis-server, restarted
+def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Publishing goes in pipelines (kombu's batches); Redis is restarted while they go out. The
+    submit waits for it, finds what of the run is already queued, publishes the rest: every
+    job is in the queue exactly once (no worker takes any meanwhile)."""
+    from orchestrator.runs import _job_of
+
+    n = 10_000
+    server = RedisServer(tmp_path / "redis").start()
+    client = raw_redis(server.url)
+    restarted: list[int] = []
+
+    def restart_midway() -> None:
+        wait_until(lambda: client.llen("cpu") >= n // 10, timeout=120, what="a tenth of the jobs queued")
+        queued = int(client.llen("cpu"))
+        server.stop()
+        server.start()
+        restarted.append(queued)
+
+    restarter = threading.Thread(target=restart_midway)
+    try:
+        restarter.start()
+        store = ResultStore(server.url)
+        run_id = submit(store, make_app(server.url), catalog_of("slow", n), None, ["cpu"], RunSettings())
+        restarter.join(60)
+        assert restarted and restarted[0] < n, restarted  # the restart came while jobs were going out
+        assert any("publishing the rest again" in r.getMessage() for r in caplog.records)  # it was ridden out
+        queued = [_job_of(raw, run_id) for raw in store.transport.queued("cpu")]
+        assert len(queued) == n
+        assert sorted(queued) == sorted(f"slow{i}@cpu" for i in range(n))  # each once, none missing
+        assert store.job_count(run_id) == n
+    finally:
+        restarter.join(60)
+        server.stop()

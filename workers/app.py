@@ -181,6 +181,7 @@ def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
         argsrepr=f"[{job['job_id']} of {job['run_id']}, rerun {n + 1}]",
         kwargsrepr="{}",
         retry=True,
+        ignore_result=True,  # results go to the fleet's store, never to a Celery result channel
     )
     logger.warning(
         "%s FAILED (%s): rerun %d published; replacing pool process %s",

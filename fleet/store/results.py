@@ -16,6 +16,7 @@ The list of runs (fleet:runs) of another type leaves nothing to show: StoreCorru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 import uuid
@@ -43,6 +44,7 @@ from fleet.store.transport import Transport
 T = TypeVar("T")
 JOBS_KEY, RESULTS_KEY = "(jobs)", "(results)"  # the row that stands for a run's whole corrupt hash
 _PUT_RESULT = (resources.files("fleet.store") / "put_result.lua").read_text()  # see the file
+_PUT_RESULT_SHA = hashlib.sha1(_PUT_RESULT.encode()).hexdigest()  # EVALSHA: the 1.3 KB script sent once
 
 
 def new_run_id() -> str:
@@ -194,7 +196,10 @@ class ResultStore:
         run_id, job_id = result["run_id"], result["job_id"]
         script_keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
         args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
-        return bool(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
+        try:
+            return bool(self._r.evalsha(_PUT_RESULT_SHA, len(script_keys), *script_keys, *args))
+        except redis.exceptions.NoScriptError:  # a Redis that has not seen it yet (or restarted)
+            return bool(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
 
     def attempts(self, run_id: str) -> dict[str, int]:
         """Deliveries counted per job (per rerun counter) so far."""

@@ -40,6 +40,17 @@ class Transport:
             pipe.lrem(queue, 1, raw)
         return sum(int(n) for n in pipe.execute())
 
+    def unacked_messages(self) -> list[str]:
+        """The messages workers hold unacknowledged, as queued() returns them (kombu keeps each
+        as [message, exchange, routing key] in its unacked hash; one it cannot read is skipped)."""
+        out = []
+        for raw in self._r.hvals(keys.UNACKED):
+            try:
+                out.append(json.dumps(json.loads(raw)[0]))
+            except (ValueError, TypeError, IndexError, KeyError):
+                continue
+        return out
+
     def clear_queues(self, queues: tuple[str, ...]) -> None:
         """Every queued and unacknowledged message gone (the embedded run, before its workers start)."""
         self._r.delete(*queues, keys.UNACKED, keys.UNACKED_INDEX, keys.HELD)

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
         if runs.skip_unserved(store, run_id, store.registry.served_queues()):
             warn("no GPU visible here; cuda jobs end SKIPPED")
-        counts = runs.wait(store, run_id, ProgressBar())
+        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.1)
+        fleet.release_workers()  # every result is in: they stop while the report is written
         paths = report.save_run_report(
             store, run_id, args.output_dir or state / "reports", expectations=chosen.expected
         )
