@@ -5,6 +5,7 @@ changes, harness gaps, lost jobs and metric regressions, in a real Redis."""
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import redis
@@ -53,12 +54,38 @@ def test_summaries_equal_the_full_read_on_a_generated_history(redis_url: str) ->
     assert any(r["history"]["first_failure"] for r in data["rows"])
     _same(store, ids[1])  # the run before: its window is still held
     # what a report read: the run and one record per job, not the earlier runs' results
-    r = redis.Redis.from_url(redis_url)
-    r.config_resetstat()
-    report.build(store, ids[0])
-    calls = {k: v["calls"] for k, v in r.info("commandstats").items()}
-    assert calls.get("cmdstat_hgetall", 0) == 1  # the run's own results only
+    read = _keys_read_whole(redis_url, lambda: report.build(store, ids[0]))
+    earlier = [k for k in read if any(f":{rid}:" in k for rid in ids[1:])]
+    assert not earlier, f"the report read earlier runs whole: {earlier[:5]}"
+    assert f"fleet:run:{ids[0]}:results" in read  # the run's own results
+
+
+def _keys_read_whole(redis_url: str, action: Any) -> set[str]:
+    """The keys read whole (HGETALL, HVALS, LRANGE, SMEMBERS) while action runs, from Redis'
+    own MONITOR stream."""
+    seen: set[str] = set()
+    stop = "fleet-test-monitor-stop"
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    with r.monitor() as monitor:
+        ready = threading.Event()
+
+        def listen() -> None:
+            ready.set()
+            for event in monitor.listen():
+                words = event["command"].split()
+                if words and words[0].upper() == "ECHO" and stop in event["command"]:
+                    return
+                if len(words) > 1 and words[0].upper() in ("HGETALL", "HVALS", "LRANGE", "SMEMBERS"):
+                    seen.add(words[1])
+
+        thread = threading.Thread(target=listen, daemon=True)
+        thread.start()
+        ready.wait(5)
+        action()
+        redis.Redis.from_url(redis_url).echo(stop)
+        thread.join(30)
     r.close()
+    return seen
 
 
 def test_an_old_run_or_an_open_run_in_the_window_reads_the_runs_instead(redis_url: str) -> None:
