@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 from celery import Celery
 
-from fleet import __version__
+from fleet import __version__, variants
 from fleet import lock as locking
 from fleet.broker import RUN_CHECK_TASK
 from fleet.catalog import Catalog
@@ -68,6 +68,8 @@ def plan_jobs(
                 "reruns": settings.reruns,
                 "rerun": 0,
             }
+            if settings.variants:
+                job["variants"] = variants.names(variants.parse(settings.variants, fam.variants))
             task = architectures.task_of(fam.name, fam.description)
             if task:  # an architecture job: the task counts it even if it never reports itself
                 job["task"] = task
