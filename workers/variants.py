@@ -385,9 +385,9 @@ def _batched(ctx: Context, atol: float, rtol: float) -> dict[str, Any]:
         raise NotApplicable(f"the input has {n} token(s), too few to pad")
     token_keys = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
     others = {key: v for key, v in single.items() if key not in token_keys}
-    for cut, v in others.items():
+    for key, v in others.items():
         if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] != 1:
-            raise NotApplicable(f"input {k} has no row per sequence")
+            raise NotApplicable(f"input {key} has no row per sequence")
     cut = max(1, n // 3)
     side = _padding_side(ctx.bundle)
     short = row[: n - cut]
