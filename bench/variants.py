@@ -94,7 +94,7 @@ def main() -> None:
         workers.start("w1", concurrency=args.concurrency)
         store = ResultStore(server.url)
         one_run(server.url, sample(listing, 5), None, listing)  # warm the pool: imports, first builds
-        base_id, base_s = one_run(server.url, cat, None, listing)
+        _, base_s = one_run(server.url, cat, None, listing)
         var_id, var_s = one_run(server.url, cat, args.variants, listing)
         report = build(store, var_id)
         figures.update(
@@ -107,7 +107,7 @@ def main() -> None:
         )
         if args.opt_in:
             small = sample(listing, args.opt_in)
-            plain_id, plain_s = one_run(server.url, small, None, listing)
+            _, plain_s = one_run(server.url, small, None, listing)
             opt_id, opt_s = one_run(server.url, small, "compile,export", listing)
             figures["opt_in"] = {
                 "classes": len(small.families),

@@ -293,7 +293,7 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
         run_ctx = replace(ctx, dtype=dtype)
         with _sdpa_backend(v.sdpa_backend):
             entry.update(_feature(run_ctx, v))
-            if entry["verdict"] == "works" and ctx.real and dtype != torch.float32 and v.feature is None:
+            if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
                 entry["quality"] = _gate(run_ctx)
     except Failed as exc:
         return {**entry, **_error(v, exc.kind, str(exc))}
