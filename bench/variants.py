@@ -13,6 +13,7 @@ every task is in it: a sample, not the whole matrix, on a shared 2-core machine.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -117,7 +118,7 @@ def main() -> None:
                 "first_call": costs(store, opt_id),
                 "capability": table(build(store, opt_id)),
             }
-    save(args.name, figures)
+    save(args.name, figures, command="python -m bench.variants " + " ".join(sys.argv[1:]))
 
 
 def _first_calls(store: ResultStore, run_id: str) -> dict[str, Any]:

@@ -174,6 +174,7 @@ def test_packaged_minilm_through_bf16_and_fp16_with_its_gate(hf_home: object) ->
     assert result["variants"]["findings"] == []
 
 
+@pytest.mark.slow
 def test_smollm2_through_bf16_and_fp16_with_its_gate(hf_home: object) -> None:
     result = run_job(job_for("llama", gguf=True, variants=["bf16", "fp16"]))
     assert result["status"] == Status.REAL, result["error"]
@@ -183,6 +184,7 @@ def test_smollm2_through_bf16_and_fp16_with_its_gate(hf_home: object) -> None:
 
 
 # -- a claim transformers gets wrong --------------------------------------------------------------
+@pytest.mark.slow
 def test_a_class_that_compiles_fullgraph_without_claiming_it_is_works_unclaimed() -> None:
     """TimesFmModel says _can_compile_fullgraph = False in transformers 5.x; the capability run
     over the architectures found that it compiles with fullgraph=True and matches (docs/variants.md)."""

@@ -27,7 +27,7 @@ from fleet.variants import Variant, parse
 from workers import failures, measure
 from workers.checks.base import Bundle, Check, float_tensors
 
-REPEATS = 3  # timed calls per variant (p50), after the first (which includes any compilation)
+REPEATS = 2  # timed calls per variant (p50), after the first (which includes any compilation)
 CLAIMS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_can_compile_fullgraph")
 # error kinds of a variant (data: stable strings)
 UNSUPPORTED_PRECISION = "unsupported_precision"
