@@ -15,7 +15,7 @@ import torch
 
 from fleet import variants as parsing
 from fleet.catalog import load_catalog
-from fleet.errors import CatalogError, ExitCode
+from fleet.errors import BadInput, CatalogError, ExitCode
 from fleet.jobs import job_problem
 from fleet.protocol import Status
 from fleet.settings import RunSettings
@@ -277,3 +277,31 @@ def test_html_grid_stays_compact_at_1100_rows() -> None:
     assert section.index("claim_broken") < section.index('data-capability-rows="1100"')  # findings before the grid
     assert section.count("<tr>") == 1100 + 4 + 2  # a row per class, the four verdict counts, two header rows
     assert len(section.encode()) / 1100 < 1500  # bytes per class row: small cells, a title each
+
+
+def test_an_expectation_can_name_a_variant_verdict(tmp_path: Path) -> None:
+    from orchestrator.expectations import parse
+
+    text = (
+        '[expect]\n"tiny@cpu#bf16" = "works: holds on every CPU"\n'
+        '"*@cpu#flash" = "not_applicable"\n"*@cpu#fp16" = "works"\n'
+    )
+    expected = parse(text, "e.toml")
+    ran = {
+        "results": [
+            {"variant": "bf16", "verdict": "mismatch"},
+            {"variant": "flash", "verdict": "not_applicable"},
+        ]
+    }
+    verdict = expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC", variants=ran))  # type: ignore[arg-type]
+    assert verdict["unexpected"] is True and verdict["kind"] == "unexpected variant"
+    assert verdict["variants"] == [
+        {"variant": "bf16", "expected": "works", "got": "mismatch", "reason": "holds on every CPU"}
+    ]  # flash as expected; fp16 did not run: nothing to judge
+    assert expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC"))["unexpected"] is False
+    for bad, named in (
+        ('"a@cpu#bf17" = "works"', "unknown variant 'bf17'"),
+        ('"a@cpu#bf16" = "REAL"', "unknown verdict"),
+    ):
+        with pytest.raises(BadInput, match=named):
+            parse(f"[expect]\n{bad}\n", "e.toml")
