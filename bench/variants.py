@@ -36,7 +36,9 @@ def sample(listing: dict[str, Any], classes: int) -> Catalog:
     return architectures.catalog(listing, spec)
 
 
-def one_run(url: str, cat: Catalog, variants: str | None, listing: dict[str, Any]) -> tuple[str, float]:
+def one_run(
+    url: str, cat: Catalog, variants: str | None, listing: dict[str, Any], time_limit: float | None = None
+) -> tuple[str, float]:
     store = ResultStore(url)
     t0 = time.perf_counter()
     run_id = submit(
@@ -45,7 +47,7 @@ def one_run(url: str, cat: Catalog, variants: str | None, listing: dict[str, Any
         cat,
         None,
         ["cpu"],
-        RunSettings(repeats=1, variants=variants, reruns=0),
+        RunSettings(repeats=1, variants=variants, reruns=0, time_limit_s=time_limit),
         order="catalog",
         extra_meta={"transformers": listing["transformers"], "architectures": "sample"},
     )
@@ -86,6 +88,7 @@ def main() -> None:
     p.add_argument("--variants", default="bf16,fp16,sdpa,flex")
     p.add_argument("--opt-in", type=int, default=10, help="classes for the compile,export run (0: none)")
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--time-limit", type=float, default=None, help="per-job limit of the runs with variants")
     p.add_argument("--name", default="variants", help="the results file: bench/results/NAME.json")
     args = p.parse_args()
     listing = architectures.local_listing()
@@ -96,7 +99,7 @@ def main() -> None:
         store = ResultStore(server.url)
         one_run(server.url, sample(listing, 5), None, listing)  # warm the pool: imports, first builds
         _, base_s = one_run(server.url, cat, None, listing)
-        var_id, var_s = one_run(server.url, cat, args.variants, listing)
+        var_id, var_s = one_run(server.url, cat, args.variants, listing, args.time_limit)
         report = build(store, var_id)
         figures.update(
             variants=args.variants,
@@ -109,7 +112,7 @@ def main() -> None:
         if args.opt_in:
             small = sample(listing, args.opt_in)
             _, plain_s = one_run(server.url, small, None, listing)
-            opt_id, opt_s = one_run(server.url, small, "compile,export", listing)
+            opt_id, opt_s = one_run(server.url, small, "compile,export", listing, args.time_limit)
             figures["opt_in"] = {
                 "classes": len(small.families),
                 "makespan_without_s": round(plain_s, 1),

@@ -305,3 +305,18 @@ def test_an_expectation_can_name_a_variant_verdict(tmp_path: Path) -> None:
     ):
         with pytest.raises(BadInput, match=named):
             parse(f"[expect]\n{bad}\n", "e.toml")
+
+
+def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
+    hf_home: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flex_attention compiles with inductor on cpu (tens of seconds): the job's time limit passes
+    inside it, inductor wraps the JobTimeout; the variant and those after it are `timeout` errors,
+    never a claim broken, and the job keeps the status its check earned."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # compiled from scratch
+    job = job_for("llama", variants=["flex", "bf16"], time_limit_s=8.0)
+    result = run_job(job)
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    got = _by_name(result["variants"])
+    assert [got[n]["kind"] for n in ("flex", "bf16")] == ["timeout", "timeout"]
+    assert result["variants"]["findings"] == []

@@ -46,6 +46,20 @@ class Failed(Exception):
     def __init__(self, kind: str, exc: BaseException) -> None:
         super().__init__(failures.describe(exc, 400))
         self.kind = OOM if failures.is_oom(exc) else kind
+        self.timed_out = timed_out(exc)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """The job's time limit, raised inside library code that wrapped it (inductor wraps what its
+    compile raises): JobTimeout or Celery's SoftTimeLimitExceeded anywhere in the chain."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if type(seen).__name__ in ("JobTimeout", "SoftTimeLimitExceeded") or "JobTimeout" in str(seen)[:2000]:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class NotApplicable(Exception):
@@ -230,7 +244,7 @@ def run(check: Check, bundle: Bundle, dev: torch.device, wanted: list[str], real
             try:
                 results.append(_one(ctx, v, snapshot))
             except measure.JobTimeout as exc:  # the job's time is up: the rest are not run
-                results.extend(_error(w, TIMEOUT, str(exc)) for w in variants[i:])
+                results.extend(_error(w, TIMEOUT, f"the job's time limit passed: {exc}") for w in variants[i:])
                 break
     finally:
         snapshot.restore(model)
@@ -296,12 +310,16 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
             if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
                 entry["quality"] = _gate(run_ctx)
     except Failed as exc:
+        if exc.timed_out:
+            raise measure.JobTimeout(str(exc)) from None
         return {**entry, **_error(v, exc.kind, str(exc))}
     except NotApplicable as exc:
         return {**entry, **_na(v, str(exc))}
     except measure.JobTimeout:
         raise
     except Exception as exc:
+        if timed_out(exc):
+            raise measure.JobTimeout(failures.describe(exc, 300)) from None
         kind = UNSUPPORTED_PRECISION if _precision_unsupported(exc) else INFERENCE_ERROR
         return {**entry, **_error(v, OOM if failures.is_oom(exc) else kind, failures.describe(exc, 500))}
     finally:
