@@ -36,7 +36,7 @@ from fleet.errors import CheckFailure, ErrorKind
 from fleet.names import AUTO_CHECK, AUTO_SYNTHETIC_PREFIX
 from fleet.protocol import ErrorInfo, Job, Result, Status, base_result, now
 from fleet.settings import Settings
-from workers import devices, identity, integrity, measure, quality, resolver
+from workers import devices, identity, integrity, measure, quality, resolver, variants
 from workers.checks import Check, get_check
 from workers.checks.base import Bundle
 from workers.evidence import LoadEvidence
@@ -177,8 +177,6 @@ def run_variants(job: Job, plan: Plan, bundle: Bundle, on_device: OnDevice, stat
     wanted = job.get("variants") or []
     if not wanted:
         return None
-    from workers import variants
-
     return variants.run(plan.check, bundle, on_device.dev, wanted, real=status != Status.SYNTHETIC)
 
 

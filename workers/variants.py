@@ -537,11 +537,9 @@ def _peak_mb(dev: torch.device, start: int | None) -> float | None:
 def findings(results: list[dict[str, Any]], claims: dict[str, bool]) -> list[dict[str, Any]]:
     """Claims broken (claimed, then an error or a mismatch), works unclaimed, and reduced
     precisions that gave NaN/Inf or broke the quality gate."""
-    from fleet.variants import parse as parse_names
-
     out: list[dict[str, Any]] = []
     for r in results:
-        v = parse_names([r["variant"]], where="variants")[0]
+        v = parse([r["variant"]], where="variants")[0]
         claim = v.claim
         verdict = r["verdict"]
         if claim is not None and claim in claims and verdict != "not_applicable":
