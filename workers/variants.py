@@ -143,15 +143,24 @@ def _timed(fn: Callable[[], Any], dev: torch.device) -> tuple[Any, float, float]
     return out, first, measure.percentile(times, 0.5) * 1000
 
 
-def compare(reference: torch.Tensor, output: torch.Tensor, atol: float, rtol: float) -> dict[str, Any]:
+def compare(
+    reference: torch.Tensor, output: torch.Tensor, atol: float, rtol: float, keep: torch.Tensor | None = None
+) -> dict[str, Any]:
     """works or mismatch, with the figures: max abs and rel difference (rel against |reference|),
     the tolerance used (elementwise |a - b| <= atol + rtol * |reference|, as torch.allclose),
-    and how many values are NaN or infinite."""
+    and how many values are NaN or infinite. keep: the (batch, position) attention mask of the
+    inputs: where the output runs over the same positions, padding positions (whose values no
+    kernel defines) are left out, as transformers' tests leave them out."""
     ref = reference.detach().float().cpu()
     out = output.detach().float().cpu()
     figures: dict[str, Any] = {"atol": atol, "rtol": rtol}
     if ref.shape != out.shape:
         return {"verdict": "mismatch", "reason": f"shape {list(out.shape)}, reference {list(ref.shape)}", **figures}
+    if keep is not None and keep.dim() == 2 and ref.dim() >= 2 and tuple(ref.shape[:2]) == tuple(keep.shape):
+        mask = keep.detach().cpu().bool()
+        if not bool(mask.all()):
+            ref, out = ref[mask], out[mask]
+            figures["padding_left_out"] = int((~mask).sum())
     bad = int((~torch.isfinite(out)).sum())
     if bad:
         return {
@@ -207,6 +216,12 @@ class Context:
                 if self.default_attention is not None:
                     model.set_attn_implementation(self.default_attention)
         return self.eager[0]
+
+    @property
+    def keep(self) -> torch.Tensor | None:
+        """The inputs' attention mask (which positions are not padding), if they have one."""
+        mask = self.forward.get("attention_mask")
+        return mask if isinstance(mask, torch.Tensor) else None
 
     def call(self, model: Any, kwargs: dict[str, Any]) -> torch.Tensor:
         return _first(model(**_cast(kwargs, self.dtype)))[1]
@@ -355,7 +370,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
             raise Failed(COMPILE_ERROR, exc) from None
         finally:
             torch._dynamo.reset()
-        return {**compare(ctx.reference, out, atol, rtol), **_speed(ctx, ms), "compile_s": round(first_s, 3)}
+        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "compile_s": round(first_s, 3)}
     if v.feature == "export":
         try:
             with torch.no_grad():
@@ -368,7 +383,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
             raise
         except Exception as exc:
             raise Failed(EXPORT_ERROR, exc) from None
-        return {**compare(ctx.reference, out, atol, rtol), **_speed(ctx, ms), "export_s": round(export_s, 3)}
+        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "export_s": round(export_s, 3)}
     against, reference = "reference", ctx.reference
     if v.attention is not None and v.attention == ctx.default_attention and v.precision == "float32":
         against, reference = "eager", ctx.eager_reference()  # the same kernel as the reference: judge it by eager
@@ -384,7 +399,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
             f"the model does not dispatch attention through transformers' attention interface: its output "
             f"with {v.attention} is bit-identical to the {ctx.default_attention} reference"
         )
-    judged = compare(reference, out, atol, rtol)
+    judged = compare(reference, out, atol, rtol, ctx.keep)
     return {**judged, **_speed(ctx, ms), "first_call_s": round(first_s, 3), "against": against}
 
 
