@@ -320,3 +320,17 @@ def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
     got = _by_name(result["variants"])
     assert [got[n]["kind"] for n in ("flex", "bf16")] == ["timeout", "timeout"]
     assert result["variants"]["findings"] == []
+
+
+def test_compare_leaves_out_padding_positions_and_counts_non_finite() -> None:
+    ref = torch.zeros(2, 4, 3)
+    out = ref.clone()
+    out[1, 3] = float("nan")  # a padding position: no kernel defines its value
+    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    judged = variants.compare(ref, out, 1e-4, 1e-4, keep)
+    assert judged["verdict"] == "works" and judged["padding_left_out"] == 1 and judged["non_finite"] == 0
+    judged = variants.compare(ref, out, 1e-4, 1e-4)
+    assert judged["verdict"] == "mismatch" and judged["non_finite"] == 3
+    out[0, 0, 0] = 0.5
+    judged = variants.compare(ref, out, 1e-4, 1e-4, keep)
+    assert judged["verdict"] == "mismatch" and judged["max_abs_diff"] == 0.5
