@@ -17,6 +17,7 @@ from typing import Any
 from fleet import names, tomlfile
 from fleet.errors import CatalogError, FileMissing, SelectionError
 from fleet.timing import MAX_TIME_LIMIT_S
+from fleet.variants import VariantError, check_list
 
 FAMILY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 MAX_CATALOG_BYTES = 1 << 20
@@ -68,6 +69,7 @@ _FAMILY_KEYS = {
     "time_limit_s": (int, float),
     "memory_limit_mb": (int, float),
     "repeats": int,
+    "variants": list,
 }
 
 
@@ -102,6 +104,7 @@ class Family:
     time_limit_s: float = 600.0
     memory_limit_mb: float | None = None
     repeats: int = 5
+    variants: tuple[str, ...] = ()  # what `--variants default` runs for this family (fleet/variants.py)
 
     def names(self) -> list[str]:
         """Every name the candidates go by: their own and their declared aliases."""
@@ -111,6 +114,10 @@ class Family:
         """Plain JSON data: the job carries its family, so workers need no catalog file."""
         d = asdict(self)
         d["architectures"] = list(self.architectures)
+        if self.variants:  # absent when unset: the catalog digest of older runs stays the same
+            d["variants"] = list(self.variants)
+        else:
+            d.pop("variants")
         d["candidates"] = [asdict(c) for c in self.candidates]
         return d
 
@@ -120,6 +127,7 @@ class Family:
             **{
                 **d,
                 "architectures": tuple(d["architectures"]),
+                "variants": tuple(d.get("variants") or ()),
                 "candidates": tuple(Candidate(**c) for c in d["candidates"]),
             }
         )
@@ -250,7 +258,15 @@ def _parse_family(source: str, name: str, spec: Any, checks: tuple[str, ...]) ->
         time_limit_s=float(spec.get("time_limit_s", 600.0)),
         memory_limit_mb=float(spec["memory_limit_mb"]) if "memory_limit_mb" in spec else None,
         repeats=int(spec.get("repeats", 5)),
+        variants=_variants(where, spec.get("variants", [])),
     )
+
+
+def _variants(where: str, value: list[Any]) -> tuple[str, ...]:
+    try:
+        return tuple(check_list(value, f"{where}.variants"))
+    except VariantError as exc:
+        raise CatalogError(exc.message) from None
 
 
 def _parse_candidate(where: str, spec: Any) -> Candidate:

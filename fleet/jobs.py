@@ -23,6 +23,7 @@ from fleet.catalog import (
 )
 from fleet.errors import LockError
 from fleet.timing import MAX_TIME_LIMIT_S
+from fleet.variants import VariantError, check_list
 
 _TEXT = ("run_id", "job_id", "family", "device", "queue")
 MAX_TEXT = 300
@@ -74,6 +75,11 @@ def job_problem(job: Any) -> str | None:
                 lock.parse_entry(f"lock[{i}]", entry)
             except LockError as exc:
                 return exc.message
+    if job.get("variants") is not None:
+        try:
+            check_list(job["variants"], "variants")
+        except VariantError as exc:
+            return exc.message[:300]
     spec = job.get("family_spec")
     if not isinstance(spec, dict):
         return "family_spec must be an object"
@@ -119,6 +125,11 @@ def _spec_problem(spec: dict[str, Any]) -> str | None:
             f"architectures must be a list of at most {MAX_ARCHITECTURES} names "
             f"of 1-{MAX_ARCHITECTURE_LENGTH} characters"
         )
+    if spec.get("variants") is not None:
+        try:
+            check_list(spec["variants"], "variants")
+        except VariantError as exc:
+            return exc.message[:300]
     candidates = spec.get("candidates")
     if not isinstance(candidates, list) or len(candidates) > MAX_CANDIDATES:
         return f"candidates must be a list of at most {MAX_CANDIDATES}"

@@ -78,6 +78,7 @@ class Job(TypedDict):
     rerun: NotRequired[int]  # which run of the job this message is: 0 first, 1.. reruns
     task: NotRequired[str]  # architecture jobs: the class's transformers task (kept by every terminal result)
     sent_at: NotRequired[float]  # when the orchestrator (or a worker publishing a rerun) sent it
+    variants: NotRequired[list[str]]  # capability variants to run after the reference (fleet/variants.py)
 
 
 class Result(TypedDict):
@@ -118,6 +119,9 @@ class Result(TypedDict):
     # A candidate's load: every file read with its sha256, their digest, what anchors them (the
     # official Hub, a lock entry, or nothing), and, when UNVERIFIED, why and what would anchor them.
     identity: NotRequired[dict[str, Any]]
+    # A job that asked for variants: the reference, the class's claims, one verdict per variant and
+    # the findings (workers/variants.py; schema in docs/variants.md).
+    variants: NotRequired[dict[str, Any]]
 
 
 def job_id(family: str, device: str) -> str:

@@ -238,3 +238,4 @@ class RunSettings:
     repeats: int | None = None  # overrides the family's steady-state repeat count
     time_limit_s: float | None = None  # overrides the family's time limit
     reruns: int = 0  # a FAILED job runs again up to this many times (fresh process); mixed outcomes: FLAKY
+    variants: str | None = None  # --variants as given (fleet/variants.py); `default` expands per family

@@ -13,6 +13,13 @@ has LIBRARY at VERSION or later (the gap was meant to be closed by then).
 Unexpected outcomes: a status other than the expected one, unexpected passes included (an
 expected FAILED that came out REAL). A job with no expectation is expected to pass or be
 skipped: FAILED, LOST and FLAKY are unexpected.
+
+A key may name a capability variant after `#` (docs/variants.md): its value is a verdict
+(works, mismatch, error, not_applicable), optionally with ": reason" ("until" works the same).
+A job that ran the variant with another verdict is unexpected ("unexpected variant"):
+
+    "llama@cuda#bf16" = "works"
+    "*@cpu#flash" = "not_applicable: no FlashAttention on cpu"
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from packaging.version import InvalidVersion, Version
 from fleet import tomlfile
 from fleet.errors import BadInput, FileMissing
 from fleet.protocol import FAILING, STATUSES, Result, Status
+from fleet.variants import VariantError
+from fleet.variants import parse as parse_variants
+
+VERDICTS = ("works", "mismatch", "error", "not_applicable")
 
 UNTIL = re.compile(r"until\s+([A-Za-z0-9_.-]+)\s+([0-9][0-9A-Za-z.+-]*)\s*$")
 
@@ -38,6 +49,7 @@ class Expectation:
     status: str
     reason: str
     until: tuple[str, str] | None = None  # (library, version)
+    variant: str | None = None  # a capability variant's canonical name: status is then a verdict
 
     def lapsed(self, result: Result) -> bool:
         if self.until is None:
@@ -57,9 +69,10 @@ class Expectation:
 
 class Expectations:
     def __init__(self, entries: list[Expectation], source: str = "expectations") -> None:
-        self.entries = entries
+        self.entries = [e for e in entries if e.variant is None]
+        self.variant_entries = [e for e in entries if e.variant is not None]
         self.source = source
-        self.exact = {e.pattern: e for e in entries if not _is_pattern(e.pattern)}
+        self.exact = {e.pattern: e for e in self.entries if not _is_pattern(e.pattern)}
 
     def lookup(self, job_id: str) -> Expectation | None:
         if job_id in self.exact:
@@ -81,7 +94,29 @@ class Expectations:
             unexpected = status != exp.status
             verdict = {"expected": exp.status, "reason": exp.reason, "pattern": exp.pattern, "unexpected": unexpected}
         verdict["kind"] = _kind(verdict["expected"], status) if unexpected else "expected"
+        missed = self._variants(result)
+        if missed:
+            verdict["variants"] = missed
+            if not unexpected:
+                verdict.update(unexpected=True, kind="unexpected variant")
         return verdict
+
+    def _variants(self, result: Result) -> list[dict[str, Any]]:
+        """The variants the result ran with another verdict than expected (an exact key first,
+        then the first pattern, per variant)."""
+        ran = {v["variant"]: v for v in (result.get("variants") or {}).get("results", [])}
+        jid, out, seen = result["job_id"], [], set()
+        ordered = sorted(self.variant_entries, key=lambda e: _is_pattern(e.pattern))
+        for e in ordered:
+            if e.variant in seen or e.variant not in ran or e.lapsed(result):
+                continue
+            if e.pattern != jid and not (_is_pattern(e.pattern) and fnmatch.fnmatchcase(jid, e.pattern)):
+                continue
+            seen.add(e.variant)
+            got = ran[e.variant]["verdict"]
+            if got != e.status:
+                out.append({"variant": e.variant, "expected": e.status, "got": got, "reason": e.reason})
+        return out
 
 
 def _kind(expected: str | None, status: str) -> str:
@@ -115,7 +150,18 @@ def parse(text: str, source: str) -> Expectations:
             raise BadInput(f"{source}: [expect] has an empty key")
         status, _, reason = value.partition(":")
         status, reason = status.strip().upper(), reason.strip()
-        if status not in STATUSES:
+        key, _, variant_name = key.partition("#")
+        variant = None
+        if variant_name:
+            where = f'{source}: [expect] "{key}#{variant_name}"'
+            try:
+                (parsed,) = parse_variants([variant_name], where=where)
+            except VariantError as exc:
+                raise BadInput(exc.message) from None
+            variant, status = parsed.name, status.lower()
+            if status not in VERDICTS:
+                raise BadInput(f"{where}: unknown verdict {status!r}; one of {', '.join(VERDICTS)}")
+        elif status not in STATUSES:
             raise BadInput(f'{source}: [expect] "{key}": unknown status {status!r}; one of {", ".join(STATUSES)}')
         m = UNTIL.search(reason)
         until = None
@@ -125,7 +171,7 @@ def parse(text: str, source: str) -> Expectations:
             except InvalidVersion:
                 raise BadInput(f'{source}: [expect] "{key}": bad version {m.group(2)!r} after "until"') from None
             until = (m.group(1), m.group(2))
-        entries.append(Expectation(key, status, reason, until))
+        entries.append(Expectation(key, status, reason, until, variant))
     return Expectations(entries, source)
 
 

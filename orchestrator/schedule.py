@@ -96,6 +96,7 @@ class ScheduleOptions:
     pins: str | None = None  # known answers on top of the shipped ones
     lock: str | None = None  # model lock on top of the shipped one
     reruns: int = 1  # reruns of a FAILED job (RunSettings.reruns)
+    variants: str | None = None  # --variants of every scheduled run (RunSettings.variants)
     expectations: str | None = None  # expectations file, for the report and the alert
     notify: str | None = None  # webhook URL for the alert (never logged)
 
@@ -146,7 +147,7 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     """Claim the slot; if ours, run every family on the configured devices and publish the report."""
     store = ResultStore.from_settings(settings)
     catalog = load_catalog(options.catalog, settings.plugins)
-    run_settings = RunSettings(deadline_s=options.deadline_s, reruns=options.reruns)
+    run_settings = RunSettings(deadline_s=options.deadline_s, reruns=options.reruns, variants=options.variants)
     run_id = f"{slot.replace(':', '').replace('-', '')}-scheduled"
     if not store.registry.claim_slot(slot, run_id):
         return f"slot {slot} already taken by {store.registry.slot_run(slot)}"

@@ -15,7 +15,7 @@ import redis
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from fleet import __version__
+from fleet import __version__, variants
 from fleet import lock as locking
 from fleet.broker import RUN_CHECK_TASK
 from fleet.catalog import Catalog
@@ -75,6 +75,8 @@ def plan_jobs(
                 "reruns": settings.reruns,
                 "rerun": 0,
             }
+            if settings.variants:
+                job["variants"] = variants.names(variants.parse(settings.variants, fam.variants))
             task = architectures.task_of(fam.name, fam.description)
             if task:  # an architecture job: the task counts it even if it never reports itself
                 job["task"] = task

@@ -9,11 +9,12 @@ that fails leaves every earlier fact for the result:
     measure       -> Measurement   output, quality record, timings (workers/measure.py)
     gates                          on the device, quality, bytes unchanged, known answer: each
                                    raises the one error its fact calls for, where it is known
+    variants      -> dict          capability variants on the same loaded weights, once the
+                                   status is decided (workers/variants.py); never changes it
     release       -> Release       the model freed, memory back to its baseline
     assemble      -> Result        the one place a Result is written
 
-A further stage (the weights' identity, capability variants on the same loaded weights) slots
-in as one more function and one more field of Progress.
+A further stage slots in as one more function and one more field of Progress.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from fleet.errors import CheckFailure, ErrorKind
 from fleet.names import AUTO_CHECK, AUTO_SYNTHETIC_PREFIX
 from fleet.protocol import ErrorInfo, Job, Result, Status, base_result, now
 from fleet.settings import Settings
-from workers import devices, identity, integrity, measure, quality, resolver
+from workers import devices, identity, integrity, measure, quality, resolver, variants
 from workers.checks import Check, get_check
 from workers.checks.base import Bundle
 from workers.evidence import LoadEvidence
@@ -88,6 +89,7 @@ class Progress:
     identity: dict[str, Any] | None = None  # the weights' identity (workers/identity.py); None for synthetic
     status: Status | None = None
     error: ErrorInfo | None = None
+    variants: dict[str, Any] | None = None  # result["variants"] (workers/variants.py)
     release: Release | None = None
 
 
@@ -168,6 +170,16 @@ def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement:
     return known
 
 
+def run_variants(job: Job, plan: Plan, bundle: Bundle, on_device: OnDevice, status: Status) -> dict[str, Any] | None:
+    """The job's capability variants (job["variants"]) on the loaded model, once it passed; None
+    when it asked for none. Pretrained weights (REAL, UNVERIFIED) run the quality gate in every
+    reduced precision."""
+    wanted = job.get("variants") or []
+    if not wanted:
+        return None
+    return variants.run(plan.check, bundle, on_device.dev, wanted, real=status != Status.SYNTHETIC)
+
+
 def release(progress: Progress) -> Release:
     """Drop the last references to the model, collect, and read what memory came back. The
     resolution keeps its names and evidence for the result."""
@@ -231,6 +243,8 @@ def assemble(progress: Progress, sampler: measure.RssSampler) -> Result:
         metrics.update(progress.measurement.timing)
         if progress.known_answer is not None:
             result["output"]["known_answer"] = progress.known_answer
+    if progress.variants is not None:
+        result["variants"] = progress.variants
     result["status"] = str(progress.status) if progress.status is not None else None
     result["error"] = progress.error
     if progress.release is not None:

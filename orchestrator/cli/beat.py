@@ -16,7 +16,17 @@ from orchestrator import expectations as expecting
 from orchestrator import notify
 from orchestrator import pins as pinning
 from orchestrator.cli.console import connect, note
-from orchestrator.cli.options import LOCK_HELP, NOTIFY_HELP, PINS_HELP, Subcommands, connection, deadline, reruns
+from orchestrator.cli.options import (
+    LOCK_HELP,
+    NOTIFY_HELP,
+    PINS_HELP,
+    VARIANTS_HELP,
+    Subcommands,
+    connection,
+    deadline,
+    reruns,
+    variants,
+)
 
 
 def add(sub: Subcommands) -> None:
@@ -40,6 +50,7 @@ def add(sub: Subcommands) -> None:
     b.add_argument("--pins", metavar="FILE", help=PINS_HELP)
     b.add_argument("--lock", metavar="FILE", help=LOCK_HELP)
     b.add_argument("--reruns", type=reruns, default=1, metavar="N", help="reruns of a FAILED job (default 1)")
+    b.add_argument("--variants", type=variants, metavar="LIST", help=VARIANTS_HELP)
     b.add_argument("--expectations", metavar="FILE", help="expected outcomes, for the reports and alerts")
     b.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
     b.set_defaults(handler=run)
@@ -55,6 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     options = ScheduleOptions(
         spec=args.schedule or DEFAULT_SCHEDULE,
         reruns=args.reruns,
+        variants=args.variants,
         expectations=str(Path(args.expectations).resolve()) if args.expectations else None,
         notify=notify.check_url(args.notify),
         devices=tuple(parse_devices(args.devices)),

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, NoReturn, TypeAlias
 from fleet.errors import ExitCode, FleetError
 from fleet.jobs import MAX_RERUNS
 from fleet.timing import MAX_DEADLINE_S, finite_positive
+from fleet.variants import VariantError
+from fleet.variants import parse as parse_variants
 from orchestrator.cli.console import printable
 
 if TYPE_CHECKING:
@@ -82,6 +84,23 @@ def whole(low: int, high: int) -> Callable[[str], int]:
 def reruns(text: str) -> int:
     """argparse type of --reruns: 0 (never) to MAX_RERUNS, as the workers accept."""
     return whole(0, MAX_RERUNS)(text)
+
+
+VARIANTS_HELP = (
+    "capability variants run after the reference on the same loaded weights: default (the family's own "
+    "list, else bf16,fp16,sdpa,eager,batched,static_cache), all, none, or a list of bf16, fp16, sdpa, eager, "
+    "flex, flash, sdpa:flash|efficient|cudnn|math, attention:NAME, batched, static_cache, compile, export "
+    "(parts combine with +; see docs/variants.md)"
+)
+
+
+def variants(text: str) -> str:
+    """argparse type of --variants: checked here (fleet.variants), expanded per family at submit."""
+    try:
+        parse_variants(text)
+    except VariantError as exc:
+        raise argparse.ArgumentTypeError(exc.message.removeprefix("--variants: ")) from None
+    return text
 
 
 def deadline(text: str) -> float:

@@ -29,10 +29,12 @@ from orchestrator.cli.options import (
     LOCK_HELP,
     NOTIFY_HELP,
     PINS_HELP,
+    VARIANTS_HELP,
     Parser,
     deadline,
     finite,
     reruns,
+    variants,
     whole,
 )
 
@@ -92,6 +94,7 @@ def parent() -> argparse.ArgumentParser:
         metavar="N",
         help="run a FAILED job again up to N times in a fresh process; mixed outcomes are FLAKY (default 1, 0: never)",
     )
+    select.add_argument("--variants", type=variants, metavar="LIST", help=VARIANTS_HELP)
     select.add_argument("--expectations", metavar="FILE", help=EXPECT_HELP)
     select.add_argument("--notify", metavar="URL", help=NOTIFY_HELP)
     return select
@@ -154,6 +157,7 @@ def _run_settings(args: argparse.Namespace) -> RunSettings:
         repeats=args.repeats,
         time_limit_s=args.time_limit,
         reruns=args.reruns,
+        variants=args.variants,
     )
 
 

@@ -64,6 +64,8 @@ def to_json(report: dict[str, Any]) -> str:
     ]
     data["metric_regressions"] = report.get("metric_regressions", [])
     data["trend_settings"] = report.get("trend_settings")
+    if report.get("capability"):  # jobs that ran variants: the matrix and its findings (docs/variants.md)
+        data["capability"] = report["capability"]
     if report.get("architectures"):  # an architecture run: coverage and the workers' transformers
         data["architectures"] = report["architectures"]
         data["transformers"] = report.get("transformers")

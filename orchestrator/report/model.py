@@ -11,7 +11,7 @@ from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
 from orchestrator import accounting, attribution, baselines, runs, summaries, trends
 from orchestrator.expectations import Expectations
-from orchestrator.report import coverage
+from orchestrator.report import capability, coverage
 
 # "harness": the harness could not build or feed the model on one side: never a regression
 CHANGE_ORDER = {"regressed": 0, "new": 1, "improved": 2, "unchanged": 3, "harness": 4}
@@ -142,6 +142,7 @@ def assemble(
             row["unexpected"] = row["expectation"]["unexpected"]
         rows.append(row)
     rows.sort(key=lambda r: (not r.get("unexpected"), CHANGE_ORDER[r["change"]], r["family"], r["device"]))
+    baseline_runs = {row["job_id"]: (row["baseline"] or {}).get("run_id") for row in rows}
     counts = Counter(r["status"] for r in results)
     versions = sorted(
         {
@@ -182,6 +183,7 @@ def assemble(
         "results": results,
         "late_attempts": [],
         "architectures": coverage.coverage(results),
+        "capability": capability.build(results, previous, specs, baseline_runs),
         "transformers": meta.get("transformers"),
         "corrupt_meta": meta.get(records.CORRUPT_KEY),  # the run's meta could not be read (fleet/records.py)
     }

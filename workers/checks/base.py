@@ -86,12 +86,40 @@ class Check:
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return 1.0
 
+    # -- what capability variants need (workers/variants.py) --------------------------------
+    def forward_inputs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The keyword arguments of one plain forward pass whose first floating-point output
+        (float_tensors) every variant is compared on; None where the check has none."""
+        return inputs
+
+    def generate_kwargs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The keyword arguments of one greedy model.generate() call, or None where the check
+        does not generate (static_cache is then not applicable)."""
+        return None
+
     def fingerprint(self, output: dict[str, Any]) -> dict[str, Any]:
         """What a known-answer pin records of a validated output."""
         return {k: output[k] for k in self.fingerprint_fields if k in output}
 
     def tolerance(self) -> dict[str, float]:
         return {k: v for k, v in self.fingerprint_fields.items() if v is not None}
+
+
+def float_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
+    """The floating-point tensors of a model output, named, in order (a list of tensors, such as
+    hidden states per layer or feature maps, counts by its first)."""
+    if isinstance(output, torch.Tensor):
+        return [("output", output)]
+    items = (
+        output.items() if hasattr(output, "items") else enumerate(output if isinstance(output, (tuple, list)) else [])
+    )
+    found: list[tuple[str, torch.Tensor]] = []
+    for key, value in items:
+        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
+            key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            found.append((str(key), value))
+    return found
 
 
 def invalid(message: str, **values: Any) -> CheckFailure:

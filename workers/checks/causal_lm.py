@@ -24,15 +24,18 @@ class CausalLMCheck(Check):
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        return bundle.model.generate(**self.generate_kwargs(bundle, inputs))
+
+    def generate_kwargs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
         tok = bundle.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        return bundle.model.generate(
+        return {
             **inputs,
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            do_sample=False,
-            pad_token_id=pad,
-        )
+            "max_new_tokens": NEW_TOKENS,
+            "min_new_tokens": NEW_TOKENS,
+            "do_sample": False,
+            "pad_token_id": pad,
+        }
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         prompt_len = inputs["input_ids"].shape[1]

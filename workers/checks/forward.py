@@ -12,27 +12,12 @@ import torch
 
 from fleet.errors import CheckFailure
 from workers.checks import task_gates
-from workers.checks.base import Bundle, Check, invalid, require_finite, sample
+from workers.checks.base import Bundle, Check, float_tensors, invalid, require_finite, sample
 from workers.tiny import Unsupported
 from workers.tiny.inputs import BATCH, leading_sizes, make_inputs
 from workers.tiny.tasks import task_of_class
 
 NEW_TOKENS = 3
-
-
-def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
-    if isinstance(output, torch.Tensor):
-        return [("output", output)]
-    items = (
-        output.items() if hasattr(output, "items") else enumerate(output if isinstance(output, (tuple, list)) else [])
-    )
-    found: list[tuple[str, torch.Tensor]] = []
-    for key, value in items:
-        if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
-            key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            found.append((str(key), value))
-    return found
 
 
 class ForwardCheck(Check):
@@ -63,7 +48,7 @@ class ForwardCheck(Check):
             raise Unsupported(f"inputs for {bundle.architecture}: TypeError: {exc}") from None
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
-        a, b = _tensors(first), _tensors(repeat)
+        a, b = float_tensors(first), float_tensors(repeat)
         if not a:
             raise invalid(f"{bundle.architecture} returned no floating-point tensor", output_type=type(first).__name__)
         name, t = a[0]
@@ -88,7 +73,7 @@ class ForwardCheck(Check):
 
     def distinct_outputs(self, bundle: Bundle, inputs: dict[str, Any], first: Any) -> list[tuple[str, torch.Tensor]]:
         # the BATCH rows of every input differ (workers.tiny.inputs draws each row on its own)
-        return [(name, t) for name, t in _tensors(first) if t.dim() > 0 and t.shape[0] == BATCH]
+        return [(name, t) for name, t in float_tensors(first) if t.dim() > 0 and t.shape[0] == BATCH]
 
     def units(self, inputs: dict[str, Any], output: Any) -> float:
         return float(BATCH)
@@ -99,20 +84,27 @@ class GenerateCheck(ForwardCheck):
     auto_class = "AutoModel"
     fingerprint_fields = {"output_name": None, "shape": None, "sample": 1e-3, "generated": None}
 
-    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
-        out = super().validate(bundle, inputs, first, repeat)
+    def generate_kwargs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any] | None:
         model = bundle.model
         if not model.can_generate():
-            out["generated"] = None
-            return out
+            return None
         kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
         kwargs["pad_token_id"] = model.generation_config.pad_token_id or 0
         kwargs["eos_token_id"] = None
         if model.config.is_encoder_decoder and model.generation_config.decoder_start_token_id is None:
             kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
         gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
-        seq = model.generate(**gen_inputs, **kwargs)
-        seq2 = model.generate(**gen_inputs, **kwargs)
+        return {**gen_inputs, **kwargs}
+
+    def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
+        out = super().validate(bundle, inputs, first, repeat)
+        model = bundle.model
+        kwargs = self.generate_kwargs(bundle, inputs)
+        if kwargs is None:
+            out["generated"] = None
+            return out
+        seq = model.generate(**kwargs)
+        seq2 = model.generate(**kwargs)
         seq = getattr(seq, "sequences", seq)
         seq2 = getattr(seq2, "sequences", seq2)
         if seq.shape[0] != BATCH or seq.shape[-1] < NEW_TOKENS:

@@ -24,7 +24,14 @@ class Seq2SeqCheck(Check):
         return {"input_ids": enc["input_ids"].to(device), "attention_mask": enc["attention_mask"].to(device)}
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
-        return bundle.model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        return bundle.model.generate(**self.generate_kwargs(bundle, inputs))
+
+    def generate_kwargs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**inputs, "max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+
+    def forward_inputs(self, bundle: Bundle, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The encoder input with the first source tokens as decoder input: a fixed teacher-forced pass."""
+        return {**inputs, "decoder_input_ids": inputs["input_ids"][:, :4]}
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         if first.dim() != 2 or first.shape[0] != 1 or first.shape[1] < 2:

@@ -1,0 +1,336 @@
+"""Capability variants (fleet/variants.py, workers/variants.py, orchestrator/report/capability.py)
+on real tiny models: the parser's errors, the float32 weights back bit for bit, a wrong attention
+function registered through transformers' AttentionInterface reported `mismatch` with figures,
+NaN from weights that overflow float16, the packaged MiniLM and SmolLM2 through bf16/fp16 with
+their quality gates, a class whose claim transformers gets wrong, and a run through a real worker
+whose report shows the capability matrix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fleet import variants as parsing
+from fleet.catalog import load_catalog
+from fleet.errors import BadInput, CatalogError, ExitCode
+from fleet.jobs import job_problem
+from fleet.protocol import Status
+from fleet.settings import RunSettings
+from orchestrator import architectures
+from orchestrator.report import assemble, capability, render_html
+from orchestrator.submit import plan_jobs
+from tests.helpers import PLUGINS, orchestrator, write_catalog
+from tests.models import family
+from tests.plugins import wrong_attention
+from tests.test_checks import job_for
+from tests.test_report import _result
+from workers import variants
+from workers.architectures import enumerate_classes
+from workers.checks import get_check
+from workers.core import run_job
+from workers.tiny import synthetic
+
+CPU = torch.device("cpu")
+wrong_attention.register()
+
+
+def _llama() -> synthetic.Bundle:
+    return synthetic.build(family("llama"), get_check("causal_lm"), CPU)
+
+
+def _by_name(record: dict) -> dict[str, dict]:
+    return {r["variant"]: r for r in record["results"]}
+
+
+# -- the parser ---------------------------------------------------------------------------------
+def test_parser_names_default_all_and_combinations() -> None:
+    assert parsing.names(parsing.parse("default")) == list(parsing.DEFAULT)
+    assert parsing.names(parsing.parse("default", family_default=("fp16",))) == ["fp16"]
+    assert parsing.names(parsing.parse("all")) == list(parsing.ALL)
+    assert parsing.names(parsing.parse("sdpa+bf16, fp16,bf16+sdpa,attention:wrong")) == [
+        "bf16+sdpa",
+        "fp16",
+        "attention:wrong",
+    ]
+    assert parsing.parse("none") == []
+    assert parsing.parse("sdpa:math")[0] == parsing.Variant(attention="sdpa", sdpa_backend="MATH")
+    assert parsing.parse("flex")[0].claim == "_supports_flex_attn"
+    assert parsing.parse("compile")[0].claim == "_can_compile_fullgraph"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("bf16,fp64", "'fp64'"),
+        ("bf16+fp16", "two precisions"),
+        ("sdpa:fast", "'sdpa:fast'"),
+        ("bf16,,fp16", "empty entry"),
+        ("attention:a b", "bad attention name"),
+        ("fp32", "the reference itself"),
+        ("", "empty"),
+    ],
+)
+def test_parser_errors_name_the_bad_token(text: str, named: str) -> None:
+    with pytest.raises(parsing.VariantError, match=named) as err:
+        parsing.parse(text)
+    assert err.value.exit_code == ExitCode.BAD_INPUT
+
+
+def test_cli_refuses_a_bad_variant_in_one_line_before_anything_runs(tmp_path: Path) -> None:
+    out = orchestrator("run", "--family", "llama", "--variants", "bf16,turbo", "--redis-url", "redis://127.0.0.1:1/0")
+    assert out.returncode == ExitCode.BAD_INPUT
+    assert "'turbo'" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_catalog_default_and_job_validation(tmp_path: Path) -> None:
+    cat = write_catalog(
+        tmp_path / "c.toml",
+        {
+            "tiny": {
+                "check": "causal_lm",
+                "architectures": ["LlamaForCausalLM"],
+                "synthetic": "llama",
+                "variants": ["fp16", "eager"],
+            }
+        },
+    )
+    catalog = load_catalog(cat)
+    jobs = plan_jobs("r", catalog, None, ["cpu"], RunSettings(variants="default,batched"), pins=[], lock=[])
+    assert jobs[0]["variants"] == ["fp16", "eager", "batched"] and job_problem(jobs[0]) is None
+    assert "variants" not in plan_jobs("r", catalog, None, ["cpu"], RunSettings(), pins=[], lock=[])[0]
+    assert "unknown variant 'turbo'" in str(job_problem({**jobs[0], "variants": ["turbo"]}))
+    bad = write_catalog(
+        tmp_path / "b.toml",
+        {"tiny": {"check": "causal_lm", "architectures": ["X"], "synthetic": "llama", "variants": ["int3"]}},
+    )
+    with pytest.raises(CatalogError, match=r"families.tiny.variants: unknown variant 'int3'"):
+        load_catalog(bad)
+
+
+# -- on the same loaded weights -----------------------------------------------------------------
+def test_variants_run_on_the_loaded_weights_and_put_them_back_bit_exact() -> None:
+    bundle = _llama()
+    model = bundle.model
+    before = {k: v.detach().clone() for k, v in [*model.named_parameters(), *model.named_buffers()]}
+    record = variants.run(
+        get_check("causal_lm"), bundle, CPU, ["bf16", "fp16", "eager", "batched", "static_cache"], real=False
+    )
+    got = _by_name(record)
+    assert record["reference"]["precision"] == "float32" and record["reference"]["attention"] == "sdpa"
+    assert got["bf16"]["verdict"] == "works" and 0 < got["bf16"]["max_abs_diff"] <= got["bf16"]["atol"] == 1e-2
+    assert got["fp16"]["atol"] == 5e-3 and got["eager"]["kernel"] == "eager"
+    assert got["batched"]["verdict"] == "works" and got["batched"]["padding_side"] == bundle.tokenizer.padding_side
+    assert got["static_cache"]["verdict"] == "works" and got["static_cache"]["tokens_differ"] == 0
+    assert all(r["latency_ms_p50"] > 0 and r["speed_vs_reference"] > 0 for r in record["results"])
+    after = dict([*model.named_parameters(), *model.named_buffers()])
+    for name, tensor in before.items():  # every parameter and buffer (rotary inv_freq too), bit for bit
+        assert after[name].dtype == tensor.dtype and torch.equal(after[name], tensor), name
+    assert model.config._attn_implementation == "sdpa"
+
+
+def test_a_wrong_attention_function_is_a_mismatch_with_figures() -> None:
+    record = variants.run(get_check("causal_lm"), _llama(), CPU, ["attention:wrong", "sdpa"], real=False)
+    got = _by_name(record)
+    wrong = got["attention:wrong"]
+    assert wrong["verdict"] == "mismatch" and wrong["kernel"] == wrong_attention.NAME
+    assert wrong["max_abs_diff"] > wrong["atol"] == 1e-4 and wrong["max_rel_diff"] > 0
+    # the default kernel is judged against eager, as transformers' own tests judge SDPA
+    assert got["sdpa"]["verdict"] == "works" and got["sdpa"]["against"] == "eager"
+
+
+def test_weights_that_overflow_float16_give_nan_a_finding() -> None:
+    bundle = _llama()
+    with torch.no_grad():
+        bundle.model.model.embed_tokens.weight.mul_(1e8)  # fine in float32, inf in float16
+    record = variants.run(get_check("causal_lm"), bundle, CPU, ["fp16", "bf16"], real=False)
+    fp16 = _by_name(record)["fp16"]
+    assert fp16["verdict"] == "mismatch" and fp16["non_finite"] > 0
+    assert [f["finding"] for f in record["findings"]] == ["non_finite"]
+    assert _by_name(record)["bf16"]["verdict"] == "works"  # bfloat16 has float32's range
+
+
+def test_not_applicable_on_cpu_and_for_encoders() -> None:
+    bundle = synthetic.build(family("bert"), get_check("embedding"), CPU)
+    record = variants.run(get_check("embedding"), bundle, CPU, ["flash", "sdpa:flash", "static_cache"], real=False)
+    reasons = {r["variant"]: (r["verdict"], r["reason"]) for r in record["results"]}
+    assert reasons["flash"] == ("not_applicable", "flash_attention_2 runs on CUDA only")
+    assert reasons["sdpa:flash"][0] == "not_applicable" and "CUDA" in reasons["sdpa:flash"][1]
+    assert reasons["static_cache"][0] == "not_applicable" and "generate" in reasons["static_cache"][1]
+
+
+# -- real weights: the quality gate in every reduced precision ------------------------------------
+def test_packaged_minilm_through_bf16_and_fp16_with_its_gate(hf_home: object) -> None:
+    result = run_job(job_for("minilm", variants=["bf16", "fp16", "batched"]))
+    assert result["status"] == Status.REAL, result["error"]
+    got = _by_name(result["variants"])
+    for name in ("bf16", "fp16"):  # hidden states beyond the elementwise tolerance or not, the gate holds
+        assert got[name]["verdict"] in ("works", "mismatch") and got[name]["non_finite"] == 0, got[name]
+        assert got[name]["quality"]["metric"] == "semantic_margin" and got[name]["quality"]["passed"] is True
+    assert got["fp16"]["max_abs_diff"] < got["bf16"]["max_abs_diff"]  # 10 mantissa bits against 7
+    assert got["batched"]["verdict"] == "works"
+    assert result["variants"]["findings"] == []
+
+
+@pytest.mark.slow
+def test_smollm2_through_bf16_and_fp16_with_its_gate(hf_home: object) -> None:
+    result = run_job(job_for("llama", gguf=True, variants=["bf16", "fp16"]))
+    assert result["status"] == Status.REAL, result["error"]
+    for r in result["variants"]["results"]:
+        assert r["quality"]["passed"] is True, r  # the LM loss bound holds in reduced precision
+        assert r["verdict"] in ("works", "mismatch") and r["non_finite"] == 0
+
+
+# -- a claim transformers gets wrong --------------------------------------------------------------
+@pytest.mark.slow
+def test_a_class_that_compiles_fullgraph_without_claiming_it_is_works_unclaimed() -> None:
+    """TimesFmModel says _can_compile_fullgraph = False in transformers 5.x; the capability run
+    over the architectures found that it compiles with fullgraph=True and matches (docs/variants.md)."""
+    listing = {"transformers": "local", "classes": enumerate_classes()}
+    catalog = architectures.catalog(listing, "TimesFmModel")
+    (job,) = plan_jobs("r", catalog, None, ["cpu"], RunSettings(variants="compile"), pins=[], lock=[])
+    result = run_job(job)
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    record = result["variants"]
+    assert record["claims"]["_can_compile_fullgraph"] is False
+    assert _by_name(record)["compile"]["verdict"] == "works" and _by_name(record)["compile"]["compile_s"] > 0
+    assert [(f["finding"], f["claim"]) for f in record["findings"]] == [("works_unclaimed", "_can_compile_fullgraph")]
+
+
+# -- through a real worker, into the report ---------------------------------------------------------
+def test_variants_through_a_worker_into_the_capability_report(redis_url: str, start_worker, tmp_path: Path) -> None:
+    start_worker(redis_url, FLEET_PLUGINS=f"{PLUGINS},tests.plugins.wrong_attention")
+    cat = write_catalog(
+        tmp_path / "c.toml",
+        {"tiny": {"check": "causal_lm", "architectures": ["LlamaForCausalLM"], "synthetic": "llama"}},
+    )
+    args = ("--catalog", str(cat), "--family", "tiny", "--repeats", "1", "--redis-url", redis_url)
+    sub = orchestrator("submit", *args, "--variants", "bf16,attention:wrong,flash", "--wait", timeout=600)
+    assert sub.returncode == 0, sub.stderr
+    run_id = sub.stdout.strip()
+    data = json.loads(orchestrator("report", run_id, "--format", "json", "--redis-url", redis_url).stdout)
+    (result,) = data["results"]
+    assert result["status"] == "SYNTHETIC" and result["environment"]["model_device"] == "cpu"
+    got = _by_name(result["variants"])
+    assert got["bf16"]["verdict"] == "works" and got["attention:wrong"]["verdict"] == "mismatch"
+    assert got["flash"]["verdict"] == "not_applicable"
+    cpu = data["capability"]["devices"]["cpu"]
+    assert cpu["counts"]["attention:wrong"]["mismatch"] == 1 and cpu["counts"]["bf16"]["works"] == 1
+    md = orchestrator("report", run_id, "--redis-url", redis_url).stdout
+    assert "## Capability matrix" in md and "| tiny | LlamaForCausalLM | ok" in md and "≠" in md
+    html_path = tmp_path / "r.html"
+    orchestrator("report", run_id, "--format", "html", "--output", str(html_path), "--redis-url", redis_url)
+    html = html_path.read_text()
+    assert '<section id="capability">' in html and 'class="v-mismatch"' in html
+
+
+def test_regression_of_a_variant_is_a_finding_attributed_to_what_changed() -> None:
+    def result(verdict: str, torch_version: str) -> dict:
+        return {
+            "run_id": "r2" if torch_version == "2.14" else "r1",
+            "job_id": "tiny@cpu",
+            "family": "tiny",
+            "device": "cpu",
+            "architecture": "LlamaForCausalLM",
+            "status": "SYNTHETIC",
+            "environment": {"torch": torch_version},
+            "variants": {
+                "results": [
+                    {"variant": "bf16", "verdict": verdict, "kind": "inference_error" if verdict == "error" else None}
+                ],
+                "findings": [],
+            },
+        }
+
+    cap = capability.build([result("error", "2.14")], {"tiny@cpu": result("works", "2.13")})  # type: ignore[list-item,dict-item]
+    (finding,) = cap["findings"]
+    assert finding["finding"] == "regression" and finding["variant"] == "bf16"
+    assert "torch 2.13 → 2.14" in finding["detail"]
+
+
+def test_html_grid_stays_compact_at_1100_rows() -> None:
+    """An architecture run's page: one compact row per class, findings first."""
+    results = [
+        _result(
+            "r",
+            f"arch:C{i}",
+            "cpu",
+            "SYNTHETIC",
+            architecture=f"C{i}",
+            variants={
+                "results": [{"variant": v, "verdict": "works", "speed_vs_reference": 1.0} for v in parsing.DEFAULT],
+                "findings": [{"finding": "claim_broken", "variant": "sdpa", "claim": "_supports_sdpa", "detail": "x"}]
+                if i == 700
+                else [],
+            },
+        )
+        for i in range(1100)
+    ]
+    data = assemble({"run_id": "r", "started_at": 1_790_000_000.0}, results, None, {}, [("r", {})])  # type: ignore[arg-type]
+    rows = data["capability"]["devices"]["cpu"]["rows"]
+    assert len(rows) == 1100 and rows[0]["family"] == "arch:C700"  # the row with a finding first
+    html = render_html(data)
+    start = html.index('<section id="capability">')
+    section = html[start : html.index("</section>", start)]
+    assert section.index("claim_broken") < section.index('data-capability-rows="1100"')  # findings before the grid
+    assert section.count("<tr>") == 1100 + 4 + 2  # a row per class, the four verdict counts, two header rows
+    assert len(section.encode()) / 1100 < 1500  # bytes per class row: small cells, a title each
+
+
+def test_an_expectation_can_name_a_variant_verdict(tmp_path: Path) -> None:
+    from orchestrator.expectations import parse
+
+    text = (
+        '[expect]\n"tiny@cpu#bf16" = "works: holds on every CPU"\n'
+        '"*@cpu#flash" = "not_applicable"\n"*@cpu#fp16" = "works"\n'
+    )
+    expected = parse(text, "e.toml")
+    ran = {
+        "results": [
+            {"variant": "bf16", "verdict": "mismatch"},
+            {"variant": "flash", "verdict": "not_applicable"},
+        ]
+    }
+    verdict = expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC", variants=ran))  # type: ignore[arg-type]
+    assert verdict["unexpected"] is True and verdict["kind"] == "unexpected variant"
+    assert verdict["variants"] == [
+        {"variant": "bf16", "expected": "works", "got": "mismatch", "reason": "holds on every CPU"}
+    ]  # flash as expected; fp16 did not run: nothing to judge
+    assert expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC"))["unexpected"] is False
+    for bad, named in (
+        ('"a@cpu#bf17" = "works"', "unknown variant 'bf17'"),
+        ('"a@cpu#bf16" = "REAL"', "unknown verdict"),
+    ):
+        with pytest.raises(BadInput, match=named):
+            parse(f"[expect]\n{bad}\n", "e.toml")
+
+
+def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
+    hf_home: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """flex_attention compiles with inductor on cpu (tens of seconds): the job's time limit passes
+    inside it, inductor wraps the JobTimeout; the variant and those after it are `timeout` errors,
+    never a claim broken, and the job keeps the status its check earned."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # compiled from scratch
+    job = job_for("llama", variants=["flex", "bf16"], time_limit_s=8.0)
+    result = run_job(job)
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    got = _by_name(result["variants"])
+    assert [got[n]["kind"] for n in ("flex", "bf16")] == ["timeout", "timeout"]
+    assert result["variants"]["findings"] == []
+
+
+def test_compare_leaves_out_padding_positions_and_counts_non_finite() -> None:
+    ref = torch.zeros(2, 4, 3)
+    out = ref.clone()
+    out[1, 3] = float("nan")  # a padding position: no kernel defines its value
+    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
+    judged = variants.compare(ref, out, 1e-4, 1e-4, keep)
+    assert judged["verdict"] == "works" and judged["padding_left_out"] == 1 and judged["non_finite"] == 0
+    judged = variants.compare(ref, out, 1e-4, 1e-4)
+    assert judged["verdict"] == "mismatch" and judged["non_finite"] == 3
+    out[0, 0, 0] = 0.5
+    judged = variants.compare(ref, out, 1e-4, 1e-4, keep)
+    assert judged["verdict"] == "mismatch" and judged["max_abs_diff"] == 0.5

@@ -1,0 +1,608 @@
+"""Capability variants (fleet/variants.py) on the weights a job already loaded: after the reference
+(the check's forward pass in the model's own precision with its default attention), each variant
+re-casts the model in place (model.to(dtype)), re-dispatches its attention
+(model.set_attn_implementation, read back from config._attn_implementation), or runs a feature
+(a padded batch, a static cache, torch.compile, torch.export), and is compared with the reference.
+
+Nothing is downloaded or loaded again. After every variant the model is put back exactly as it
+was: the tensors the reference ran on are kept (model.to() gives the module new tensors and
+leaves the old ones alone) and put back in place, so the float32 weights come back bit for bit,
+and the attention implementation is set back to the default.
+
+A variant never changes the job's status: its verdict is data (schema in docs/variants.md).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from fleet.variants import Variant, parse
+from workers import failures, measure
+from workers.checks.base import Bundle, Check, float_tensors
+
+REPEATS = 2  # timed calls per variant (p50), after the first (which includes any compilation)
+CLAIMS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_can_compile_fullgraph")
+# error kinds of a variant (data: stable strings)
+UNSUPPORTED_PRECISION = "unsupported_precision"
+ATTENTION_UNSUPPORTED = "attention_unsupported"
+COMPILE_ERROR = "compile_error"
+EXPORT_ERROR = "export_error"
+OOM = "oom"
+INFERENCE_ERROR = "inference_error"
+TIMEOUT = "timeout"
+NOT_THE_MODELS = (OOM, TIMEOUT)  # errors that say nothing about a claim
+
+
+class Failed(Exception):
+    """A variant ended in an error of a kind (the verdict), raised where the kind is known."""
+
+    def __init__(self, kind: str, exc: BaseException) -> None:
+        super().__init__(failures.describe(exc, 400))
+        self.kind = OOM if failures.is_oom(exc) else kind
+        self.timed_out = timed_out(exc)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """The job's time limit, raised inside library code that wrapped it (inductor wraps what its
+    compile raises): JobTimeout or Celery's SoftTimeLimitExceeded anywhere in the chain."""
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if type(seen).__name__ in ("JobTimeout", "SoftTimeLimitExceeded") or "JobTimeout" in str(seen)[:2000]:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+class NotApplicable(Exception):
+    """The variant cannot apply to this model on this device (the reason is the message)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The tensors a model holds (parameters and buffers), to put back after a re-cast."""
+
+    tensors: tuple[tuple[torch.nn.Module, str, bool, torch.Tensor], ...]
+    attention: str | None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> Snapshot:
+        held = []
+        for module in model.modules():
+            for name, p in module._parameters.items():
+                if p is not None:
+                    held.append((module, name, True, p.data))
+            for name, b in module._buffers.items():
+                if b is not None:
+                    held.append((module, name, False, b))
+        return cls(tuple(held), attention_of(model))
+
+    def restore(self, model: torch.nn.Module) -> None:
+        for module, name, is_param, tensor in self.tensors:
+            if is_param:
+                module._parameters[name].data = tensor  # type: ignore[union-attr]
+            else:
+                module._buffers[name] = tensor
+        if self.attention is not None and attention_of(model) != self.attention:
+            model.set_attn_implementation(self.attention)  # type: ignore[operator]
+
+
+def attention_of(model: Any) -> str | None:
+    config = getattr(model, "config", None)
+    value = getattr(config, "_attn_implementation", None)
+    return str(value) if value is not None else None
+
+
+def claims_of(model: Any) -> dict[str, bool]:
+    """The class's own claims, as the installed transformers declares them."""
+    cls = type(model)
+    return {attr: bool(getattr(cls, attr, False)) for attr in CLAIMS}
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, dict):
+        return {k: _cast(v, dtype) for k, v in value.items()}
+    return value
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _first(output: Any) -> tuple[str, torch.Tensor]:
+    found = float_tensors(output)
+    if not found:
+        raise RuntimeError(f"the forward pass returned no floating-point tensor ({type(output).__name__})")
+    return found[0]
+
+
+def _timed(fn: Callable[[], Any], dev: torch.device) -> tuple[Any, float, float]:
+    """The first call's output and seconds (compilation included), and the p50 of REPEATS more (ms)."""
+    _sync(dev)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(dev)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        fn()
+        _sync(dev)
+        times.append(time.perf_counter() - t0)
+    return out, first, measure.percentile(times, 0.5) * 1000
+
+
+def compare(
+    reference: torch.Tensor, output: torch.Tensor, atol: float, rtol: float, keep: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """works or mismatch, with the figures: max abs and rel difference (rel against |reference|),
+    the tolerance used (elementwise |a - b| <= atol + rtol * |reference|, as torch.allclose),
+    and how many values are NaN or infinite. keep: the (batch, position) attention mask of the
+    inputs: where the output runs over the same positions, padding positions (whose values no
+    kernel defines) are left out, as transformers' tests leave them out."""
+    ref = reference.detach().float().cpu()
+    out = output.detach().float().cpu()
+    figures: dict[str, Any] = {"atol": atol, "rtol": rtol}
+    if ref.shape != out.shape:
+        return {"verdict": "mismatch", "reason": f"shape {list(out.shape)}, reference {list(ref.shape)}", **figures}
+    if keep is not None and keep.dim() == 2 and ref.dim() >= 2 and tuple(ref.shape[:2]) == tuple(keep.shape):
+        mask = keep.detach().cpu().bool()
+        if not bool(mask.all()):
+            ref, out = ref[mask], out[mask]
+            figures["padding_left_out"] = int((~mask).sum())
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        return {
+            "verdict": "mismatch",
+            "reason": f"{bad} non-finite value(s) of {out.numel()}",
+            "non_finite": bad,
+            **figures,
+        }
+    diff = (out - ref).abs()
+    max_abs = float(diff.max()) if diff.numel() else 0.0
+    max_rel = float((diff / ref.abs().clamp_min(1e-12)).max()) if diff.numel() else 0.0
+    ok = bool((diff <= atol + rtol * ref.abs()).all())
+    figures.update(max_abs_diff=max_abs, max_rel_diff=min(max_rel, 1e30), non_finite=0)
+    return {"verdict": "works" if ok else "mismatch", **figures}
+
+
+@contextmanager
+def _sdpa_backend(name: str | None) -> Iterator[None]:
+    if name is None:
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(getattr(SDPBackend, name)):
+        yield
+
+
+@dataclass
+class Context:
+    check: Check
+    bundle: Bundle
+    dev: torch.device
+    inputs: dict[str, Any]  # the check's inputs (prepare)
+    forward: dict[str, Any]  # the plain forward pass compared (check.forward_inputs)
+    reference: torch.Tensor
+    reference_ms: float
+    default_attention: str | None
+    real: bool  # pretrained weights: reduced precisions also run the quality gate
+    dtype: torch.dtype = torch.float32
+    eager: list[torch.Tensor] = field(default_factory=list)  # the float32 eager output, once run
+
+    def eager_reference(self) -> torch.Tensor:
+        """The float32 output with eager attention: what an attention implementation is judged
+        against when the reference itself ran that implementation (transformers' tests compare
+        SDPA, flex and FlashAttention with eager). Run once, on first need."""
+        if not self.eager:
+            model = self.bundle.model
+            try:
+                model.set_attn_implementation("eager")
+                with torch.inference_mode():
+                    self.eager.append(_first(model(**self.forward))[1].detach().clone())
+            finally:
+                if self.default_attention is not None:
+                    model.set_attn_implementation(self.default_attention)
+        return self.eager[0]
+
+    @property
+    def keep(self) -> torch.Tensor | None:
+        """The inputs' attention mask (which positions are not padding), if they have one."""
+        mask = self.forward.get("attention_mask")
+        return mask if isinstance(mask, torch.Tensor) else None
+
+    def call(self, model: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+        return _first(model(**_cast(kwargs, self.dtype)))[1]
+
+
+def run(check: Check, bundle: Bundle, dev: torch.device, wanted: list[str], real: bool) -> dict[str, Any]:
+    """Every variant named (fleet/variants.py names) on the bundle's loaded model: the record
+    result["variants"] holds (docs/variants.md)."""
+    model = bundle.model
+    variants = parse(wanted, where="variants")
+    claims = claims_of(model)
+    snapshot = Snapshot.of(model)
+    with torch.inference_mode():
+        inputs = check.prepare(bundle, dev)
+        forward = check.forward_inputs(bundle, inputs)
+        record: dict[str, Any] = {
+            "reference": {
+                "precision": str(next(model.parameters()).dtype).removeprefix("torch."),
+                "attention": snapshot.attention,
+            },
+            "claims": claims,
+            "results": [],
+        }
+        if forward is None:
+            record["results"] = [_na(v, "the check has no plain forward pass to compare") for v in variants]
+            record["findings"] = []
+            return record
+        out, _first_s, ref_ms = _timed(lambda: _first(model(**forward)), dev)
+        name, reference = out
+        record["reference"].update(output=name, shape=list(reference.shape), latency_ms_p50=round(ref_ms, 3))
+    ctx = Context(check, bundle, dev, inputs, forward, reference.detach().clone(), ref_ms, snapshot.attention, real)
+    results: list[dict[str, Any]] = record["results"]
+    try:
+        for i, v in enumerate(variants):
+            try:
+                results.append(_one(ctx, v, snapshot))
+            except measure.JobTimeout as exc:  # the job's time is up: the rest are not run
+                results.extend(_error(w, TIMEOUT, f"the job's time limit passed: {exc}") for w in variants[i:])
+                break
+    finally:
+        snapshot.restore(model)
+    record["findings"] = findings(results, claims)
+    return record
+
+
+def _entry(v: Variant) -> dict[str, Any]:
+    return {"variant": v.name, "precision": v.precision, "attention": v.attention, "feature": v.feature}
+
+
+def _na(v: Variant, reason: str) -> dict[str, Any]:
+    return {**_entry(v), "verdict": "not_applicable", "reason": reason}
+
+
+def _error(v: Variant, kind: str, message: str) -> dict[str, Any]:
+    return {**_entry(v), "verdict": "error", "kind": kind, "message": message[:500]}
+
+
+def _applicable(ctx: Context, v: Variant) -> str | None:
+    """Why the variant cannot apply here, or None."""
+    cuda = ctx.dev.type == "cuda"
+    if v.sdpa_backend is not None and not cuda:
+        return "SDPA backends are forced on CUDA only"
+    if v.attention is not None and v.attention.startswith("flash_"):
+        if not cuda:
+            return f"{v.attention} runs on CUDA only"
+        import importlib.util
+
+        package = "flash_attn_interface" if v.attention == "flash_attention_3" else "flash_attn"
+        if importlib.util.find_spec(package) is None:
+            return f"package {package} is not installed"
+    if v.feature == "static_cache" and ctx.check.generate_kwargs(ctx.bundle, ctx.inputs) is None:
+        return "the model does not generate (static cache applies to generation)"
+    if v.feature == "batched" and "input_ids" not in ctx.forward:
+        return "the inputs have no token ids to pad"
+    return None
+
+
+def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
+    reason = _applicable(ctx, v)
+    if reason is not None:
+        return _na(v, reason)
+    model = ctx.bundle.model
+    entry = _entry(v)
+    dtype = getattr(torch, v.precision)
+    peak = _peak_start(ctx.dev)
+    try:
+        try:
+            if dtype != torch.float32:
+                model.to(dtype)
+        except Exception as exc:
+            raise Failed(UNSUPPORTED_PRECISION, exc) from None
+        try:
+            if v.attention is not None:
+                model.set_attn_implementation(v.attention)
+        except Exception as exc:
+            raise Failed(ATTENTION_UNSUPPORTED, exc) from None
+        entry["kernel"] = str(attention_of(model)) + (f" ({v.sdpa_backend})" if v.sdpa_backend else "")
+        run_ctx = replace(ctx, dtype=dtype)
+        with _sdpa_backend(v.sdpa_backend):
+            entry.update(_feature(run_ctx, v))
+            if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
+                entry["quality"] = _gate(run_ctx)
+    except Failed as exc:
+        if exc.timed_out:
+            raise measure.JobTimeout(str(exc)) from None
+        return {**entry, **_error(v, exc.kind, str(exc))}
+    except NotApplicable as exc:
+        return {**entry, **_na(v, str(exc))}
+    except measure.JobTimeout:
+        raise
+    except Exception as exc:
+        if timed_out(exc):
+            raise measure.JobTimeout(failures.describe(exc, 300)) from None
+        kind = UNSUPPORTED_PRECISION if _precision_unsupported(exc) else INFERENCE_ERROR
+        return {**entry, **_error(v, OOM if failures.is_oom(exc) else kind, failures.describe(exc, 500))}
+    finally:
+        snapshot.restore(model)
+    peak_mb = _peak_mb(ctx.dev, peak)
+    if peak_mb is not None:
+        entry["peak_memory_mb"] = peak_mb
+    return entry
+
+
+def _precision_unsupported(exc: BaseException) -> bool:
+    text = str(exc)
+    return "not implemented for" in text and ("'Half'" in text or "'BFloat16'" in text)
+
+
+def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
+    """Run the variant's feature (or the plain forward pass) and judge it."""
+    atol, rtol = v.tolerance
+    model = ctx.bundle.model
+    if v.feature == "batched":
+        return _batched(ctx, atol, rtol)
+    if v.feature == "static_cache":
+        return _static_cache(ctx)
+    if v.feature == "compile":
+        try:
+            torch._dynamo.reset()
+            compiled = torch.compile(model, fullgraph=True)
+            with torch.no_grad():
+                out, first_s, ms = _timed(lambda: ctx.call(compiled, ctx.forward), ctx.dev)
+        except measure.JobTimeout:
+            raise
+        except Exception as exc:
+            raise Failed(COMPILE_ERROR, exc) from None
+        finally:
+            torch._dynamo.reset()
+        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "compile_s": round(first_s, 3)}
+    if v.feature == "export":
+        try:
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                program = torch.export.export(model, (), kwargs=_cast(ctx.forward, ctx.dtype), strict=False)
+                export_s = time.perf_counter() - t0
+                exported = program.module()
+                out, _, ms = _timed(lambda: ctx.call(exported, ctx.forward), ctx.dev)
+        except measure.JobTimeout:
+            raise
+        except Exception as exc:
+            raise Failed(EXPORT_ERROR, exc) from None
+        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "export_s": round(export_s, 3)}
+    against, reference = "reference", ctx.reference
+    if v.attention is not None and v.attention == ctx.default_attention and v.precision == "float32":
+        against, reference = "eager", ctx.eager_reference()  # the same kernel as the reference: judge it by eager
+    with torch.inference_mode():
+        out, first_s, ms = _timed(lambda: ctx.call(model, ctx.forward), ctx.dev)
+    if (
+        v.attention is not None
+        and v.attention != ctx.default_attention
+        and v.precision == "float32"
+        and torch.equal(out.detach().float().cpu(), ctx.reference.float().cpu())
+    ):  # another kernel gives other rounding: a bit-identical output means the setting was ignored
+        raise NotApplicable(
+            f"the model does not dispatch attention through transformers' attention interface: its output "
+            f"with {v.attention} is bit-identical to the {ctx.default_attention} reference"
+        )
+    judged = compare(reference, out, atol, rtol, ctx.keep)
+    return {**judged, **_speed(ctx, ms), "first_call_s": round(first_s, 3), "against": against}
+
+
+def _speed(ctx: Context, ms: float, reference_ms: float | None = None) -> dict[str, Any]:
+    ref = ctx.reference_ms if reference_ms is None else reference_ms
+    return {"latency_ms_p50": round(ms, 3), "speed_vs_reference": round(ref / ms, 3) if ms > 0 else None}
+
+
+def _gate(ctx: Context) -> dict[str, Any]:
+    """The check's quality gate in this precision (pretrained weights only)."""
+    with torch.inference_mode():
+        q = ctx.check.quality(ctx.bundle, _cast(ctx.inputs, ctx.dtype))
+    return {k: q.get(k) for k in ("metric", "value", "bound", "passed")}
+
+
+# -- batched: a padded batch against each row on its own --------------------------------------
+def _padding_side(bundle: Bundle) -> str:
+    side = getattr(bundle.tokenizer, "padding_side", None)
+    return side if side in ("left", "right") else "right"
+
+
+def _pad_id(bundle: Bundle) -> int:
+    for source in (getattr(bundle.model, "config", None), bundle.tokenizer):
+        value = getattr(source, "pad_token_id", None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _batched(ctx: Context, atol: float, rtol: float) -> dict[str, Any]:
+    """Two rows, one shortened and padded (on the tokenizer's side), against each run alone;
+    compared on the positions that are not padding."""
+    fwd = ctx.forward
+    ids = fwd["input_ids"]
+    rows = ids.shape[0]
+    single = {
+        key: (v[:1] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v)
+        for key, v in fwd.items()
+    }
+    mask = single.get("attention_mask")
+    row = single["input_ids"][0]
+    if mask is not None:
+        row = row[mask[0].bool()]
+    n = int(row.shape[0])
+    if n < 3:
+        raise NotApplicable(f"the input has {n} token(s), too few to pad")
+    token_keys = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    others = {key: v for key, v in single.items() if key not in token_keys}
+    for key, v in others.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] != 1:
+            raise NotApplicable(f"input {key} has no row per sequence")
+    cut = max(1, n // 3)
+    side = _padding_side(ctx.bundle)
+    short = row[: n - cut]
+    pad = torch.full((cut,), _pad_id(ctx.bundle), dtype=row.dtype, device=row.device)
+    padded = torch.cat([pad, short]) if side == "left" else torch.cat([short, pad])
+    real = torch.ones(n - cut, dtype=torch.long, device=row.device)
+    gap = torch.zeros(cut, dtype=torch.long, device=row.device)
+    batch_mask = torch.stack(
+        [
+            torch.ones(n, dtype=torch.long, device=row.device),
+            torch.cat([gap, real]) if side == "left" else torch.cat([real, gap]),
+        ]
+    )
+    takes = set(inspect.signature(ctx.bundle.model.forward).parameters)
+
+    def kwargs(input_ids: torch.Tensor, attention: torch.Tensor) -> dict[str, Any]:
+        out: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention}
+        if "token_type_ids" in single:
+            out["token_type_ids"] = torch.zeros_like(input_ids)
+        if (
+            side == "left"
+            and "position_ids" in takes
+            and not getattr(ctx.bundle.model.config, "is_encoder_decoder", False)
+        ):
+            out["position_ids"] = (attention.cumsum(-1) - 1).clamp(min=0)
+        times = input_ids.shape[0]
+        out.update(
+            {
+                key: (v.repeat(times, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor) and v.dim() > 0 else v)
+                for key, v in others.items()
+            }
+        )
+        return out
+
+    model = ctx.bundle.model
+    with torch.inference_mode():
+        batch_kw = kwargs(torch.stack([row, padded]), batch_mask)
+        together, _, ms = _timed(lambda: ctx.call(model, batch_kw), ctx.dev)
+        full = ctx.call(model, kwargs(row[None], torch.ones(1, n, dtype=torch.long, device=row.device)))
+        alone_kw = kwargs(short[None], torch.ones(1, n - cut, dtype=torch.long, device=row.device))
+        alone_short = ctx.call(model, alone_kw)
+    first = compare(full[0], together[0], atol, rtol)
+    batched_short = together[1]
+    if batched_short.shape != alone_short[0].shape:
+        if batched_short.dim() >= 1 and batched_short.shape[0] == n and alone_short.shape[1] == n - cut:
+            batched_short = batched_short[cut:] if side == "left" else batched_short[: n - cut]
+        else:
+            raise NotApplicable(f"the output {list(together.shape)} does not follow the tokens")
+    second = compare(alone_short[0], batched_short, atol, rtol)
+    worst = second if second["verdict"] != "works" else first
+    out = dict(worst)
+    for key in ("max_abs_diff", "max_rel_diff", "non_finite"):
+        values = [r[key] for r in (first, second) if r.get(key) is not None]
+        if values:
+            out[key] = max(values)
+    return {**out, "padding_side": side, "padded_tokens": cut, **_speed(ctx, ms)}
+
+
+# -- static cache: greedy generation with a static KV cache against a dynamic one --------------
+def _static_cache(ctx: Context) -> dict[str, Any]:
+    model = ctx.bundle.model
+    kw = ctx.check.generate_kwargs(ctx.bundle, _cast(ctx.inputs, ctx.dtype))
+    assert kw is not None  # _applicable() said the model generates
+    with torch.inference_mode():
+        dynamic, _, dyn_ms = _timed(lambda: model.generate(**kw), ctx.dev)
+        static, _, ms = _timed(lambda: model.generate(**kw, cache_implementation="static"), ctx.dev)
+    dynamic = getattr(dynamic, "sequences", dynamic)
+    static = getattr(static, "sequences", static)
+    speed = _speed(ctx, ms, dyn_ms)
+    if dynamic.shape != static.shape:
+        return {
+            "verdict": "mismatch",
+            "reason": f"sequences of shape {list(static.shape)}, dynamic {list(dynamic.shape)}",
+            **speed,
+        }
+    differ = int((dynamic != static).sum())
+    verdict = "works" if differ == 0 else "mismatch"
+    out: dict[str, Any] = {"verdict": verdict, "tokens_differ": differ, "tokens": int(static.numel()), **speed}
+    if differ:
+        out["reason"] = f"{differ} of {static.numel()} greedy tokens differ from the dynamic cache's"
+    return out
+
+
+# -- memory -------------------------------------------------------------------------------------
+def _peak_start(dev: torch.device) -> int | None:
+    if dev.type != "cuda":
+        return None  # the host's peak cannot be reset per variant: the job's peak RSS covers them
+    torch.cuda.reset_peak_memory_stats(dev)
+    return int(torch.cuda.memory_allocated(dev))
+
+
+def _peak_mb(dev: torch.device, start: int | None) -> float | None:
+    if start is None:
+        return None
+    return round(torch.cuda.max_memory_allocated(dev) / 2**20, 2)
+
+
+# -- findings -----------------------------------------------------------------------------------
+def findings(results: list[dict[str, Any]], claims: dict[str, bool]) -> list[dict[str, Any]]:
+    """Claims broken (claimed, then an error or a mismatch), works unclaimed, and reduced
+    precisions that gave NaN/Inf or broke the quality gate."""
+    out: list[dict[str, Any]] = []
+    for r in results:
+        v = parse([r["variant"]], where="variants")[0]
+        claim = v.claim
+        verdict = r["verdict"]
+        if claim is not None and claim in claims and verdict != "not_applicable":
+            failed = verdict == "mismatch" or (verdict == "error" and r.get("kind") not in NOT_THE_MODELS)
+            if claims[claim] and failed:
+                out.append(
+                    {
+                        "finding": "claim_broken",
+                        "variant": r["variant"],
+                        "claim": claim,
+                        "verdict": verdict,
+                        "detail": _detail(r),
+                    }
+                )
+            elif not claims[claim] and verdict == "works":
+                out.append(
+                    {
+                        "finding": "works_unclaimed",
+                        "variant": r["variant"],
+                        "claim": claim,
+                        "verdict": verdict,
+                        "detail": _detail(r),
+                    }
+                )
+        if v.precision != "float32":
+            if r.get("non_finite"):
+                out.append({"finding": "non_finite", "variant": r["variant"], "verdict": verdict, "detail": _detail(r)})
+            q = r.get("quality")
+            if q and q.get("passed") is False:
+                detail = (
+                    f"quality gate failed in {v.precision}: {q.get('metric')} {q.get('value')} (bound {q.get('bound')})"
+                )
+                out.append(
+                    {"finding": "precision_quality", "variant": r["variant"], "verdict": verdict, "detail": detail}
+                )
+    return out
+
+
+def _detail(r: dict[str, Any]) -> str:
+    if r["verdict"] == "error":
+        return f"{r.get('kind')}: {r.get('message', '')}"[:300]
+    if r.get("reason"):
+        return str(r["reason"])
+    if r.get("max_abs_diff") is not None:
+        return (
+            f"max abs {r['max_abs_diff']:.3g}, max rel {r['max_rel_diff']:.3g} (atol {r['atol']:g}, rtol {r['rtol']:g})"
+        )
+    return r["verdict"]
+
+
+__all__ = ["Snapshot", "claims_of", "compare", "findings", "run"]
