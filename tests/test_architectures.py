@@ -5,6 +5,7 @@ failures, the report at scale, and the CLI end to end with real Redis and worker
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -142,6 +143,7 @@ RULES = {
     "Mamba2ForCausalLM": "main",  # state groups and heads consistent with expand x hidden
     "Blip2Model": "placeholders",  # one image token per query ahead of the text (the token set when unset)
     "Kosmos2Model": "placeholders",  # the same through an image position mask
+    "InstructBlipModel": "placeholders",  # with the Q-Former's instruction; its towers' outputs checked
     "Siglip2Model": "main",  # NaFlex: flat patches, a patch mask and the (rows, columns) grid
     "ASTModel": "main",  # a spectrogram's frames as input_values
     "xLSTMModel": "main",  # a second name of the width (embedding_dim) follows the shrunk hidden size
@@ -263,6 +265,8 @@ def test_cli_rejects_an_unknown_architecture_in_one_line(tmp_path: Path) -> None
     res = orchestrator("run", "--architectures", "NoSuchModel", "--devices", "cpu", env=env)
     assert res.returncode == 2, res.stderr
     assert "NoSuchModel" in res.stderr and "Traceback" not in res.stderr
+    res = orchestrator("run", "--architectures", "BertModel", "--concurrency", "0", env=env)
+    assert res.returncode == 2 and "--concurrency" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.service
@@ -288,6 +292,9 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     assert data["transformers"] == transformers.__version__
     assert data["architectures"]["totals"]["harness"] == 1
     assert "## Harness gaps (1)" in md_path.read_text()
+    # an architecture run sizes its pool from the cores: seeded tiny models are interpreter-bound
+    (log,) = (tmp_path / "state" / "logs").glob("workers-*.log")
+    assert f" -c {os.cpu_count()} -P prefork" in log.read_text()
 
 
 def test_cli_submit_reads_the_list_a_worker_published(redis_url: str, start_worker: Any) -> None:

@@ -27,12 +27,15 @@ def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
         output.items() if hasattr(output, "items") else enumerate(output if isinstance(output, (tuple, list)) else [])
     )
     found: list[tuple[str, torch.Tensor]] = []
+    nested: list[tuple[str, torch.Tensor]] = []
     for key, value in items:
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             found.append((str(key), value))
-    return found
+        elif hasattr(value, "items"):
+            nested.extend((f"{key}.{name}", t) for name, t in _tensors(value))
+    return found or nested  # only towers' own outputs (InstructBLIP's): theirs, in order
 
 
 class ForwardCheck(Check):
