@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -92,17 +93,27 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
         raise unfed if isinstance(unfed, Unsupported) else Unsupported(f"inputs for {class_name}: {_text(unfed)}")
     why = failed or (first_error.message if first_error else "no variant")
     default = _default_twin(cls, model_type, config_class, device, task, class_name)
-    if isinstance(default, tuple):
-        default[0].fleet_shrunk_failed = why[:200]
-        return default
-    if built is not None and default.startswith(FAILS_TOO):
-        built[0].fleet_default = default  # the library's: the check shows the model's own error
-        return built
+    if default.model is not None and not default.why:
+        default.model[0].fleet_shrunk_failed = why[:200]
+        return default.model
+    if default.model is not None:  # fails in forward too: the library's; the check shows its error
+        failing = built or default.model
+        failing[0].fleet_default = default.why
+        return failing
     if built is not None:
-        raise Unsupported(f"every shrunk config fails in forward ({why[:200]}); {default}")
-    if default.startswith(BUILD_FAILS_TOO):  # the class cannot be built at all: the library's
-        raise CheckFailure(ErrorKind.LOAD_ERROR, f"{default}: the library's (shrunk: {why[:200]})")
-    raise Unsupported(f"{why[:300]}; {default}")
+        raise Unsupported(f"every shrunk config fails in forward ({why[:200]}); {default.why}")
+    if default.why.startswith(BUILD_FAILS_TOO):  # the class cannot be built at all: the library's
+        raise CheckFailure(ErrorKind.LOAD_ERROR, f"{default.why}: the library's (shrunk: {why[:200]})")
+    raise Unsupported(f"{why[:300]}; {default.why}")
+
+
+@dataclass
+class Default:
+    """What the class's own unshrunk default config did: its model (when it built and could be
+    fed) and, unless it ran a forward pass, why not."""
+
+    model: tuple[Any, str] | None
+    why: str = ""
 
 
 # The unshrunk default config is built (seeded) to tell whose fault a failing shrunk model is,
@@ -155,9 +166,9 @@ def _harness(exc: Exception) -> bool:
 
 def _default_twin(
     cls: type, model_type: str, config_class: Any, device: torch.device, task: str, class_name: str
-) -> tuple[Any, str] | str:
-    """The class's own default config, unshrunk: (model, digest) when it runs a forward pass,
-    else why not (starting with FAILS_TOO when it fails in forward: the library's)."""
+) -> Default:
+    """The class's own default config, unshrunk: its model when it builds, and why it is no
+    twin when it does not run (FAILS_TOO when it fails in forward: the library's)."""
     from workers.tiny.shrink import default_config
 
     try:
@@ -167,24 +178,27 @@ def _default_twin(
         with torch.device("meta"):
             params = sum(p.numel() for p in cls(config).parameters())
     except Exception as exc:
+        text = f"{type(exc).__name__}: {str(exc)[:200]}"
         if isinstance(exc, ImportError) or "install" in str(exc).lower():  # an optional package: ours to add
-            return f"an optional package is missing ({type(exc).__name__}: {str(exc)[:200]})"
+            return Default(None, f"an optional package is missing ({text})")
         if "meta" in str(exc).lower():  # the count needs real tensors: cannot tell cheaply
-            return f"the default config cannot be sized on the meta device ({type(exc).__name__}: {str(exc)[:200]})"
-        return f"{BUILD_FAILS_TOO} ({type(exc).__name__}: {str(exc)[:200]})"
+            return Default(None, f"the default config cannot be sized on the meta device ({text})")
+        return Default(None, f"{BUILD_FAILS_TOO} ({text})")
     if params > MAX_DEFAULT_PARAMS:
-        return f"the unshrunk default config ({params / 1e6:.0f} M parameters) is too large to tell whose fault it is"
+        size = f"{params / 1e6:.0f} M parameters"
+        return Default(None, f"the unshrunk default config ({size}) is too large to tell whose fault it is")
     try:
         model, digest = _instantiate(cls, config, device, class_name, "its default config")
+        model.fleet_unshrunk = True
     except Unsupported as exc:
-        return f"the unshrunk default config cannot be built either ({exc.message[:200]})"
+        return Default(None, f"{BUILD_FAILS_TOO} ({exc.message[:200]})")
     error = _run_plans(model, device, task)
-    if error is not None and _harness(error):
-        return f"the unshrunk default config cannot be fed either ({_text(error)[:200]})"
-    if error is not None:
-        return f"{FAILS_TOO} ({_text(error)[:200]}): the library's"
-    model.fleet_variant = "default"
-    return model, digest
+    if error is None:
+        model.fleet_variant = "default"
+        return Default((model, digest))
+    if _harness(error):
+        return Default(None, f"the unshrunk default config cannot be fed either ({_text(error)[:200]})")
+    return Default((model, digest), f"{FAILS_TOO} ({_text(error)[:200]}): the library's")
 
 
 def describe(model: Any) -> str:
@@ -196,5 +210,7 @@ def describe(model: Any) -> str:
         return f"unshrunk default config (inputs {plan}; every shrunk variant failed: {shrunk})"
     if variant is None:  # no variant ran a forward pass: the check shows the model's own error
         why = getattr(model, "fleet_default", "")
+        if getattr(model, "fleet_unshrunk", False):
+            return f"unshrunk default config (no shrunk config built; {why})"
         return f"shrunk default config (no variant ran a forward pass; first that built; {why})"
     return f"shrunk default config (variant {variant}, inputs {plan})"
