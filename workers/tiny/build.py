@@ -120,6 +120,9 @@ class Default:
 # and is the twin when it runs: at most this many parameters (400 MB of float32), counted on
 # the meta device first.
 MAX_DEFAULT_PARAMS = 100_000_000
+# The image side the unshrunk default config gets when it names none (32 pixels are the shrunk
+# models'; a detector or OCR backbone at its default depth pools them away).
+DEFAULT_IMAGE_SIDE = 224
 FAILS_TOO = "the unshrunk default config fails too"
 BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
@@ -190,6 +193,7 @@ def _default_twin(
     try:
         model, digest = _instantiate(cls, config, device, class_name, "its default config")
         model.fleet_unshrunk = True
+        model.fleet_image_side = DEFAULT_IMAGE_SIDE  # a config that names no image size: a real one
     except Unsupported as exc:
         return Default(None, f"{BUILD_FAILS_TOO} ({exc.message[:200]})")
     error = _run_plans(model, device, task)

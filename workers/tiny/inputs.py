@@ -148,7 +148,7 @@ class _Maker:
 
     def image(self) -> torch.Tensor:
         config = self.config
-        size = _size(_get(config, "image_size", default=32))
+        size = _size(_get(config, "image_size", default=getattr(self.model, "fleet_image_side", 32)))
         channels = int(_get(config, "num_channels", default=3))
         frames = _get(config, "num_frames")
         if self.frames or (frames and "video" in type(self.model).__name__.lower()):
