@@ -28,14 +28,19 @@ def _tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
     )
     found: list[tuple[str, torch.Tensor]] = []
     nested: list[tuple[str, torch.Tensor]] = []
+    codes: list[tuple[str, torch.Tensor]] = []
     for key, value in items:
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             found.append((str(key), value))
+        elif isinstance(value, torch.Tensor) and value.dim() > 0 and not value.is_complex():
+            codes.append((str(key), value))
         elif hasattr(value, "items"):
             nested.extend((f"{key}.{name}", t) for name, t in _tensors(value))
-    return found or nested  # only towers' own outputs (InstructBLIP's): theirs, in order
+    # only towers' own outputs (InstructBLIP's): theirs, in order; only discrete codes (an audio
+    # tokenizer's encoder): the codes
+    return found or nested or codes
 
 
 class ForwardCheck(Check):

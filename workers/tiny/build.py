@@ -36,6 +36,7 @@ def class_info(class_name: str) -> tuple[type, str]:
         raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{class_name} is in no transformers task mapping")
     try:
         cls = getattr(transformers, class_name)
+        getattr(cls, "config_class", None)  # a placeholder class of a missing backend raises here
     except (AttributeError, ImportError, RuntimeError) as exc:
         raise Unsupported(f"{class_name} cannot be imported: {type(exc).__name__}: {exc}") from None
     return cls, model_type
