@@ -3,8 +3,9 @@ list (orchestrator --architectures all), one synthetic job each on cpu, through 
 a real Celery worker whose pool processes stay warm (no replacement per job, repeats 1).
 
 Figures: makespan against the ideal (sum of the per-job times the jobs measured / pool
-processes), coverage per task, failures by kind and the harness gaps, and the markdown
-report's size and render time at this scale.
+processes), coverage per task, failures by kind and the harness gaps, every miss with whose
+fault it is (harness, library, host, unclassed), and the markdown report's size and render
+time at this scale.
 
     python -m bench.architectures [--spec all] [--concurrency 2]
 """
@@ -74,6 +75,8 @@ def main() -> None:
             "by_task": cov["by_task"],
             "top_failures": cov["failures"][:15],
             "top_harness_gaps": cov["harness_gaps"][:15],
+            "faults": cov["faults"],
+            "misses": cov["misses"],
             "report_md_bytes": len(text.encode()),
             "report_build_s": round(built, 3),
             "report_render_s": round(rendered, 3),

@@ -69,11 +69,13 @@ class EmbeddedFleet:
         worker_devices: str,
         worker_timeout_s: float = 180.0,
         worker_flags: list[str] | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.state = state
         self.worker_devices = worker_devices
         self.worker_timeout_s = worker_timeout_s
         self.worker_flags = worker_flags or []  # only the trust flags the user gave
+        self.concurrency = concurrency  # CPU pool processes (None: the launcher's default, cores / 2)
         self.redis = RedisServer(state / "redis", password=secrets.token_urlsafe(24), tether=True)
         self.launcher: subprocess.Popen[bytes] | None = None
         self.name = f"embedded-{os.getpid()}"  # the workers' name suffix: cpu@embedded-PID
@@ -118,7 +120,7 @@ class EmbeddedFleet:
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         grace = ["--stop-timeout", f"{WORKER_GRACE_S:g}"]
-        cmd = command_line(None, self.worker_devices, self.name, None, *grace, *self.worker_flags)
+        cmd = command_line(None, self.worker_devices, self.name, self.concurrency, *grace, *self.worker_flags)
         env = dict(os.environ, FLEET_REDIS_URL=self.url)  # the password stays off every command line
         with signals_held():
             self.launcher = subprocess.Popen(

@@ -5,6 +5,7 @@ failures, the report at scale, and the CLI end to end with real Redis and worker
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -140,6 +141,14 @@ RULES = {
     "HGNetV2Backbone": "main",  # a tuple of feature maps: the check reads the first
     "ViTMAEModel": "main",  # seeded masking noise, else two passes mask different patches
     "Mamba2ForCausalLM": "main",  # state groups and heads consistent with expand x hidden
+    "Blip2Model": "placeholders",  # one image token per query ahead of the text (the token set when unset)
+    "Kosmos2Model": "placeholders",  # the same through an image position mask
+    "InstructBlipModel": "placeholders",  # with the Q-Former's instruction; its towers' outputs checked
+    "Siglip2Model": "main",  # NaFlex: flat patches, a patch mask and the (rows, columns) grid
+    "ASTModel": "main",  # a spectrogram's frames as input_values
+    "xLSTMModel": "main",  # a second name of the width (embedding_dim) follows the shrunk hidden size
+    "DeepseekV2Model": "main",  # experts with the top-k left unset: the shrunk top-k
+    "WavTokenizerEncoderModel": "main",  # only discrete codes out: the check reads the codes
 }
 
 
@@ -157,12 +166,41 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
     [
         ("DecisionTransformerModel", "main input 'states'"),  # an input kind the harness does not make yet
         ("TimmWrapperModel", "timm"),  # an optional package this machine lacks
+        ("HiggsAudioV2TokenizerModel", "torchaudio"),  # a placeholder class of a missing backend
     ],
 )
 def test_a_harness_gap_is_skipped_with_its_own_kind(found: dict[str, Any], cls: str, reason: str) -> None:
     result = run_job(_job(found, cls))
     assert result["status"] == Status.SKIPPED
     assert result["error"]["kind"] == ErrorKind.HARNESS_UNSUPPORTED and reason in result["error"]["message"]
+
+
+def test_a_shrink_caused_failure_is_not_the_models() -> None:
+    """A shrunk config that breaks the model in forward (positions shorter than the text) is
+    not reported as the model's failure: its own unshrunk default config runs and is the twin."""
+    import torch
+
+    from workers.tiny import build
+    from workers.tiny.shrink import SHRINK
+
+    broken = ({**SHRINK, "max_position_embeddings": 4},)
+    model, _ = build.build_model("ElectraModel", torch.device("cpu"), "base", variants=broken)
+    assert model.fleet_variant == "default" and model.config.max_position_embeddings == 512
+    detail = build.describe(model)
+    assert detail.startswith("unshrunk default config (inputs main; every shrunk variant failed: RuntimeError"), detail
+
+
+def test_a_miss_the_default_config_repeats_is_the_librarys(found: dict[str, Any]) -> None:
+    """DBRX cannot be built from its own default config either: FAILED load_error, the
+    library's; a model too large to check its default stays the harness's gap."""
+    from orchestrator.report.coverage import fault
+
+    dbrx = run_job(_job(found, "DbrxModel"))
+    assert dbrx["status"] == Status.FAILED and dbrx["error"]["kind"] == ErrorKind.LOAD_ERROR, dbrx["error"]
+    assert fault(dbrx) == "library" and "rope_theta" in dbrx["error"]["message"]
+    esmc = run_job(_job(found, "EsmcModel"))
+    assert esmc["status"] == Status.SKIPPED and fault(esmc) == "harness"
+    assert "too large to tell whose fault" in esmc["error"]["message"]
 
 
 def _arch_result(run_id: str, i: int, status: str, kind: str | None = None, task: str = "base") -> dict[str, Any]:
@@ -217,6 +255,10 @@ def test_report_at_scale_stays_small_and_keeps_harness_gaps_apart() -> None:
     )
     assert f"| {md('masked_lm')} | cpu | {1500 // len(tasks) + 1} |" in text or f"| {md('masked_lm')} | cpu |" in text
     assert text.count(" | cpu | ") == len(tasks)  # one coverage row per task, no per-job rows
+    # every miss is classed: the harness's gaps apart from the failures no default config was tried on
+    assert cov["faults"] == {"harness": 150, "unclassed": 150} and len(cov["misses"]) == 300
+    assert "## Misses (300): whose fault each is (harness 150, unclassed 150)" in text
+    assert "| Class1 | inference\\_error | unclassed | RuntimeError: size 1 mismatch" in text
     print(f"rendered {len(text)} characters in {took:.3f} s")
 
 
@@ -225,6 +267,8 @@ def test_cli_rejects_an_unknown_architecture_in_one_line(tmp_path: Path) -> None
     res = orchestrator("run", "--architectures", "NoSuchModel", "--devices", "cpu", env=env)
     assert res.returncode == 2, res.stderr
     assert "NoSuchModel" in res.stderr and "Traceback" not in res.stderr
+    res = orchestrator("run", "--architectures", "BertModel", "--concurrency", "0", env=env)
+    assert res.returncode == 2 and "--concurrency" in res.stderr and "Traceback" not in res.stderr
 
 
 @pytest.mark.service
@@ -250,6 +294,9 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     assert data["transformers"] == transformers.__version__
     assert data["architectures"]["totals"]["harness"] == 1
     assert "## Harness gaps (1)" in md_path.read_text()
+    # an architecture run sizes its pool from the cores: seeded tiny models are interpreter-bound
+    (log,) = (tmp_path / "state" / "logs").glob("workers-*.log")
+    assert f" -c {os.cpu_count()} -P prefork" in log.read_text()
 
 
 def test_cli_submit_reads_the_list_a_worker_published(redis_url: str, start_worker: Any) -> None:

@@ -87,3 +87,20 @@ def test_deterministic_failures_are_not_rerun() -> None:
     failed["error"] = {"kind": "weights_corrupt", "message": "x"}
     assert not reruns.wants_rerun(failed, job)
     assert not reruns.wants_rerun(result("a@cpu", "SKIPPED"), job)
+
+
+def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
+    """The same seeded model and inputs fail the same way in a fresh process: no rerun for its
+    inference error (nor, on cpu, an invalid output); load-dependent kinds are still rerun."""
+    job = {"run_id": "r", "job_id": "arch:X@cpu", "reruns": 1, "rerun": 0}
+    twin = result("arch:X@cpu", "FAILED")
+    twin["source"] = "synthetic"
+    for kind, rerun in (("inference_error", False), ("output_invalid", False), ("timeout", True), ("oom", True)):
+        twin["error"] = {"kind": kind, "message": "x"}
+        assert reruns.wants_rerun(twin, job) is rerun, kind
+    on_gpu = result("arch:X@cuda", "FAILED")
+    on_gpu.update(source="synthetic", error={"kind": "output_invalid", "message": "x"})
+    assert reruns.wants_rerun(on_gpu, {**job, "job_id": "arch:X@cuda"})  # GPU kernels may differ
+    hub = result("arch:X@cpu", "FAILED")
+    hub.update(source="hub", error={"kind": "inference_error", "message": "x"})
+    assert reruns.wants_rerun(hub, job)  # real weights: a rerun may tell a flake

@@ -147,7 +147,8 @@ def resolve(
         bundle = synthetic.build(family, check, dev)
     except CheckFailure as exc:
         attempts.append(_attempt(f"synthetic:{family.synthetic}", "skipped", exc, t0))
-        if exc.kind == ErrorKind.HARNESS_UNSUPPORTED:  # the job says so, never "no candidate"
+        # the job says so, never "no candidate": our gap, or a class that cannot be built at all
+        if exc.kind in (ErrorKind.HARNESS_UNSUPPORTED, ErrorKind.LOAD_ERROR):
             raise
         raise _no_candidate(attempts) from None
     except Exception as exc:

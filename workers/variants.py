@@ -121,7 +121,7 @@ def _sync(dev: torch.device) -> None:
 
 
 def _first(output: Any) -> tuple[str, torch.Tensor]:
-    found = float_tensors(output)
+    found = [(name, t) for name, t in float_tensors(output) if t.is_floating_point()]
     if not found:
         raise RuntimeError(f"the forward pass returned no floating-point tensor ({type(output).__name__})")
     return found[0]

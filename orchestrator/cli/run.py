@@ -14,7 +14,9 @@ from fleet.store import ResultStore
 from orchestrator import architectures, report, runs, verdicts
 from orchestrator.cli import selection
 from orchestrator.cli.console import line, note, say, warn
-from orchestrator.cli.options import Subcommands
+from orchestrator.cli.options import Subcommands, whole
+
+MAX_CONCURRENCY = 256
 
 
 def add(sub: Subcommands) -> None:
@@ -26,6 +28,13 @@ def add(sub: Subcommands) -> None:
         "the report (markdown and JSON), stop everything.",
     )
     r.add_argument("--devices", help="default: cpu, plus cuda when a GPU is visible")
+    r.add_argument(
+        "--concurrency",
+        type=whole(1, MAX_CONCURRENCY),
+        metavar="N",
+        help="CPU pool processes (default: one per core for --architectures, whose seeded tiny models are "
+        "interpreter-bound; otherwise cores / 2, each job using two cores' torch threads)",
+    )
     r.add_argument(
         "--state-dir",
         type=Path,
@@ -74,7 +83,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for raw in args.trust_endpoint:
         flags += ["--trust-endpoint", witness.normalize(raw)]  # a bad URL is exit 2 before anything starts
     note(f"starting Redis and workers ({worker_devices}) in {state}")
-    with EmbeddedFleet(state, worker_devices, worker_flags=flags) as fleet:
+    concurrency = args.concurrency or ((os.cpu_count() or 1) if args.architectures else None)
+    with EmbeddedFleet(state, worker_devices, worker_flags=flags, concurrency=concurrency) as fleet:
         fleet_settings = settings.with_redis_url(fleet.url)
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)

@@ -33,6 +33,44 @@ def outcome(result: Result) -> str:
     return "lost" if status == Status.LOST else "skipped"
 
 
+LIBRARY = "the library's"  # what the builder says of a miss its class's own default config repeats
+HOST = frozenset({str(ErrorKind.TIMEOUT), str(ErrorKind.OOM), str(ErrorKind.WORKER_LOST)})
+
+
+def fault(result: Result) -> str:
+    """Whose miss this is: harness (our builder or inputs cannot do it yet), library (it
+    reproduces with the class's own unshrunk default config: workers.tiny.build), host (a limit
+    of this machine: time, memory, a lost process) or unclassed (the shrunk twin ran a forward
+    pass, and the check failed after it)."""
+    if is_harness_gap(result):
+        return "harness"
+    error: dict[str, Any] = dict(result.get("error") or {})
+    attempts = result.get("attempts") or []
+    detail = str(attempts[-1].get("detail") or "") if attempts else ""
+    if LIBRARY in str(error.get("message", "")) or LIBRARY in detail:
+        return "library"
+    return "host" if str(error.get("kind")) in HOST else "unclassed"
+
+
+def misses(results: list[Result]) -> list[dict[str, str]]:
+    """Every architecture job that did not pass: class, kind, whose fault, the one-line reason."""
+    rows = []
+    for r in results:
+        if not str(r["family"]).startswith(ARCH_FAMILY_PREFIX) or outcome(r) == "passed":
+            continue
+        error: dict[str, Any] = dict(r.get("error") or {})
+        rows.append(
+            {
+                "class": str(r["family"]).removeprefix(ARCH_FAMILY_PREFIX),
+                "device": r["device"],
+                "kind": str(error.get("kind") or r["status"]),
+                "fault": fault(r),
+                "reason": str(error.get("message") or "").split("\n", 1)[0][:160],
+            }
+        )
+    return sorted(rows, key=lambda m: (m["fault"], m["kind"], m["class"]))
+
+
 def _group(message: str) -> str:
     """A failure's group: the exception type and the first words, without the numbers."""
     text = "".join("#" if c.isdigit() else c for c in message.split("\n", 1)[0])
@@ -82,4 +120,6 @@ def coverage(results: list[Result]) -> dict[str, Any] | None:
         "by_task": rows,
         "failures": [g for g in groups if g["kind"] != HARNESS],
         "harness_gaps": [g for g in groups if g["kind"] == HARNESS],
+        "misses": misses(arch),
+        "faults": dict(Counter(m["fault"] for m in misses(arch))),
     }

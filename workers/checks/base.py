@@ -107,19 +107,27 @@ class Check:
 
 def float_tensors(output: Any) -> list[tuple[str, torch.Tensor]]:
     """The floating-point tensors of a model output, named, in order (a list of tensors, such as
-    hidden states per layer or feature maps, counts by its first)."""
+    hidden states per layer or feature maps, counts by its first). An output holding none at its
+    top level gives its towers' own outputs (InstructBLIP's), and one holding only discrete codes
+    (an audio tokenizer's encoder) gives the codes."""
     if isinstance(output, torch.Tensor):
         return [("output", output)]
     items = (
         output.items() if hasattr(output, "items") else enumerate(output if isinstance(output, (tuple, list)) else [])
     )
     found: list[tuple[str, torch.Tensor]] = []
+    nested: list[tuple[str, torch.Tensor]] = []
+    codes: list[tuple[str, torch.Tensor]] = []
     for key, value in items:
         if isinstance(value, (tuple, list)) and value and isinstance(value[0], torch.Tensor):
             key, value = f"{key}[0]", value[0]  # feature maps of a backbone, hidden states per layer
         if isinstance(value, torch.Tensor) and value.is_floating_point():
             found.append((str(key), value))
-    return found
+        elif isinstance(value, torch.Tensor) and value.dim() > 0 and not value.is_complex():
+            codes.append((str(key), value))
+        elif hasattr(value, "items"):
+            nested.extend((f"{key}.{name}", t) for name, t in float_tensors(value))
+    return found or nested or codes
 
 
 def invalid(message: str, **values: Any) -> CheckFailure:

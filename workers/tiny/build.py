@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ def class_info(class_name: str) -> tuple[type, str]:
         raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{class_name} is in no transformers task mapping")
     try:
         cls = getattr(transformers, class_name)
+        getattr(cls, "config_class", None)  # a placeholder class of a missing backend raises here
     except (AttributeError, ImportError, RuntimeError) as exc:
         raise Unsupported(f"{class_name} cannot be imported: {type(exc).__name__}: {exc}") from None
     return cls, model_type
@@ -47,60 +49,173 @@ def _uses_mrope(cls: type) -> bool:
         return False
 
 
-def build_model(class_name: str, device: torch.device, task: str = "") -> tuple[Any, str]:
-    """The first shrink variant that builds, takes our inputs and runs one forward pass. When
-    none runs, the first that built (the check then shows the model's own error); when none
-    builds, Unsupported with the first variant's reason."""
+def build_model(class_name: str, device: torch.device, task: str = "", variants: Any = VARIANTS) -> tuple[Any, str]:
+    """The first shrink variant that builds, takes our inputs and runs one forward pass.
+
+    When no variant runs, whose fault that is: the class's own unshrunk default config is built
+    (when it is small enough, MAX_DEFAULT_PARAMS) and tried with the same inputs. If it runs, it
+    is the twin (the shrinker got a width wrong, never the model's failure); if it fails too, the
+    first shrunk model that built is returned, marked so, and the check shows the model's own
+    error (the library's); if it cannot be tried, the miss is the harness's (Unsupported)."""
     cls, model_type = class_info(class_name)
     config_class: Any = getattr(cls, "config_class", None)
     own_type = getattr(config_class, "model_type", None)
     if isinstance(own_type, str) and own_type:  # the class's own config, not a type that reuses the class
         model_type = own_type
     first_error: Unsupported | None = None
+    unfed: Exception | None = None  # an input the harness does not make: no config would help
+    failed: str | None = None  # the first shrunk model's error in forward
     built: tuple[Any, str] | None = None
     mrope = _uses_mrope(cls)
-    for number, values in enumerate(VARIANTS):
+    for number, values in enumerate(variants):
         try:
             config = tiny_config(model_type, values, config_class, mrope)
-            if getattr(config, "pad_token_id", 0) is None:  # batches of 2 need a padding token
-                config.pad_token_id = 0
-            if number == len(VARIANTS) - 1 and width(config) > MAX_UNSHRUNK_WIDTH:
+            if number == len(variants) - 1 and width(config) > MAX_UNSHRUNK_WIDTH:
                 continue
-            torch.manual_seed(SEED)
-            try:
-                model = cls(config).to(device).eval()
-            except Exception as exc:
-                raise Unsupported(
-                    f"{class_name} could not be built from a shrunk config: {type(exc).__name__}: {exc}"
-                ) from None
-            digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
-            inputs = make_inputs(model, device, task, PLANS[0])
+            model, digest = _instantiate(cls, config, device, class_name, "a shrunk config")
         except Unsupported as exc:
             first_error = first_error or exc
             continue
+        try:
+            inputs = make_inputs(model, device, task, PLANS[0])
         except Exception as exc:
-            first_error = first_error or Unsupported(f"inputs for {class_name}: {type(exc).__name__}: {exc}")
+            unfed = unfed or (exc if isinstance(exc, Unsupported) else Unsupported(f"inputs: {_text(exc)}"))
             continue
         built = built or (model, digest)
-        for plan in PLANS:
-            try:
-                inputs = inputs if plan == PLANS[0] else make_inputs(model, device, task, plan)
-                with torch.inference_mode():
-                    model(**inputs)
-            except Exception:
-                continue
-            model.fleet_inputs = plan  # the check makes the same inputs (make_inputs reads it)
+        error = _run_plans(model, device, task, inputs)
+        if error is None:
             model.fleet_variant = number
             return model, digest
+        if _harness(error):
+            unfed = unfed or error
+        else:
+            failed = failed or _text(error)
+    if unfed is not None and failed is None:  # the harness cannot feed it, whatever the config
+        raise unfed if isinstance(unfed, Unsupported) else Unsupported(f"inputs for {class_name}: {_text(unfed)}")
+    why = failed or (first_error.message if first_error else "no variant")
+    default = _default_twin(cls, model_type, config_class, device, task, class_name)
+    if default.model is not None and not default.why:
+        default.model[0].fleet_shrunk_failed = why[:200]
+        return default.model
+    if default.model is not None:  # fails in forward too: the library's; the check shows its error
+        failing = built or default.model
+        failing[0].fleet_default = default.why
+        return failing
     if built is not None:
-        return built
-    assert first_error is not None
-    raise first_error
+        raise Unsupported(f"every shrunk config fails in forward ({why[:200]}); {default.why}")
+    if default.why.startswith(BUILD_FAILS_TOO):  # the class cannot be built at all: the library's
+        raise CheckFailure(ErrorKind.LOAD_ERROR, f"{default.why}: the library's (shrunk: {why[:200]})")
+    raise Unsupported(f"{why[:300]}; {default.why}")
+
+
+@dataclass
+class Default:
+    """What the class's own unshrunk default config did: its model (when it built and could be
+    fed) and, unless it ran a forward pass, why not."""
+
+    model: tuple[Any, str] | None
+    why: str = ""
+
+
+# The unshrunk default config is built (seeded) to tell whose fault a failing shrunk model is,
+# and is the twin when it runs: at most this many parameters (400 MB of float32), counted on
+# the meta device first.
+MAX_DEFAULT_PARAMS = 100_000_000
+# The image side the unshrunk default config gets when it names none (32 pixels are the shrunk
+# models'; a detector or OCR backbone at its default depth pools them away).
+DEFAULT_IMAGE_SIDE = 224
+FAILS_TOO = "the unshrunk default config fails too"
+BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
+
+
+def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
+    if getattr(config, "pad_token_id", 0) is None:  # batches of 2 need a padding token
+        config.pad_token_id = 0
+    torch.manual_seed(SEED)
+    try:
+        model = cls(config).to(device).eval()
+    except Exception as exc:
+        raise Unsupported(f"{class_name} could not be built from {what}: {type(exc).__name__}: {exc}") from None
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
+    return model, digest
+
+
+def _run_plans(model: Any, device: torch.device, task: str, inputs: dict[str, Any] | None = None) -> Exception | None:
+    """Try the input plans in order; None when one ran a forward pass (the model remembers it),
+    else the first plan's error."""
+    first: Exception | None = None
+    for plan in PLANS:
+        try:
+            if plan != PLANS[0] or inputs is None:
+                inputs = make_inputs(model, device, task, plan)
+            with torch.inference_mode():
+                model(**inputs)
+        except Exception as exc:
+            first = first or exc
+            continue
+        model.fleet_inputs = plan  # the check makes the same inputs (make_inputs reads it)
+        return None
+    return first
+
+
+def _text(exc: Exception) -> str:
+    return exc.message if isinstance(exc, Unsupported) else f"{type(exc).__name__}: {exc}"
+
+
+def _harness(exc: Exception) -> bool:
+    """The harness's gap rather than the model's failure: an input kind we do not make, or
+    forward() wanting arguments we do not give (as workers.checks.forward reports them)."""
+    return isinstance(exc, Unsupported) or (isinstance(exc, TypeError) and "argument" in str(exc))
+
+
+def _default_twin(
+    cls: type, model_type: str, config_class: Any, device: torch.device, task: str, class_name: str
+) -> Default:
+    """The class's own default config, unshrunk: its model when it builds, and why it is no
+    twin when it does not run (FAILS_TOO when it fails in forward: the library's)."""
+    from workers.tiny.shrink import default_config
+
+    try:
+        config = default_config(model_type, config_class)
+        if getattr(config, "pad_token_id", 0) is None:
+            config.pad_token_id = 0
+        with torch.device("meta"):
+            params = sum(p.numel() for p in cls(config).parameters())
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if isinstance(exc, ImportError) or "install" in str(exc).lower():  # an optional package: ours to add
+            return Default(None, f"an optional package is missing ({text})")
+        if "meta" in str(exc).lower():  # the count needs real tensors: cannot tell cheaply
+            return Default(None, f"the default config cannot be sized on the meta device ({text})")
+        return Default(None, f"{BUILD_FAILS_TOO} ({text})")
+    if params > MAX_DEFAULT_PARAMS:
+        size = f"{params / 1e6:.0f} M parameters"
+        return Default(None, f"the unshrunk default config ({size}) is too large to tell whose fault it is")
+    try:
+        model, digest = _instantiate(cls, config, device, class_name, "its default config")
+        model.fleet_unshrunk = True
+        model.fleet_image_side = DEFAULT_IMAGE_SIDE  # a config that names no image size: a real one
+    except Unsupported as exc:
+        return Default(None, f"{BUILD_FAILS_TOO} ({exc.message[:200]})")
+    error = _run_plans(model, device, task)
+    if error is None:
+        model.fleet_variant = "default"
+        return Default((model, digest))
+    if _harness(error):
+        return Default(None, f"the unshrunk default config cannot be fed either ({_text(error)[:200]})")
+    return Default((model, digest), f"{FAILS_TOO} ({_text(error)[:200]}): the library's")
 
 
 def describe(model: Any) -> str:
     """How the builder made this model, for the attempt's detail."""
     variant = getattr(model, "fleet_variant", None)
+    plan = getattr(model, "fleet_inputs", PLANS[0])
+    if variant == "default":
+        shrunk = getattr(model, "fleet_shrunk_failed", "")
+        return f"unshrunk default config (inputs {plan}; every shrunk variant failed: {shrunk})"
     if variant is None:  # no variant ran a forward pass: the check shows the model's own error
-        return "shrunk default config (no variant ran a forward pass; first that built)"
-    return f"shrunk default config (variant {variant}, inputs {getattr(model, 'fleet_inputs', PLANS[0])})"
+        why = getattr(model, "fleet_default", "")
+        if getattr(model, "fleet_unshrunk", False):
+            return f"unshrunk default config (no shrunk config built; {why})"
+        return f"shrunk default config (no variant ran a forward pass; first that built; {why})"
+    return f"shrunk default config (variant {variant}, inputs {plan})"

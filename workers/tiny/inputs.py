@@ -35,9 +35,15 @@ def _size(value: Any) -> int:
 # requires; then also the other modality its sub-configs name (dual encoders such as CLIP or
 # CLAP run only on text and image together, while a LLaVA-style model refuses an image without
 # image tokens, so "paired" comes second).
-PLANS = ("main", "paired", "channels_last", "frames")
-CHANNELS_LAST = PLANS[2]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
-FRAMES = PLANS[3]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
+# "placeholders" is "paired" with the text made as a processor makes it for a vision-language
+# model that puts its image features in place of placeholder tokens (BLIP-2, InstructBLIP,
+# Kosmos-2): one placeholder per image feature, ahead of the text.
+PLANS = ("main", "paired", "placeholders", "channels_last", "frames")
+PLACEHOLDERS = PLANS[2]
+CHANNELS_LAST = PLANS[3]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
+FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
+# Config keys that give the number of image features a query-token model puts in the text.
+QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
@@ -56,6 +62,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     inputs: dict[str, Any] = {}
     if any(p in params for p in PACKED) and (main in ("hidden_states", "pixel_values") or "hidden_states" in required):
         inputs.update(maker.packed(params))
+    elif main == "pixel_values" and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
+        inputs.update(maker.naflex())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
     else:
@@ -65,9 +73,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             if name not in maker.kinds:
                 raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness lacks")
             inputs[name] = maker.kinds[name]()
-    if plan in ("paired", FRAMES) or task == "zero_shot_image_classification":  # text and image together
+    if plan in ("paired", PLACEHOLDERS, FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (
             ("input_ids", None),
+            ("qformer_input_ids", "qformer_config"),  # InstructBLIP: the instruction the Q-Former reads
             ("pixel_values", "vision_config"),
             ("input_features", "audio_config"),
             ("bbox", None),
@@ -77,6 +86,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
                 inputs[name] = maker.kinds[name]()
+    if "pixel_values" in inputs and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
+        inputs.update(maker.naflex())  # with text too (SigLIP 2's dual encoder)
+    if plan == PLACEHOLDERS:
+        inputs.update(maker.placeholders(inputs, params))
     if "noise" in params and "pixel_values" in inputs:
         inputs["noise"] = maker.noise()
     for name in MASKS:  # a mask beside each text input
@@ -135,7 +148,7 @@ class _Maker:
 
     def image(self) -> torch.Tensor:
         config = self.config
-        size = _size(_get(config, "image_size", default=32))
+        size = _size(_get(config, "image_size", default=getattr(self.model, "fleet_image_side", 32)))
         channels = int(_get(config, "num_channels", default=3))
         frames = _get(config, "num_frames")
         if self.frames or (frames and "video" in type(self.model).__name__.lower()):
@@ -149,6 +162,9 @@ class _Maker:
         return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
 
     def waveform(self) -> torch.Tensor:
+        bins, frames = _get(self.config, "num_mel_bins"), getattr(self.config, "max_length", None)
+        if isinstance(bins, int) and isinstance(frames, int):  # a spectrogram's frames as input_values (AST)
+            return torch.randn(BATCH, frames, bins, generator=self.g)
         channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
         if self.channels_last:
             channels = channels or 1
@@ -166,6 +182,64 @@ class _Maker:
         queries = int(_get(self.config, "num_query_tokens", default=4))
         hidden = int(_get(self.config, "hidden_size", default=32))
         return torch.randn(BATCH, queries, hidden, generator=self.g)
+
+    def naflex(self) -> dict[str, torch.Tensor]:
+        """NaFlex vision towers (SigLIP 2): each image as its flat patches, a patch mask and
+        its (rows, columns) grid."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        side = 2
+        pixels = torch.randn(BATCH, side * side, channels * patch * patch, generator=self.g)
+        return {
+            "pixel_values": pixels,
+            "pixel_attention_mask": torch.ones(BATCH, side * side, dtype=torch.long),
+            "spatial_shapes": torch.tensor([[side, side]] * BATCH),
+        }
+
+    def placeholders(self, inputs: dict[str, Any], params: Any) -> dict[str, torch.Tensor]:
+        """Placeholder tokens ahead of the text, one per image feature: the config's image token
+        (set when the default leaves it unset, as a processor's config would), or a position mask
+        where the model takes one (Kosmos-2's image_embeds_position_mask)."""
+        if "input_ids" not in inputs or "pixel_values" not in inputs:
+            raise Unsupported("placeholders: the model takes no text with its image")
+        count = self._image_features(inputs["pixel_values"])
+        text = inputs["input_ids"]
+        out: dict[str, torch.Tensor] = {}
+        if "image_embeds_position_mask" in params:
+            filler = torch.full((BATCH, count), int(text[0, 0]), dtype=text.dtype)
+            out["input_ids"] = torch.cat([text[:, :1], filler, text[:, 1:]], dim=1)
+            mask = torch.zeros_like(out["input_ids"])
+            mask[:, 1 : 1 + count] = 1
+            out["image_embeds_position_mask"] = mask
+            return out
+        token = next((getattr(self.config, k, None) for k in ("image_token_id", "image_token_index")), None)
+        if token is None:
+            if not any(hasattr(self.config, k) for k in ("image_token_id", "image_token_index")):
+                raise Unsupported("placeholders: the config names no image token")
+            vocab = int(getattr(_sub(self.config, "text_config"), "vocab_size", None) or self.vocab)
+            token = min(vocab - 1, 100)  # above every id the text uses (3 .. 99)
+            self.config.image_token_id = token
+        out["input_ids"] = torch.cat([torch.full((BATCH, count), int(token), dtype=text.dtype), text], dim=1)
+        return out
+
+    def _image_features(self, pixel_values: torch.Tensor) -> int:
+        """Image features per image: a query-token model's query count, else what the model's
+        own get_image_features returns."""
+        for key in QUERY_COUNTS:
+            value = _get(self.config, key) or getattr(_sub(self.config, "text_config"), key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        get = getattr(self.model, "get_image_features", None)
+        if get is None:
+            raise Unsupported("placeholders: no query count and no get_image_features")
+        with torch.inference_mode():
+            out = get(pixel_values=pixel_values)
+        if not isinstance(out, (torch.Tensor, list, tuple)):
+            pooled = getattr(out, "pooler_output", None)
+            out = pooled if pooled is not None else out[0]
+        parts = list(out) if isinstance(out, (list, tuple)) else [out]
+        return sum(p.numel() // p.shape[-1] for p in parts) // BATCH
 
     def _past_shape(self) -> tuple[int, ...]:
         c = self.config

@@ -5,6 +5,7 @@ variants an architecture job tries in order (workers.tiny.build)."""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from workers.tiny import Unsupported
@@ -182,6 +183,38 @@ def _consistent_heads(config: Any) -> None:
                     config.mamba_d_ssm = e * hidden
 
 
+ALIAS = re.compile(r"(dim|size|width)$")
+NOT_ALIAS = re.compile(r"vocab|position|image|patch|window|chunk|length|codebook|sampl|kernel|stride|bins|frames")
+
+
+def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
+    """A second name for the model width, filled in from hidden_size by the config itself
+    (xLSTM's embedding_dim): the shrunk width too, else the two disagree in forward."""
+    new = width(config)
+    if not old or new == old:
+        return
+    for key, value in list(vars(config).items()):
+        if key in values or type(value) is not int or value != old:
+            continue
+        if ALIAS.search(key) and not NOT_ALIAS.search(key):
+            try:
+                setattr(config, key, new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
+EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts")
+
+
+def _moe_top_k(config: Any, values: dict[str, Any]) -> None:
+    """A default config with experts but its top-k left unset (DeepSeek-V2, dots.llm1: the
+    checkpoints' configs set it): the shrunk top-k, else the router's topk() gets None."""
+    experts = [getattr(config, k, None) for k in EXPERT_COUNTS]
+    if "num_experts_per_tok" in vars(config) and config.num_experts_per_tok is None:
+        if any(isinstance(n, int) and n > 1 for n in experts):
+            config.num_experts_per_tok = min(int(values.get("num_experts_per_tok", 2)), *(n for n in experts if n))
+
+
 def _mrope(config: Any) -> None:
     """Multimodal rotary sections (Qwen2-VL, GLM-4V, ...) must sum to half the rotary width,
     which the shrunk head size changes; the modeling code's own default is sized for the full model."""
@@ -202,6 +235,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
 
     per_layer = _homogenize(config, values)
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
+    old_width = width(config)
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -223,8 +257,10 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             config.num_hidden_layers = len(kinds)
         except (AttributeError, ValueError, TypeError):
             pass
+    _width_aliases(config, values, old_width)
     _per_stage_lists(config, depths)
     _consistent_heads(config)
+    _moe_top_k(config, values)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
         setattr(config, key, copy.deepcopy(value))
     if per_layer:
@@ -239,15 +275,19 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
                 _shrink(sub, values, depth + 1, mrope)
 
 
-def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
+def default_config(model_type: str, config_class: Any = None) -> Any:
+    """The class's own default config (with the CONSTRUCT arguments it cannot be built without)."""
     from transformers import AutoConfig
 
+    overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
+    if config_class is not None and getattr(config_class, "model_type", None) == model_type:
+        return config_class(**overrides)
+    return AutoConfig.for_model(model_type, **overrides)
+
+
+def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
     try:
-        overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
-        if config_class is not None and getattr(config_class, "model_type", None) == model_type:
-            config = config_class(**overrides)
-        else:
-            config = AutoConfig.for_model(model_type, **overrides)
+        config = default_config(model_type, config_class)
         _shrink(config, values, mrope=mrope)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
