@@ -334,3 +334,43 @@ def test_compare_leaves_out_padding_positions_and_counts_non_finite() -> None:
     out[0, 0, 0] = 0.5
     judged = variants.compare(ref, out, 1e-4, 1e-4, keep)
     assert judged["verdict"] == "mismatch" and judged["max_abs_diff"] == 0.5
+
+
+# -- read-back: a verdict only on what the model runs ------------------------------------------
+def test_an_attention_the_class_cannot_switch_to_is_not_applicable_and_no_claim() -> None:
+    """transformers only logs a warning when a class cannot switch attention: the variant must not
+    judge the default kernel under the asked name (in any precision), nor call it works unclaimed."""
+    bundle = _llama()
+    model = bundle.model
+    model.config._attn_implementation_internal = "eager"
+    stuck = {"_can_set_attn_implementation": classmethod(lambda cls: False), "_supports_sdpa": False}
+    model.__class__ = type("StuckLlama", (type(model),), stuck)
+    record = variants.run(get_check("causal_lm"), bundle, CPU, ["sdpa", "bf16+sdpa", "fp16+sdpa", "bf16"], real=False)
+    got = _by_name(record)
+    for name in ("sdpa", "bf16+sdpa", "fp16+sdpa"):
+        assert got[name]["verdict"] == "not_applicable", name
+        assert got[name]["reason"] == "asked attention sdpa, model runs eager", name
+    assert got["bf16"]["verdict"] == "works" and got["bf16"]["read_back"] == {
+        "attention": ["eager"],
+        "precision": ["bfloat16"],
+    }
+    assert record["findings"] == []  # no works_unclaimed from a kernel that never ran
+    forged = {**got["bf16+sdpa"], "verdict": "works"}  # a works whose read-back disagrees derives nothing
+    assert variants.findings([forged], {"_supports_sdpa": False}) == []
+    assert (
+        variants.findings(
+            [{**forged, "read_back": {"attention": ["sdpa"], "precision": ["bfloat16"]}}], {"_supports_sdpa": False}
+        )[0]["finding"]
+        == "works_unclaimed"
+    )
+
+
+def test_a_precision_the_model_does_not_take_is_not_applicable() -> None:
+    bundle = _llama()
+    model = bundle.model
+    model.__class__ = type("NoCastLlama", (type(model),), {"to": lambda self, *a, **k: self})
+    record = variants.run(get_check("causal_lm"), bundle, CPU, ["bf16", "fp16", "eager"], real=False)
+    got = _by_name(record)
+    assert got["bf16"]["verdict"] == "not_applicable" and got["bf16"]["reason"] == "asked bfloat16, model runs float32"
+    assert got["fp16"]["reason"] == "asked float16, model runs float32" and "max_abs_diff" not in got["fp16"]
+    assert got["eager"]["verdict"] == "works"  # float32 asked, float32 read back

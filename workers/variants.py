@@ -101,6 +101,45 @@ def attention_of(model: Any) -> str | None:
     return str(value) if value is not None else None
 
 
+def attentions_of(model: Any) -> list[str]:
+    """The attention implementations the model's config and its sub-configs (at any depth) read
+    back, without repeats, the top-level one first."""
+    out: list[str] = []
+    todo = [getattr(model, "config", None)]
+    seen: set[int] = set()
+    while todo:
+        config = todo.pop(0)
+        if config is None or id(config) in seen:
+            continue
+        seen.add(id(config))
+        value = getattr(config, "_attn_implementation", None)
+        if value is not None and str(value) not in out:
+            out.append(str(value))
+        todo.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", None) or {})
+    return out
+
+
+def precisions_of(model: torch.nn.Module) -> list[str]:
+    """The dtypes of the model's floating-point parameters, without repeats."""
+    out: list[str] = []
+    for p in model.parameters():
+        name = str(p.dtype).removeprefix("torch.")
+        if p.is_floating_point() and name not in out:
+            out.append(name)
+    return out
+
+
+def _ignored(read_back: dict[str, list[str]], v: Variant) -> str | None:
+    """'asked X, model runs Y' when the model reads back another attention or precision than the
+    variant asked for (transformers only logs a warning for a class that cannot switch attention;
+    a model's own .to() may leave its weights alone)."""
+    if v.attention is not None and read_back["attention"] != [v.attention]:
+        return f"asked attention {v.attention}, model runs {', '.join(read_back['attention']) or 'none named'}"
+    if read_back["precision"] and read_back["precision"] != [v.precision]:
+        return f"asked {v.precision}, model runs {', '.join(read_back['precision'])}"
+    return None
+
+
 def claims_of(model: Any) -> dict[str, bool]:
     """The class's own claims, as the installed transformers declares them."""
     cls = type(model)
@@ -319,6 +358,10 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
         except Exception as exc:
             raise Failed(ATTENTION_UNSUPPORTED, exc) from None
         entry["kernel"] = str(attention_of(model)) + (f" ({v.sdpa_backend})" if v.sdpa_backend else "")
+        entry["read_back"] = {"attention": attentions_of(model), "precision": precisions_of(model)}
+        ignored = _ignored(entry["read_back"], v)
+        if ignored is not None:  # set without an error, yet not applied: nothing to judge
+            raise NotApplicable(ignored)
         run_ctx = replace(ctx, dtype=dtype)
         with _sdpa_backend(v.sdpa_backend):
             entry.update(_feature(run_ctx, v))
@@ -557,6 +600,10 @@ def findings(results: list[dict[str, Any]], claims: dict[str, bool]) -> list[dic
         v = parse([r["variant"]], where="variants")[0]
         claim = v.claim
         verdict = r["verdict"]
+        judged = verdict in ("works", "mismatch")
+        read_back = r.get("read_back")
+        if judged and (not isinstance(read_back, dict) or _ignored(read_back, v) is not None):
+            claim = None  # a verdict on something the model did not run says nothing about a claim
         if claim is not None and claim in claims and verdict != "not_applicable":
             failed = verdict == "mismatch" or (verdict == "error" and r.get("kind") not in NOT_THE_MODELS)
             if claims[claim] and failed:
