@@ -8,7 +8,9 @@ A variant is a precision x an attention implementation x a feature, each part op
     bf16, fp16                          precision (bfloat16, float16), default attention
     sdpa, eager, flex, flash            attention in float32 (flash: flash_attention_2)
     attention:NAME                      any attention function registered with transformers'
-                                        AttentionInterface (plugins may register one)
+                                        AttentionInterface (plugins may register one); no Hub
+                                        kernel: no '/' or '|', and of the FlashAttention names
+                                        only FLASH_ATTENTIONS
     sdpa:flash, sdpa:efficient,         SDPA with one backend forced (torch.nn.attention.sdpa_kernel),
     sdpa:cudnn, sdpa:math               CUDA only
     batched                             a padded batch against each row run on its own
@@ -28,6 +30,10 @@ from fleet.errors import BadInput
 
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 ATTENTIONS = {"sdpa": "sdpa", "eager": "eager", "flex": "flex_attention", "flash": "flash_attention_2"}
+# The FlashAttention implementations a variant may name: packages installed on the worker. Any
+# other name with "flash" in it (and "/", "paged|...") makes transformers fetch a kernel from the
+# Hub (kernels.get_kernel): code from the Hub runs only when opted in, and variants never opt in.
+FLASH_ATTENTIONS = ("flash_attention_2", "flash_attention_3")
 SDPA_BACKENDS = {
     "flash": "FLASH_ATTENTION",
     "efficient": "EFFICIENT_ATTENTION",
@@ -121,8 +127,17 @@ def _token(token: str, where: str) -> Variant:
             key, value = "sdpa_backend", SDPA_BACKENDS[backend]
         elif part.startswith("attention:"):
             name = part.removeprefix("attention:")
-            if not name or not all(c.isalnum() or c in "_-|" for c in name):
-                raise VariantError(f"{where}: bad attention name in {token!r} (letters, digits, _ - |)")
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                raise VariantError(
+                    f"{where}: bad attention name in {token!r} (letters, digits, _ -; no '/' or '|': "
+                    "transformers reads those as kernels to fetch from the Hub)"
+                )
+            if "flash" in name.lower() and name not in FLASH_ATTENTIONS:
+                raise VariantError(
+                    f"{where}: unknown FlashAttention {name!r} in {token!r} (valid: "
+                    + ", ".join(FLASH_ATTENTIONS)
+                    + "; transformers would fetch any other from the Hub)"
+                )
             key, value = "attention", name
         elif part in FEATURES:
             key, value = "feature", part

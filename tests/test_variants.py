@@ -69,6 +69,11 @@ def test_parser_names_default_all_and_combinations() -> None:
         ("sdpa:fast", "'sdpa:fast'"),
         ("bf16,,fp16", "empty entry"),
         ("attention:a b", "bad attention name"),
+        ("attention:paged|flash_attention_2", "no '/'"),
+        ("attention:paged|eager", "from the Hub"),
+        ("attention:flash_attention_4", "unknown FlashAttention 'flash_attention_4'"),
+        ("bf16+attention:noflash", "unknown FlashAttention"),
+        ("attention:FLASH_attention_2", "unknown FlashAttention"),
         ("fp32", "the reference itself"),
         ("", "empty"),
     ],
@@ -374,3 +379,27 @@ def test_a_precision_the_model_does_not_take_is_not_applicable() -> None:
     assert got["bf16"]["verdict"] == "not_applicable" and got["bf16"]["reason"] == "asked bfloat16, model runs float32"
     assert got["fp16"]["reason"] == "asked float16, model runs float32" and "max_abs_diff" not in got["fp16"]
     assert got["eager"]["verdict"] == "works"  # float32 asked, float32 read back
+
+
+# -- no kernel from the Hub ----------------------------------------------------------------------
+def test_no_attention_name_makes_transformers_fetch_a_kernel_from_the_hub() -> None:
+    """A name transformers would route to kernels.get_kernel is never asked for: refused by the
+    parser, and not applicable on the worker (as transformers' own checks read it)."""
+    from transformers.utils import is_kernels_available
+
+    assert parsing.parse("attention:flash_attention_3")[0].claim == "_supports_flash_attn"
+    model = _llama().model
+    for name in (
+        "paged|flash_attention_2",
+        "kernels-community/flash-attn2",
+        "org/k:fn",
+        "flash_attention_4",
+        "noflash",
+    ):
+        assert variants._hub_kernel(model, name) is not None, name
+    assert variants._hub_kernel(model, "sdpa") is None and variants._hub_kernel(model, "eager") is None
+    usable = variants._flash_usable("flash_attention_2")
+    assert (variants._hub_kernel(model, "flash_attention_2") is None) == (usable or not is_kernels_available())
+    # a class listing other flash implementations: transformers would switch to one of those
+    model.__class__ = type("ListsKernels", (type(model),), {"_compatible_flash_implementations": ["org/flash"]})
+    assert "ListsKernels lists org/flash" in str(variants._hub_kernel(model, "flash_attention_3"))

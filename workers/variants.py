@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from fleet.variants import FLASH_ATTENTIONS as KNOWN_FLASH
 from fleet.variants import Variant, parse
 from workers import failures, measure
 from workers.checks.base import Bundle, Check, float_tensors
@@ -331,11 +332,50 @@ def _applicable(ctx: Context, v: Variant) -> str | None:
         package = "flash_attn_interface" if v.attention == "flash_attention_3" else "flash_attn"
         if importlib.util.find_spec(package) is None:
             return f"package {package} is not installed"
+    if v.attention is not None:
+        hub = _hub_kernel(ctx.bundle.model, v.attention)
+        if hub is not None:
+            return f"would fetch a kernel from the Hub: {hub}"
     if v.feature == "static_cache" and ctx.check.generate_kwargs(ctx.bundle, ctx.inputs) is None:
         return "the model does not generate (static cache applies to generation)"
     if v.feature == "batched" and "input_ids" not in ctx.forward:
         return "the inputs have no token ids to pad"
     return None
+
+
+def _hub_kernel(model: Any, name: str) -> str | None:
+    """Why asking transformers for attention `name` could make it load a kernel from the Hub
+    (kernels.get_kernel), or None. Variants never run code from the Hub: the name is checked as
+    transformers' _check_and_adjust_attn_implementation reads it -- a kernel repo (is_kernel),
+    a `paged|` prefix stripped, a flash name swapped for one the class (or a sub-model) lists in
+    _compatible_flash_implementations, a FlashAttention whose package is not usable replaced by
+    its FLASH_ATTN_KERNEL_FALLBACK when the kernels package is installed."""
+    from transformers.integrations.hub_kernels import is_kernel
+    from transformers.utils import is_kernels_available
+
+    if "|" in name or "/" in name or ":" in name or is_kernel(name):
+        return f"{name} names a Hub kernel or a prefixed implementation"
+    if "flash" not in name.lower():
+        return None
+    if name not in KNOWN_FLASH:
+        return f"{name} is not one of {', '.join(KNOWN_FLASH)}"
+    for module in model.modules():
+        listed = getattr(module, "_compatible_flash_implementations", None)
+        if listed and name not in listed:
+            return f"{type(module).__name__} lists {', '.join(map(str, listed))}, which transformers would switch to"
+    if is_kernels_available() and not _flash_usable(name):
+        return f"{name} is not usable here and transformers falls back to a kernels-community kernel"
+    return None
+
+
+def _flash_usable(name: str) -> bool:
+    """transformers' own availability check of a FlashAttention (no check known: not usable)."""
+    try:
+        from transformers.modeling_flash_attention_utils import FLASH_ATTENTION_COMPATIBILITY_MATRIX
+    except ImportError:
+        return False
+    entry = FLASH_ATTENTION_COMPATIBILITY_MATRIX.get(int(name.rsplit("_", 1)[-1]))
+    return bool(entry and entry["general_availability_check"]())
 
 
 def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
