@@ -325,3 +325,57 @@ def decode_rerun(raw: Any, run_id: str, job_id: str, rerun: int) -> dict[str, An
         "delivery": None,
         "started_at": None,
     }
+
+
+# A result's "variants" record (workers/variants.py, docs/variants.md): what every report reads.
+_VARIANT_TEXT = ("variant", "verdict")  # required strings of a variant's entry
+_VARIANT_OPTIONAL_TEXT = ("kind", "message", "reason", "kernel", "against")
+_VARIANT_NUMBERS = (
+    "max_abs_diff",
+    "max_rel_diff",
+    "atol",
+    "rtol",
+    "non_finite",
+    "latency_ms_p50",
+    "speed_vs_reference",
+    "peak_memory_mb",
+    "first_call_s",
+)
+_FINDING_TEXT = ("finding", "variant")
+_FINDING_OPTIONAL_TEXT = ("claim", "detail", "verdict")
+
+
+def _entry_problem(entry: Any, what: str, text: tuple[str, ...], optional: tuple[str, ...]) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{what} is not an object"
+    for key in text:
+        if not isinstance(entry.get(key), str):
+            return f"{what} needs a string {key!r}"
+    for key in optional:
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            return f"{what} field {key!r} must be a string, got {type(entry[key]).__name__}"
+    return None
+
+
+def variants_problem(record: Any) -> str | None:
+    """What is wrong with a result's variants record (None: one every report can show)."""
+    if not isinstance(record, dict):
+        return f"the variants record is a JSON object, got {type(record).__name__}"
+    for key, types in (("reference", (dict,)), ("claims", (dict,)), ("results", (list,)), ("findings", (list,))):
+        if key == "results" and key not in record:
+            return "the variants record has no 'results'"
+        if key in record and not isinstance(record[key], types):
+            return f"the variants record field {key!r} must be {_type_name(types)}, got {type(record[key]).__name__}"
+    for i, entry in enumerate(record["results"]):
+        problem = _entry_problem(entry, f"variant entry {i}", _VARIANT_TEXT, _VARIANT_OPTIONAL_TEXT)
+        if problem:
+            return problem
+        for key in _VARIANT_NUMBERS:
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
+                return f"variant entry {i} field {key!r} must be a number, got {type(value).__name__}"
+    for i, finding in enumerate(record.get("findings", [])):
+        problem = _entry_problem(finding, f"finding {i}", _FINDING_TEXT, _FINDING_OPTIONAL_TEXT)
+        if problem:
+            return problem
+    return None

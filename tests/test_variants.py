@@ -403,3 +403,81 @@ def test_no_attention_name_makes_transformers_fetch_a_kernel_from_the_hub() -> N
     # a class listing other flash implementations: transformers would switch to one of those
     model.__class__ = type("ListsKernels", (type(model),), {"_compatible_flash_implementations": ["org/flash"]})
     assert "ListsKernels lists org/flash" in str(variants._hub_kernel(model, "flash_attention_3"))
+
+
+# -- a malformed variants record in a stored result ------------------------------------------------
+MALFORMED = {
+    "results a string": ({"results": "abc"}, "'results' must be a list, got str"),
+    "record a string": ("abc", "is a JSON object, got str"),
+    "record a list": ([1], "is a JSON object, got list"),
+    "no verdict": ({"results": [{"variant": "bf16"}]}, "needs a string 'verdict'"),
+    "entry not an object": ({"results": [5]}, "variant entry 0 is not an object"),
+    "max_abs_diff a string": (
+        {
+            "results": [
+                {"variant": "bf16", "verdict": "works", "max_abs_diff": "x", "max_rel_diff": 1, "atol": 1, "rtol": 1}
+            ]
+        },
+        "'max_abs_diff' must be a number, got str",
+    ),
+    "speed a string": (
+        {"results": [{"variant": "bf16", "verdict": "works", "speed_vs_reference": "fast"}]},
+        "'speed_vs_reference' must be a number",
+    ),
+    "findings ints": ({"results": [], "findings": [1, 2]}, "finding 0 is not an object"),
+    "finding without keys": ({"results": [], "findings": [{"x": 1}]}, "needs a string 'finding'"),
+    "variant unhashable": ({"results": [{"variant": ["a"], "verdict": "works"}]}, "needs a string 'variant'"),
+    "reference a string": ({"results": [], "reference": "abc"}, "'reference' must be an object"),
+}
+
+
+@pytest.mark.parametrize("label", list(MALFORMED))
+def test_a_malformed_variants_record_is_shown_corrupt_in_every_format(label: str) -> None:
+    from orchestrator.report import render_markdown, to_json, to_junit
+
+    record, problem = MALFORMED[label]
+    good = {"results": [{"variant": "bf16", "verdict": "works", "speed_vs_reference": 1.5}], "findings": []}
+    results = [
+        _result("r", "bad", "cpu", "SYNTHETIC", architecture="X", variants=record),
+        _result("r", "good", "cpu", "SYNTHETIC", architecture="Y", variants=good),
+    ]
+    previous = {"good@cpu": _result("r0", "good", "cpu", "SYNTHETIC", variants=record)}  # a corrupt baseline too
+    cap = capability.build(results, previous)  # type: ignore[arg-type]
+    (finding,) = cap["findings"]
+    assert finding["finding"] == "corrupt_record" and finding["job_id"] == "bad@cpu" and problem in finding["detail"]
+    rows = {row["family"]: row for row in cap["devices"]["cpu"]["rows"]}
+    assert problem in rows["bad"]["corrupt"] and rows["good"]["cells"]["bf16"]["short"] == "ok"
+    data = assemble({"run_id": "r", "started_at": 1_790_000_000.0}, results, None, {}, [("r", {})])  # type: ignore[arg-type]
+    md = render_markdown(data)
+    assert "| bad (corrupt variants record:" in md and "**corrupt\\_record**" in md
+    assert "bad (corrupt)" in render_html(data)
+    assert json.loads(to_json(data))["capability"]["findings"][0]["finding"] == "corrupt_record"
+    assert to_junit(data).startswith("<?xml")
+
+
+def test_unknown_verdicts_and_names_are_escaped_in_the_capability_report() -> None:
+    record = {
+        "results": [{"variant": "fp16", "verdict": "<b>works</b>|**x**", "reason": "<img src=x>", "kind": "<i>k</i>"}],
+        "findings": [{"finding": "claim_broken", "variant": "<script>x</script>", "detail": "|<i>|", "claim": "<u>"}],
+    }
+    data = assemble(
+        {"run_id": "r", "started_at": 1_790_000_000.0},
+        [_result("r", "tiny", "cpu", "SYNTHETIC", variants=record)],  # type: ignore[list-item]
+        None,
+        {},
+        [("r", {})],
+    )
+    cell = data["capability"]["devices"]["cpu"]["rows"][0]["cells"]["fp16"]
+    assert cell["short"] == "<b>works</b>|**x**"  # data as stored; every renderer escapes it
+    md = render_markdown_of(data)
+    for raw in ("<b>", "<img", "<script>", "<i>", "|**x**"):
+        assert raw not in md, raw
+    assert "&lt;b&gt;works&lt;/b&gt;\\|\\*\\*x\\*\\*" in md
+    html = render_html(data)
+    assert "<b>works" not in html and "<img" not in html and "<script>x" not in html
+
+
+def render_markdown_of(data: dict) -> str:
+    from orchestrator.report import render_markdown
+
+    return render_markdown(data)
