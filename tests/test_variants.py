@@ -370,6 +370,16 @@ def test_an_attention_the_class_cannot_switch_to_is_not_applicable_and_no_claim(
     )
 
 
+def test_the_default_kernel_is_not_judged_against_itself_when_eager_cannot_be_set() -> None:
+    bundle = _llama()  # default sdpa, which is judged against an eager run
+    model = bundle.model
+    model.__class__ = type(
+        "StuckLlama", (type(model),), {"_can_set_attn_implementation": classmethod(lambda cls: False)}
+    )
+    (sdpa,) = variants.run(get_check("causal_lm"), bundle, CPU, ["sdpa"], real=False)["results"]
+    assert sdpa["verdict"] == "not_applicable" and "asked eager, model runs sdpa" in sdpa["reason"]
+
+
 def test_a_precision_the_model_does_not_take_is_not_applicable() -> None:
     bundle = _llama()
     model = bundle.model

@@ -250,6 +250,9 @@ class Context:
             model = self.bundle.model
             try:
                 model.set_attn_implementation("eager")
+                runs = attentions_of(model)
+                if runs != ["eager"]:  # judged against itself, any kernel would work
+                    raise NotApplicable(f"no eager run to judge it against: asked eager, model runs {', '.join(runs)}")
                 with torch.inference_mode():
                     self.eager.append(_first(model(**self.forward))[1].detach().clone())
             finally:
