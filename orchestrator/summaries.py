@@ -17,7 +17,8 @@ unfolded until a rebuild (fleet.records' rule: corrupt data is never guessed at)
 
 A record: {"k": [strings], "s": [[seq, status, error kind, device index, weights index,
 metric...], ...]}, newest first; indexes point into "k"; the weights index and metrics are present
-for passing outcomes with a weights key only (trends compare nothing else). The meta:
+for passing outcomes with a weights key only (trends compare nothing else); "since": the fold a
+record was started again at (it was corrupt), while the summaries keep older folds. The meta:
 {"seq": the last fold's number, "runs": [[seq, run id, started at], ...] the last KEEP folds}.
 """
 
