@@ -9,26 +9,42 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleet import records
+from fleet.catalog import file_name_problem
 from fleet.errors import RunNotFound, StoreCorrupt
+from fleet.protocol import Result
 
 SUFFIX = ".jsonl.gz"
 VERSION = 1
+logger = logging.getLogger("fleet.archive")
+
+
+def run_id_problem(run_id: str) -> str | None:
+    """What keeps this run id from naming a file in the archive (a directory, a leading dot), or None."""
+    return file_name_problem("run id", f"{run_id}{SUFFIX}", SUFFIX)
 
 
 def path_of(folder: Path, run_id: str) -> Path:
+    """The run's file: always inside folder (StoreCorrupt for a run id that would leave it)."""
+    problem = run_id_problem(run_id)
+    if problem:
+        raise StoreCorrupt(f"run {run_id[:80]!r} cannot be archived: {problem}")
     return folder / f"{run_id}{SUFFIX}"
 
 
 def write_run(folder: Path, meta: Mapping[str, Any], results: Sequence[Mapping[str, Any]], total: int) -> Path:
-    """The run's file, atomically (OSError when it cannot be written: nothing is left behind)."""
+    """The run's file, atomically (OSError when it cannot be written, StoreCorrupt when the run
+    id is not a file name: nothing is left behind)."""
+    path = path_of(folder, str(meta["run_id"]))
     folder.mkdir(parents=True, exist_ok=True)
     header = {
         "archive": VERSION,
@@ -36,7 +52,6 @@ def write_run(folder: Path, meta: Mapping[str, Any], results: Sequence[Mapping[s
         "total": total,
         "counts": dict(Counter(str(r.get("status")) for r in results)),
     }
-    path = path_of(folder, str(meta["run_id"]))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
     try:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as fh:
@@ -50,45 +65,68 @@ def write_run(folder: Path, meta: Mapping[str, Any], results: Sequence[Mapping[s
     return path
 
 
-def _lines(path: Path) -> Iterator[dict[str, Any]]:
+def _lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as stored (StoreCorrupt when it cannot be read: not gzip, cut short)."""
     try:
         with gzip.open(path, "rb") as fh:
-            for n, line in enumerate(fh, 1):
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    raise StoreCorrupt(f"archive {path}: line {n} is not JSON") from None
-                if not isinstance(value, dict):
-                    raise StoreCorrupt(f"archive {path}: line {n} is not a JSON object")
-                yield value
+            yield from fh
     except (OSError, EOFError, zlib.error) as exc:
         raise StoreCorrupt(f"archive {path} cannot be read: {exc}") from None
 
 
+def _header_problem(value: dict[str, Any], path: Path) -> str | None:
+    meta, counts, total = value.get("meta"), value.get("counts"), value.get("total")
+    if value.get("archive") != VERSION or not isinstance(meta, dict):
+        return "the first line is not an archive header"
+    started, run_id = meta.get("started_at"), meta.get("run_id")
+    if isinstance(started, str) or records.decode_time(started) is None:
+        return f"its start time {str(started)[:40]!r} is not a time"
+    if not isinstance(run_id, str) or f"{run_id}{SUFFIX}" != path.name:
+        return f"its header names run {str(run_id)[:80]!r}, not the file's"
+    if not isinstance(counts, dict) or not all(_is_count(v) for v in counts.values()) or not _is_count(total):
+        return "its counts or total are missing or not whole numbers"
+    return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def header(path: Path) -> dict[str, Any]:
-    """The first line of a run's file (reading nothing more)."""
-    for value in _lines(path):
-        if value.get("archive") != VERSION or not isinstance(value.get("meta"), dict):
-            raise StoreCorrupt(f"archive {path}: the first line is not an archive header")
+    """The first line of a run's file (reading nothing more); StoreCorrupt when it is not a run's header."""
+    for raw in _lines(path):
+        value = records.decode_object(raw)
+        problem = _header_problem(value, path) if value is not None else "the first line is not a JSON object"
+        if problem or value is None:
+            raise StoreCorrupt(f"archive {path}: {problem}")
         return value
     raise StoreCorrupt(f"archive {path} is empty")
 
 
-def runs(folder: Path) -> list[dict[str, Any]]:
-    """The header of every archived run, newest first (by start time)."""
+def runs(folder: Path, on_bad: Callable[[str], None] = logger.warning) -> list[dict[str, Any]]:
+    """The header of every archived run, newest first (by start time). A file that is not a run's
+    archive (not gzip, no header, a start that is not a time) is left out, and on_bad is told
+    why, once per file."""
     if not folder.is_dir():
         return []
-    found = [header(p) for p in folder.glob(f"*{SUFFIX}") if not p.name.startswith(".")]
-    return sorted(found, key=lambda h: (-float(h["meta"].get("started_at") or 0), str(h["meta"].get("run_id"))))
+    found = []
+    for p in sorted(folder.glob(f"*{SUFFIX}")):
+        if p.name.startswith("."):
+            continue
+        try:
+            found.append(header(p))
+        except StoreCorrupt as exc:
+            on_bad(f"{exc}: skipped")
+    return sorted(found, key=lambda h: (-float(h["meta"]["started_at"]), str(h["meta"]["run_id"])))
 
 
-def results(folder: Path, run_id: str) -> Iterator[dict[str, Any]]:
-    """The results of one archived run, in job id order."""
-    path = path_of(folder, run_id)
-    if "/" in run_id or run_id.startswith(".") or not path.is_file():
+def results(folder: Path, run_id: str) -> Iterator[Result]:
+    """The results of one archived run, in job id order; a line that is not a sound result is its
+    corrupt_record marker (fleet.records), a file that cannot be read StoreCorrupt."""
+    if run_id_problem(run_id) or not path_of(folder, run_id).is_file():
         raise RunNotFound(f"no archived run {run_id!r} in {folder}")
-    lines = _lines(path)
-    first = next(lines, None)
-    if first is None or first.get("archive") != VERSION:
-        raise StoreCorrupt(f"archive {path}: the first line is not an archive header")
-    yield from lines
+    path = path_of(folder, run_id)
+    header(path)
+    for n, raw in enumerate(_lines(path)):
+        if n:
+            yield records.decode_listed(raw, run_id, n + 1, f"archived result (line {n + 1})", "line")

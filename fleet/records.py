@@ -221,12 +221,18 @@ def _filled(data: dict[str, Any]) -> Result:
 
 
 def decode_late(raw: Any, run_id: str, index: int) -> Result:
-    """An entry of a run's late-attempts list (no job id of its own to check against)."""
+    """A late attempt kept in a run's list, or its corrupt_record marker."""
+    return decode_listed(raw, run_id, index, "late attempt", "late")
+
+
+def decode_listed(raw: Any, run_id: str, index: int, what: str, tag: str) -> Result:
+    """A result kept in a list (late attempts, an archive's lines) where its own job id names it,
+    or its corrupt_record marker (named ?TAG#INDEX when no job id can be read)."""
     data, problem = _load(raw)
     job_id = data.get("job_id") if isinstance(data, dict) and isinstance(data.get("job_id"), str) else None
     problem = problem or result_problem(data, run_id)
     if problem:
-        return corrupt_result(run_id, (job_id or f"?late#{index}")[:300], problem, what="late attempt")
+        return corrupt_result(run_id, (job_id or f"?{tag}#{index}")[:300], problem, what=what)
     return _filled(data)
 
 

@@ -9,6 +9,7 @@ shows what the run's final state would be without writing anything of the run.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -26,6 +27,7 @@ from fleet.store import ResultStore
 from orchestrator import summaries
 
 RESTORE_CHECK_S = 10.0
+logger = logging.getLogger("orchestrator.runs")
 
 
 def unserved_result(job: Job, served_queues: set[str]) -> Result | None:
@@ -77,7 +79,7 @@ def finalize_if_due(store: ResultStore, run_id: str) -> bool:
     """Past the deadline, every job without a result is written as LOST or SKIPPED and the
     run is marked finished. Returns whether the run is finished."""
     if store.is_finished(run_id):
-        summaries.catch_up(store)
+        _fold(store)
         return True
     meta = store.meta(run_id)
     if time.time() < meta["deadline"]:
@@ -87,8 +89,19 @@ def finalize_if_due(store: ResultStore, run_id: str) -> bool:
         store.put_result(result, only_if_absent=True)
     store.mark_finished(run_id)
     drop_expired(store)
-    summaries.catch_up(store)
+    _fold(store)
     return True
+
+
+def _fold(store: ResultStore) -> None:
+    """Fold finished runs into the summaries: derived data, which never fails finalisation (a
+    failure is logged and the summaries are left for `orchestrator history --rebuild-summaries`)."""
+    try:
+        summaries.catch_up(store)
+    except RedisUnreachable:
+        raise
+    except Exception as exc:
+        logger.warning("the per-job summaries were not updated (%r): %s", exc, summaries.REBUILD)
 
 
 def abandon(store: ResultStore, run_id: str, why: str) -> int:

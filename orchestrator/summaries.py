@@ -11,21 +11,26 @@ may still change). A report uses the summaries only when they hold every run of 
 (orchestrator.baselines); otherwise (a report of an old run, an earlier run still open, Redis
 without summaries yet) it reads the earlier runs as before (baselines.collect), which gives the
 same history. Folding is derived data: any process may do it (one at a time, a lock), and
-`rebuild` derives everything again from the runs Redis still keeps.
+`rebuild` derives everything again from the runs Redis still keeps. A corrupt record is treated as
+absent (the report reads the earlier runs) and a corrupt meta leaves the summaries unused and
+unfolded until a rebuild (fleet.records' rule: corrupt data is never guessed at).
 
 A record: {"k": [strings], "s": [[seq, status, error kind, device index, weights index,
 metric...], ...]}, newest first; indexes point into "k"; the weights index and metrics are present
-for passing outcomes with a weights key only (trends compare nothing else). The meta:
+for passing outcomes with a weights key only (trends compare nothing else); "since": the fold a
+record was started again at (it was corrupt), while the summaries keep older folds. The meta:
 {"seq": the last fold's number, "runs": [[seq, run id, started at], ...] the last KEEP folds}.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import Counter
 from typing import Any, cast
 
-from fleet.errors import RedisOutOfMemory, StoreCorrupt
-from fleet.protocol import PASSED, Result
+from fleet.errors import RedisOutOfMemory, RedisUnreachable, StoreCorrupt
+from fleet.protocol import PASSED, STATUSES, Result
 from fleet.store import ResultStore
 from orchestrator.baselines import WINDOW_RUNS, JobHistory, Sample
 from orchestrator.trends import TREND_METRICS, weights_key
@@ -33,9 +38,19 @@ from orchestrator.trends import TREND_METRICS, weights_key
 KEEP = WINDOW_RUNS + 1  # the report of the newest folded run still has its whole window
 # seq, status, error kind, device, weights key, trend metrics
 Row = tuple[int, str, str | None, str, str | None, list[Any]]
+REBUILD = "`orchestrator history --rebuild-summaries` derives them again"
+logger = logging.getLogger("orchestrator.summaries")
 
 
-def _encode(samples: list[Row]) -> dict[str, Any]:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _encode(samples: list[Row], since: int | None = None) -> dict[str, Any]:
     strings: dict[str, int] = {}
 
     def index(text: str) -> int:
@@ -47,20 +62,72 @@ def _encode(samples: list[Row]) -> dict[str, Any]:
         if key is not None:
             row += [index(key), *metrics]
         out.append(row)
-    return {"k": list(strings), "s": out}
+    record: dict[str, Any] = {"k": list(strings), "s": out}
+    if since is not None:  # it holds no outcome of the folds before this one (it was corrupt then)
+        record["since"] = since
+    return record
 
 
-def _decode(record: dict[str, Any] | None) -> list[Row]:
+def _started_again(since: Any, seq: int) -> bool:
+    """Whether a record marked since that fold still lacks outcomes the summaries keep."""
+    return _is_int(since) and bool(since > seq - KEEP)
+
+
+_STATUSES = frozenset(STATUSES)
+_NUMBERS = frozenset((int, float))
+
+
+def _decode(record: dict[str, Any] | None) -> list[Row] | None:
+    """A record's outcomes, newest first; [] without a record, None when it is corrupt (fleet.records'
+    rule: never guessed at). Exact type checks in one loop: JSON gives nothing else, and a report
+    decodes 10,000 records."""
     if not record:
         return []
-    try:
-        k = record["k"]
-        return [
-            (int(row[0]), str(row[1]), row[2], str(k[row[3]]), str(k[row[4]]) if len(row) > 4 else None, row[5:])
-            for row in record["s"]
-        ]
-    except (KeyError, IndexError, TypeError, ValueError):
-        return []  # a record that cannot be read is started again
+    k, rows = record.get("k"), record.get("s")
+    if type(k) is not list or type(rows) is not list or not all(type(text) is str for text in k):
+        return None
+    n = len(k)
+    out: list[Row] = []
+    for row in rows:
+        if type(row) is not list or len(row) < 4 or len(row) == 5:
+            return None
+        seq, status, kind, device = row[0], row[1], row[2], row[3]
+        if type(seq) is not int or status not in _STATUSES or (kind is not None and type(kind) is not str):
+            return None
+        if type(device) is not int or not 0 <= device < n:
+            return None
+        if len(row) == 4:
+            out.append((seq, status, kind, k[device], None, []))
+            continue
+        key, metrics = row[4], row[5:]
+        if type(key) is not int or not 0 <= key < n:
+            return None
+        for m in metrics:
+            if m is not None and (type(m) not in _NUMBERS or m - m != 0):  # m - m: nan for inf and nan
+                return None
+        out.append((seq, status, kind, k[device], k[key], metrics))
+    return out
+
+
+def _meta(store: ResultStore) -> dict[str, Any] | None:
+    """The summaries' meta ({} before the first fold), or None when it is corrupt: then the
+    summaries are not used (reports read the earlier runs) nor folded into, until a rebuild."""
+    meta = store.summaries.meta()
+    if not meta:
+        return {}
+    seq, runs = meta.get("seq"), meta.get("runs")
+    ok = (
+        _is_int(seq)
+        and isinstance(runs, list)
+        and all(
+            isinstance(r, list) and len(r) == 3 and _is_int(r[0]) and isinstance(r[1], str) and _is_number(r[2])
+            for r in runs
+        )
+    )
+    if not ok:
+        logger.warning("the per-job summaries' meta is corrupt: summaries not used; %s", REBUILD)
+        return None
+    return meta
 
 
 def outcome(seq: int, result: Result) -> Row:
@@ -76,15 +143,20 @@ def outcome(seq: int, result: Result) -> Row:
 
 def fold(store: ResultStore, run_id: str, started_at: float) -> None:
     """Add one finished run to the summaries (the caller holds the lock)."""
-    meta = store.summaries.meta()
+    meta = _meta(store)
+    if meta is None:
+        raise StoreCorrupt(f"the per-job summaries' meta is corrupt: {REBUILD}")
     seq = int(meta.get("seq", 0)) + 1
     results = store.results(run_id)
     current = store.summaries.records([r["job_id"] for r in results])
     changed = {}
     for r in results:
         # an outcome numbered seq or later is from a fold that stopped before its meta was written
-        kept = [s for s in _decode(current.get(r["job_id"])) if seq - KEEP < s[0] < seq]
-        changed[r["job_id"]] = _encode([outcome(seq, r), *kept])
+        # a corrupt record is started again, marked as holding nothing older than this fold
+        rows = _decode(current.get(r["job_id"]))
+        kept = [s for s in rows or [] if seq - KEEP < s[0] < seq]
+        since = current.get(r["job_id"], {}).get("since") if rows is not None else seq
+        changed[r["job_id"]] = _encode([outcome(seq, r), *kept], since if _started_again(since, seq) else None)
     runs = [row for row in meta.get("runs", []) if row[0] > seq - KEEP] + [[seq, run_id, started_at]]
     counts = {
         "done": len(results),
@@ -96,13 +168,17 @@ def fold(store: ResultStore, run_id: str, started_at: float) -> None:
 
 def catch_up(store: ResultStore) -> int:
     """Fold every finished run not folded yet, oldest first, up to the first unfinished one.
-    Returns how many were folded (0 when another process is folding). A Redis out of memory or
-    a summary key of another type stops the folding, never the caller: reports then read the
-    earlier runs themselves."""
+    Returns how many were folded (0 when another process is folding). Folding never stops the
+    caller: a Redis out of memory or a summary key of another type stops it quietly, corrupt
+    summaries (or any other failure) with a warning; reports then read the earlier runs themselves,
+    and the summaries wait for a rebuild."""
     with store.summaries.lock() as held:
         if not held:
             return 0
-        folded_runs = store.summaries.meta().get("runs", [])
+        meta = _meta(store)
+        if meta is None:
+            return 0
+        folded_runs = meta.get("runs", [])
         order = store.runs_oldest_first()
         position = {rid: i for i, (rid, _) in enumerate(order)}
         done = [position[row[1]] for row in folded_runs if row[1] in position]
@@ -121,6 +197,11 @@ def catch_up(store: ResultStore) -> int:
                 fold(store, rid, ts)
             except (RedisOutOfMemory, StoreCorrupt):  # derived data: reports read the runs instead
                 break
+            except RedisUnreachable:
+                raise
+            except Exception as exc:  # derived data never fails the caller
+                logger.warning("folding run %s into the summaries failed (%r): %s", rid, exc, REBUILD)
+                break
             folded += 1
         return folded
 
@@ -136,7 +217,10 @@ def histories(
 ) -> dict[str, JobHistory] | None:
     """Each job's history as baselines.collect gives it, from the summaries; None when they do
     not hold every run of the window."""
-    table = {row[1]: int(row[0]) for row in store.summaries.meta().get("runs", [])}
+    meta = _meta(store)
+    if meta is None:
+        return None
+    table = {row[1]: row[0] for row in meta.get("runs", [])}
     earlier = store.runs_before(run_id, window)
     if any(rid not in table for rid, _ in earlier):
         return None
@@ -145,8 +229,12 @@ def histories(
     out = {}
     for r in results:
         jid = r["job_id"]
+        rows = _decode(found.get(jid))
+        since = found.get(jid, {}).get("since")
+        if rows is None or (wanted and _is_int(since) and since > min(wanted)):
+            return None  # a corrupt record (or one started again since): the earlier runs are read
         h = JobHistory([Sample(run_id, started_at, r)])
-        h.samples += [Kept(jid, *wanted[row[0]], row) for row in _decode(found.get(jid)) if row[0] in wanted]
+        h.samples += [Kept(jid, *wanted[row[0]], row) for row in rows if row[0] in wanted]
         out[jid] = h
     return out
 

@@ -7,10 +7,13 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
+import redis
+
 from bench.history_scale import fill, history
 from fleet import archive
-from fleet.errors import ExitCode
-from fleet.store import ResultStore
+from fleet.errors import ExitCode, StoreCorrupt
+from fleet.store import ResultStore, keys
 from tests.helpers import orchestrator
 
 
@@ -52,7 +55,7 @@ def test_pruned_runs_are_archived_whole_and_read_back(redis_url: str, tmp_path: 
     assert bogus.returncode == ExitCode.BAD_INPUT and "not a status" in bogus.stderr
     (folder / "broken.jsonl.gz").write_bytes(gzip.compress(b"{not json\n"))
     broken = orchestrator("history", "broken", env=env)
-    assert broken.returncode == ExitCode.STORE_CORRUPT and "line 1 is not JSON" in broken.stderr
+    assert broken.returncode == ExitCode.STORE_CORRUPT and "first line is not a JSON object" in broken.stderr
     rebuilt = orchestrator("history", "--rebuild-summaries", env=env)
     assert rebuilt.returncode == 0 and "from 3 run(s)" in rebuilt.stdout
 
@@ -67,3 +70,68 @@ def test_a_run_whose_archive_cannot_be_written_stays_in_redis(redis_url: str, tm
     meta, jobs, _ = list(history(4, 10))[3]
     store.create_run(meta, jobs)  # the next prune archives both
     assert len(store.run_ids(10)) == 2 and len(list(folder.iterdir())) == 2
+
+
+def test_a_run_id_that_would_leave_the_archive_is_not_archived(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rule results() reads by (a bare file name: no "/", no leading dot) also bounds writing:
+    such a run stays in Redis, with a warning, and nothing is written outside the folder."""
+    folder = tmp_path / "a" / "b" / "archive"
+    r = redis.Redis.from_url(redis_url)
+    hostile = "../../outside"
+    r.zadd(keys.RUNS, {hostile: 1})
+    r.set(keys.run(hostile, "meta"), "{corrupt")
+    store = ResultStore(redis_url, keep_runs=2, archive_dir=folder)
+    fill(store, 4, 5)
+    assert not (tmp_path / "a" / "outside.jsonl.gz").exists()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.parent != folder]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{m['run_id']}.jsonl.gz" for m, _, _ in list(history(4, 5))[:2]
+    ]
+    assert r.zscore(keys.RUNS, hostile) == 1  # left in Redis
+    assert "cannot be archived" in caplog.text and "stays in Redis" in caplog.text
+    for bad in (hostile, ".hidden", "a/b", "a\\b", ""):
+        with pytest.raises(StoreCorrupt):
+            archive.path_of(folder, bad)
+    r.close()
+
+
+def test_history_skips_files_that_are_no_archive_and_shows_corrupt_lines(tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    meta, _, results = next(history(1, 4))
+    archive.write_run(folder, meta, results, len(results))
+    odd = {**meta, "run_id": "odd", "started_at": meta["started_at"] - 10}
+    good_line = {**results[0], "run_id": "odd"}
+    lines = [
+        {"archive": 1, "meta": odd, "total": 4, "counts": {"REAL": 1, "FAILED": 3}},
+        good_line,
+        {**good_line, "job_id": "b@cpu", "status": "FAILED", "error": "not-a-dict"},
+        [1, 2],
+    ]
+    body = b"".join(json.dumps(x).encode() + b"\n" for x in lines) + b"{not json\n"
+    (folder / "odd.jsonl.gz").write_bytes(gzip.compress(body))
+    (folder / "notgzip.jsonl.gz").write_bytes(b"hello")
+    yesterday = {"archive": 1, "meta": {"run_id": "yesterday", "started_at": "yesterday"}, "total": 0, "counts": {}}
+    (folder / "yesterday.jsonl.gz").write_bytes(gzip.compress(json.dumps(yesterday).encode()))
+    (folder / "cut.jsonl.gz").write_bytes((folder / f"{meta['run_id']}.jsonl.gz").read_bytes()[:-12])
+
+    env = {"FLEET_ARCHIVE_DIR": str(folder), "FLEET_REDIS_URL": "redis://127.0.0.1:1/0"}  # never read
+    listed = orchestrator("history", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [ln.split()[0] for ln in listed.stdout.splitlines()] == [meta["run_id"], "odd"]
+    warnings = listed.stderr.splitlines()
+    assert len(warnings) == 3 and all(w.startswith("orchestrator: warning: archive ") for w in warnings)
+    assert any("notgzip" in w for w in warnings) and any("'yesterday' is not a time" in w for w in warnings)
+    assert "Traceback" not in listed.stderr
+
+    shown = orchestrator("history", "odd", env=env)
+    assert shown.returncode == 0, shown.stderr
+    rows = shown.stdout.splitlines()
+    assert len(rows) == 4 and rows[0].startswith(f"{good_line['job_id']}  {good_line['status']}")
+    assert rows[1].startswith("b@cpu  FAILED") and "corrupt_record" in rows[1] and "error" in rows[1]
+    assert all("corrupt_record" in row for row in rows[2:]) and rows[3].startswith("?line#5")
+    for unreadable in ("yesterday", "cut", "notgzip"):
+        out = orchestrator("history", unreadable, env=env)
+        assert out.returncode == ExitCode.STORE_CORRUPT and not out.stdout, (unreadable, out.stderr)
+        assert out.stderr.startswith("orchestrator: error: archive ") and "Traceback" not in out.stderr

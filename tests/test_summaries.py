@@ -13,6 +13,8 @@ import redis
 from bench.history_scale import fill, history
 from fleet.store import ResultStore, keys
 from orchestrator import report, summaries
+from orchestrator import runs as runs_mod
+from tests.helpers import orchestrator
 
 RUNS, JOBS = 36, 60  # more runs than the window (30) and than the summaries keep (31)
 
@@ -163,4 +165,93 @@ def test_a_fold_that_stopped_before_its_meta_is_folded_again(redis_url: str) -> 
         seqs = [row[0] for row in json.loads(record)["s"]]
         assert len(seqs) == len(set(seqs))
     _same(store, newest)
+    r.close()
+
+
+BAD_RECORDS = {
+    "a status that is none": '{"k":["cpu"],"s":[[1,"BOGUS",null,0]]}',
+    "a seq beyond a float": '{"k":["cpu"],"s":[[1e400,"REAL",null,0]]}',
+    "a seq that is text": '{"k":["cpu"],"s":[["1","REAL",null,0]]}',
+    "metrics that are text": '{"k":["cpu","w"],"s":[[1,"REAL",null,0,1,"fast","x","y","z"]]}',
+    "an error kind that is a list": '{"k":["cpu"],"s":[[1,"FAILED",["x"],0]]}',
+    "a device index out of range": '{"k":["cpu"],"s":[[1,"REAL",null,9]]}',
+    "not an object": "[1, 2]",
+}
+
+
+def test_a_corrupt_summary_record_is_read_the_full_way(redis_url: str) -> None:
+    """fleet.records' rule: a corrupt record is never guessed at; the report reads the earlier
+    runs instead and says what the full read says, in every format."""
+    store = ResultStore(redis_url)
+    runs = list(history(8, 20))
+    for meta, jobs, results in runs[:6]:
+        store.create_run(meta, jobs)
+        store.write_results(meta["run_id"], results)
+        store.mark_finished(meta["run_id"])
+    summaries.catch_up(store)
+    latest = runs[5][0]["run_id"]
+    job = store.results(latest)[0]["job_id"]
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    good = r.hget(keys.SUMMARIES, job)
+    for label, bad in BAD_RECORDS.items():
+        r.hset(keys.SUMMARIES, job, bad)
+        assert summaries.histories(store, latest, runs[5][0]["started_at"], store.results(latest)) is None, label
+        _same(store, latest)
+    r.hset(keys.SUMMARIES, job, good or "")
+    assert summaries.histories(store, latest, runs[5][0]["started_at"], store.results(latest)) is not None
+    # a corrupt record is started again by the next fold: it holds nothing older, so the report
+    # of every run whose window reaches before that fold reads the runs
+    r.hset(keys.SUMMARIES, job, BAD_RECORDS["a status that is none"])
+    for meta, jobs, results in runs[6:]:
+        store.create_run(meta, jobs)
+        store.write_results(meta["run_id"], results)
+        store.mark_finished(meta["run_id"])
+    assert summaries.catch_up(store) == 2
+    newest = runs[7][0]["run_id"]
+    assert "since" in json.loads(r.hget(keys.SUMMARIES, job) or "{}")
+    assert summaries.histories(store, newest, runs[7][0]["started_at"], store.results(newest)) is None
+    _same(store, newest)
+    r.close()
+
+
+BAD_METAS = [
+    '{"seq":2,"runs":[5]}',
+    '{"seq":2,"runs":"s-1"}',
+    '{"seq":"x","runs":[]}',
+    '{"seq":1e400,"runs":[]}',
+    "[1,2]",
+]
+
+
+def test_corrupt_summaries_meta_is_not_used_and_never_fails_finalisation(redis_url: str, caplog: Any) -> None:
+    store = ResultStore(redis_url)
+    runs = list(history(5, 15))
+    for meta, jobs, results in runs[:4]:
+        store.create_run(meta, jobs)
+        store.write_results(meta["run_id"], results)
+        store.mark_finished(meta["run_id"])
+    summaries.catch_up(store)
+    latest = runs[3][0]["run_id"]
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    meta, jobs, results = runs[4]
+    meta = {**meta, "deadline": meta["started_at"] + 1}  # long past: the run is finalised now
+    store.create_run(meta, jobs)
+    store.write_results(meta["run_id"], results[:-1])
+    for bad in BAD_METAS:
+        r.set(keys.SUMMARIES_META, bad)
+        caplog.clear()
+        assert summaries.catch_up(store) == 0
+        assert "summaries' meta is corrupt" in caplog.text
+        assert summaries.histories(store, latest, runs[3][0]["started_at"], store.results(latest)) is None
+        _same(store, latest)
+        # finalising a run (and every later call on a finished one) is not stopped by it
+        assert runs_mod.finalize_if_due(store, meta["run_id"]) is True
+        assert store.is_finished(meta["run_id"])
+        assert runs_mod.finalize_if_due(store, meta["run_id"]) is True
+        listed = orchestrator("runs", env={"FLEET_REDIS_URL": redis_url})
+        assert listed.returncode == 0, listed.stderr
+        assert meta["run_id"] in listed.stdout
+        assert r.get(keys.SUMMARIES_META) == bad  # left for a rebuild
+    assert summaries.rebuild(store) == 5
+    _same(store, meta["run_id"])
     r.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import time
 import uuid
 from collections import Counter
@@ -40,6 +41,8 @@ from fleet.store.ledger import Ledger
 from fleet.store.registry import Registry
 from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
+
+logger = logging.getLogger("fleet.store")
 
 T = TypeVar("T")
 JOBS_KEY, RESULTS_KEY = "(jobs)", "(results)"  # the row that stands for a run's whole corrupt hash
@@ -121,6 +124,9 @@ class ResultStore:
                     archive.write_run(self.archive_dir, meta, self.results(run_id), self.job_count(run_id))
                 except OSError:
                     continue  # kept in Redis: tried again at the next prune
+                except StoreCorrupt as exc:  # e.g. a run id that is no file name: kept in Redis, said
+                    logger.warning("%s; the run stays in Redis (ZREM %s and DEL its keys to drop it)", exc, keys.RUNS)
+                    continue
             if over:
                 self.delete_run(run_id)
 

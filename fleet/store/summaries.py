@@ -24,26 +24,29 @@ class Summaries:
 
     def meta(self) -> dict[str, Any]:
         """{"seq": last fold number, "runs": [[seq, run_id, started_at], ...] oldest first}; empty
-        when nothing was folded yet (or the record cannot be read: then everything is re-derived)."""
+        when nothing was folded yet; a marker (CORRUPT_KEY set) when it cannot be read (the
+        summaries are then not used until they are rebuilt: orchestrator.summaries)."""
         try:
             raw = self._r.get(keys.SUMMARIES_META)
         except StoreCorrupt:
+            return {records.CORRUPT_KEY: "the summaries' meta key holds another type"}
+        if not raw:
             return {}
-        return (records.decode_object(raw) or {}) if raw else {}
+        return records.decode_object(raw) or {records.CORRUPT_KEY: "the summaries' meta is not a JSON object"}
 
     def records(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """The records of these jobs that exist and can be read (one round trip)."""
+        """The records of these jobs that exist (one round trip); one that is not a JSON object
+        is a marker (CORRUPT_KEY set), never taken for a job without a record."""
         if not job_ids:
             return {}
         try:
             values = self._r.hmget(keys.SUMMARIES, job_ids)
         except StoreCorrupt:
-            return {}
+            return {jid: {records.CORRUPT_KEY: "the summaries key holds another type"} for jid in job_ids}
         out = {}
         for jid, raw in zip(job_ids, values, strict=True):
-            rec = records.decode_object(raw) if raw else None
-            if rec is not None:
-                out[jid] = rec
+            if raw:
+                out[jid] = records.decode_object(raw) or {records.CORRUPT_KEY: f"summary of {jid} is not a JSON object"}
         return out
 
     def write(self, changed: Mapping[str, dict[str, Any]], meta: dict[str, Any], counts: tuple[str, Any]) -> None:

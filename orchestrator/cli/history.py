@@ -13,7 +13,7 @@ from fleet.protocol import STATUSES
 from fleet.settings import Settings
 from orchestrator import summaries
 from orchestrator.baselines import iso
-from orchestrator.cli.console import connect, line
+from orchestrator.cli.console import connect, line, warn
 from orchestrator.cli.options import Subcommands, connection
 
 
@@ -52,24 +52,26 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     folder: Path = args.dir or settings.archive_dir or settings.home / "reports" / "archive"
     if args.run_id is None:
         return _list(folder, args)
-    for r in archive.results(folder, args.run_id):
-        if args.family and r.get("family") not in args.family:
+    # read whole before anything is shown: a file cut short is one error (exit 7), not half a listing;
+    # a line that is not a sound result is its corrupt_record row (fleet.records)
+    for r in list(archive.results(folder, args.run_id)):
+        if args.family and r["family"] not in args.family:
             continue
-        if args.device and r.get("device") not in args.device:
+        if args.device and r["device"] not in args.device:
             continue
-        if args.status and r.get("status") not in args.status:
+        if args.status and r["status"] not in args.status:
             continue
         if args.json:
             print(json.dumps(r))
         else:
-            error = r.get("error") or {}
-            why = f" ({error.get('kind')}: {error.get('message')})" if error else ""
-            line(f"{r.get('job_id')}  {r.get('status')}  {r.get('model_used') or '—'}{why}")
+            error = r["error"]
+            why = f" ({error['kind']}: {error['message']})" if error else ""
+            line(f"{r['job_id']}  {r['status']}  {r['model_used'] or '—'}{why}")
     return ExitCode.OK
 
 
 def _list(folder: Path, args: argparse.Namespace) -> int:
-    headers = archive.runs(folder)
+    headers = archive.runs(folder, on_bad=warn)  # a file that is no run's archive: one warning, skipped
     if not headers and not args.json:
         line(f"no archived runs in {folder}")
     for h in headers:
