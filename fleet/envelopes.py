@@ -19,8 +19,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 from typing import Any
+
+from fleet.numbers import finite
 
 MAX_TAG = 255  # kombu's delivery tags are UUIDs (36 characters)
 BODY_ENCODINGS = ("base64",)  # kombu's only codec; "utf-8" (any case) or none: the body as it is
@@ -61,9 +62,7 @@ def payload_problem(payload: Any) -> str | None:
         if not isinstance(info.get(key), str):
             return f"properties.delivery_info.{key} must be a string"
     priority = props.get("priority")
-    if priority is not None and (
-        isinstance(priority, bool) or not isinstance(priority, (int, float)) or not math.isfinite(priority)
-    ):
+    if priority is not None and finite(priority) is None:
         return "properties.priority must be a finite number or null"
     headers = payload.get("headers")
     if not isinstance(headers, dict):

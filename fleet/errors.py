@@ -76,6 +76,13 @@ class BadInput(FleetError):
     exit_code = ExitCode.BAD_INPUT
 
 
+class UnknownJob(BadInput):
+    """A result or a job message names a run and a job id that is not one of that run's jobs."""
+
+    def __init__(self, run_id: str, job_id: str) -> None:
+        super().__init__(f"job {job_id[:300]!r} is not a job of run {run_id[:300]!r}")
+
+
 class CatalogError(BadInput):
     """A catalog file that cannot be used; the message names the file and the entry."""
 

@@ -7,7 +7,6 @@ texts are bounded. The Celery message around the job is checked before it (fleet
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from fleet import lock
@@ -22,6 +21,7 @@ from fleet.catalog import (
     candidate_problem,
 )
 from fleet.errors import LockError
+from fleet.numbers import finite, sent_at_problem, shown
 from fleet.timing import MAX_TIME_LIMIT_S
 from fleet.variants import VariantError, check_list
 
@@ -34,10 +34,11 @@ MAX_LOCK = 256  # model lock entries carried by one job (fleet.lock.for_job: its
 
 
 def _number_problem(value: Any, name: str, maximum: float) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return f"{name} must be a finite number, got {value!r}"
-    if not 0 < value <= maximum:
-        return f"{name} must be in (0, {maximum:g}], got {value!r}"
+    number = finite(value)
+    if number is None:
+        return f"{name} must be a finite number, got {shown(value)}"
+    if not 0 < number <= maximum:
+        return f"{name} must be in (0, {maximum:g}], got {shown(value)}"
     return None
 
 
@@ -55,10 +56,11 @@ def job_problem(job: Any) -> str | None:
     for key in ("reruns", "rerun"):
         value = job.get(key) or 0
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
-            return f"{key} must be a whole number from 0 to {MAX_RERUNS}, got {value!r}"
-    sent = job.get("sent_at")
-    if sent is not None and (isinstance(sent, bool) or not isinstance(sent, (int, float)) or not math.isfinite(sent)):
-        return f"sent_at must be a finite number, got {sent!r}"
+            return f"{key} must be a whole number from 0 to {MAX_RERUNS}, got {shown(value)}"
+    if job.get("sent_at") is not None:
+        problem = sent_at_problem(job["sent_at"])
+        if problem:
+            return problem
     if "task" in job and (not isinstance(job["task"], str) or not 0 < len(job["task"]) <= 64):
         return "task must be a string of 1-64 characters"
     pins = job.get("pins")

@@ -17,10 +17,11 @@ The job inside is checked by the task itself (fleet.jobs), where a refusal can b
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+from fleet.numbers import finite
 
 MAX_BODY_BYTES = 1 << 20  # a job with 32 candidates and its pins is well under 100 KB
 MAX_HEADERS_BYTES = 64 << 10
@@ -95,9 +96,10 @@ def _timelimit_problem(value: Any) -> str | None:
     for limit in value:
         if limit is None:
             continue
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit):
+        number = finite(limit)
+        if number is None:
             return "headers.timelimit holds a value that is not a finite number"
-        if not 0 < limit <= MAX_TIME_LIMIT:
+        if not 0 < number <= MAX_TIME_LIMIT:
             return f"headers.timelimit values must be in (0, {MAX_TIME_LIMIT:g}]"
     return None
 

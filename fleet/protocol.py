@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
 
 from fleet.errors import ErrorKind
+from fleet.numbers import finite, sent_at_problem
 
 
 class Status(StrEnum):
@@ -174,9 +175,9 @@ def base_result(job: Job) -> Result:
         "started_at": None,
         "finished_at": None,
     }
-    sent = job.get("sent_at")
-    if isinstance(sent, (int, float)) and not isinstance(sent, bool):
-        result["sent_at"] = float(sent)
+    sent = finite(job.get("sent_at"))
+    if sent is not None and sent_at_problem(sent) is None:  # a refused job's may be anything: kept when sound
+        result["sent_at"] = sent
     return result
 
 

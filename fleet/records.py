@@ -19,10 +19,10 @@ import re
 from typing import Any
 
 from fleet.errors import ErrorKind, StoreCorrupt
+from fleet.numbers import MAX_TIME
 from fleet.protocol import STATUSES, Job, Result, Status, base_result, error_info, now
 
 CORRUPT_KEY = "corrupt"  # set on a marker (meta, job spec): what is wrong with the stored value
-MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last second datetime can show
 _TIMES = ("started_at", "finished_at", "deadline")  # fields that are times, in results and meta
 # A byte that is not UTF-8, as fleet.store.connection decodes it (backslashreplace): never valid JSON.
 _NOT_UTF8 = re.compile(r"\\x[89a-f][0-9a-f]")

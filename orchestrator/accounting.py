@@ -26,6 +26,7 @@ from typing import Any
 
 from fleet.devices import Device
 from fleet.errors import BadInput, ErrorKind
+from fleet.numbers import finite
 from fleet.protocol import Result, Status
 from fleet.store import ResultStore
 from orchestrator import runs
@@ -87,8 +88,7 @@ def histogram(values: list[float]) -> list[list[float]]:
 
 
 def _number(value: Any) -> float | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
+    return finite(value)
 
 
 def executions(results: list[Result], late: list[Result]) -> list[dict[str, Any]]:
@@ -118,9 +118,11 @@ def account(
     workers_now: list[dict[str, Any]] | None = None,
     prices: dict[str, float] | None = None,
     now: float | None = None,
+    job_ids: set[str] | None = None,
 ) -> dict[str, Any]:
     """The run's accounting (see the module's docstring). results: the run's results as the
-    report shows them (a run past its deadline with its LOST and SKIPPED); total: jobs asked for."""
+    report shows them (a run past its deadline with its LOST and SKIPPED); total: jobs asked for;
+    job_ids: the run's jobs, when known: a result for any other job (stray) counts for none."""
     now = time.time() if now is None else now
     attempts, holders, ledger, prices = attempts or {}, holders or {}, ledger or {}, prices or {}
     start = float(meta["started_at"])
@@ -223,16 +225,24 @@ def account(
         }
         if prices
         else None,
-        "completeness": completeness(results, total, over, attempts, holders),
+        "completeness": completeness(results, total, over, attempts, holders, job_ids),
         "black_holes": black_holes(workers),
     }
 
 
 def completeness(
-    results: list[Result], total: int, over: bool, attempts: dict[str, int], holders: dict[str, str]
+    results: list[Result],
+    total: int,
+    over: bool,
+    attempts: dict[str, int],
+    holders: dict[str, str],
+    job_ids: set[str] | None = None,
 ) -> dict[str, Any]:
-    """How many of the jobs asked for have a final result; which are missing, and why."""
+    """How many of the jobs asked for have a final result; which are missing, and why.
+    job_ids: the run's jobs, when known; a result for another job id is stray, counted for none."""
     missing: list[dict[str, Any]] = []
+    stray = sorted(r["job_id"] for r in results if job_ids is not None and r["job_id"] not in job_ids)
+    results = [r for r in results if job_ids is None or r["job_id"] in job_ids]
     have = 0
     for r in results:
         error: dict[str, Any] = dict(r.get("error") or {})
@@ -265,6 +275,7 @@ def completeness(
         "missing": missing,
         "pending": pending,
         "reasons": dict(sorted(counts.items())),
+        "stray": stray,
         "over": over,
         "complete": have == total,
     }
@@ -322,4 +333,5 @@ def collect(
         ledger=store.ledger.run_counts(run_id),
         workers_now=store.registry.live_workers(),
         prices=prices,
+        job_ids=store.job_ids(run_id),
     )

@@ -9,9 +9,10 @@ worker that holds fewer jobs than its slots and has not polled for STUCK_AFTER_S
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
+
+from fleet.numbers import finite
 
 STUCK_AFTER_S = 30.0  # the consumer polls about every second when idle
 
@@ -25,9 +26,8 @@ def stuck_since(worker: dict[str, Any], now: float | None = None, after_s: float
         return None  # an older worker: nothing to judge by
     if isinstance(holding, int) and isinstance(slots, int) and holding >= slots > 0:
         return None  # every slot busy: no poll is expected
-    if not isinstance(polled, (int, float)) or not math.isfinite(polled):
-        started = worker.get("started_at")  # never polled: stuck since it started, if long enough ago
-        if isinstance(started, (int, float)) and now - started > after_s:
-            return float(started)
-        return None
-    return float(polled) if now - polled > after_s else None
+    polled_at = finite(polled)
+    if polled_at is None:
+        started = finite(worker.get("started_at"))  # never polled: stuck since it started, if long enough ago
+        return started if started is not None and now - started > after_s else None
+    return polled_at if now - polled_at > after_s else None

@@ -96,6 +96,7 @@ def test_accounting_of_a_run_on_two_workers_matches_the_jobs_own_timestamps(
         "missing": [],
         "pending": 0,
         "reasons": {},
+        "stray": [],
         "over": True,
         "complete": True,
     }

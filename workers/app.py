@@ -32,7 +32,7 @@ import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.devices import QUEUES
-from fleet.errors import ErrorKind, FleetError
+from fleet.errors import ErrorKind, FleetError, UnknownJob
 from fleet.jobs import job_problem
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
@@ -117,15 +117,20 @@ def run_check(self: Task, job: Job) -> str:
         logger.error("refused a job message: %s", problem)
         if isinstance(job, dict) and all(isinstance(job.get(k), str) for k in ("run_id", "job_id", "family", "device")):
             refused = terminal_result(job, Status.FAILED, ErrorKind.BAD_JOB, f"refused: {problem}")
-            s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+            try:  # a result only for a job the run has (the store refuses any other)
+                s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+            except UnknownJob as exc:
+                _dead_letter(self, s, job, f"bad job: {problem}; {exc.message}")
         else:  # no result can name it: the dead-letter list keeps it
-            record = {"task": self.name, "id": self.request.id, "body": json.dumps(job, default=str)[:2048]}
-            s.retrying(
-                lambda: s.transport.dead_letter(f"bad job: {problem}", {**record, "worker": worker_name(settings())})
-            )
+            _dead_letter(self, s, job, f"bad job: {problem}")
         return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
-    done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id, reruns.counter(job)))
+    try:
+        done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id, reruns.counter(job)))
+    except UnknownJob as exc:  # a made-up job of a real run: its result would count towards the run's end
+        logger.error("refused a job message: %s", exc.message)
+        _dead_letter(self, s, job, f"bad job: {exc.message}")
+        return "refused"
     if done:
         return "already done"  # a repeated delivery of a finished job: nothing to count twice
     if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
@@ -163,6 +168,12 @@ def run_check(self: Task, job: Job) -> str:
         logger.warning("replacing pool process %s after %s: %s", os.getpid(), job_id, why)
         os._exit(0)
     return str(result["status"])
+
+
+def _dead_letter(task: Task, s: ResultStore, job: Any, reason: str) -> None:
+    """Keep a job message no result can stand for in the dead-letter list, with the reason."""
+    record = {"task": task.name, "id": task.request.id, "body": json.dumps(job, default=str)[:2048]}
+    s.retrying(lambda: s.transport.dead_letter(reason, {**record, "worker": worker_name(settings())}))
 
 
 def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:

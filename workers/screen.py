@@ -9,9 +9,9 @@ and the unacknowledged message comes back to the next worker.
 
 ScreenMessages wraps that callback: each message is checked first (fleet.messages); one with a
 problem is acknowledged into the dead-letter list (fleet.store) with the reason and never
-reaches Celery. Anything the wrapped callback still raises (other than a broker connection
-error, which Celery handles by reconnecting) dead-letters the message the same way instead of
-stopping the consumer.
+reaches Celery; so is one whose check itself raises. Anything the wrapped callback still
+raises (other than a broker connection error, which Celery handles by reconnecting)
+dead-letters the message the same way instead of stopping the consumer.
 
 It also tells whether the consumer is really consuming (consuming()): the heartbeat is not
 written while the consumer is down or restarting again and again, so such a worker is not
@@ -87,7 +87,13 @@ def _screened(c: Any, handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
     from workers.core import worker_name
 
     def on_task_received(message: Any) -> Any:
-        problem = message_problem(message.headers, message.body, message.content_type, message.content_encoding, TASKS)
+        try:  # the check itself must never stop the consumer either
+            problem = message_problem(
+                message.headers, message.body, message.content_type, message.content_encoding, TASKS
+            )
+        except Exception as exc:
+            logger.exception("could not check a message")
+            problem = f"the message could not be checked: {exc!r}"[:2048]
         if problem:
             return _dead_letter(store(), worker_name(settings()), message, problem)
         try:

@@ -1,11 +1,15 @@
 -- Write a result unless the run is finished or the job's result is sealed (a status in ARGV[5..]):
 -- then it is kept as a late attempt for the record. Marks the run finished when it was the last.
 -- One script, so that a late result and the finalisation cannot interleave.
+-- A job id that is not one of the run's jobs is refused (-1): it would be counted towards the run's end.
 -- KEYS: results, jobs, finished, late. ARGV: job_id, value, only_if_absent ('1'/'0'), now, sealed...
 local results, jobs, finished, late = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id, value, only_if_absent, now = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
 if redis.call('EXISTS', jobs) == 0 then
   return 0  -- the run is gone (pruned): write nothing that nobody would clean up
+end
+if redis.call('HEXISTS', jobs, job_id) == 0 then
+  return -1  -- not a job of this run
 end
 if redis.call('EXISTS', finished) == 1 then
   redis.call('RPUSH', late, value)

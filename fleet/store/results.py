@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import redis
 
 from fleet import archive, records
-from fleet.errors import RedisOutOfMemory, RunNotFound, StoreCorrupt
+from fleet.errors import RedisOutOfMemory, RunNotFound, StoreCorrupt, UnknownJob
 from fleet.protocol import SEALED, Job, Result, now
 from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
@@ -174,6 +174,13 @@ class ResultStore:
             return {JOBS_KEY: records.decode_job(exc, run_id, JOBS_KEY)}
         return {k: records.decode_job(v, run_id, k) for k, v in raw.items()}
 
+    def job_ids(self, run_id: str) -> set[str] | None:
+        """The run's job ids (nothing decoded), or None when its jobs key holds another type."""
+        try:
+            return set(self._r.hkeys(keys.run(run_id, "jobs")))
+        except StoreCorrupt:
+            return None
+
     def job_count(self, run_id: str) -> int:
         try:
             return int(self._r.hlen(keys.run(run_id, "jobs")))
@@ -183,29 +190,41 @@ class ResultStore:
     # -- results ----------------------------------------------------------------------
     def begin_attempt(self, run_id: str, job_id: str, counter: str | None = None) -> tuple[bool, int]:
         """One round trip: whether the job already has a result, and its delivery count
-        (this delivery included). counter: the field counted (default job_id; a rerun counts apart)."""
+        (this delivery included). counter: the field counted (default job_id; a rerun counts apart).
+        Raises UnknownJob (nothing counted) for a job id that is not one of the run's jobs."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hexists(keys.run(run_id, "results"), job_id)
         pipe.hincrby(keys.run(run_id, "attempts"), counter or job_id, 1)
         pipe.exists(keys.run(run_id, "jobs"))
-        done, count, known = pipe.execute()
-        if not known:  # the run is gone (withdrawn, pruned): nothing to run, no key left behind
+        pipe.hexists(keys.run(run_id, "jobs"), job_id)
+        done, count, known, ours = pipe.execute(raise_on_error=False)
+        for reply in (done, count, known):
+            if isinstance(reply, Exception):
+                raise reply
+        ours = True if isinstance(ours, Exception) else ours  # jobs of another type: unknown, not refused
+        if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
             self._r.hdel(keys.run(run_id, "attempts"), counter or job_id)
-            return True, int(count)
+            if known:
+                raise UnknownJob(run_id, job_id)
+            return True, int(count)  # nothing to run, no key left behind
         return bool(done), int(count)
 
     def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
         """Write one job's result in one round trip, unless the run is finished or the job
         already holds a result whose status is in `sealed` (those results are appended to the
         run's late attempts instead). only_if_absent: never replace an existing result.
-        Marks the run finished when it was the last. Returns whether it was written."""
+        Marks the run finished when it was the last. Returns whether it was written.
+        Raises UnknownJob (nothing written) for a job id that is not one of the run's jobs."""
         run_id, job_id = result["run_id"], result["job_id"]
         script_keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
         args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
         try:
-            return bool(self._r.evalsha(_PUT_RESULT_SHA, len(script_keys), *script_keys, *args))
+            written = int(self._r.evalsha(_PUT_RESULT_SHA, len(script_keys), *script_keys, *args))
         except redis.exceptions.NoScriptError:  # a Redis that has not seen it yet (or restarted)
-            return bool(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
+            written = int(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
+        if written < 0:
+            raise UnknownJob(run_id, job_id)
+        return bool(written)
 
     def attempts(self, run_id: str) -> dict[str, int]:
         """Deliveries counted per job (per rerun counter) so far."""
