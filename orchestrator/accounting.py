@@ -172,7 +172,11 @@ def account(
         kinds = types.get(name) or {device_type(d) for d in w.get("devices") or []} or {"unknown"}
         there_from = start if name in at_submit else first.get(name, end)
         held = max(0.0, end - max(start, there_from)) * slots
-        counts = ledger.get(name, {})
+        counts, wrote = ledger.get(name, {}), final_by[name]
+        # the results it wrote are the floor of what it took and finished, whatever its counters
+        # say (anyone can HINCRBY them); no counters and no results: unknown
+        received = max(counts.get("received") or 0, wrote) if counts else None
+        finished = max(counts.get("finished") or 0, wrote) if counts or wrote else None
         in_flight = 0 if over else sum(1 for jid, held_by in holders.items() if held_by == name and jid not in answered)
         workers.append(
             {
@@ -182,10 +186,9 @@ def account(
                 "busy_s": round(busy.get(name, 0.0), 3),
                 "idle_s": round(max(0.0, held - busy.get(name, 0.0)), 3),
                 "held_s": round(max(held, busy.get(name, 0.0)), 3),
-                "results": final_by.get(name, 0),
-                "received": max(counts.get("received") or 0, final_by[name]) if counts or final_by[name] else None,
-                # the results it wrote are the floor of what it finished, whatever its counters say
-                "finished": max(counts.get("finished") or 0, final_by[name]) if counts or final_by[name] else None,
+                "results": wrote,
+                "received": received,
+                "finished": finished,
                 "died": counts.get("died"),
                 "in_flight": in_flight,
             }
