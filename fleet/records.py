@@ -385,3 +385,56 @@ def variants_problem(record: Any) -> str | None:
         if problem:
             return problem
     return None
+
+
+MAX_SLOTS = 1024  # a worker's slots (Celery concurrency) as the accounting counts them, at most
+MAX_HOLDING = 1_000_000  # jobs a worker says it holds: more is not a count
+_HEARTBEAT_TIMES = ("started_at", "polled_at", "seen_at")
+_HEARTBEAT_LISTS = ("queues", "devices", "gpus")
+
+
+def _count(value: Any, most: int) -> int | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value
+    return min(value, most) if ok else None
+
+
+def decode_heartbeat(data: Any, name: str | None = None) -> dict[str, Any] | None:
+    """A worker heartbeat (fleet.store.registry, or a run's meta `workers_at_submit`) with its
+    fields typed and in range; a field that is not becomes None (unknown), never a crash of its
+    reader. name: the name its key gives, when the heartbeat has none. None: no name at all."""
+    if not isinstance(data, dict):
+        return None
+    out = dict(data)
+    if not isinstance(out.get("name"), str):
+        if name is None:
+            return None
+        out["name"] = name
+    for key in _HEARTBEAT_TIMES:
+        if key in out and out[key] is not None:
+            out[key] = decode_time(out[key]) if not isinstance(out[key], str) else None
+    for key in _HEARTBEAT_LISTS:
+        if key in out and not (isinstance(out[key], list) and all(isinstance(v, str) for v in out[key])):
+            out[key] = None
+    if "concurrency" in out:
+        slots = _count(out["concurrency"], MAX_SLOTS)  # capped: a forged 10**12 is not 10**12 slots
+        out["concurrency"] = slots if slots else None
+    if "holding" in out:
+        out["holding"] = _count(out["holding"], MAX_HOLDING)
+    for key in ("instance", "host", "torch", "transformers"):
+        if key in out and not isinstance(out[key], (str, type(None))):
+            out[key] = None
+    return out
+
+
+def decode_worker_stats(raw: Any) -> dict[str, float]:
+    """A worker's counters and last times across runs (fleet.store.ledger): the fields that are
+    finite and non-negative numbers (times: before the year 10000), the others left out."""
+    stats: dict[str, float] = {}
+    for k, v in (raw if isinstance(raw, dict) else {}).items():
+        try:
+            value = float(v)
+        except (TypeError, ValueError, OverflowError):
+            continue
+        if 0.0 <= value <= (MAX_TIME if str(k).endswith("_at") else 1e15):  # NaN compares false
+            stats[str(k)] = value
+    return stats

@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from fleet import records
 from fleet.devices import Device
 from fleet.errors import BadInput, ErrorKind
 from fleet.numbers import finite
@@ -76,14 +77,16 @@ def percentile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def histogram(values: list[float]) -> list[list[float]]:
-    """Cumulative counts per WAIT_BUCKETS bound of sorted values: [[le, count], ...], +Inf last."""
-    out, i = [], 0
+def histogram(values: list[float]) -> list[list[float | str]]:
+    """Cumulative counts per WAIT_BUCKETS bound of sorted values: [[le, count], ...], and
+    ["+Inf", all] last: Prometheus' spelling, as a string (strict JSON has no infinity)."""
+    out: list[list[float | str]] = []
+    i = 0
     for bound in WAIT_BUCKETS:
         while i < len(values) and values[i] <= bound:
             i += 1
         out.append([bound, i])
-    out.append([math.inf, len(values)])
+    out.append(["+Inf", len(values)])
     return out
 
 
@@ -91,17 +94,30 @@ def _number(value: Any) -> float | None:
     return finite(value)
 
 
-def executions(results: list[Result], late: list[Result]) -> list[dict[str, Any]]:
-    """Every stretch of time a worker spent on a job: (worker, device, started_at, finished_at)."""
+def executions(
+    results: list[Result], late: list[Result], window: tuple[float, float], late_until: float
+) -> list[dict[str, Any]]:
+    """Every stretch of time a worker spent on a job: (worker, device, start, end), clipped to the
+    run's window (a late attempt's up to late_until: it ran after the run's end) -- a time from
+    another clock, or a forged one, never counts beyond the run."""
     out: list[dict[str, Any]] = []
-    for r in [*results, *late]:
+
+    def add(worker: Any, device: Any, started: float | None, finished: float | None, until: float) -> None:
+        if isinstance(worker, str) and worker and started is not None and finished is not None:
+            s, f = max(started, window[0]), min(finished, until)
+            if f >= s:
+                out.append({"worker": worker, "device": device, "start": s, "end": f})
+
+    for r, until in [*((r, window[1]) for r in results), *((r, late_until) for r in late)]:
         started, finished = _number(r.get("started_at")), _number(r.get("finished_at"))
-        if r.get("worker") and started is not None and finished is not None and finished >= started:
-            out.append({"worker": r["worker"], "device": r.get("device"), "start": started, "end": finished})
-        for earlier in r.get("reruns") or []:  # the runs before the one that made the result
-            s, f = _number(earlier.get("started_at")), _number(earlier.get("finished_at"))
-            if earlier.get("worker") and s is not None and f is not None and f >= s and s != started:
-                out.append({"worker": earlier["worker"], "device": r.get("device"), "start": s, "end": f})
+        add(r.get("worker"), r.get("device"), started, finished, until)
+        reruns = r.get("reruns")
+        for earlier in reruns if isinstance(reruns, list) else []:  # the runs before the one that made the result
+            if not isinstance(earlier, dict):
+                continue
+            s = _number(earlier.get("started_at"))
+            if s != started:
+                add(earlier.get("worker"), r.get("device"), s, _number(earlier.get("finished_at")), until)
     return out
 
 
@@ -128,14 +144,16 @@ def account(
     start = float(meta["started_at"])
     finished_at = _number(meta.get("finished_at"))
     end = finished_at if finished_at is not None else min(now, float(meta.get("deadline") or now)) if over else now
-    runs_ = executions(results, late or [])
+    runs_ = executions(results, late or [], (start, max(start, end)), max(start, end, now))
 
     # -- workers: who was there, with how many slots, busy how long -----------------------------
+    # heartbeats typed and in range (a malformed field: unknown; an entry without a name: none)
+    listed = meta.get("workers_at_submit")
+    submitted = [h for w in (listed if isinstance(listed, list) else []) if (h := records.decode_heartbeat(w))]
     info: dict[str, dict[str, Any]] = {}
-    for w in [*(meta.get("workers_at_submit") or []), *(workers_now or [])]:
-        if isinstance(w, dict) and isinstance(w.get("name"), str):
-            info.setdefault(w["name"], w)
-    at_submit = {w.get("name") for w in meta.get("workers_at_submit") or [] if isinstance(w, dict)}
+    for w in [*submitted, *(h for w in workers_now or [] if (h := records.decode_heartbeat(w)))]:
+        info.setdefault(w["name"], w)
+    at_submit = {w["name"] for w in submitted}
     busy: dict[str, float] = defaultdict(float)
     first: dict[str, float] = {}
     types: dict[str, set[str]] = defaultdict(set)
@@ -152,12 +170,15 @@ def account(
     workers: list[dict[str, Any]] = []
     for name in names:
         w = info.get(name, {})
-        concurrency = w.get("concurrency")
-        slots = concurrency if isinstance(concurrency, int) and concurrency > 0 else 1
+        slots = w.get("concurrency") or 1  # at most records.MAX_SLOTS
         kinds = types.get(name) or {device_type(d) for d in w.get("devices") or []} or {"unknown"}
         there_from = start if name in at_submit else first.get(name, end)
         held = max(0.0, end - max(start, there_from)) * slots
-        counts = ledger.get(name, {})
+        counts, wrote = ledger.get(name, {}), final_by[name]
+        # the results it wrote are the floor of what it took and finished, whatever its counters
+        # say (anyone can HINCRBY them); no counters and no results: unknown
+        received = max(counts.get("received") or 0, wrote) if counts else None
+        finished = max(counts.get("finished") or 0, wrote) if counts or wrote else None
         in_flight = 0 if over else sum(1 for jid, held_by in holders.items() if held_by == name and jid not in answered)
         workers.append(
             {
@@ -167,9 +188,9 @@ def account(
                 "busy_s": round(busy.get(name, 0.0), 3),
                 "idle_s": round(max(0.0, held - busy.get(name, 0.0)), 3),
                 "held_s": round(max(held, busy.get(name, 0.0)), 3),
-                "results": final_by.get(name, 0),
-                "received": counts.get("received"),
-                "finished": counts.get("finished"),
+                "results": wrote,
+                "received": received,
+                "finished": finished,
                 "died": counts.get("died"),
                 "in_flight": in_flight,
             }
@@ -308,7 +329,9 @@ def headline(acc: dict[str, Any] | None) -> str | None:
     c = acc["completeness"]
     if c["complete"]:
         return None
-    why = ", ".join(f"{n} {reason}" for reason, n in c["reasons"].items())
+    why = ", ".join(
+        f"{n} {reason}{'s' if n != 1 and reason.endswith('record') else ''}" for reason, n in c["reasons"].items()
+    )  # 3 corrupt records
     state = "INCOMPLETE" if c["over"] else "INCOMPLETE (still running)"
     return f"{state}: {c['final']} of {c['asked']} jobs have a final result ({why})"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleet.numbers import finite
+from fleet import records
 
 STUCK_AFTER_S = 30.0  # the consumer polls about every second when idle
 
@@ -21,13 +21,16 @@ def stuck_since(worker: dict[str, Any], now: float | None = None, after_s: float
     """Since when this worker's consumer has not polled while it had a free slot, or None (working,
     busy, or a heartbeat from a worker that does not report polls)."""
     now = time.time() if now is None else now
-    polled, holding, slots = worker.get("polled_at"), worker.get("holding"), worker.get("concurrency")
     if "polled_at" not in worker:
         return None  # an older worker: nothing to judge by
-    if isinstance(holding, int) and isinstance(slots, int) and holding >= slots > 0:
+    # typed and in range (a field that is not: unknown), however the caller read it
+    worker = records.decode_heartbeat(worker, "?") or {}
+    polled, holding, slots = worker.get("polled_at"), worker.get("holding"), worker.get("concurrency")
+    if holding is not None and slots is not None and holding >= slots > 0:
         return None  # every slot busy: no poll is expected
-    polled_at = finite(polled)
-    if polled_at is None:
-        started = finite(worker.get("started_at"))  # never polled: stuck since it started, if long enough ago
-        return started if started is not None and now - started > after_s else None
-    return polled_at if now - polled_at > after_s else None
+    if polled is None:
+        started = worker.get("started_at")  # never polled: stuck since it started, if long enough ago
+        if started is not None and now - started > after_s:
+            return float(started)
+        return None
+    return float(polled) if now - polled > after_s else None

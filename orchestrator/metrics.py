@@ -24,6 +24,18 @@ def _label(value: Any) -> str:
     return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _value(value: float) -> str:
+    """A sample value at full precision (a timestamp to the millisecond, not `:g`'s 6 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
+        return str(value)
+    number = float(value)
+    if number != number:
+        return "NaN"
+    if number in (float("inf"), float("-inf")):
+        return "+Inf" if number > 0 else "-Inf"  # Prometheus' spelling
+    return repr(number)
+
+
 def _metric(
     out: list[str], name: str, kind: str, help_text: str, samples: Sequence[tuple[dict[str, Any], float]]
 ) -> None:
@@ -31,7 +43,7 @@ def _metric(
     out.append(f"# TYPE {name} {kind}")
     for labels, value in samples:
         text = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        out.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
+        out.append(f"{name}{{{text}}} {_value(value)}" if text else f"{name} {_value(value)}")
 
 
 def exposition(store: ResultStore, run_id: str, now: float | None = None) -> str:
@@ -150,7 +162,7 @@ def _accounting(out: list[str], acc: dict[str, Any]) -> None:
     for q in acc["queue_wait"]:
         queue = _label(q["queue"])
         for le, count in q["histogram"]:
-            bound = "+Inf" if le == float("inf") else f"{le:g}"
+            bound = le if isinstance(le, str) else f"{le:g}"  # constants, exact in :g; the last "+Inf"
             out.append(f'{name}_bucket{{queue="{queue}",le="{bound}"}} {count}')
-        out.append(f'{name}_sum{{queue="{queue}"}} {q["sum_s"]:g}')
+        out.append(f'{name}_sum{{queue="{queue}"}} {_value(q["sum_s"])}')
         out.append(f'{name}_count{{queue="{queue}"}} {q["jobs"]}')

@@ -8,7 +8,6 @@ scheme and host are ever printed.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import urllib.error
@@ -17,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fleet.errors import BadInput
+from orchestrator.report.json import dumps as strict_json
 
 TIMEOUT_S = 5.0
 TRIES = 3
@@ -100,7 +100,7 @@ def summary(report: dict[str, Any]) -> dict[str, Any] | None:
 
 def post(url: str, payload: dict[str, Any], timeout_s: float = TIMEOUT_S, tries: int = TRIES) -> bool:
     """POST payload as JSON; True when a 2xx answer came. Never raises."""
-    body = json.dumps(payload, default=str).encode()
+    body = strict_json(payload).encode()  # strict JSON: a non-finite number is null
     delay = BACKOFF_S
     for attempt in range(1, tries + 1):
         request = urllib.request.Request(

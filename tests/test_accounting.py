@@ -20,7 +20,7 @@ from fleet.jobs import job_problem
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys
-from orchestrator import accounting, liveness, metrics, report
+from orchestrator import accounting, liveness, metrics, report, runs
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
 from tests.helpers import orchestrator, raw_redis
@@ -354,4 +354,188 @@ def test_prices_parse_and_refuse() -> None:
         with pytest.raises(Exception, match="--price"):
             accounting.parse_prices(bad)
     assert accounting.percentile([1.0, 2.0, 3.0, 4.0], 0.9) == 4.0
-    assert accounting.histogram([0.5, 2.0, 7200.0])[-1] == [math.inf, 3]
+    assert accounting.histogram([0.5, 2.0, 7200.0])[-1] == ["+Inf", 3]
+
+
+def _sane_run(store: ResultStore, run_id: str, start: float) -> None:
+    """A run of one job on worker w, sent 1 s after the run's start, run 4 s later for 1 s."""
+    job = {
+        "run_id": run_id,
+        "job_id": "a@cpu",
+        "family": "a",
+        "device": "cpu",
+        "queue": "cpu",
+        "family_spec": {},
+        "time_limit_s": 60,
+        "repeats": 1,
+        "max_attempts": 1,
+        "sent_at": start + 1,
+    }
+    meta = {"run_id": run_id, "started_at": start, "deadline": start + 3600, "deadline_s": 3600.0, "total": 1}
+    store.create_run(meta, [job])
+    result = base_result(job)
+    result.update(status="REAL", worker="w", started_at=start + 5, finished_at=start + 6)
+    store.put_result(result)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"not JSON (RFC 8259): {name}")
+
+
+def test_json_report_is_strict_json_and_metrics_keep_full_precision(redis_url: str) -> None:
+    """A normal run's JSON report parses as strict JSON (no Infinity: the histogram's last bucket
+    is "+Inf"), and a Prometheus timestamp reads back to the millisecond (not `:g`'s 6 digits)."""
+    store = ResultStore(redis_url)
+    start = round(time.time() - 60, 3) + 0.0005
+    _sane_run(store, "sane-1", start)
+    out = orchestrator("report", "sane-1", "--format", "json", env={"FLEET_REDIS_URL": redis_url})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout, parse_constant=_refuse_constant)  # Infinity / NaN: ValueError
+    (wait_row,) = data["accounting"]["queue_wait"]
+    assert wait_row["histogram"][-1] == ["+Inf", 1] and wait_row["histogram"][1] == [5.0, 1]
+    # any non-finite number a report model holds is written as null
+    strict = report.json.dumps({"a": [math.nan, 1.5, {"b": -math.inf}]})
+    assert json.loads(strict, parse_constant=_refuse_constant) == {"a": [None, 1.5, {"b": None}]}
+
+    prom = metrics.exposition(store, "sane-1")
+    (stamp,) = [ln for ln in prom.splitlines() if ln.startswith("fleet_run_started_timestamp_seconds ")]
+    assert float(stamp.split()[1]) == start  # repr: every digit of the float
+    assert 'fleet_run_queue_wait_seconds_bucket{queue="cpu",le="+Inf"} 1' in prom
+    assert 'fleet_run_queue_wait_seconds_sum{queue="cpu"} 4.0' in prom
+    assert "fleet_run_jobs_total 1\n" in prom  # a count stays an integer
+
+
+HOSTILE_HEARTBEATS = {
+    "w": '{"name":"w","queues":["cpu"],"polled_at":null,"concurrency":1' + "0" * 400 + "}",  # 10**400 slots
+    "old": '{"name":"old","queues":["cpu"],"polled_at":null,"started_at":1' + "0" * 400 + "}",
+    "noname": '{"queues":["cpu"],"devices":5}',
+    "q12": '{"name":"q12","queues":[1,2],"holding":"abc","polled_at":-1e300,"concurrency":1.5}',
+    "qs": '{"name":"qs","queues":"cpu","gpus":[3]}',
+    "nl": json.dumps({"name": "nl\nfleet:worker:good  consuming  queues=cuda", "queues": ["cpu"]}),
+    "s1": '{"name":"s1","queues":["cpu"]}',
+    "s2": '{"name":"s2","queues":["cpu"]}',
+}
+
+
+def test_hostile_heartbeats_and_worker_stats_never_crash_nor_inflate(redis_url: str) -> None:
+    """Every heartbeat and worker-stats field is read typed and in range (fleet.records): a
+    malformed one is unknown, shown as "?" or left out; slots are capped at records.MAX_SLOTS."""
+    from fleet import records
+
+    store, r = ResultStore(redis_url), raw_redis(redis_url)
+    start = time.time() - 100
+    _sane_run(store, "hb-1", start)
+    for key, text in HOSTILE_HEARTBEATS.items():
+        r.set(keys.worker(key), text)
+    r.hset(keys.worker_stats("w"), mapping={"received": "nan", "finished": "inf", "died": "-4"})
+    r.hset(keys.worker_stats("s1"), mapping={"received": "5", "last_result_at": "1e300"})
+    r.hset(keys.worker_stats("s2"), mapping={"received": "inf", "finished": "2"})
+    assert store.ledger.worker_stats()["s1"] == {"received": 5.0}  # 1e300 is no time
+    assert store.ledger.worker_stats()["s2"] == {"finished": 2.0}
+    assert store.ledger.worker_stats()["w"] == {}
+    live = {w["name"]: w for w in store.registry.live_workers()}
+    assert live["noname"]["devices"] is None  # named after its key; the int is no device list
+    assert live["w"]["concurrency"] == records.MAX_SLOTS
+    assert live["q12"]["queues"] is None and live["q12"]["holding"] is None and live["q12"]["polled_at"] is None
+    assert live["q12"]["concurrency"] is None and live["qs"]["gpus"] is None
+    assert live["old"]["started_at"] is None
+
+    env = {"FLEET_REDIS_URL": redis_url}
+    listing = orchestrator("workers", env=env)
+    assert listing.returncode == 0, listing.stderr
+    lines = listing.stdout.splitlines()
+    assert any(ln.startswith("noname  ") for ln in lines)
+    assert any(ln.startswith("q12  ") and "queues=?" in ln for ln in lines)
+    assert not any(ln.startswith("fleet:worker:good") for ln in lines)  # a name is one line
+    for args in (("metrics", "hb-1"), ("report", "hb-1", "--format", "md"), ("report", "hb-1", "--format", "json")):
+        out = orchestrator(*args, env=env)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, (args, out.stderr)
+    acc = accounting.collect(store, "hb-1", runs.view(store, "hb-1"))
+    (w,) = [x for x in acc["workers"] if x["name"] == "w"]
+    assert w["slots"] == records.MAX_SLOTS and w["idle_s"] <= records.MAX_SLOTS * acc["window"]["seconds"]
+
+    # liveness reads a raw heartbeat the same way, whatever it holds
+    now = time.time()
+    for hb in (
+        {"polled_at": "x", "started_at": "y"},
+        {"polled_at": None, "started_at": math.nan},
+        {"polled_at": 1.0, "holding": 10**400, "concurrency": 1.5},
+        {"polled_at": [], "started_at": 10**400},
+    ):
+        assert liveness.stuck_since(hb, now) in (None, 1.0), hb
+    assert liveness.stuck_since({"polled_at": None, "started_at": now - 60}, now) == now - 60
+
+
+def test_execution_intervals_are_clipped_to_the_run_and_malformed_entries_skipped() -> None:
+    """Busy time counts only what lies in the run's window: a forged or far-off start or finish
+    (of a result or of any entry of its `reruns`) never adds more; malformed entries are skipped."""
+    now = time.time()
+    start = now - 100
+    meta = {
+        "run_id": "x",
+        "started_at": start,
+        "deadline": start + 1000,
+        "finished_at": None,
+        # a name that is no string, an entry that is no object: skipped, never a crash
+        "workers_at_submit": [{"name": ["x"]}, 5, {"name": "w", "concurrency": 10**12, "devices": 5}],
+    }
+    res = [
+        {"job_id": "a@cpu", "status": "REAL", "worker": "w", "device": "cpu", "started_at": 86400.0},  # 1970
+        {
+            "job_id": "b@cpu",
+            "status": "REAL",
+            "worker": "w",
+            "device": "cpu",
+            "started_at": start + 10,
+            "finished_at": start + 11,
+            "reruns": [5, "x", None, {"worker": "w", "started_at": -1e308, "finished_at": 1e308}, {"worker": 3}],
+        },
+    ]
+    res[0]["finished_at"] = start + 20
+    acc = accounting.account(meta, res, 2, False, now=now, prices={"cpu": 1.0})
+    (w,) = acc["workers"]
+    window = acc["window"]["seconds"]
+    # 20 s of the 1970 job inside the window, 1 s of b, the forged rerun: the whole window
+    assert w["busy_s"] == pytest.approx(20 + 1 + window, abs=1e-3)
+    assert w["slots"] == 1024 and math.isfinite(acc["cost"]["held"])
+    assert w["idle_s"] == pytest.approx(1024 * window - w["busy_s"], abs=1e-2)
+
+
+def test_ledger_counts_are_non_negative_and_results_floor_finished(redis_url: str) -> None:
+    """A forged counter never names a worker with final results a black hole: the results it
+    wrote are the floor of `finished`; a negative count is no count."""
+    store, r = ResultStore(redis_url), raw_redis(redis_url)
+    r.hset(
+        keys.run("neg", "ledger"), mapping={"a\treceived": 1, "b\tfinished": -3, "b\treceived": "-7", "c\tdied": "2x"}
+    )
+    assert store.ledger.run_counts("neg") == {"a": {"received": 1, "finished": 0, "died": 0}}
+
+    now = time.time()
+    start = now - 100
+    meta = {"started_at": start, "deadline": start + 50, "finished_at": now - 1}
+    res = [
+        {"job_id": f"j{i}@cpu", "status": "REAL", "worker": "honest", "device": "cpu"}
+        | {"started_at": start + i, "finished_at": start + i + 1}
+        for i in range(3)
+    ]
+    res.append({"job_id": "k@cpu", "status": "LOST", "worker": None, "device": "cpu", "error": {"kind": "worker_lost"}})
+    forged = {"honest": {"received": 12, "finished": 0, "died": 0}, "sink": {"received": 1, "finished": 5, "died": 0}}
+    acc = accounting.account(meta, res, 4, True, ledger=forged, holders={"k@cpu": "honest"}, now=now)
+    honest = next(w for w in acc["workers"] if w["name"] == "honest")
+    assert honest["finished"] == 3 and honest["results"] == 3
+    assert [b["worker"] for b in acc["black_holes"]] == []
+
+    corrupt = [
+        {
+            "job_id": f"c{i}@cpu",
+            "status": "FAILED",
+            "worker": None,
+            "device": "cpu",
+            "error": {"kind": "corrupt_record"},
+        }
+        for i in range(3)
+    ]
+    one = accounting.account(meta, corrupt[:1], 1, True, now=now)
+    assert "(1 corrupt record)" in str(accounting.headline(one))
+    three = accounting.account(meta, corrupt, 3, True, now=now)
+    assert "(3 corrupt records)" in str(accounting.headline(three))

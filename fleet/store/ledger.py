@@ -21,9 +21,11 @@ Redis I/O only; what the figures mean is orchestrator/accounting.py.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
+from fleet import records
 from fleet.errors import StoreCorrupt
 from fleet.protocol import now
 from fleet.store import keys
@@ -130,12 +132,13 @@ class Ledger:
             return {}
         for field, value in raw.items():
             worker, _, counter = str(field).rpartition(SEP)
-            if counter in COUNTERS and str(value).lstrip("-").isdigit():
+            if counter in COUNTERS and re.fullmatch(r"[0-9]{1,15}", str(value)):  # a count: never negative
                 out.setdefault(worker, dict.fromkeys(COUNTERS, 0))[counter] = int(value)
         return out
 
     def worker_stats(self) -> dict[str, dict[str, float]]:
-        """Worker name -> its counters and last times, across runs."""
+        """Worker name -> its counters and last times, across runs: finite, non-negative values
+        only (records.decode_worker_stats)."""
         prefix = keys.worker_stats("")
         names = sorted(str(k) for k in self._r.scan_iter(keys.worker_stats("*")))
         pipe = self._r.pipeline(transaction=False)
@@ -145,11 +148,5 @@ class Ledger:
         for name, raw in zip(names, pipe.execute(raise_on_error=False), strict=True):
             if not isinstance(raw, dict):
                 continue  # a key of another type: nothing to show for it
-            stats: dict[str, float] = {}
-            for k, v in raw.items():
-                try:
-                    stats[str(k)] = float(v)
-                except ValueError:
-                    continue
-            out[name.removeprefix(prefix)] = stats
+            out[name.removeprefix(prefix)] = records.decode_worker_stats(raw)
         return out

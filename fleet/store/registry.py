@@ -29,12 +29,19 @@ class Registry:
         return sorted(k.removeprefix(prefix) for k in self._r.scan_iter(keys.worker("*")))
 
     def live_workers(self) -> list[dict[str, Any]]:
+        """The heartbeats that have not expired, their fields typed and in range (records.decode_heartbeat)."""
         found = sorted(self._r.scan_iter(keys.worker("*")))
         values = self._r.mget(found) if found else []
-        return [w for w in (records.decode_object(v) for v in values if v) if w is not None]
+        prefix = keys.worker("")
+        decoded = (
+            records.decode_heartbeat(records.decode_object(v), str(k).removeprefix(prefix))
+            for k, v in zip(found, values, strict=True)
+            if v
+        )
+        return [w for w in decoded if w is not None]
 
     def served_queues(self) -> set[str]:
-        return {q for w in self.live_workers() for q in w.get("queues", [])}
+        return {q for w in self.live_workers() for q in w.get("queues") or []}
 
     # -- architectures ------------------------------------------------------------------
     def publish_architectures(self, listing: dict[str, Any]) -> None:

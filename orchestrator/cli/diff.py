@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from fleet.errors import ExitCode, SelectionError
 from fleet.settings import Settings
 from orchestrator import report
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection, finite
+from orchestrator.report.json import dumps as strict_json
 
 
 def add(sub: Subcommands) -> None:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SelectionError("diff takes two run ids, or none for the latest against the one before")
     data = report.diff(store, a, b, args.threshold)
     if args.json:
-        print(json.dumps(data, indent=2))
+        print(strict_json(data, indent=2))
         return ExitCode.OK
     line(f"{a} -> {b}")
     for c in data["status_changes"]:

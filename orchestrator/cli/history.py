@@ -4,7 +4,6 @@ and the per-job summaries derived again from the runs Redis keeps (--rebuild-sum
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from fleet import archive
@@ -15,6 +14,7 @@ from orchestrator import summaries
 from orchestrator.baselines import iso
 from orchestrator.cli.console import connect, line, warn
 from orchestrator.cli.options import Subcommands, connection
+from orchestrator.report.json import dumps as strict_json
 
 
 def add(sub: Subcommands) -> None:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.status and r["status"] not in args.status:
             continue
         if args.json:
-            print(json.dumps(r))
+            print(strict_json(r))
         else:
             error = r["error"]
             why = f" ({error['kind']}: {error['message']})" if error else ""
@@ -81,7 +81,7 @@ def _list(folder: Path, args: argparse.Namespace) -> int:
         meta = h["meta"]
         if args.json:
             print(
-                json.dumps(
+                strict_json(
                     {
                         "run_id": meta.get("run_id"),
                         "started_at": meta.get("started_at"),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings
 from orchestrator import runs, summaries
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
+from orchestrator.report.json import dumps as strict_json
 
 
 def add(sub: Subcommands) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         done, total = len(current.results), current.total
     if args.json:
         print(
-            json.dumps(
+            strict_json(
                 {
                     "run_id": run_id,
                     "finished": finished,

@@ -46,16 +46,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     now = time.time()
     if not workers:
         line(f"no live workers on {redact_url(store.url)}")
-    for w in workers:
+    for w in workers:  # heartbeats typed by fleet.records.decode_heartbeat: a malformed field is None, shown "?"
+        name = w["name"] if w["name"].isprintable() else repr(w["name"])  # one line per worker
+        queues = ",".join(w["queues"]) if w.get("queues") is not None else "?"
         gpus = f"  gpus: {'; '.join(w['gpus'])}" if w.get("gpus") else ""
         since = liveness.stuck_since(w, now, args.stuck_after)
         state = f"stuck since {when(since)}" if since is not None else "consuming"
-        s = stats.get(str(w.get("name")), {})
+        s = stats.get(w["name"], {})
         counts = "  ".join(f"{k}={int(s.get(k, 0))}" for k in ("received", "finished", "died"))
         last = f"last_result={when(s.get('last_result_at'))}"
-        hole = f"  BLACK HOLE: {holes[w['name']]}" if w.get("name") in holes else ""
+        hole = f"  BLACK HOLE: {holes[w['name']]}" if w["name"] in holes else ""
         line(
-            f"{w['name']}  {state}  queues={','.join(w['queues'])}  {counts}  {last}  torch={w.get('torch')}  "
+            f"{name}  {state}  queues={queues}  {counts}  {last}  torch={w.get('torch')}  "
             f"transformers={w.get('transformers')}  parent_cuda_initialized={w.get('parent_cuda_initialized')}"
             f"{gpus}{hole}"
         )

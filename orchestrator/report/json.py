@@ -8,6 +8,7 @@ and "changes" is one line (encoded in C: several times faster than indenting 10,
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from typing import Any
 
@@ -23,6 +24,27 @@ def _stamped(data: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_unix"] = out[key]
             out[key] = iso(out[key])
     return out
+
+
+def finite(data: Any) -> Any:
+    """data with every number JSON cannot carry (NaN, +-Infinity) as null: a report is strict JSON
+    (RFC 8259), which JSON.parse and every other strict reader accept."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """json.dumps, strict (allow_nan=False): a non-finite number is written as null. The common
+    case, no such number, costs one encoding."""
+    try:
+        return json.dumps(data, allow_nan=False, default=str, **kwargs)
+    except ValueError:
+        return json.dumps(finite(data), allow_nan=False, default=str, **kwargs)
 
 
 def to_json(report: dict[str, Any]) -> str:
@@ -78,10 +100,10 @@ def to_json(report: dict[str, Any]) -> str:
     lines = {}
     for key in ("results", "changes"):  # one line per entry, spliced in where a marker stands
         marker = f"@@{key}-{uuid.uuid4().hex}@@"
-        entries = ",\n".join("    " + json.dumps(e, default=str) for e in data[key])
+        entries = ",\n".join("    " + dumps(e) for e in data[key])
         lines[json.dumps(marker)] = f"[\n{entries}\n  ]" if entries else "[]"
         data[key] = marker
-    text = json.dumps(data, indent=2, sort_keys=False, default=str)
+    text = dumps(data, indent=2, sort_keys=False)
     for marker, value in lines.items():
         text = text.replace(marker, value, 1)
     return text + "\n"
