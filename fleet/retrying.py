@@ -24,9 +24,18 @@ _FULL_MARKERS = ("OOM command not allowed", "used memory > 'maxmemory'")
 
 
 def says_out_of_memory(error: BaseException | str) -> bool:
-    """Whether an error (redis-py's, kombu's, a Lua script's) is Redis refusing a write at maxmemory."""
-    text = str(error)
-    return isinstance(error, RedisOutOfMemory) or any(marker in text for marker in _FULL_MARKERS)
+    """Whether an error (redis-py's, kombu's, a Lua script's) is Redis refusing a write at maxmemory,
+    or was caused by it (kombu's failed publish batch wraps redis-py's error)."""
+    seen: BaseException | str | None = error
+    for _ in range(16):  # a cause chain is short; a cycle is not followed for ever
+        if seen is None:
+            return False
+        if isinstance(seen, RedisOutOfMemory) or any(marker in str(seen) for marker in _FULL_MARKERS):
+            return True
+        if isinstance(seen, str):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def retry_redis(fn: Callable[[], T], timeout_s: float = 300.0, first_delay_s: float = 0.2) -> T:

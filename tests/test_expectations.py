@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet.errors import BadInput, FileMissing
+from fleet.names import AUTO_SYNTHETIC_PREFIX as AUTO
 from fleet.protocol import base_result
 from orchestrator import expectations
 from workers import reruns
@@ -92,7 +93,7 @@ def test_deterministic_failures_are_not_rerun() -> None:
 def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
     """The same seeded model and inputs fail the same way in a fresh process: no rerun for its
     inference error (nor, on cpu, an invalid output); load-dependent kinds are still rerun."""
-    job = {"run_id": "r", "job_id": "arch:X@cpu", "reruns": 1, "rerun": 0}
+    job = {"run_id": "r", "job_id": "arch:X@cpu", "reruns": 1, "rerun": 0, "family_spec": {"synthetic": AUTO + "X"}}
     twin = result("arch:X@cpu", "FAILED")
     twin["source"] = "synthetic"
     for kind, rerun in (("inference_error", False), ("output_invalid", False), ("timeout", True), ("oom", True)):

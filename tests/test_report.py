@@ -39,7 +39,7 @@ QUALITY_FAILED = {
 
 def _result(run_id: str, fam: str, device: str, status: str, **kw: object) -> dict:
     result = base_result({"run_id": run_id, "job_id": f"{fam}@{device}", "family": fam, "device": device})
-    result.update(status=status, worker="w1", delivery=1, started_at=1_790_000_000.0, finished_at=1_790_000_002.5)
+    result.update(status=status, worker="w1", delivery=1)
     result.update(kw)
     return result
 
@@ -61,6 +61,7 @@ def _fixture_run(store: ResultStore, run_id: str, started: float, results: list[
     }
     store.create_run(meta, jobs)
     for r in results:
+        r["started_at"], r["finished_at"] = started, started + 2.5  # within its run (accounting clips to it)
         store.put_result(r)
     raw_redis(store.url).set(keys.run(run_id, "finished"), started + 120)  # fixed, for the golden file
 

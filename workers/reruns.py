@@ -9,12 +9,14 @@ carries every outcome (`reruns`) and `pass_ratio`; failed then passed is FLAKY.
 
 Not rerun: reasons that are facts about the weights or the catalog, which a rerun would only
 confirm (DETERMINISTIC), SKIPPED and LOST, a job already given up after dying on every delivery,
-and a hard time limit (the worker's main process writes that result). A seeded synthetic model
-(an architecture twin, a catalog family's last resort) is the same model with the same inputs in
-every process: its exception in forward, or on cpu an output that fails validation, is a fact
+and a hard time limit (the worker's main process writes that result). An architecture twin (a
+seeded synthetic model of a class, run by the built-in forward/generate check) is the same model
+with the same inputs in every process: its exception in forward, or on cpu an output that fails validation, is a fact
 too (SEEDED_DETERMINISTIC); only what depends on the host's load (timeout, oom, a lost worker)
 or, on a GPU, on its kernels is rerun. Measured: a fresh process per rerun cost each of the 84
-failing classes of the architecture matrix a new interpreter with torch and transformers.
+failing classes of the architecture matrix a new interpreter with torch and transformers. A
+catalog family's synthetic last resort is still rerun: its check may be a plugin's, whose
+outcome need not be a function of the seed.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def wants_rerun(result: Result, job: Job) -> bool:
     kind = error["kind"] if error else None
     if kind in DETERMINISTIC:
         return False
-    if result.get("source") == "synthetic" or str(job.get("family_spec", {}).get("synthetic", "")).startswith(AUTO):
+    twin = str(job.get("family_spec", {}).get("synthetic", "")).startswith(AUTO)
+    if twin and result.get("source") == "synthetic":  # an architecture twin that ran
         device = str(result.get("device") or job.get("device") or "cpu").split(":", 1)[0]
         return kind not in SEEDED_DETERMINISTIC.get(device, frozenset())
     return True
