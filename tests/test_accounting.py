@@ -25,6 +25,7 @@ from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
 from tests.helpers import orchestrator, raw_redis
 from tests.models import family
+from tests.test_faults import wait_until
 
 
 def catalog(*checks: str, **kw: object) -> Catalog:
@@ -35,15 +36,6 @@ def catalog(*checks: str, **kw: object) -> Catalog:
         f = family("llama", name=name, **kw)
         fams[name] = type(f)(**{**f.__dict__, "check": check})
     return Catalog("test", fams)
-
-
-def wait_until(cond, timeout: float = 90, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def test_accounting_of_a_run_on_two_workers_matches_the_jobs_own_timestamps(
@@ -136,7 +128,7 @@ def test_incomplete_run_says_so_in_its_first_line_with_every_missing_job_and_why
     run_id = submit(
         store, app, catalog("slow", "slow"), None, ["cpu", "cuda"], RunSettings(repeats=1, deadline_s=6), order="none"
     )
-    wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, what="deadline")
+    wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, timeout=90, what="deadline")
     out = orchestrator("report", run_id, env={"FLEET_REDIS_URL": redis_url})
     assert out.returncode == 0, out.stderr
     first = out.stdout.splitlines()[0]
@@ -190,13 +182,15 @@ def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str,
     run_id = submit(
         store, make_app(redis_url), catalog(*["slow"] * 4), None, ["cpu"], RunSettings(repeats=1, deadline_s=30)
     )
-    wait_until(lambda: store.ledger.run_counts(run_id).get("cpu@w2", {}).get("received"), what="w2 takes a job")
+    wait_until(
+        lambda: store.ledger.run_counts(run_id).get("cpu@w2", {}).get("received"), timeout=90, what="w2 takes a job"
+    )
     (child,) = w2.pool_children()
     child.send_signal(signal.SIGSTOP)
     try:
         held = store.ledger.holders(run_id)
         mine = [j for j, w in held.items() if w == "cpu@w2"]
-        wait_until(lambda: store.result_count(run_id) >= 4 - len(mine), what="w1 finishes the rest")
+        wait_until(lambda: store.result_count(run_id) >= 4 - len(mine), timeout=90, what="w1 finishes the rest")
         if any(r["worker"] == "cpu@w2" for r in store.results(run_id)):
             pytest.skip("w2 finished its job before it was stopped (a loaded machine)")
         running = report.build(store, run_id)
@@ -212,7 +206,7 @@ def test_black_hole_worker_is_named_in_the_report_and_in_workers(redis_url: str,
         assert "BLACK HOLE" not in w1 and "finished=0" not in w1
         assert store.ledger.running_count("cpu") == 1  # the held job is still running
 
-        wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, what="deadline")
+        wait_until(lambda: time.time() > store.meta(run_id)["deadline"] + 0.5, timeout=90, what="deadline")
         data = report.build(store, run_id)
         (hole,) = data["accounting"]["black_holes"]
         assert hole["worker"] == "cpu@w2" and hole["finished"] == 0 and hole["received"] == 1
@@ -282,7 +276,9 @@ def test_a_worker_whose_consumer_hangs_is_shown_stuck_while_its_heartbeat_runs(r
         via = f"redis://127.0.0.1:{proxy.port}/{redis_url.rsplit('/', 1)[-1]}"
         start_worker(via, name="w1")
         store = ResultStore(redis_url)
-        wait_until(lambda: any(w.get("polled_at") for w in store.registry.live_workers()), what="first poll")
+        wait_until(
+            lambda: any(w.get("polled_at") for w in store.registry.live_workers()), timeout=90, what="first poll"
+        )
         env = {"FLEET_REDIS_URL": redis_url}
         before = orchestrator("workers", "--stuck-after", "3", env=env).stdout
         assert "cpu@w1  consuming" in before
