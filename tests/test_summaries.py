@@ -179,15 +179,20 @@ BAD_RECORDS = {
 }
 
 
+def _finished(store: ResultStore, runs: list[Any]) -> None:
+    """Each generated run stored with its results and marked finished."""
+    for meta, jobs, results in runs:
+        store.create_run(meta, jobs)
+        store.write_results(meta["run_id"], results)
+        store.mark_finished(meta["run_id"])
+
+
 def test_a_corrupt_summary_record_is_read_the_full_way(redis_url: str) -> None:
     """fleet.records' rule: a corrupt record is never guessed at; the report reads the earlier
     runs instead and says what the full read says, in every format."""
     store = ResultStore(redis_url)
     runs = list(history(8, 20))
-    for meta, jobs, results in runs[:6]:
-        store.create_run(meta, jobs)
-        store.write_results(meta["run_id"], results)
-        store.mark_finished(meta["run_id"])
+    _finished(store, runs[:6])
     summaries.catch_up(store)
     latest = runs[5][0]["run_id"]
     job = store.results(latest)[0]["job_id"]
@@ -202,10 +207,7 @@ def test_a_corrupt_summary_record_is_read_the_full_way(redis_url: str) -> None:
     # a corrupt record is started again by the next fold: it holds nothing older, so the report
     # of every run whose window reaches before that fold reads the runs
     r.hset(keys.SUMMARIES, job, BAD_RECORDS["a status that is none"])
-    for meta, jobs, results in runs[6:]:
-        store.create_run(meta, jobs)
-        store.write_results(meta["run_id"], results)
-        store.mark_finished(meta["run_id"])
+    _finished(store, runs[6:])
     assert summaries.catch_up(store) == 2
     newest = runs[7][0]["run_id"]
     assert "since" in json.loads(r.hget(keys.SUMMARIES, job) or "{}")
@@ -226,10 +228,7 @@ BAD_METAS = [
 def test_corrupt_summaries_meta_is_not_used_and_never_fails_finalisation(redis_url: str, caplog: Any) -> None:
     store = ResultStore(redis_url)
     runs = list(history(5, 15))
-    for meta, jobs, results in runs[:4]:
-        store.create_run(meta, jobs)
-        store.write_results(meta["run_id"], results)
-        store.mark_finished(meta["run_id"])
+    _finished(store, runs[:4])
     summaries.catch_up(store)
     latest = runs[3][0]["run_id"]
     r = redis.Redis.from_url(redis_url, decode_responses=True)
