@@ -108,6 +108,8 @@ def main() -> None:
             ratio=round(var_s / base_s, 3),
             capability=table(report),
             first_call_s=_first_calls(store, var_id),
+            wall_s=_per_variant(store, var_id, "wall_s"),
+            compiled=_compiled(store, var_id),
         )
         if args.opt_in:
             small = sample(listing, args.opt_in)
@@ -126,12 +128,34 @@ def main() -> None:
 
 def _first_calls(store: ResultStore, run_id: str) -> dict[str, Any]:
     """Per variant: mean seconds of its first call (compilation included, e.g. flex's)."""
+    return _per_variant(store, run_id, "first_call_s")
+
+
+def _per_variant(store: ResultStore, run_id: str, key: str) -> dict[str, Any]:
+    """Per variant: the mean of a figure of its results (first_call_s, wall_s) over the classes."""
     spent: dict[str, list[float]] = {}
     for r in store.results(run_id):
         for v in (r.get("variants") or {}).get("results", []):
-            if v.get("first_call_s") is not None:
-                spent.setdefault(v["variant"], []).append(float(v["first_call_s"]))
+            if v.get(key) is not None:
+                spent.setdefault(v["variant"], []).append(float(v[key]))
     return {k: round(sum(v) / len(v), 3) for k, v in spent.items()}
+
+
+def _compiled(store: ResultStore, run_id: str) -> dict[str, Any]:
+    """Per variant that compiles flex_attention: how many classes compiled it (dynamo graphs
+    and inductor FX graph cache hits and misses, summed), how many compiled nothing."""
+    out: dict[str, dict[str, int]] = {}
+    for r in store.results(run_id):
+        for v in (r.get("variants") or {}).get("results", []):
+            c = v.get("compiled")
+            if isinstance(c, dict):
+                row = out.setdefault(
+                    v["variant"], {"classes": 0, "graphs": 0, "fx_graph_cache_hits": 0, "fx_graph_cache_misses": 0}
+                )
+                row["classes"] += 1
+                for key in ("graphs", "fx_graph_cache_hits", "fx_graph_cache_misses"):
+                    row[key] += int(c.get(key) or 0)
+    return out
 
 
 if __name__ == "__main__":

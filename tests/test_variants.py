@@ -327,6 +327,30 @@ def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
     assert result["variants"]["findings"] == []
 
 
+def test_flex_runs_its_compiled_kernel_in_every_class_or_says_it_did_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker runs class after class: dynamo recompiles flex_attention for nearly each one and,
+    past its recompile limit, silently runs flex's unfused eager implementation. With the limit at
+    1, a second class and a padded batch (three shapes) would both fall back. Each flex variant
+    compiles afresh (recorded), and one that recompiles past the limit is a compile_error saying
+    so, not a verdict on a kernel that did not run."""
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    check = get_check("causal_lm")
+    variants.run(check, _llama(), CPU, ["flex"], real=False)  # an earlier class: its compiled flex is in the cache
+    bundle = _llama()
+    for layer in bundle.model.model.layers:  # another class: another attention scale (dynamo guards on it)
+        layer.self_attn.scaling *= 0.5
+    record = variants.run(check, bundle, CPU, ["flex", "flex+batched"], real=False)
+    got = _by_name(record)
+    assert got["flex"]["verdict"] == "works", got["flex"]
+    compiled = got["flex"]["compiled"]
+    assert compiled["by"] == "torch.compile (inductor)" and compiled["graphs"] >= 1
+    assert compiled["fx_graph_cache_hits"] + compiled["fx_graph_cache_misses"] >= 1
+    assert got["flex"]["first_call_s"] > 0 and got["flex"]["wall_s"] >= got["flex"]["first_call_s"]
+    batched = got["flex+batched"]
+    assert batched["verdict"] == "error" and batched["kind"] == "compile_error", batched
+    assert "eager fallback was refused" in batched["message"]
+
+
 def test_compare_leaves_out_padding_positions_and_counts_non_finite() -> None:
     ref = torch.zeros(2, 4, 3)
     out = ref.clone()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,13 @@ from fleet.variants import Variant, parse
 from workers import failures, measure
 from workers.checks.base import Bundle, Check, float_tensors
 
-REPEATS = 2  # timed calls per variant (p50), after the first (which includes any compilation)
+# Timed calls per variant. A call that compiles nothing (a precision, an attention kernel in eager
+# mode, batched, static cache) counts its first call as a sample: p50 of the first and WARM_REPEATS
+# more. A call that compiles (flex_attention, compile, export) leaves its first call out (it is
+# first_call_s / compile_s / export_s): p50 of REPEATS more.
+WARM_REPEATS = 1
+REPEATS = 2
+FLEX = "flex_attention"
 CLAIMS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_can_compile_fullgraph")
 # error kinds of a variant (data: stable strings)
 UNSUPPORTED_PRECISION = "unsupported_precision"
@@ -167,15 +173,16 @@ def _first(output: Any) -> tuple[str, torch.Tensor]:
     return found[0]
 
 
-def _timed(fn: Callable[[], Any], dev: torch.device) -> tuple[Any, float, float]:
-    """The first call's output and seconds (compilation included), and the p50 of REPEATS more (ms)."""
+def _timed(fn: Callable[[], Any], dev: torch.device, compiles: bool = False) -> tuple[Any, float, float]:
+    """The first call's output and seconds (compilation included), and the p50 latency (ms): of
+    REPEATS more calls when the first compiles, else of the first and WARM_REPEATS more."""
     _sync(dev)
     t0 = time.perf_counter()
     out = fn()
     _sync(dev)
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(REPEATS):
+    times = [] if compiles else [first]
+    for _ in range(REPEATS if compiles else WARM_REPEATS):
         t0 = time.perf_counter()
         fn()
         _sync(dev)
@@ -240,6 +247,7 @@ class Context:
     default_attention: str | None
     real: bool  # pretrained weights: reduced precisions also run the quality gate
     dtype: torch.dtype = torch.float32
+    compiles: bool = False  # the variant's first call compiles (flex_attention): left out of its p50
     eager: list[torch.Tensor] = field(default_factory=list)  # the float32 eager output, once run
 
     def eager_reference(self) -> torch.Tensor:
@@ -385,6 +393,13 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
     reason = _applicable(ctx, v)
     if reason is not None:
         return _na(v, reason)
+    started = time.perf_counter()
+    entry = _one_timed(ctx, v, snapshot)
+    entry["wall_s"] = round(time.perf_counter() - started, 3)
+    return entry
+
+
+def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
     model = ctx.bundle.model
     entry = _entry(v)
     dtype = getattr(torch, v.precision)
@@ -405,8 +420,9 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
         ignored = _ignored(entry["read_back"], v)
         if ignored is not None:  # set without an error, yet not applied: nothing to judge
             raise NotApplicable(ignored)
-        run_ctx = replace(ctx, dtype=dtype)
-        with _sdpa_backend(v.sdpa_backend):
+        flex = v.attention == FLEX
+        run_ctx = replace(ctx, dtype=dtype, compiles=flex)
+        with _sdpa_backend(v.sdpa_backend), _compiled_flex(entry) if flex else nullcontext():
             entry.update(_feature(run_ctx, v))
             if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
                 entry["quality"] = _gate(run_ctx)
@@ -431,6 +447,72 @@ def _one(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
     return entry
 
 
+@contextmanager
+def _compiled_flex(entry: dict[str, Any]) -> Iterator[None]:
+    """flex_attention as a fresh process compiles it, and proof that the compiled kernel ran.
+
+    transformers compiles flex_attention once per process (torch.compile, static shapes first);
+    dynamo guards the compiled code on the shapes (heads, sequence length), on the mask function's
+    code and on the number of pytree node types (every newly imported model module adds some), so
+    in a worker that runs class after class it recompiles for nearly every class, marks changed
+    sizes dynamic (a kernel that depends on the classes run before), and past
+    torch._dynamo.config.recompile_limit (8) silently runs flex's unfused eager implementation
+    instead: a verdict on a kernel that did not run. So dynamo is reset before each flex variant
+    (inductor's caches on disk, TORCHINDUCTOR_CACHE_DIR, still serve a shape compiled before, in
+    this run or an earlier one), the eager fallback is refused (fail_on_recompile_limit_hit: a
+    compile_error instead), and entry["compiled"] records what compiled: dynamo graphs, inductor
+    FX graph cache hits and misses."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    before = _compile_counts(counters)
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            yield
+    except Exception as exc:
+        if _recompile_limit(exc):
+            raise Failed(
+                COMPILE_ERROR,
+                RuntimeError(
+                    f"{FLEX} recompiled past torch._dynamo.config.recompile_limit "
+                    f"({torch._dynamo.config.recompile_limit}) within the variant; its unfused eager "
+                    "fallback was refused"
+                ),
+            ) from None
+        raise
+    finally:
+        after = _compile_counts(counters)
+        graphs, hits, misses = (a - b for a, b in zip(after, before, strict=True))
+        entry["compiled"] = {
+            "by": "torch.compile (inductor)" if graphs else "nothing compiled",
+            "graphs": graphs,
+            "fx_graph_cache_hits": hits,
+            "fx_graph_cache_misses": misses,
+        }
+        torch._dynamo.reset()
+    if not graphs:
+        raise NotApplicable(f"{FLEX} was set, yet nothing was compiled: the model never called it")
+
+
+def _compile_counts(counters: Any) -> tuple[int, int, int]:
+    return (
+        int(counters["stats"].get("unique_graphs", 0)),
+        int(counters["inductor"].get("fxgraph_cache_hit", 0)),
+        int(counters["inductor"].get("fxgraph_cache_miss", 0)),
+    )
+
+
+def _recompile_limit(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(20):
+        if seen is None:
+            return False
+        if type(seen).__name__ == "FailOnRecompileLimitHit":
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _precision_unsupported(exc: BaseException) -> bool:
     text = str(exc)
     return "not implemented for" in text and ("'Half'" in text or "'BFloat16'" in text)
@@ -449,7 +531,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
             torch._dynamo.reset()
             compiled = torch.compile(model, fullgraph=True)
             with torch.no_grad():
-                out, first_s, ms = _timed(lambda: ctx.call(compiled, ctx.forward), ctx.dev)
+                out, first_s, ms = _timed(lambda: ctx.call(compiled, ctx.forward), ctx.dev, compiles=True)
         except measure.JobTimeout:
             raise
         except Exception as exc:
@@ -464,7 +546,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
                 program = torch.export.export(model, (), kwargs=_cast(ctx.forward, ctx.dtype), strict=False)
                 export_s = time.perf_counter() - t0
                 exported = program.module()
-                out, _, ms = _timed(lambda: ctx.call(exported, ctx.forward), ctx.dev)
+                out, _, ms = _timed(lambda: ctx.call(exported, ctx.forward), ctx.dev, compiles=True)
         except measure.JobTimeout:
             raise
         except Exception as exc:
@@ -474,7 +556,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
     if v.attention is not None and v.attention == ctx.default_attention and v.precision == "float32":
         against, reference = "eager", ctx.eager_reference()  # the same kernel as the reference: judge it by eager
     with torch.inference_mode():
-        out, first_s, ms = _timed(lambda: ctx.call(model, ctx.forward), ctx.dev)
+        out, first_s, ms = _timed(lambda: ctx.call(model, ctx.forward), ctx.dev, ctx.compiles)
     if (
         v.attention is not None
         and v.attention != ctx.default_attention
@@ -574,7 +656,7 @@ def _batched(ctx: Context, atol: float, rtol: float) -> dict[str, Any]:
     model = ctx.bundle.model
     with torch.inference_mode():
         batch_kw = kwargs(torch.stack([row, padded]), batch_mask)
-        together, _, ms = _timed(lambda: ctx.call(model, batch_kw), ctx.dev)
+        together, _, ms = _timed(lambda: ctx.call(model, batch_kw), ctx.dev, ctx.compiles)
         full = ctx.call(model, kwargs(row[None], torch.ones(1, n, dtype=torch.long, device=row.device)))
         alone_kw = kwargs(short[None], torch.ones(1, n - cut, dtype=torch.long, device=row.device))
         alone_short = ctx.call(model, alone_kw)
@@ -601,8 +683,8 @@ def _static_cache(ctx: Context) -> dict[str, Any]:
     kw = ctx.check.generate_kwargs(ctx.bundle, _cast(ctx.inputs, ctx.dtype))
     assert kw is not None  # _applicable() said the model generates
     with torch.inference_mode():
-        dynamic, _, dyn_ms = _timed(lambda: model.generate(**kw), ctx.dev)
-        static, _, ms = _timed(lambda: model.generate(**kw, cache_implementation="static"), ctx.dev)
+        dynamic, _, dyn_ms = _timed(lambda: model.generate(**kw), ctx.dev, ctx.compiles)
+        static, _, ms = _timed(lambda: model.generate(**kw, cache_implementation="static"), ctx.dev, ctx.compiles)
     dynamic = getattr(dynamic, "sequences", dynamic)
     static = getattr(static, "sequences", static)
     speed = _speed(ctx, ms, dyn_ms)
