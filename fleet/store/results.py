@@ -87,12 +87,14 @@ class ResultStore:
         return retry_redis(fn, timeout_s)
 
     # -- runs -------------------------------------------------------------------------
-    def create_run(self, meta: dict[str, Any], jobs: list[Job]) -> None:
-        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway)."""
+    def create_run(self, meta: dict[str, Any], jobs: list[Job], encoded: Mapping[str, str] | None = None) -> None:
+        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway).
+        encoded: job id -> the job as JSON, when the caller has it already (a submit does)."""
         run_id = meta["run_id"]
         pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.run(run_id, "meta"), json.dumps(meta))
-        pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
+        texts = encoded if encoded is not None else {j["job_id"]: json.dumps(j) for j in jobs}
+        pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: texts[j["job_id"]] for j in jobs})
         pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
         try:
             pipe.execute()
