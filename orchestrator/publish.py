@@ -6,10 +6,11 @@ for the `task-sent` event (about 0.3 ms of CPU per job on the development machin
 The messages of one run differ only in the job, the task id, the delivery tag, the time limits and the
 remaining time to the run's deadline. So Celery's own builder (`app.amqp.as_task_v2`) makes the
 headers and properties once per run, and each job gets a copy with its own values: one JSON encoding
-of the job, base64 (kombu's body encoding for Redis), one JSON encoding of the envelope. A whole
-pipeline of messages goes as one LPUSH of many values (the same order as one LPUSH each) plus one
-PUBLISH per `task-sent` event, on the Redis client of kombu's channel (its TLS, timeouts and key
-prefix), with no retry inside redis-py: orchestrator.submit republishes what did not arrive.
+of the job (shared with the run's record), base64 (kombu's body encoding for Redis), one JSON
+encoding of the envelope's small part. A pipeline of PUBLISH_BATCH jobs is one LPUSH of their
+messages (the same order as one LPUSH each) and one EVAL that PUBLISHes their `task-sent` events
+on kombu's topic, one round trip, on the Redis client of kombu's channel (its TLS, timeouts and
+key prefix), with no retry inside redis-py: orchestrator.submit republishes what did not arrive.
 
 What the queue then holds is what send_task would have written (tests/test_submit_messages.py
 compares the two field by field): the envelope fleet.envelopes checks, the task message
@@ -39,6 +40,7 @@ from fleet.errors import FleetError
 from fleet.protocol import Job, now
 from fleet.timing import hard_time_limit
 
+PUBLISH_ALL = "for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end"  # ARGV: topic, messages
 PUBLISH_BATCH = 200  # jobs per Redis pipeline: one LPUSH of their messages, one PUBLISH per event
 CONTENT_TYPE = "application/json"
 ENCODING = "utf-8"
@@ -99,7 +101,9 @@ class RunMessages:
         self.sent_event: dict[str, Any] | None = proto.sent_event
         self.event_exchange = str(app.conf.event_exchange)
         # the topic kombu's fanout exchange publishes `task-sent` on (its prefix and patterns)
-        self.event_topic: str = channel._get_publish_topic(self.event_exchange, "task.sent")
+        # (and kombu's global key prefix, which its client adds to a PUBLISH but not to our EVAL)
+        topic = channel._get_publish_topic(self.event_exchange, "task.sent")
+        self.event_topic: str = (getattr(channel, "global_keyprefix", "") or "") + topic
         self.hostname = anon_nodename()
         self.pid = os.getpid()
         self.clock = app.clock
@@ -209,6 +213,6 @@ def _publish_batch(client: Any, messages: RunMessages, jobs: Sequence[Job], enco
     pipe = client.pipeline(transaction=False)
     for queue, queued in entries.items():
         pipe.lpush(queue, *queued)  # one LPUSH of many values: the order of one LPUSH each
-    for event in events:
-        pipe.publish(messages.event_topic, event)
+    if events:  # one command for them all, not a PUBLISH (and a reply to parse) each
+        pipe.eval(PUBLISH_ALL, 0, messages.event_topic, *events)
     pipe.execute()
