@@ -1,6 +1,7 @@
 """Who took which job, and what became of it: the worker side of a run's accounting.
 
-Workers write it, one pipelined round trip when a job starts and one when it ends:
+Workers write it when a job starts (with the delivery count, in fleet/store/begin.lua) and when it
+ends (with the result, in put_result's pipeline): no round trip of its own for a job's first delivery:
 
 - per run, `holders` (job id -> the worker running or last running it) and `ledger`
   ("<worker>\\t<received|finished|died>" -> count): the run's report names a worker that took
