@@ -41,7 +41,7 @@ from fleet.protocol import Job, now
 from fleet.timing import hard_time_limit
 
 PUBLISH_ALL = "for i = 2, #ARGV do redis.call('PUBLISH', ARGV[1], ARGV[i]) end"  # ARGV: topic, messages
-PUBLISH_BATCH = 200  # jobs per Redis pipeline: one LPUSH of their messages, one PUBLISH per event
+PUBLISH_BATCH = 200  # jobs per Redis pipeline: one LPUSH of their messages, one EVAL of PUBLISH_ALL for their events
 CONTENT_TYPE = "application/json"
 ENCODING = "utf-8"
 BODY_ENCODING = "base64"  # kombu's Redis channels encode every body so
