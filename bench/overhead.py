@@ -27,7 +27,7 @@ def raw_round(url: str, n: int, spin_s: float = 0.0) -> float:
     done = DoneCounter(url)
     done.reset()
     t0 = time.perf_counter()
-    # Published as the fleet's submit publishes: kombu's batches, no result subscription.
+    # Celery's own fastest way: kombu's publish batches, no result subscription.
     with app.producer_or_acquire() as producer, producer.batch(max_size=200):
         for i in range(n):
             if spin_s:

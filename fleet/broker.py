@@ -35,10 +35,11 @@ def config(settings: Settings) -> dict[str, Any]:
         "unacked_restore_throttle": 1,
         "socket_connect_timeout": 5,
         "socket_timeout": 30,
-        # No retry_on_timeout (nor retry/retry_on_error): with any of them kombu turns publish
-        # batches off (a pipeline retried by redis-py could run twice), and every message would
-        # be its own round trip. A command that times out raises instead: workers reconnect
-        # (broker_connection_max_retries), and orchestrator.submit rides out a restart itself.
+        # No retry_on_timeout (nor retry/retry_on_error): a pipeline retried by redis-py could
+        # run twice (orchestrator.publish pipelines a submit's messages on this client; kombu
+        # turns its own publish batches off then). A command that times out raises instead:
+        # workers reconnect (broker_connection_max_retries), and orchestrator.submit rides out
+        # a restart itself.
     }
     ssl_options: dict[str, Any] | None = None
     if url.startswith("rediss://"):

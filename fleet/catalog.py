@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -112,13 +112,15 @@ class Family:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data: the job carries its family, so workers need no catalog file."""
-        d = asdict(self)
+        # Field by field (what dataclasses.asdict gives, in the same order, without its deep copies:
+        # every value is a str, a number, None or a tuple of those): a submit builds one per job.
+        d = {name: getattr(self, name) for name in _FAMILY_FIELDS}
         d["architectures"] = list(self.architectures)
         if self.variants:  # absent when unset: the catalog digest of older runs stays the same
             d["variants"] = list(self.variants)
         else:
             d.pop("variants")
-        d["candidates"] = [asdict(c) for c in self.candidates]
+        d["candidates"] = [{name: getattr(c, name) for name in _CANDIDATE_FIELDS} for c in self.candidates]
         return d
 
     @classmethod
@@ -131,6 +133,10 @@ class Family:
                 "candidates": tuple(Candidate(**c) for c in d["candidates"]),
             }
         )
+
+
+_FAMILY_FIELDS = tuple(f.name for f in fields(Family))
+_CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,12 @@ import pytest
 
 from fleet.broker import make_app
 from fleet.catalog import Catalog
+from fleet.errors import UnknownJob
 from fleet.jobs import job_problem
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys
+from fleet.store.ledger import Taker
 from orchestrator import accounting, liveness, metrics, report, runs
 from orchestrator.runs import wait
 from orchestrator.submit import plan_jobs, submit
@@ -319,6 +321,42 @@ def test_running_tokens_of_gone_workers_and_answered_jobs_are_pruned(redis_url: 
     ledger.finished("r", "b@cuda", "gpu", "gpu0@x", "inst-x")
     assert ledger.running_count("gpu") == 0
     assert ledger.worker_stats()["gpu0@x"]["finished"] == 1
+
+
+def test_a_worker_writes_the_ledger_with_the_delivery_count_and_with_the_result(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's four writes per job go in two round trips (fleet/store/begin.lua, put_result's
+    pipeline): what they record is what Ledger.started and Ledger.finished record one by one."""
+    store, r = ResultStore(redis_url), raw_redis(redis_url)
+    store.create_run({"run_id": "r", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [_job("a"), _job("b")])
+    me = Taker("gpu", "gpu0@x", "inst-x")
+    assert store.begin_delivery("r", "a@cuda", None, me) == (False, 1, True)  # counted, and taken
+    assert store.ledger.holders("r") == {"a@cuda": "gpu0@x"} and store.ledger.running_count("gpu") == 1
+    assert store.ledger.run_counts("r")["gpu0@x"]["received"] == 1
+    assert store.begin_delivery("r", "a@cuda", None, me) == (False, 2, False)  # a redelivery: the caller counts it
+    assert store.ledger.run_counts("r")["gpu0@x"]["received"] == 1
+    with pytest.raises(UnknownJob):  # not a job of the run: nothing counted, no ledger
+        store.begin_delivery("r", "ghost@cuda", None, me)
+    assert "ghost@cuda" not in store.attempts("r") and "ghost@cuda" not in store.ledger.holders("r")
+
+    result = {**base_result(_job("a")), "status": "SYNTHETIC"}  # type: ignore[arg-type]
+    assert store.put_result(result, finished_by=me)  # type: ignore[arg-type]
+    assert store.ledger.run_counts("r")["gpu0@x"] == {"received": 1, "finished": 1, "died": 0}
+    assert store.ledger.running_count("gpu") == 0 and store.ledger.worker_stats()["gpu0@x"]["finished"] == 1
+    # a ledger key of another type: logged, and the delivery and the result still count
+    r.set(keys.running("gpu"), "not a list")
+    with caplog.at_level("WARNING", logger="fleet.store"):
+        assert store.begin_delivery("r", "b@cuda", None, me) == (False, 1, False)
+        assert store.put_result({**result, "job_id": "b@cuda"}, finished_by=me)  # type: ignore[arg-type]
+    assert sum("could not write the ledger" in m for m in caplog.messages) == 2
+    assert store.ledger.holders("r")["b@cuda"] == "gpu0@x" and store.result_count("r") == 2
+    r.script_flush()  # a Redis that has not seen the scripts (restarted): sent again, counted once
+    store.create_run({"run_id": "s", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [_job("c")])
+    r.delete(keys.running("gpu"))
+    assert store.begin_delivery("s", "c@cuda", None, me) == (False, 1, True)
+    assert store.put_result({**result, "run_id": "s", "job_id": "c@cuda"}, finished_by=me)  # type: ignore[arg-type]
+    assert store.ledger.run_counts("s")["gpu0@x"] == {"received": 1, "finished": 1, "died": 0}
 
 
 def test_a_ledger_key_of_another_type_never_stops_a_job(redis_url: str, start_worker) -> None:

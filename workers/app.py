@@ -8,11 +8,13 @@ initialises CUDA: models are loaded inside the task, in the pool child.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
 import logging
 import os
+import queue
 import socket
 import subprocess
 import threading
@@ -39,6 +41,7 @@ from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.redis_transport import last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
+from fleet.store.ledger import Taker
 from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
 from workers.screen import ScreenMessages, consuming
@@ -93,10 +96,15 @@ class RunCheck(Task):
         _finished(s, job)
 
 
+def taker(job: Job) -> Taker:
+    """This worker start, taking the job from its queue (the ledger's records, fleet.store.ledger)."""
+    return Taker(job["queue"], worker_name(settings()), INSTANCE)
+
+
 def _finished(s: ResultStore, job: Job) -> None:
     """Count the job's stored outcome for this worker, and drop it from the running jobs."""
-    name = worker_name(settings())
-    _ledger(s, lambda: s.ledger.finished(job["run_id"], job["job_id"], job["queue"], name, INSTANCE))
+    me = taker(job)
+    _ledger(s, lambda: s.ledger.finished(job["run_id"], job["job_id"], me.queue, me.worker, me.instance))
 
 
 def _ledger(s: ResultStore, write: Any) -> None:
@@ -125,8 +133,9 @@ def run_check(self: Task, job: Job) -> str:
             _dead_letter(self, s, job, f"bad job: {problem}")
         return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
-    try:
-        done, delivery = s.retrying(lambda: s.begin_attempt(run_id, job_id, reruns.counter(job)))
+    me = taker(job)
+    try:  # one round trip: the delivery counted and, on the first one, the ledger's record of who took it
+        done, delivery, taken = s.retrying(lambda: s.begin_delivery(run_id, job_id, reruns.counter(job), me))
     except UnknownJob as exc:  # a made-up job of a real run: its result would count towards the run's end
         logger.error("refused a job message: %s", exc.message)
         _dead_letter(self, s, job, f"bad job: {exc.message}")
@@ -135,8 +144,8 @@ def run_check(self: Task, job: Job) -> str:
         return "already done"  # a repeated delivery of a finished job: nothing to count twice
     if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
         return "already rerun"  # this run's outcome is kept and the next run was published
-    # Who took it (received), and which earlier delivery died with its process (fleet.store.ledger).
-    _ledger(s, lambda: s.ledger.started(run_id, job_id, job["queue"], worker_name(settings()), INSTANCE, delivery))
+    if not taken:  # a redelivery: who took it now, and which earlier delivery died with its process
+        _ledger(s, lambda: s.ledger.started(run_id, job_id, me.queue, me.worker, me.instance, delivery))
     if delivery > int(job.get("max_attempts", 3)):
         gave_up = terminal_result(
             job,
@@ -159,8 +168,7 @@ def run_check(self: Task, job: Job) -> str:
         _rerun(self, s, job, result)  # does not return: the rerun starts in a fresh process
     if reruns.rerun_number(job):
         result = reruns.final(result, job, s.retrying(lambda: s.reruns(run_id, job_id)))
-    s.retrying(lambda: s.put_result(result, sealed=SEALED))
-    _finished(s, job)
+    s.retrying(lambda: s.put_result(result, sealed=SEALED, finished_by=me))  # with the ledger's count: one round trip
     why = leaves_process_unclean(result, settings())
     if why:
         # Replace this pool process. The result is already stored, so the redelivery that
@@ -276,15 +284,45 @@ def _beat_loop() -> None:
             return
 
 
+class Holds:
+    """The records that this worker start holds a message (fleet.redelivery), written by a
+    thread of the main process: the message goes on to the pool at once instead of after a
+    Redis round trip (every job waited for it before). The record lands a round trip later,
+    while the job starts; all that waits meanwhile is written in one HSET. A record not written
+    (Redis away, the worker killed within that round trip) leaves the visibility timeout as the
+    backstop for the message, as before."""
+
+    def __init__(self) -> None:
+        self._tags: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+
+    def add(self, tag: str) -> None:
+        self._tags.put(tag)
+        if self._writer is None:  # the consumer's thread only: no race to start two
+            self._writer = threading.Thread(target=self._write, name="fleet-holds", daemon=True)
+            self._writer.start()
+
+    def _write(self) -> None:
+        while True:
+            tags = [self._tags.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    tags.append(self._tags.get_nowait())
+            try:
+                store().transport.hold(INSTANCE, *tags)
+            except Exception as exc:  # Redis away, a key of another type: the writer goes on
+                logger.warning("could not record %d held message(s): %s", len(tags), exc)
+
+
+_holds = Holds()
+
+
 @signals.task_received.connect
 def _on_received(request: Any = None, **_: Any) -> None:
-    """Record that this worker start holds the message (main process, before the job runs)."""
+    """Record that this worker start holds the message (main process, as the job starts)."""
     tag = getattr(getattr(request, "message", None), "delivery_tag", None)
     if tag:
-        try:
-            store().transport.hold(str(tag), INSTANCE)
-        except FleetError:
-            pass  # Redis away: the visibility timeout stays the backstop for this message
+        _holds.add(str(tag))
 
 
 @signals.worker_process_init.connect

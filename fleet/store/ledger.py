@@ -1,6 +1,7 @@
 """Who took which job, and what became of it: the worker side of a run's accounting.
 
-Workers write it, one pipelined round trip when a job starts and one when it ends:
+Workers write it when a job starts (with the delivery count, in fleet/store/begin.lua) and when it
+ends (with the result, in put_result's pipeline): no round trip of its own for a job's first delivery:
 
 - per run, `holders` (job id -> the worker running or last running it) and `ledger`
   ("<worker>\\t<received|finished|died>" -> count): the run's report names a worker that took
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from fleet import records
@@ -39,6 +41,36 @@ def token(instance: str, run_id: str, job_id: str) -> str:
     return f"{instance}|{run_id}|{job_id}"
 
 
+@dataclass(frozen=True)
+class Taker:
+    """Who runs a job: the queue it came from, the worker's name, this worker start."""
+
+    queue: str
+    worker: str
+    instance: str
+
+
+def started_keys(run_id: str, queue: str, worker: str) -> list[str]:
+    """holders, ledger, worker stats, running: the keys a worker taking a job writes."""
+    return [keys.run(run_id, "holders"), keys.run(run_id, "ledger"), keys.worker_stats(worker), keys.running(queue)]
+
+
+def started_script(run_id: str, job_id: str, by: Taker) -> tuple[list[str], list[str]]:
+    """The keys and arguments of Ledger.started's writes for fleet.store.begin.lua."""
+    args = [by.worker, f"{by.worker}{SEP}received", str(now()), str(STATS_TTL_S), token(by.instance, run_id, job_id)]
+    return started_keys(run_id, by.queue, by.worker), args
+
+
+def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
+    """Add the ledger's writes for a stored outcome to a pipeline: five replies."""
+    stats = keys.worker_stats(by.worker)
+    pipe.hincrby(keys.run(run_id, "ledger"), f"{by.worker}{SEP}finished", 1)
+    pipe.hincrby(stats, "finished", 1)
+    pipe.hset(stats, "last_result_at", now())
+    pipe.expire(stats, STATS_TTL_S)
+    pipe.lrem(keys.running(by.queue), 0, token(by.instance, run_id, job_id))
+
+
 class Ledger:
     def __init__(self, r: Any) -> None:
         self._r = r  # a fleet.store.connection.Translating client
@@ -46,16 +78,18 @@ class Ledger:
     # -- written by workers ---------------------------------------------------------------
     def started(self, run_id: str, job_id: str, queue: str, worker: str, instance: str, delivery: int) -> str | None:
         """A worker took a job (one transaction). Returns the worker that held the job before,
-        whose delivery died when this is a redelivery (and counts it against that worker)."""
-        stats = keys.worker_stats(worker)
+        whose delivery died when this is a redelivery (and counts it against that worker).
+        The first delivery of a job is recorded by fleet.store.begin.lua instead, with the same
+        writes (started_script), in the round trip that counts the delivery."""
+        holders, ledger, stats, running = started_keys(run_id, queue, worker)
         pipe = self._r.pipeline(transaction=True)
-        pipe.hget(keys.run(run_id, "holders"), job_id)
-        pipe.hset(keys.run(run_id, "holders"), job_id, worker)
-        pipe.hincrby(keys.run(run_id, "ledger"), f"{worker}{SEP}received", 1)
+        pipe.hget(holders, job_id)
+        pipe.hset(holders, job_id, worker)
+        pipe.hincrby(ledger, f"{worker}{SEP}received", 1)
         pipe.hincrby(stats, "received", 1)
         pipe.hset(stats, "last_received_at", now())
         pipe.expire(stats, STATS_TTL_S)
-        pipe.lpush(keys.running(queue), token(instance, run_id, job_id))
+        pipe.lpush(running, token(instance, run_id, job_id))
         previous = pipe.execute()[0]
         if delivery > 1 and previous:
             self._died(run_id, str(previous))
@@ -69,14 +103,10 @@ class Ledger:
         pipe.execute()
 
     def finished(self, run_id: str, job_id: str, queue: str, worker: str, instance: str) -> None:
-        """The worker has stored an outcome of the job (one round trip)."""
-        stats = keys.worker_stats(worker)
+        """The worker has stored an outcome of the job (one round trip; a worker sends these
+        writes with the result itself: fleet.store.results.put_result's `finished_by`)."""
         pipe = self._r.pipeline(transaction=False)
-        pipe.hincrby(keys.run(run_id, "ledger"), f"{worker}{SEP}finished", 1)
-        pipe.hincrby(stats, "finished", 1)
-        pipe.hset(stats, "last_result_at", now())
-        pipe.expire(stats, STATS_TTL_S)
-        pipe.lrem(keys.running(queue), 0, token(instance, run_id, job_id))
+        count_finished(pipe, run_id, job_id, Taker(queue, worker, instance))
         pipe.execute()
 
     def prune_running(self, queues: Iterable[str], live_instances: set[str]) -> int:

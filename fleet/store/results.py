@@ -37,7 +37,7 @@ from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
 from fleet.store import keys
 from fleet.store.connection import connect
-from fleet.store.ledger import Ledger
+from fleet.store.ledger import Ledger, Taker, count_finished, started_script
 from fleet.store.registry import Registry
 from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
@@ -46,8 +46,18 @@ logger = logging.getLogger("fleet.store")
 
 T = TypeVar("T")
 JOBS_KEY, RESULTS_KEY = "(jobs)", "(results)"  # the row that stands for a run's whole corrupt hash
-_PUT_RESULT = (resources.files("fleet.store") / "put_result.lua").read_text()  # see the file
-_PUT_RESULT_SHA = hashlib.sha1(_PUT_RESULT.encode()).hexdigest()  # EVALSHA: the 1.3 KB script sent once
+
+
+class _Script:
+    """A Lua script of this package (see the file) and its digest: EVALSHA sends it only once."""
+
+    def __init__(self, name: str) -> None:
+        self.text = (resources.files("fleet.store") / name).read_text()
+        self.sha = hashlib.sha1(self.text.encode()).hexdigest()
+
+
+_PUT_RESULT = _Script("put_result.lua")
+_BEGIN = _Script("begin.lua")
 
 
 def new_run_id() -> str:
@@ -87,12 +97,14 @@ class ResultStore:
         return retry_redis(fn, timeout_s)
 
     # -- runs -------------------------------------------------------------------------
-    def create_run(self, meta: dict[str, Any], jobs: list[Job]) -> None:
-        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway)."""
+    def create_run(self, meta: dict[str, Any], jobs: list[Job], encoded: Mapping[str, str] | None = None) -> None:
+        """All of the run or none of it (one MULTI/EXEC; removed again when it fails midway).
+        encoded: job id -> the job as JSON, when the caller has it already (a submit does)."""
         run_id = meta["run_id"]
         pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.run(run_id, "meta"), json.dumps(meta))
-        pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: json.dumps(j) for j in jobs})
+        texts = encoded if encoded is not None else {j["job_id"]: json.dumps(j) for j in jobs}
+        pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: texts[j["job_id"]] for j in jobs})
         pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
         try:
             pipe.execute()
@@ -192,39 +204,78 @@ class ResultStore:
         """One round trip: whether the job already has a result, and its delivery count
         (this delivery included). counter: the field counted (default job_id; a rerun counts apart).
         Raises UnknownJob (nothing counted) for a job id that is not one of the run's jobs."""
-        pipe = self._r.pipeline(transaction=False)
-        pipe.hexists(keys.run(run_id, "results"), job_id)
-        pipe.hincrby(keys.run(run_id, "attempts"), counter or job_id, 1)
-        pipe.exists(keys.run(run_id, "jobs"))
-        pipe.hexists(keys.run(run_id, "jobs"), job_id)
-        done, count, known, ours = pipe.execute(raise_on_error=False)
-        for reply in (done, count, known):
-            if isinstance(reply, Exception):
-                raise reply
-        ours = True if isinstance(ours, Exception) else ours  # jobs of another type: unknown, not refused
+        done, count, _ = self.begin_delivery(run_id, job_id, counter)
+        return done, count
+
+    def begin_delivery(
+        self, run_id: str, job_id: str, counter: str | None = None, taken_by: Taker | None = None
+    ) -> tuple[bool, int, bool]:
+        """begin_attempt, and with taken_by, the ledger's record that this worker took the job
+        (Ledger.started) when this is the first delivery of a job without a result, in the same
+        round trip (fleet/store/begin.lua). Returns (done, count, taken: whether the ledger
+        recorded it here). A ledger key of another type is logged, never raised."""
+        script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
+        args = [job_id, counter or job_id, "0"]
+        if taken_by is not None:
+            ledger_keys, ledger_args = started_script(run_id, job_id, taken_by)
+            script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
+        done, count, known, ours, ledger = self._script(_BEGIN, script_keys, args)
         if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
-            self._r.hdel(keys.run(run_id, "attempts"), counter or job_id)
             if known:
                 raise UnknownJob(run_id, job_id)
-            return True, int(count)  # nothing to run, no key left behind
-        return bool(done), int(count)
+            return True, int(count), False  # nothing to run, no key left behind
+        if ledger not in (0, 1):
+            logger.warning("could not write the ledger: %s", ledger)
+        return bool(done), int(count), ledger == 1
 
-    def put_result(self, result: Result, only_if_absent: bool = False, sealed: tuple[str, ...] = SEALED) -> bool:
+    def put_result(
+        self,
+        result: Result,
+        only_if_absent: bool = False,
+        sealed: tuple[str, ...] = SEALED,
+        finished_by: Taker | None = None,
+    ) -> bool:
         """Write one job's result in one round trip, unless the run is finished or the job
         already holds a result whose status is in `sealed` (those results are appended to the
         run's late attempts instead). only_if_absent: never replace an existing result.
         Marks the run finished when it was the last. Returns whether it was written.
+        finished_by: the ledger's count of a stored outcome (Ledger.finished) goes in the same
+        round trip, whatever became of the result; a ledger key of another type is logged.
         Raises UnknownJob (nothing written) for a job id that is not one of the run's jobs."""
         run_id, job_id = result["run_id"], result["job_id"]
         script_keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
         args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
-        try:
-            written = int(self._r.evalsha(_PUT_RESULT_SHA, len(script_keys), *script_keys, *args))
-        except redis.exceptions.NoScriptError:  # a Redis that has not seen it yet (or restarted)
-            written = int(self._r.eval(_PUT_RESULT, len(script_keys), *script_keys, *args))
+        if finished_by is None:
+            written = int(self._script(_PUT_RESULT, script_keys, args))
+        else:
+            written = self._put_and_count(script_keys, args, run_id, job_id, finished_by)
         if written < 0:
             raise UnknownJob(run_id, job_id)
         return bool(written)
+
+    def _put_and_count(self, script_keys: list[str], args: list[str], run_id: str, job_id: str, by: Taker) -> int:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.evalsha(_PUT_RESULT.sha, len(script_keys), *script_keys, *args)
+        count_finished(pipe, run_id, job_id, by)
+        try:
+            replies = pipe.execute(raise_on_error=False)  # errors other than WRONGTYPE raise
+        except redis.exceptions.NoScriptError:  # the ledger's writes went through: the script alone again
+            return int(self._r.eval(_PUT_RESULT.text, len(script_keys), *script_keys, *args))
+        written, ledger = replies[0], replies[1:]
+        if isinstance(written, Exception):
+            raise written
+        for reply in ledger:
+            if isinstance(reply, Exception):
+                logger.warning("could not write the ledger: %s", reply)
+                break
+        return int(written)
+
+    def _script(self, script: _Script, script_keys: list[str], args: list[str]) -> Any:
+        """Run a Lua script by its digest (its text sent only to a Redis that has not seen it)."""
+        try:
+            return self._r.evalsha(script.sha, len(script_keys), *script_keys, *args)
+        except redis.exceptions.NoScriptError:  # a Redis that has not seen it yet (or restarted)
+            return self._r.eval(script.text, len(script_keys), *script_keys, *args)
 
     def attempts(self, run_id: str) -> dict[str, int]:
         """Deliveries counted per job (per rerun counter) so far."""

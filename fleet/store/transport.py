@@ -56,8 +56,10 @@ class Transport:
         self._r.delete(*queues, keys.UNACKED, keys.UNACKED_INDEX, keys.HELD)
 
     # -- deliveries: which worker process holds which message ------------------------
-    def hold(self, delivery_tag: str, instance: str) -> None:
-        self._r.hset(keys.HELD, delivery_tag, instance)
+    def hold(self, instance: str, *delivery_tags: str) -> None:
+        """Record that this worker start (instance) holds these deliveries (one command)."""
+        if delivery_tags:
+            self._r.hset(keys.HELD, mapping=dict.fromkeys(delivery_tags, instance))
 
     def held(self) -> dict[str, str]:
         return dict(self._r.hgetall(keys.HELD))

@@ -1,0 +1,34 @@
+-- A delivery begins (fleet.store.results.begin_attempt): whether the job already has a result,
+-- and its delivery count (this one included). A job id that is not one of the run's jobs, or a
+-- run that is gone, counts nothing. With the ledger's keys given (ARGV[3] == '1'), the first
+-- delivery of a job without a result is also recorded as taken by this worker
+-- (fleet.store.ledger.started): one round trip for both. The ledger's writes never fail the
+-- script (a key of another type: its error text comes back, and the job goes on).
+-- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running]
+-- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token]
+-- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or an error text.
+local job_id, counter = ARGV[1], ARGV[2]
+local done = redis.call('HEXISTS', KEYS[1], job_id)
+local count = redis.call('HINCRBY', KEYS[2], counter, 1)
+local known = redis.call('EXISTS', KEYS[3])
+local ours = redis.pcall('HEXISTS', KEYS[3], job_id)
+if type(ours) == 'table' then ours = 1 end  -- jobs of another type: unknown, not refused
+if known == 0 or ours == 0 then
+  redis.call('HDEL', KEYS[2], counter)  -- the run is gone, or never had this job: no key left behind
+  return {done, count, known, ours, 0}
+end
+if ARGV[3] ~= '1' or done == 1 or count > 1 then
+  return {done, count, known, ours, 0}
+end
+local failed = nil
+local function write(...)
+  local reply = redis.pcall(...)
+  if type(reply) == 'table' and reply.err then failed = failed or reply.err end
+end
+write('HSET', KEYS[4], job_id, ARGV[4])
+write('HINCRBY', KEYS[5], ARGV[5], 1)
+write('HINCRBY', KEYS[6], 'received', 1)
+write('HSET', KEYS[6], 'last_received_at', ARGV[6])
+write('EXPIRE', KEYS[6], ARGV[7])
+write('LPUSH', KEYS[7], ARGV[8])
+return {done, count, known, ours, failed or 1}
