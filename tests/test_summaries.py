@@ -11,6 +11,7 @@ from typing import Any
 import redis
 
 from bench.history_scale import fill, history
+from fleet import records
 from fleet.store import ResultStore, keys
 from orchestrator import report, summaries
 from orchestrator import runs as runs_mod
@@ -176,7 +177,31 @@ BAD_RECORDS = {
     "an error kind that is a list": '{"k":["cpu"],"s":[[1,"FAILED",["x"],0]]}',
     "a device index out of range": '{"k":["cpu"],"s":[[1,"REAL",null,9]]}',
     "not an object": "[1, 2]",
+    "a row that is not a list": '{"k":["cpu"],"s":[{"seq":1}]}',
+    "a row of five": '{"k":["cpu","w"],"s":[[1,"REAL",null,0,1]]}',
+    "a seq that is true": '{"k":["cpu"],"s":[[true,"REAL",null,0]]}',
+    "a metric beyond a float": '{"k":["cpu","w"],"s":[[1,"REAL",null,0,1,1e400,null,null,null]]}',
+    "a long row without its weights index": '{"k":["cpu"],"s":[[2,"REAL",null,0],[1,"REAL",null,0,null,1.0]]}',
+    "a weights index out of range": '{"k":["cpu"],"s":[[1,"REAL",null,0,4,1.0,null,null,null]]}',
+    "device names that are not text": '{"k":[1],"s":[[1,"REAL",null,0]]}',
 }
+
+
+def test_sound_records_decode_whatever_rows_they_hold() -> None:
+    """Rows are checked column by column: short rows, fewer metrics, a whole number too large for
+    a float are all sound; the same checks find a corrupt one (BAD_RECORDS)."""
+    record = {
+        "k": ["cpu", "w"],
+        "s": [[3, "REAL", None, 0, 1, 1.5, 10**400, None, None], [2, "FAILED", "boom", 0], [1, "REAL", None, 0, 1, 2]],
+    }
+    assert summaries._decode(record) == [
+        (3, "REAL", None, "cpu", "w", [1.5, 10**400, None, None]),
+        (2, "FAILED", "boom", "cpu", None, []),
+        (1, "REAL", None, "cpu", "w", [2]),
+    ]
+    assert summaries._decode({"k": [], "s": []}) == [] == summaries._decode(None)
+    for label, bad in BAD_RECORDS.items():  # as fleet.store.summaries reads them
+        assert summaries._decode(records.decode_object(bad) or {records.CORRUPT_KEY: "?"}) is None, label
 
 
 def _finished(store: ResultStore, runs: list[Any]) -> None:

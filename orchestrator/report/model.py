@@ -50,9 +50,11 @@ def build(
     baseline_results = {jid: h.baseline.result for jid, h in histories.items() if h.baseline is not None}
     # attribution: the whole baseline result and catalog entries, read only for jobs whose status changed
     changed = {
-        jid: h.baseline
+        jid: base
         for jid, h in histories.items()
-        if h.baseline is not None and row_change(h.baseline.result, h.samples[0].result) in ("regressed", "improved")
+        if (base := h.baseline) is not None
+        and (now := h.current) is not None
+        and row_change(base.result, now.result) in ("regressed", "improved")
     }
     wanted: dict[str, list[str]] = {}
     for jid, b in changed.items():
@@ -213,9 +215,9 @@ def _history_of(
         ids = ids[ids.index(run_id) :]
     by_run: dict[str, dict[str, str]] = {rid: {} for rid in ids[:limit]}
     for jid, h in histories.items():
-        for s in h.samples:
-            if s.run_id in by_run:
-                by_run[s.run_id][jid] = s.status
+        for rid, status in h.outcomes():
+            if rid in by_run:
+                by_run[rid][jid] = status
     return [(rid, by_run[rid]) for rid in reversed(ids[:limit])]
 
 
