@@ -5,6 +5,9 @@ changes, harness gaps, lost jobs and metric regressions, in a real Redis."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -15,7 +18,7 @@ from fleet import records
 from fleet.store import ResultStore, keys
 from orchestrator import report, summaries
 from orchestrator import runs as runs_mod
-from tests.helpers import orchestrator
+from tests.helpers import ROOT, orchestrator
 
 RUNS, JOBS = 36, 60  # more runs than the window (30) and than the summaries keep (31)
 
@@ -134,6 +137,30 @@ def test_runs_and_status_read_the_counts_kept_for_finished_runs(redis_url: str) 
     assert set(kept) == set(ids)
     for rid in ids:
         assert kept[rid] == store.progress(rid)
+
+
+# What `runs` and `status` must not import: the renderers, Celery, the model stack.
+HEAVY = ("jinja2", "orchestrator.report", "celery", "kombu", "torch", "transformers")
+_IMPORTED = (
+    "import sys\nfrom orchestrator.cli import main\nrc = main(sys.argv[1:])\n"
+    f"print('IMPORTED', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)"
+)
+
+
+def test_runs_and_status_import_neither_renderers_nor_celery(redis_url: str) -> None:
+    """Their work is a few reads: the interpreter's imports are their wall time."""
+    fill(ResultStore(redis_url), 2, 5)
+    for argv in (["runs"], ["status"], ["status", "--json"]):
+        res = subprocess.run(
+            [sys.executable, "-c", _IMPORTED, *argv, "--redis-url", redis_url],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.strip().splitlines()[-1] == "IMPORTED []", (argv, res.stderr)
 
 
 def test_summaries_of_another_type_leave_reports_to_the_full_read(redis_url: str) -> None:
