@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from fleet.protocol import FAILING, PASSED, Result, Status
@@ -27,6 +28,7 @@ FROM_RESULT: Any = object()  # Sample.key when the result itself tells the weigh
 PASSING = PASSED
 
 
+@lru_cache(maxsize=4096)  # a report names the same few run starts 10,000 times over
 def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC, second precision, with a Z."""
     if not ts:
