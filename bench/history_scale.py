@@ -137,6 +137,7 @@ def _sent(r: redis.Redis) -> int:
 _CHILD = """
 import sys, time
 import orchestrator.cli as cli
+cli.build_parser(sys.argv[1:])  # imports the command's module (the CLI imports only the one named)
 t0 = time.perf_counter()
 rc = cli.main(sys.argv[1:])
 work = time.perf_counter() - t0
