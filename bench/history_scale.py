@@ -1,7 +1,7 @@
 """Reports against a long history: 30 finished runs of N results each, filled into a private Redis
 through the store's own API (each run folded into the per-job summaries when it is finished, as
 orchestrator.runs does), then `report` (md, json), `runs` and `status` run as the CLI, each in its
-own process: wall time, peak RSS (wait4), bytes Redis sent (INFO total_net_output_bytes). The
+own process: wall time, CPU time, peak RSS (VmHWM), bytes Redis sent (INFO total_net_output_bytes). The
 report model is also built in-process both ways, from the summaries and reading every earlier run
 (baselines.collect), side by side. Targets at 30 x 10,000: report < 2 s and < 400 MB, runs < 1 s,
 status < 0.5 s. Redis memory: MEMORY USAGE of a run's results and of the summaries.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import subprocess
 import sys
 import time
@@ -136,6 +137,7 @@ def _sent(r: redis.Redis) -> int:
 _CHILD = """
 import sys, time
 import orchestrator.cli as cli
+cli.build_parser(sys.argv[1:])  # imports the command's module (the CLI imports only the one named)
 t0 = time.perf_counter()
 rc = cli.main(sys.argv[1:])
 work = time.perf_counter() - t0
@@ -147,23 +149,33 @@ sys.exit(rc)
 
 def _cli(url: str, r: redis.Redis, *argv: str) -> dict[str, float]:
     """One CLI command in its own process: wall seconds (the interpreter's start and imports
-    included), seconds after imports, peak RSS (MB), MB Redis sent."""
+    included), its CPU seconds, seconds after imports, peak RSS (MB), MB Redis sent."""
     env = {**os.environ, "FLEET_REDIS_URL": url}
     before = _sent(r)
+    cpu = _children_cpu()
     t0 = time.perf_counter()
     p = subprocess.run(
         [sys.executable, "-c", _CHILD, *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu
     if p.returncode != 0:
         raise SystemExit(f"orchestrator {' '.join(argv)} exited {p.returncode}: {p.stderr[-2000:]}")
     work, hwm_kb = p.stderr.rsplit("BENCH ", 1)[1].split()
     return {
         "s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
         "after_imports_s": round(float(work), 2),
         "rss_mb": round(int(hwm_kb) / 1024, 1),
         "read_mb": round((_sent(r) - before) / 1e6, 2),
     }
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user and system) of the children waited for so far: on a shared machine, what
+    a command costs whatever the load (its wall time is that plus its waits for the CPU)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _import_floor() -> float:

@@ -28,6 +28,7 @@ _TIMES = ("started_at", "finished_at", "deadline")  # fields that are times, in 
 _NOT_UTF8 = re.compile(r"\\x[89a-f][0-9a-f]")
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of half a UTF-16 pair
 _TEXT = (str,)
+_SOUND = frozenset((str, int, dict, list))  # exact types that need no check beyond their type
 _NUMBER = (int, float)
 # Result fields and the types they must have (None allowed where the schema says so).
 _RESULT_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -143,6 +144,8 @@ def _field_problem(
         value = data[key]
         if value is None and nullable:
             continue
+        if type(value) in _SOUND and type(value) in types and key not in _TIMES:
+            continue  # the common case, one lookup: text, a whole number, an object, a list (a float: below)
         if isinstance(value, bool) or not isinstance(value, types):
             return f"{what} field {key!r} must be {_type_name(types)}, got {type(value).__name__}"
         if isinstance(value, float) and not math.isfinite(value):

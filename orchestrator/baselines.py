@@ -13,8 +13,10 @@ window (a report of an old run, an earlier run still unfinished).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from fleet.protocol import FAILING, PASSED, Result, Status
@@ -26,6 +28,7 @@ FROM_RESULT: Any = object()  # Sample.key when the result itself tells the weigh
 PASSING = PASSED
 
 
+@lru_cache(maxsize=4096)  # a report names the same few run starts 10,000 times over
 def iso(ts: float | None) -> str | None:
     """ISO 8601 UTC, second precision, with a Z."""
     if not ts:
@@ -53,39 +56,77 @@ class Sample:
 
 @dataclass
 class JobHistory:
-    """A job's outcomes in the current run and the earlier runs that had it, newest first."""
+    """A job's outcomes in the current run and the earlier runs that had it, newest first.
+
+    What the report reads goes through current, baseline, statuses(), ref(), outcomes() and
+    trend_values(): a history kept in a summary record (orchestrator.summaries.KeptHistory)
+    answers them from the record without an object per outcome."""
 
     samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def current(self) -> Sample | None:
+        """The outcome in the run reported (None: an empty history)."""
+        return self.samples[0] if self.samples else None
 
     @property
     def baseline(self) -> Sample | None:
         return self.samples[1] if len(self.samples) > 1 else None
 
+    def statuses(self) -> list[str]:
+        """Each outcome's status, newest first."""
+        return [s.status for s in self.samples]
+
+    def ref(self, i: int) -> dict[str, Any]:
+        """The i-th outcome (newest first) as the report names it: run, date, status."""
+        return self.samples[i].ref()
+
+    def outcomes(self) -> list[tuple[str, str]]:
+        """(run id, status) of each outcome, newest first."""
+        return [(s.run_id, s.status) for s in self.samples]
+
+    def trend_values(
+        self, key: str, device: str, metrics: tuple[str, ...], key_of: Callable[[Sample], str | None]
+    ) -> list[list[Any]]:
+        """These metrics of each passing outcome (REAL, UNVERIFIED, SYNTHETIC) with this weights key
+        (key_of: orchestrator.trends.sample_key) on this device, newest first: one value per
+        metric, None where absent."""
+        return [
+            [s.result["metrics"].get(m) for m in metrics]
+            for s in self.samples
+            if s.status in _PASSING and key_of(s) == key and s.result["device"] == device
+        ]
+
     def summary(self) -> dict[str, Any]:
         """streak_start: the oldest run of the current unbroken streak of this status;
         last_success: the newest REAL or SYNTHETIC outcome (this run included);
         first_failure: the first FAILED, LOST or FLAKY outcome after that success."""
-        if not self.samples:
+        statuses = self.statuses()
+        if not statuses:
             return {"streak_start": None, "first_failure": None, "last_success": None, "runs_seen": 0}
-        current = self.samples[0].status
-        streak = self.samples[0]
-        for s in self.samples[1:]:
-            if s.status != current:
+        current = statuses[0]
+        streak = 0
+        for i in range(1, len(statuses)):
+            if statuses[i] != current:
                 break
-            streak = s
-        last_success = next((s for s in self.samples if s.status in PASSING), None)
+            streak = i
+        last_success = next((i for i, s in enumerate(statuses) if s in _PASSING), None)
         first_failure = None
-        for s in self.samples:
-            if s is last_success:
+        for i, s in enumerate(statuses):
+            if i == last_success:
                 break
-            if s.status in (*FAILING, Status.FLAKY):
-                first_failure = s
+            if s in _FAILING_OR_FLAKY:
+                first_failure = i
         return {
-            "streak_start": streak.ref(),
-            "first_failure": first_failure.ref() if first_failure else None,
-            "last_success": last_success.ref() if last_success else None,
-            "runs_seen": len(self.samples),
+            "streak_start": self.ref(streak),
+            "first_failure": self.ref(first_failure) if first_failure is not None else None,
+            "last_success": self.ref(last_success) if last_success is not None else None,
+            "runs_seen": len(statuses),
         }
+
+
+_PASSING = frozenset(str(s) for s in PASSING)
+_FAILING_OR_FLAKY = frozenset(str(s) for s in (*FAILING, Status.FLAKY))
 
 
 def collect(

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fleet.errors import BadInput
-from orchestrator.report.json import dumps as strict_json
+from orchestrator.output import dumps as strict_json
 
 TIMEOUT_S = 5.0
 TRIES = 3

@@ -1,11 +1,14 @@
-"""Writing files the user asked for: whole or not at all, regular files only."""
+"""Writing files the user asked for (whole or not at all, regular files only), and strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fleet.errors import BadInput
 
@@ -56,3 +59,24 @@ def write_atomic(path: Path, text: str, force: bool = False) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def finite(data: Any) -> Any:
+    """data with every number JSON cannot carry (NaN, +-Infinity) as null: a report is strict JSON
+    (RFC 8259), which JSON.parse and every other strict reader accept."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
+
+
+def dumps(data: Any, **kwargs: Any) -> str:
+    """json.dumps, strict (allow_nan=False): a non-finite number is written as null. The common
+    case, no such number, costs one encoding."""
+    try:
+        return json.dumps(data, allow_nan=False, default=str, **kwargs)
+    except ValueError:
+        return json.dumps(finite(data), allow_nan=False, default=str, **kwargs)

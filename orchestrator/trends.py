@@ -47,20 +47,17 @@ def sample_key(sample: Sample) -> str | None:
 
 def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, Any]]:
     """{metric: {label, value, median, relative, violations, runs}} for the job's current result."""
-    if not history.samples:
+    first = history.current
+    if first is None:
         return {}
-    current = history.samples[0].result
-    key = sample_key(history.samples[0])
+    current = first.result
+    key = sample_key(first)
     if key is None or current.get("status") not in PASSED:
         return {}
-    same = [
-        s.result
-        for s in history.samples
-        if s.status in PASSED and sample_key(s) == key and s.result["device"] == current["device"]
-    ]
+    same = history.trend_values(key, current["device"], TREND_METRICS, sample_key)
     out: dict[str, dict[str, Any]] = {}
-    for metric in TREND_METRICS:
-        values = [r["metrics"].get(metric) for r in same]
+    for i, metric in enumerate(TREND_METRICS):
+        values = [v[i] for v in same]
         if not isinstance(values[0], (int, float)):
             continue
         series = [float(v) for v in values if isinstance(v, (int, float))]

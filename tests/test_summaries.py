@@ -5,16 +5,20 @@ changes, harness gaps, lost jobs and metric regressions, in a real Redis."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
 import redis
 
 from bench.history_scale import fill, history
+from fleet import records
 from fleet.store import ResultStore, keys
 from orchestrator import report, summaries
 from orchestrator import runs as runs_mod
-from tests.helpers import orchestrator
+from tests.helpers import ROOT, orchestrator
 
 RUNS, JOBS = 36, 60  # more runs than the window (30) and than the summaries keep (31)
 
@@ -135,6 +139,30 @@ def test_runs_and_status_read_the_counts_kept_for_finished_runs(redis_url: str) 
         assert kept[rid] == store.progress(rid)
 
 
+# What `runs` and `status` must not import: the renderers, Celery, the model stack.
+HEAVY = ("jinja2", "orchestrator.report", "celery", "kombu", "torch", "transformers")
+_IMPORTED = (
+    "import sys\nfrom orchestrator.cli import main\nrc = main(sys.argv[1:])\n"
+    f"print('IMPORTED', sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)\nsys.exit(rc)"
+)
+
+
+def test_runs_and_status_import_neither_renderers_nor_celery(redis_url: str) -> None:
+    """Their work is a few reads: the interpreter's imports are their wall time."""
+    fill(ResultStore(redis_url), 2, 5)
+    for argv in (["runs"], ["status"], ["status", "--json"]):
+        res = subprocess.run(
+            [sys.executable, "-c", _IMPORTED, *argv, "--redis-url", redis_url],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.strip().splitlines()[-1] == "IMPORTED []", (argv, res.stderr)
+
+
 def test_summaries_of_another_type_leave_reports_to_the_full_read(redis_url: str) -> None:
     store = ResultStore(redis_url)
     fill(store, 4, 20, fold=False)
@@ -176,7 +204,31 @@ BAD_RECORDS = {
     "an error kind that is a list": '{"k":["cpu"],"s":[[1,"FAILED",["x"],0]]}',
     "a device index out of range": '{"k":["cpu"],"s":[[1,"REAL",null,9]]}',
     "not an object": "[1, 2]",
+    "a row that is not a list": '{"k":["cpu"],"s":[{"seq":1}]}',
+    "a row of five": '{"k":["cpu","w"],"s":[[1,"REAL",null,0,1]]}',
+    "a seq that is true": '{"k":["cpu"],"s":[[true,"REAL",null,0]]}',
+    "a metric beyond a float": '{"k":["cpu","w"],"s":[[1,"REAL",null,0,1,1e400,null,null,null]]}',
+    "a long row without its weights index": '{"k":["cpu"],"s":[[2,"REAL",null,0],[1,"REAL",null,0,null,1.0]]}',
+    "a weights index out of range": '{"k":["cpu"],"s":[[1,"REAL",null,0,4,1.0,null,null,null]]}',
+    "device names that are not text": '{"k":[1],"s":[[1,"REAL",null,0]]}',
 }
+
+
+def test_sound_records_decode_whatever_rows_they_hold() -> None:
+    """Rows are checked column by column: short rows, fewer metrics, a whole number too large for
+    a float are all sound; the same checks find a corrupt one (BAD_RECORDS)."""
+    record = {
+        "k": ["cpu", "w"],
+        "s": [[3, "REAL", None, 0, 1, 1.5, 10**400, None, None], [2, "FAILED", "boom", 0], [1, "REAL", None, 0, 1, 2]],
+    }
+    assert summaries._decode(record) == [
+        (3, "REAL", None, "cpu", "w", [1.5, 10**400, None, None]),
+        (2, "FAILED", "boom", "cpu", None, []),
+        (1, "REAL", None, "cpu", "w", [2]),
+    ]
+    assert summaries._decode({"k": [], "s": []}) == [] == summaries._decode(None)
+    for label, bad in BAD_RECORDS.items():  # as fleet.store.summaries reads them
+        assert summaries._decode(records.decode_object(bad) or {records.CORRUPT_KEY: "?"}) is None, label
 
 
 def _finished(store: ResultStore, runs: list[Any]) -> None:

@@ -12,6 +12,7 @@ corrupt (a fleet key of another Redis type where nothing else can be shown); 130
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -19,29 +20,30 @@ from types import FrameType
 
 from fleet.errors import ExitCode, FleetError
 from fleet.settings import Settings
-from orchestrator.cli import (
-    beat,
-    diff,
-    expect,
-    history,
-    lock,
-    metrics,
-    pin,
-    report,
-    run,
-    runs,
-    status,
-    submit,
-    workers,
-)
 from orchestrator.cli.console import printable
 from orchestrator.cli.options import EPILOG, Parser
 
-# In the order `orchestrator --help` lists them.
-COMMANDS = (submit, run, status, report, metrics, diff, beat, pin, lock, expect, runs, history, workers)
+# One module per command (orchestrator.cli.NAME), in the order `orchestrator --help` lists them.
+COMMANDS = (
+    "submit",
+    "run",
+    "status",
+    "report",
+    "metrics",
+    "diff",
+    "beat",
+    "pin",
+    "lock",
+    "expect",
+    "runs",
+    "history",
+    "workers",
+)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; of only the command argv names when it names one (that is
+    all argparse reads then): `orchestrator runs` does not import what `run` or `report` need."""
     p = Parser(
         prog="orchestrator",
         description="model-fleet: which Hugging Face models really run on which hardware, with evidence.",
@@ -49,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.add(sub)
+    names = argv[:1] if argv and argv[0] in COMMANDS else COMMANDS
+    for name in names:
+        importlib.import_module(f"orchestrator.cli.{name}").add(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv).parse_args(argv)
     except SystemExit as exc:  # --help (exit 0) or a usage mistake (exit 2): its text may not fit stdout
         return _flushed(exc.code if isinstance(exc.code, int) else ExitCode.BAD_INPUT)
     except OSError as exc:  # the help text could not be written

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fleet.errors import ExitCode
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from orchestrator import report
-from orchestrator.verdicts import Verdict
+from orchestrator.output import write_atomic
+
+if TYPE_CHECKING:
+    from orchestrator.verdicts import Verdict
 
 
 def connect(settings: Settings) -> ResultStore:
@@ -45,7 +48,7 @@ def emit(text: str, output: Path | None, force: bool = False) -> int:
     if output is None:
         sys.stdout.write(text)
     else:
-        report.write_atomic(output, text, force=force)
+        write_atomic(output, text, force=force)
         print(output)
     return ExitCode.OK
 

@@ -14,7 +14,7 @@ from orchestrator import summaries
 from orchestrator.baselines import iso
 from orchestrator.cli.console import connect, line, warn
 from orchestrator.cli.options import Subcommands, connection
-from orchestrator.report.json import dumps as strict_json
+from orchestrator.output import dumps as strict_json
 
 
 def add(sub: Subcommands) -> None:

@@ -9,7 +9,7 @@ from fleet.settings import Settings
 from orchestrator import runs, summaries
 from orchestrator.cli.console import connect, line
 from orchestrator.cli.options import Subcommands, connection
-from orchestrator.report.json import dumps as strict_json
+from orchestrator.output import dumps as strict_json
 
 
 def add(sub: Subcommands) -> None:

@@ -8,11 +8,13 @@ and "changes" is one line (encoded in C: several times faster than indenting 10,
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from typing import Any
 
 from orchestrator.baselines import iso
+from orchestrator.output import dumps, finite
+
+__all__ = ["dumps", "finite", "to_json"]
 
 TIMESTAMPS = ("started_at", "finished_at")
 
@@ -24,27 +26,6 @@ def _stamped(data: dict[str, Any]) -> dict[str, Any]:
             out[f"{key}_unix"] = out[key]
             out[key] = iso(out[key])
     return out
-
-
-def finite(data: Any) -> Any:
-    """data with every number JSON cannot carry (NaN, +-Infinity) as null: a report is strict JSON
-    (RFC 8259), which JSON.parse and every other strict reader accept."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return None
-    if isinstance(data, dict):
-        return {k: finite(v) for k, v in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [finite(v) for v in data]
-    return data
-
-
-def dumps(data: Any, **kwargs: Any) -> str:
-    """json.dumps, strict (allow_nan=False): a non-finite number is written as null. The common
-    case, no such number, costs one encoding."""
-    try:
-        return json.dumps(data, allow_nan=False, default=str, **kwargs)
-    except ValueError:
-        return json.dumps(finite(data), allow_nan=False, default=str, **kwargs)
 
 
 def to_json(report: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from fleet.protocol import RANK
 from orchestrator.report.templating import COMPACT_FROM, environment, notable, number
 
 # One pass in C: HTML made inert, markdown syntax escaped, line breaks flattened.
@@ -47,9 +48,24 @@ def when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+History = list[tuple[str, dict[str, str]]]  # the model's "history": (run id, statuses by job id), oldest first
+
+
+def strip_ranks(job_id: str, history: History) -> str:
+    """A job's status rank in each run of the history strip (0: not in that run), comma separated.
+    In Python, not in the template: a report lists thousands of jobs times ten runs."""
+    return ", ".join(str(RANK.get(statuses.get(job_id, ""), 0)) for _, statuses in history)
+
+
+def strip_cells(job_id: str, history: History) -> str:
+    """A job's status in each run of the history strip (— where it was not), as table cells."""
+    return "".join(f"{statuses.get(job_id, '—')} | " for _, statuses in history)
+
+
 @cache
 def _env() -> jinja2.Environment:
-    return environment(False, {"md": md, "code": code, "mermaid": mermaid_label, "when": when, "num": number})
+    filters = {"md": md, "code": code, "mermaid": mermaid_label, "when": when, "num": number}
+    return environment(False, filters | {"strip_ranks": strip_ranks, "strip_cells": strip_cells})
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -3,7 +3,10 @@ as plain data that every renderer (markdown, JSON, JUnit) reads."""
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fleet import records
@@ -33,7 +36,36 @@ def build(
     (orchestrator.baselines), not simply the run before. Earlier runs come from the per-job
     summaries (orchestrator.summaries); full_read (or summaries that do not cover the window)
     reads every earlier run instead, with the same outcome. prices: per device-hour, for the
-    accounting's estimated cost (orchestrator.accounting)."""
+    accounting's estimated cost (orchestrator.accounting).
+
+    The cyclic garbage collector is paused meanwhile: the model is some hundred thousand
+    objects from JSON and no cycles, and each of the collector's full passes walks all of them
+    (a fifth of the time at 10,000 results, bench.history_scale)."""
+    with _collector_paused():
+        return _build(store, run_id, history_runs, expectations, trend, window, prices, full_read)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(
+    store: ResultStore,
+    run_id: str,
+    history_runs: int,
+    expectations: Expectations | None,
+    trend: trends.TrendSettings | None,
+    window: int,
+    prices: dict[str, float] | None,
+    full_read: bool,
+) -> dict[str, Any]:
     current = runs.view(store, run_id)  # reading never writes: a run past its deadline is shown as it will end
     meta, results = current.meta, current.results
     trend = trend or trends.TrendSettings()
@@ -50,9 +82,11 @@ def build(
     baseline_results = {jid: h.baseline.result for jid, h in histories.items() if h.baseline is not None}
     # attribution: the whole baseline result and catalog entries, read only for jobs whose status changed
     changed = {
-        jid: h.baseline
+        jid: base
         for jid, h in histories.items()
-        if h.baseline is not None and row_change(h.baseline.result, h.samples[0].result) in ("regressed", "improved")
+        if (base := h.baseline) is not None
+        and (now := h.current) is not None
+        and row_change(base.result, now.result) in ("regressed", "improved")
     }
     wanted: dict[str, list[str]] = {}
     for jid, b in changed.items():
@@ -213,9 +247,9 @@ def _history_of(
         ids = ids[ids.index(run_id) :]
     by_run: dict[str, dict[str, str]] = {rid: {} for rid in ids[:limit]}
     for jid, h in histories.items():
-        for s in h.samples:
-            if s.run_id in by_run:
-                by_run[s.run_id][jid] = s.status
+        for rid, status in h.outcomes():
+            if rid in by_run:
+                by_run[rid][jid] = status
     return [(rid, by_run[rid]) for rid in reversed(ids[:limit])]
 
 
