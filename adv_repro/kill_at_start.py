@@ -3,7 +3,8 @@ the run's accounting: the job must end with one result (not LOST, not counted tw
 
 MODE=child: kill -9 only the pool child (the worker's main process requeues the message).
 MODE=main:  kill -9 the whole worker (launcher, main process, pool child) and start another.
-MODE=main_nohold: the same, its held-delivery record removed (killed before the Holds thread wrote).
+MODE=mainonly: kill -9 the launcher and the main process only (the pool child lives on).
+MODE=main_nohold: as main, its held-delivery record removed (killed before the Holds thread wrote).
 MODE=redis: restart Redis (no persistence: SHUTDOWN NOSAVE is not used; SAVE then restart) while
             the job runs, to see the result and ledger land after the restart.
 
@@ -71,6 +72,13 @@ elif MODE in ("main", "main_nohold"):
     print("held records at the kill:", held_at_kill)
     if MODE == "main_nohold":  # as if killed before its Holds thread wrote: the visibility backstop
         r.delete(held)
+    b = worker("killB")
+elif MODE == "mainonly":  # the launcher and the worker's main process die; the pool child lives on
+    main_pid = tree(a.pid)[0]
+    child = tree(main_pid)[0]
+    os.kill(a.pid, signal.SIGKILL)
+    os.kill(main_pid, signal.SIGKILL)
+    print("pool child left running:", child)
     b = worker("killB")
 else:  # redis: restart it while the job runs (data kept by SAVE)
     time.sleep(1.0)
