@@ -9,8 +9,9 @@ acknowledged into the dead-letter list (fleet.store) with the reason, and Celery
 
 What is accepted is what our own producers send (celery.app.amqp.as_task_v2): JSON in UTF-8,
 a task this worker runs with its number of positional arguments, no keyword arguments, no
-callbacks, chords or chains, no ETA, an expiry only as an ISO time, and bounded sizes. Unknown headers are allowed
-(kombu adds its own, fleet.store.restore_unacked sets `redelivered`) within the size bound.
+callbacks, chords or chains, no ETA, an expiry only as an ISO time, and bounded sizes and nesting.
+Unknown headers are allowed (kombu adds its own, fleet.store.restore_unacked sets `redelivered`)
+within the size bound.
 The job inside is checked by the task itself (fleet.jobs), where a refusal can become a result.
 """
 
@@ -28,6 +29,10 @@ MAX_HEADERS_BYTES = 64 << 10
 MAX_ID = 255  # id, root_id, parent_id, group, task names
 MAX_REPR = 4096  # argsrepr, kwargsrepr, origin: shown in logs and events
 MAX_STAMPS = 32
+# How deep headers and body may nest (ours: 7 for the body, a job with pins and a lock; 2 for the
+# headers). Celery pickles both to hand the task to a pool process; one nested a few hundred deep
+# raises RecursionError there after the pool's slot was taken, and the slot is never given back.
+MAX_DEPTH = 32
 MAX_TIME_LIMIT = 7 * 86400.0
 CONTENT_TYPE = "application/json"
 ENCODINGS = ("utf-8", "utf8")
@@ -55,6 +60,8 @@ def message_problem(
 def headers_problem(headers: Any, tasks: Mapping[str, int]) -> str | None:
     if not isinstance(headers, dict):
         return f"headers must be an object, got {type(headers).__name__}"
+    if too_deep(headers):
+        return f"headers nest deeper than {MAX_DEPTH} levels"
     try:
         size = len(json.dumps(headers))
     except (TypeError, ValueError):
@@ -131,6 +138,8 @@ def body_problem(body: Any, arity: int) -> str | None:
         return "the body is not UTF-8"
     except (ValueError, RecursionError) as exc:
         return f"the body is not JSON: {str(exc)[:200]}"
+    if too_deep(decoded):
+        return f"the body nests deeper than {MAX_DEPTH} levels"
     if not isinstance(decoded, list) or len(decoded) != 3:
         shape = f"a list of {len(decoded)}" if isinstance(decoded, list) else type(decoded).__name__
         return f"the body must be a list [args, kwargs, embed], got {shape}"
@@ -146,3 +155,15 @@ def body_problem(body: Any, arity: int) -> str | None:
         if chained:
             return f"embed.{chained[0]} must be empty (jobs chain nothing)"
     return None
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON data nests lists and objects more than limit levels deep (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False

@@ -3,6 +3,7 @@ fault: real workers, real Redis, figures checked against the jobs' own timestamp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from fleet.broker import make_app
 from fleet.catalog import Catalog
-from fleet.errors import UnknownJob
+from fleet.errors import FleetError, UnknownJob
 from fleet.jobs import job_problem
 from fleet.protocol import base_result
 from fleet.settings import RunSettings
@@ -347,7 +348,7 @@ def test_a_worker_writes_the_ledger_with_the_delivery_count_and_with_the_result(
     # a ledger key of another type: logged, and the delivery and the result still count
     r.set(keys.running("gpu"), "not a list")
     with caplog.at_level("WARNING", logger="fleet.store"):
-        assert store.begin_delivery("r", "b@cuda", None, me) == (False, 1, False)
+        assert store.begin_delivery("r", "b@cuda", None, me) == (False, 1, True)  # taken: not written again
         assert store.put_result({**result, "job_id": "b@cuda"}, finished_by=me)  # type: ignore[arg-type]
     assert sum("could not write the ledger" in m for m in caplog.messages) == 2
     assert store.ledger.holders("r")["b@cuda"] == "gpu0@x" and store.result_count("r") == 2
@@ -357,6 +358,24 @@ def test_a_worker_writes_the_ledger_with_the_delivery_count_and_with_the_result(
     assert store.begin_delivery("s", "c@cuda", None, me) == (False, 1, True)
     assert store.put_result({**result, "run_id": "s", "job_id": "c@cuda"}, finished_by=me)  # type: ignore[arg-type]
     assert store.ledger.run_counts("s")["gpu0@x"] == {"received": 1, "finished": 1, "died": 0}
+
+
+def test_a_first_delivery_is_received_once_when_a_ledger_write_fails(redis_url: str) -> None:
+    """A ledger key of another type fails one of begin.lua's writes; the others land. The worker
+    (workers.app.run_check) writes the ledger again only for a delivery not taken by the script:
+    doing so here counted the one delivery twice (Ledger.started's MULTI/EXEC applies every
+    write but the failing one)."""
+    store, r = ResultStore(redis_url), raw_redis(redis_url)
+    store.create_run({"run_id": "r", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [_job("a")])
+    r.set(keys.running("gpu"), "not a list")
+    me = Taker("gpu", "gpu0@x", "inst-x")
+    done, delivery, taken = store.begin_delivery("r", "a@cuda", None, me)
+    assert (done, delivery, taken) == (False, 1, True)
+    if not taken:  # what run_check does
+        with contextlib.suppress(FleetError):
+            store.ledger.started("r", "a@cuda", me.queue, me.worker, me.instance, delivery)
+    assert store.ledger.run_counts("r")["gpu0@x"]["received"] == 1
+    assert store.ledger.worker_stats()["gpu0@x"]["received"] == 1
 
 
 def test_a_ledger_key_of_another_type_never_stops_a_job(redis_url: str, start_worker) -> None:

@@ -6,7 +6,8 @@
 -- script (a key of another type: its error text comes back, and the job goes on).
 -- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running]
 -- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token]
--- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or an error text.
+-- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or the
+-- error text of a write that failed (the others were made: the caller must not make them again).
 local job_id, counter = ARGV[1], ARGV[2]
 local done = redis.call('HEXISTS', KEYS[1], job_id)
 local count = redis.call('HINCRBY', KEYS[2], counter, 1)

@@ -212,8 +212,10 @@ class ResultStore:
     ) -> tuple[bool, int, bool]:
         """begin_attempt, and with taken_by, the ledger's record that this worker took the job
         (Ledger.started) when this is the first delivery of a job without a result, in the same
-        round trip (fleet/store/begin.lua). Returns (done, count, taken: whether the ledger
-        recorded it here). A ledger key of another type is logged, never raised."""
+        round trip (fleet/store/begin.lua). Returns (done, count, taken: whether the script made
+        the ledger's writes here, so that the caller must not make them again). A ledger key of
+        another type is logged, never raised: the writes before and after it still land, so the
+        delivery is taken all the same (writing them again would count it twice)."""
         script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
         args = [job_id, counter or job_id, "0"]
         if taken_by is not None:
@@ -226,7 +228,7 @@ class ResultStore:
             return True, int(count), False  # nothing to run, no key left behind
         if ledger not in (0, 1):
             logger.warning("could not write the ledger: %s", ledger)
-        return bool(done), int(count), ledger == 1
+        return bool(done), int(count), ledger != 0
 
     def put_result(
         self,
