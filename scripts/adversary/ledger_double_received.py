@@ -3,7 +3,7 @@ count 'received' twice: begin.lua writes holders/ledger/stats before its LPUSH f
 error text (taken=False), and workers/app.py then calls Ledger.started, whose MULTI/EXEC applies
 every write again (EXEC runs the other commands when one fails).
 
-Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python adv_repro/ledger_double_received.py
+Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python scripts/adversary/ledger_double_received.py
 (mirrors run_check's two calls exactly: begin_delivery, then `if not taken: _ledger(started)`)."""
 
 import os

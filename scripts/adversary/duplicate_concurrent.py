@@ -5,7 +5,7 @@ that worker is alive and running it, and both stored outcomes count as 'finished
 
 This replays workers.app.run_check's store calls for two workers in the order two concurrent
 deliveries make them (no worker process needed).
-Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python adv_repro/duplicate_concurrent.py"""
+Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python scripts/adversary/duplicate_concurrent.py"""
 
 import os
 

@@ -2,7 +2,7 @@
 orchestrator.publish (the per-run template) and by Celery's app.send_task; both queue entries
 decoded with kombu and compared (ids, tags, times and the clock masked).
 
-Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python adv_repro/publish_vs_send_task.py
+Usage: FLEET_REDIS_URL=redis://127.0.0.1:PORT/DB python scripts/adversary/publish_vs_send_task.py
 (use an otherwise unused DB: no worker may consume the queue). Exit 0: every pair equal."""
 
 import json

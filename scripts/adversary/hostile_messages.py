@@ -7,7 +7,7 @@ counted delivery and one 'received' in the ledger; each hostile message dead-let
 reason) or ignored; the worker still alive and consuming.
 
 Usage: start redis and `fleet-worker --devices cpu --concurrency 1 --name X` on FLEET_REDIS_URL,
-then: FLEET_REDIS_URL=... python adv_repro/hostile_messages.py"""
+then: FLEET_REDIS_URL=... python scripts/adversary/hostile_messages.py"""
 
 import base64
 import json

@@ -8,7 +8,7 @@ MODE=main_nohold: as main, its held-delivery record removed (killed before the H
 MODE=redis: restart Redis (no persistence: SHUTDOWN NOSAVE is not used; SAVE then restart) while
             the job runs, to see the result and ledger land after the restart.
 
-Usage: REDIS_PORT=... MODE=child|main python adv_repro/kill_at_start.py  (starts its own workers
+Usage: REDIS_PORT=... MODE=child|main python scripts/adversary/kill_at_start.py  (starts its own workers
 on DB 9 with FLEET_VISIBILITY_TIMEOUT=140; needs the redis-server on REDIS_PORT started with
 --dir so that SAVE + restart keeps the data for MODE=redis)."""
 
