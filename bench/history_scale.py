@@ -7,11 +7,13 @@ report model is also built in-process both ways, from the summaries and reading 
 status < 0.5 s. Redis memory: MEMORY USAGE of a run's results and of the summaries.
 
     python -m bench.history_scale [--runs 30] [--results 2196 10000]
+    python -m bench.history_scale --results 10000 --redis-url redis://127.0.0.1:6427/0  # reuse a filled Redis
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import resource
@@ -198,42 +200,58 @@ def _memory(r: redis.Redis, run_id: str, per_run: int) -> dict[str, Any]:
     }
 
 
-def at(runs: int, per_run: int) -> dict[str, Any]:
+def at(runs: int, per_run: int, url: str | None = None) -> dict[str, Any]:
+    """The figures at runs x per_run, in a private Redis filled here; url: a Redis of your own
+    instead, filled only when it holds no run yet (then kept: measure again without refilling)."""
+    if url is not None:
+        return _measure(url, runs, per_run)
     with private_fleet(f"history-{per_run}") as (server, _workers):
-        store = ResultStore(server.url)
-        r = redis.Redis.from_url(server.url, decode_responses=True)
+        return _measure(server.url, runs, per_run)
+
+
+def _measure(url: str, runs: int, per_run: int) -> dict[str, Any]:
+    store = ResultStore(url)
+    r = redis.Redis.from_url(url, decode_responses=True)
+    out: dict[str, Any] = {"runs": runs, "results_per_run": per_run}
+    if not store.run_ids(1):
         t0 = time.perf_counter()
         folds = fill(store, runs, per_run)
-        fill_s = time.perf_counter() - t0
-        latest = store.run_ids(1)[0]
-        out: dict[str, Any] = {
-            "runs": runs,
-            "results_per_run": per_run,
-            "fill_s": round(fill_s, 1),
-            "fold_s_median": round(sorted(folds)[len(folds) // 2], 2),
-            "memory": _memory(r, latest, per_run),
-        }
-        for name, use_full in (("build_summaries", False), ("build_full_read", True)):
-            before = _sent(r)
-            t0 = time.perf_counter()
-            report.build(store, latest, full_read=use_full)
-            out[name] = {"s": round(time.perf_counter() - t0, 2), "read_mb": round((_sent(r) - before) / 1e6, 2)}
-        out["build_ratio"] = round(out["build_full_read"]["s"] / max(out["build_summaries"]["s"], 1e-3), 1)
-        out["import_floor_s"] = _import_floor()
-        out["report_md"] = _cli(server.url, r, "report", "--format", "md")
-        out["report_json"] = _cli(server.url, r, "report", "--format", "json")
-        out["report_html"] = _cli(server.url, r, "report", "--format", "html")
-        out["runs_cmd"] = _cli(server.url, r, "runs")
-        out["status_cmd"] = _cli(server.url, r, "status")
-        r.close()
-        return out
+        out["fill_s"] = round(time.perf_counter() - t0, 1)
+        out["fold_s_median"] = round(sorted(folds)[len(folds) // 2], 2)
+    latest = store.run_ids(1)[0]
+    out["memory"] = _memory(r, latest, per_run)
+    for name, use_full in (("build_summaries", False), ("build_full_read", True)):
+        before = _sent(r)
+        t0 = time.perf_counter()
+        report.build(store, latest, full_read=use_full)
+        out[name] = {"s": round(time.perf_counter() - t0, 2), "read_mb": round((_sent(r) - before) / 1e6, 2)}
+    out["build_ratio"] = round(out["build_full_read"]["s"] / max(out["build_summaries"]["s"], 1e-3), 1)
+    out["import_floor_s"] = _import_floor()
+    out["report_md"] = _cli(url, r, "report", "--format", "md")
+    out["report_json"] = _cli(url, r, "report", "--format", "json")
+    out["report_html"] = _cli(url, r, "report", "--format", "html")
+    out["runs_cmd"] = _cli(url, r, "runs")
+    out["status_cmd"] = _cli(url, r, "status")
+    r.close()
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--results", type=int, nargs="+", default=[2196, 10_000])
+    p.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="measure against this Redis (one --results size), filled only when it holds no run: measuring "
+        "again skips the fill; the figures are printed, not saved",
+    )
     args = p.parse_args()
+    if args.redis_url:
+        if len(args.results) != 1:
+            p.error("--redis-url holds one history: give one --results size")
+        print(json.dumps(at(args.runs, args.results[0], args.redis_url), indent=2))
+        return
     figures = {f"at_{n}": at(args.runs, n) for n in args.results}
     figures["targets_at_10000"] = {"report_s": 2.0, "report_rss_mb": 400, "runs_s": 1.0, "status_s": 0.5}
     save("history_scale", figures)

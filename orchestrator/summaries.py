@@ -346,9 +346,12 @@ class KeptHistory(JobHistory):
         if current.status in _PASSING and key_of(current) == key and current.result["device"] == device:
             out.append([current.result["metrics"].get(m) for m in metrics])
         k, rows, width = self._columns.k, self._columns.rows, len(metrics)
+        # the indexes that name this key and this device (compared as numbers, row by row)
+        keys = {i for i, text in enumerate(k) if text == key}
+        devices = {i for i, text in enumerate(k) if text == device}
         for i in self._picked:
             row = rows[i]
-            if len(row) > 4 and row[1] in _PASSING and k[row[4]] == key and k[row[3]] == device:
+            if len(row) > 4 and row[4] in keys and row[3] in devices and row[1] in _PASSING:
                 values = row[5 : 5 + width]
                 out.append(values + [None] * (width - len(values)))
         return out

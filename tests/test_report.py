@@ -347,3 +347,26 @@ def test_retention_keeps_the_newest_runs(redis_url: str) -> None:
         _fixture_run(store, f"run-{i}", 1_790_000_000.0 + i, [_result(f"run-{i}", "t5", "cpu", "SYNTHETIC")])
     assert store.run_ids() == ["run-2", "run-1"]
     assert not raw_redis(redis_url).keys(keys.run("run-0", "*"))
+
+
+def test_templates_read_a_dicts_fields_as_jinja2_does() -> None:
+    """templating reads `row.status` on a dict as a key at once (no AttributeError per field);
+    a dict's own attributes still win over keys of the same name, and a missing key is undefined."""
+    import jinja2
+
+    from orchestrator.report.templating import environment
+
+    source = (
+        "{{ d.status }}|{{ d.get('x', 'default') }}|{{ d['items'] }}|{{ d.items is callable }}|"
+        "{{ d.missing is defined }}|{{ d.nested.status }}|{{ o.status }}"
+    )
+
+    class Obj:
+        status = "attribute"
+
+    values = {"d": {"status": "REAL", "get": "key", "items": "key", "nested": {"status": "LOST"}}, "o": Obj()}
+    ours = environment(False, {}).from_string(source).render(values)
+    stock = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(source).render(values)
+    assert ours == stock == "REAL|default|key|True|False|LOST|attribute"
+    with pytest.raises(jinja2.UndefinedError):
+        environment(False, {}).from_string("{{ d.missing }}").render(d={})

@@ -50,5 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "kept), --trend-threshold positive"
         )
     expected = expecting.load(args.expectations)
-    text = report.RENDERERS[args.format](report.build(store, run_id, expectations=expected, trend=trend, prices=prices))
+    with report.collector_paused():  # the model and its rendering: plain acyclic data, freed when the command ends
+        model = report.build(store, run_id, expectations=expected, trend=trend, prices=prices)
+        text = report.RENDERERS[args.format](model)
     return emit(text, args.output, force=args.force)

@@ -13,7 +13,7 @@ from orchestrator.report.html import render_html
 from orchestrator.report.json import to_json
 from orchestrator.report.junit import to_junit
 from orchestrator.report.markdown import code, md, render_markdown
-from orchestrator.report.model import agreement, assemble, build, compare_outputs
+from orchestrator.report.model import agreement, assemble, build, collector_paused, compare_outputs
 
 RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit, "html": render_html}
 
@@ -38,6 +38,7 @@ __all__ = [
     "assemble",
     "build",
     "code",
+    "collector_paused",
     "compare_outputs",
     "diff",
     "md",

@@ -41,12 +41,14 @@ def build(
     The cyclic garbage collector is paused meanwhile: the model is some hundred thousand
     objects from JSON and no cycles, and each of the collector's full passes walks all of them
     (a fifth of the time at 10,000 results, bench.history_scale)."""
-    with _collector_paused():
+    with collector_paused():
         return _build(store, run_id, history_runs, expectations, trend, window, prices, full_read)
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused (restored after): for building and rendering a model
+    of plain acyclic data, which its full passes would walk over and over."""
     enabled = gc.isenabled()
     gc.disable()
     try:
