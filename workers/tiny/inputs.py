@@ -53,10 +53,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     plan "paired" the other modality too."""
     config = model.config
     plan = plan or str(getattr(model, "fleet_inputs", PLANS[0]))
-    main = getattr(model, "main_input_name", "input_ids")
     params = inspect.signature(model.forward).parameters
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
     required = [n for n in required if n != "self"]
+    main = _main_input(model, params, required)
     g = torch.Generator().manual_seed(SEED)
     maker = _Maker(model, g, plan)
     inputs: dict[str, Any] = {}
@@ -64,6 +64,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.packed(params))
     elif main == "pixel_values" and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
         inputs.update(maker.naflex())
+    elif main == "pixel_values" and "pixel_position_ids" in params:
+        inputs.update(maker.positioned())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
     else:
@@ -102,6 +104,15 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
         inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _main_input(model: Any, params: Any, required: list[str]) -> str:
+    """The model's main input; a class that inherits the default (input_ids) but whose forward
+    does not take it (a vision tower of a multimodal model) is fed by its first required input."""
+    main = str(getattr(model, "main_input_name", "input_ids"))
+    if main in params or not required:
+        return main
+    return required[0]
 
 
 class _Maker:
@@ -197,6 +208,20 @@ class _Maker:
             "spatial_shapes": torch.tensor([[side, side]] * BATCH),
         }
 
+    def positioned(self) -> dict[str, torch.Tensor]:
+        """Vision towers fed flat patches with their (x, y) patch positions (Gemma 4): a square
+        grid of patches whose side is a multiple of the pooling kernel the tower pools them with."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        side = 2 * int(getattr(config, "pooling_kernel_size", 1) or 1)
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        positions = torch.stack([xs.flatten(), ys.flatten()], dim=-1)
+        return {
+            "pixel_values": torch.rand(BATCH, side * side, channels * patch * patch, generator=self.g),
+            "pixel_position_ids": positions.unsqueeze(0).expand(BATCH, -1, -1).clone(),
+        }
+
     def placeholders(self, inputs: dict[str, Any], params: Any) -> dict[str, torch.Tensor]:
         """Placeholder tokens ahead of the text, one per image feature: the config's image token
         (set when the default leaves it unset, as a processor's config would), or a position mask
@@ -280,10 +305,26 @@ class _Maker:
         merge = int(getattr(config, "spatial_merge_size", 1) or 1)
         side = 2 * merge
         grid = torch.tensor([[1, side, side]] * BATCH)
-        patches = torch.randn(BATCH * side * side, channels * temporal * patch * patch, generator=self.g)
+        shape: tuple[int, ...] = (channels * temporal * patch * patch,)
+        if _patch_conv(self.model, channels, patch) == 2:  # a Conv2d patch embedding takes each patch whole
+            shape = (channels, patch, patch)
+        patches = torch.randn(BATCH * side * side, *shape, generator=self.g)
         grid_name = next(p for p in PACKED if p in params)
         main = "hidden_states" if "hidden_states" in params else "pixel_values"
-        return {main: patches, grid_name: grid}
+        out = {main: patches, grid_name: grid}
+        if "merge_sizes" in params:  # VideoLLaMA 3: each image's spatial merge
+            out["merge_sizes"] = torch.tensor([merge] * BATCH)
+        return out
+
+
+def _patch_conv(model: Any, channels: int, patch: int) -> int:
+    """The dimensions of the model's first convolution when it embeds patches of this size
+    (2: Conv2d, 3: Conv3d), else 0."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            size = tuple(module.kernel_size)[-2:]
+            return len(module.kernel_size) if module.in_channels == channels and size == (patch, patch) else 0
+    return 0
 
 
 def _sub(config: Any, name: str) -> Any:
@@ -299,4 +340,9 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
         patches = int(grid.prod(dim=-1).sum())
         merge = int(getattr(_sub(config, "vision_config"), "spatial_merge_size", 1) or 1)
         sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    positions = inputs.get("pixel_position_ids")
+    if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not
+        pool = int(getattr(_sub(config, "vision_config"), "pooling_kernel_size", 1) or 1)
+        patches = int(positions.shape[0] * positions.shape[1])
+        sizes |= {patches, patches // (pool * pool)}
     return sizes

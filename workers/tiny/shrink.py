@@ -183,7 +183,7 @@ def _consistent_heads(config: Any) -> None:
                     config.mamba_d_ssm = e * hidden
 
 
-ALIAS = re.compile(r"(dim|size|width)$")
+ALIAS = re.compile(r"(dim|size|width|groups)$")  # groups: a depthwise convolution over the width (Mimi)
 NOT_ALIAS = re.compile(r"vocab|position|image|patch|window|chunk|length|codebook|sampl|kernel|stride|bins|frames")
 
 
@@ -196,7 +196,7 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
     for key, value in list(vars(config).items()):
         if key in values or type(value) is not int or value != old:
             continue
-        if ALIAS.search(key) and not NOT_ALIAS.search(key):
+        if ALIAS.search(key) and (key.endswith("groups") or not NOT_ALIAS.search(key)):
             try:
                 setattr(config, key, new)
             except (AttributeError, ValueError, TypeError):
@@ -236,6 +236,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     per_layer = _homogenize(config, values)
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
     old_width = width(config)
+    heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -258,6 +259,12 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _width_aliases(config, values, old_width)
+    if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
+        # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
+        try:
+            config.num_key_value_heads = config.num_attention_heads
+        except (AttributeError, ValueError, TypeError):
+            pass
     _per_stage_lists(config, depths)
     _consistent_heads(config)
     _moe_top_k(config, values)
