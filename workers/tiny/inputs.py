@@ -144,6 +144,7 @@ class _Maker:
             "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
             "noise": self.noise,
             "inputs": self.perceiver,
+            "input_features_mask": self.features_mask,
         }
 
     def text(self, length: int = SEQ) -> torch.Tensor:
@@ -184,10 +185,16 @@ class _Maker:
     def features(self) -> torch.Tensor:
         bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
-            bins = int(_get(self.config, "feature_projection_input_dim", "input_dim", default=bins))
+            stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
+            bins = int(stacked or _stacked_bins(self.model, bins))
             return torch.randn(BATCH, 64, bins, generator=self.g)
         length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
         return torch.randn(BATCH, bins, length, generator=self.g)
+
+    def features_mask(self) -> torch.Tensor:
+        """Every frame of the features valid: (batch, frames) in the plan's layout."""
+        features = self.features()
+        return torch.ones(BATCH, features.shape[1 if self.channels_last else -1], dtype=torch.long)
 
     def query(self) -> torch.Tensor:
         queries = int(_get(self.config, "num_query_tokens", default=4))
@@ -315,6 +322,13 @@ class _Maker:
         if "merge_sizes" in params:  # VideoLLaMA 3: each image's spatial merge
             out["merge_sizes"] = torch.tensor([merge] * BATCH)
         return out
+
+
+def _stacked_bins(model: Any, bins: int) -> int:
+    """The width of stacked frames a speech encoder's first linear layer takes (several frames
+    of mel bins side by side, GraniteSpeech 5), when it is a multiple of the bins; else the bins."""
+    first = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
+    return first.in_features if first is not None and first.in_features % bins == 0 else bins
 
 
 def _patch_conv(model: Any, channels: int, patch: int) -> int:
