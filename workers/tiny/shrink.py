@@ -147,12 +147,19 @@ def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]
     return {idx: o for idx, o in kept.items() if o}
 
 
-def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
+def _per_stage_lists(config: Any, before: dict[str, Any], backbone: bool = False) -> bool:
     """Lists with one entry per stage or layer (hidden_sizes, depths, strides of ConvNeXt-style
-    models) are cut to the shrunk depth, so that every stage still has its entry."""
+    models) are cut to the shrunk depth, so that every stage still has its entry. A backbone
+    inside another model (backbone: a detector or segmenter reads its stages by name) keeps its
+    stages instead, one block each (True then)."""
+    kept = False
     for key, old in before.items():
         new = getattr(config, key, None)
         if not isinstance(old, int) or not isinstance(new, int) or new >= old:
+            continue
+        if backbone and len(getattr(config, "stage_names", ())) == old + 1:
+            _keep_stages(config, key, old)
+            kept = True
             continue
         for name, value in list(vars(config).items()):
             if isinstance(value, (list, tuple)) and len(value) == old and name not in ("layer_types",):
@@ -160,6 +167,20 @@ def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
                     setattr(config, name, type(value)(value[:new]))
                 except (AttributeError, ValueError, TypeError):
                     pass
+    return kept
+
+
+def _keep_stages(config: Any, key: str, stages: int) -> None:
+    """A backbone's stages all kept, one block each, the heads doubling stage by stage from
+    one (the stages' widths double from the shrunk width: heads must divide them)."""
+    try:
+        setattr(config, key, stages)
+        for name in ("depths", "num_heads"):
+            value = getattr(config, name, None)
+            if isinstance(value, (list, tuple)) and len(value) == stages:
+                setattr(config, name, type(value)(1 if name == "depths" else 2**i for i in range(stages)))
+    except (AttributeError, ValueError, TypeError):
+        pass
 
 
 def _consistent_heads(config: Any) -> None:
@@ -237,6 +258,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
     old_width = width(config)
     heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
+    patch = getattr(config, "patch_size", None)
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -265,7 +287,8 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             config.num_key_value_heads = config.num_attention_heads
         except (AttributeError, ValueError, TypeError):
             pass
-    _per_stage_lists(config, depths)
+    if _per_stage_lists(config, depths, backbone=depth > 0) and isinstance(patch, int):
+        config.patch_size = min(patch, config.patch_size)  # every kept stage halves the image: small patches
     _consistent_heads(config)
     _moe_top_k(config, values)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
