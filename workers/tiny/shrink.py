@@ -183,6 +183,27 @@ def _keep_stages(config: Any, key: str, stages: int) -> None:
         pass
 
 
+def _hybrid_attention(config: Any) -> None:
+    """A Mamba hybrid whose default config has linear-attention layers only (GraniteMoeHybrid,
+    Bamba: the checkpoints name their attention layers) gets its last layer as attention: the
+    mask code and the generation cache need one."""
+    types = getattr(config, "layer_types", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if "mamba_n_heads" not in vars(config) or not isinstance(layers, int):
+        return
+    if not isinstance(types, list) or set(types) != {"linear_attention"}:
+        return
+    layers = max(layers, 2)  # one layer of each kind at least
+    try:
+        if "attn_layer_indices" in vars(config):  # Bamba derives its layer types from these
+            config.attn_layer_indices = [layers - 1]
+        else:
+            config.layer_types = ["linear_attention"] * (layers - 1) + ["full_attention"]
+        config.num_hidden_layers = layers
+    except (AttributeError, ValueError, TypeError):
+        pass
+
+
 def _consistent_heads(config: Any) -> None:
     """Mamba-2 style layers split expand x hidden into heads: keep heads x head size equal to it.
     Latent attention (MLA: a kv_lora_rank) expands keys to every head: no grouped KV heads."""
@@ -290,6 +311,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     if _per_stage_lists(config, depths, backbone=depth > 0) and isinstance(patch, int):
         config.patch_size = min(patch, config.patch_size)  # every kept stage halves the image: small patches
     _consistent_heads(config)
+    _hybrid_attention(config)
     _moe_top_k(config, values)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
         setattr(config, key, copy.deepcopy(value))
