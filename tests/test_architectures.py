@@ -150,7 +150,7 @@ RULES = {
     "DeepseekV2Model": "main",  # experts with the top-k left unset: the shrunk top-k
     "WavTokenizerEncoderModel": "main",  # only discrete codes out: the check reads the codes
     "Lfm3VlVisionModel": "main",  # no input_ids in forward: its first required input (patches and grid_thw)
-    "Kimi_K25VisionModel": "main",  # packed patches whole (channels, patch, patch) for a Conv2d patch embedding
+    "Kimi_K25VisionModel": "channels_last",  # packed patches whole (channels, patch, patch) for a Conv2d embedding
     "VideoLlama3VisionModel": "main",  # packed patches with each image's merge size
     "Gemma4VisionModel": "main",  # flat patches with (x, y) positions, a grid the pooling kernel divides
     "EsmcModel": "main",  # a default without grouped KV heads keeps KV heads = heads (keys normed over the width)
@@ -159,6 +159,10 @@ RULES = {
     "FunAsrNanoEncoder": "channels_last",  # a features mask beside the features
     "MaskFormerModel": "main",  # a backbone inside a segmenter keeps its stages, one block each
     "GraniteMoeHybridModel": "main",  # a linear-attention-only hybrid default gets one attention layer
+    "MuseGlimmerVisionModel": "main",  # packed patches by its own names: patch_temporal, merge_size
+    "Zamba2Model": "main",  # attention width twice the model width; hybrid layer ids follow the layer types
+    "Qwen3_5ForSequenceClassification": "main",  # a padding token set on the text config too (batch of 2)
+    "PeAudioEncoder": "channels_last",  # a waveform of four hops where a codec's hop is longer than 800 samples
 }
 
 

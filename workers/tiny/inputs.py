@@ -11,6 +11,7 @@ import torch
 from workers.tiny import SEED, Unsupported
 
 BATCH, SEQ = 2, 8
+WAVEFORM = 1600  # samples of a waveform input
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -40,7 +41,7 @@ def _size(value: Any) -> int:
 # Kosmos-2): one placeholder per image feature, ahead of the text.
 PLANS = ("main", "paired", "placeholders", "channels_last", "frames")
 PLACEHOLDERS = PLANS[2]
-CHANNELS_LAST = PLANS[3]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
+CHANNELS_LAST = PLANS[3]  # the other layout: features (batch, time, bins), waveform (batch, 1, samples), whole patches
 FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
 # Config keys that give the number of image features a query-token model puts in the text.
 QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
@@ -98,6 +99,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         text = name.replace("attention_mask", "input_ids")
         if name in params and text in inputs and name not in inputs:
             inputs[name] = torch.ones_like(inputs[text])
+    if "input_features" in inputs and "input_features_mask" in params and "input_features_mask" not in inputs:
+        inputs["input_features_mask"] = maker.features_mask(inputs["input_features"])  # AudioFlamingo 3 reads it
     if "use_cache" in params:  # the forward check looks at outputs, not the cache
         inputs["use_cache"] = False
     decoder = "decoder_input_ids"
@@ -180,7 +183,13 @@ class _Maker:
         channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
         if self.channels_last:
             channels = channels or 1
-        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=self.g)
+        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), self._samples(), generator=self.g)
+
+    def _samples(self) -> int:
+        """1600 samples, or four hops of a codec whose hop is longer than half of that (PE Audio's
+        DAC encoder: 1920 samples per frame)."""
+        hop = _hop_length(self.config)
+        return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
 
     def features(self) -> torch.Tensor:
         bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
@@ -191,9 +200,9 @@ class _Maker:
         length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
         return torch.randn(BATCH, bins, length, generator=self.g)
 
-    def features_mask(self) -> torch.Tensor:
+    def features_mask(self, features: torch.Tensor | None = None) -> torch.Tensor:
         """Every frame of the features valid: (batch, frames) in the plan's layout."""
-        features = self.features()
+        features = self.features() if features is None else features
         return torch.ones(BATCH, features.shape[1 if self.channels_last else -1], dtype=torch.long)
 
     def query(self) -> torch.Tensor:
@@ -307,13 +316,13 @@ class _Maker:
         """Flattened patches and their (t, h, w) grid, one small image per batch item."""
         config = _sub(self.config, "vision_config")
         patch = int(getattr(config, "patch_size", 8) or 8)
-        temporal = int(getattr(config, "temporal_patch_size", 1) or 1)
+        temporal = int(_get(config, "temporal_patch_size", "patch_temporal", default=1) or 1)
         channels = int(getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or 3)
-        merge = int(getattr(config, "spatial_merge_size", 1) or 1)
+        merge = int(_get(config, "spatial_merge_size", "merge_size", default=1) or 1)
         side = 2 * merge
         grid = torch.tensor([[1, side, side]] * BATCH)
         shape: tuple[int, ...] = (channels * temporal * patch * patch,)
-        if _patch_conv(self.model, channels, patch) == 2:  # a Conv2d patch embedding takes each patch whole
+        if self.channels_last and _patch_conv(self.model, channels, patch) == 2:  # each patch whole (Kimi K2.5)
             shape = (channels, patch, patch)
         patches = torch.randn(BATCH * side * side, *shape, generator=self.g)
         grid_name = next(p for p in PACKED if p in params)
@@ -324,11 +333,30 @@ class _Maker:
         return out
 
 
+def _hop_length(config: Any, depth: int = 0) -> int:
+    """The longest hop_length the config or its sub-configs name (0 when none)."""
+    from transformers import PretrainedConfig
+
+    hops = [int(getattr(config, "hop_length", 0) or 0)]
+    if depth < 2:
+        hops += [_hop_length(v, depth + 1) for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    return max(hops)
+
+
+STACKED = 4  # frames a speech encoder may take side by side
+
+
 def _stacked_bins(model: Any, bins: int) -> int:
-    """The width of stacked frames a speech encoder's first linear layer takes (several frames
-    of mel bins side by side, GraniteSpeech 5), when it is a multiple of the bins; else the bins."""
-    first = next((m for m in model.modules() if isinstance(m, torch.nn.Linear)), None)
-    return first.in_features if first is not None and first.in_features % bins == 0 else bins
+    """The width of stacked frames a speech encoder's first layer takes when it is a linear one
+    (up to STACKED frames of mel bins side by side, GraniteSpeech 5); else the bins (a 2-D
+    convolution subsampling them: Parakeet; a wider projection: Nemotron 3 diarization)."""
+    modules = list(model.modules())
+    if any(isinstance(m, torch.nn.Conv2d) for m in modules):  # a convolution subsamples the bins
+        return bins
+    first = next((m for m in modules if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))), None)
+    if isinstance(first, torch.nn.Linear) and first.in_features % bins == 0 and first.in_features <= STACKED * bins:
+        return first.in_features
+    return bins
 
 
 def _patch_conv(model: Any, channels: int, patch: int) -> int:
@@ -352,7 +380,7 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
     grid = next((inputs[p] for p in PACKED if p in inputs), None)
     if isinstance(grid, torch.Tensor):
         patches = int(grid.prod(dim=-1).sum())
-        merge = int(getattr(_sub(config, "vision_config"), "spatial_merge_size", 1) or 1)
+        merge = int(_get(_sub(config, "vision_config"), "spatial_merge_size", "merge_size", default=1) or 1)
         sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
     positions = inputs.get("pixel_position_ids")
     if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not

@@ -245,6 +245,37 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
                 pass
 
 
+# Secondary widths a config may size as a multiple of the model width (Zamba2's attention takes
+# the hidden state and the original embeddings side by side: twice the width).
+MULTIPLES = ("attention_hidden_size",)
+
+
+def _width_multiples(config: Any, before: dict[str, Any], old: int) -> None:
+    """A secondary width the default sizes as 2-4 times the model width keeps that multiple."""
+    new = width(config)
+    for key, value in before.items():
+        if type(value) is int and old and new != old and value != old and value % old == 0 and value // old <= 4:
+            try:
+                setattr(config, key, value // old * new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
+def _layer_ids(config: Any) -> None:
+    """Indices of one kind of layer the config derived from its layer types (Zamba2's
+    hybrid_layer_ids) follow the shrunk layer types."""
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, list):
+        return
+    for key, value in list(vars(config).items()):
+        kind = key.removesuffix("_layer_ids")
+        if kind != key and isinstance(value, list) and kind in types:
+            try:
+                setattr(config, key, [i for i, t in enumerate(types) if t == kind])
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts")
 
 
@@ -279,6 +310,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
     old_width = width(config)
     heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
+    before = {k: v for k, v in vars(config).items() if k in MULTIPLES}
     patch = getattr(config, "patch_size", None)
     for key, value in values.items():
         current = getattr(config, key, None)
@@ -302,6 +334,8 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _width_aliases(config, values, old_width)
+    _width_multiples(config, before, old_width)
+    _layer_ids(config)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
         try:
