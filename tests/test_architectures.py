@@ -162,6 +162,7 @@ RULES = {
     "MuseGlimmerVisionModel": "main",  # packed patches by its own names: patch_temporal, merge_size
     "Zamba2Model": "main",  # attention width twice the model width; hybrid layer ids follow the layer types
     "Qwen3_5ForSequenceClassification": "main",  # a padding token set on the text config too (batch of 2)
+    "AudioFlamingo3Encoder": "main",  # an input_features_mask where forward takes one (all frames valid)
     "PeAudioEncoder": "channels_last",  # a waveform of four hops where a codec's hop is longer than 800 samples
 }
 

@@ -343,12 +343,12 @@ def _hop_length(config: Any, depth: int = 0) -> int:
     return max(hops)
 
 
-STACKED = 4  # frames a speech encoder may take side by side
+STACKED = 7  # frames a speech encoder may take side by side (FunASR stacks 7; Nemotron 3 projects 8 x 128 from one)
 
 
 def _stacked_bins(model: Any, bins: int) -> int:
     """The width of stacked frames a speech encoder's first layer takes when it is a linear one
-    (up to STACKED frames of mel bins side by side, GraniteSpeech 5); else the bins (a 2-D
+    (up to STACKED frames of mel bins side by side: GraniteSpeech 5, FunASR); else the bins (a 2-D
     convolution subsampling them: Parakeet; a wider projection: Nemotron 3 diarization)."""
     modules = list(model.modules())
     if any(isinstance(m, torch.nn.Conv2d) for m in modules):  # a convolution subsamples the bins
