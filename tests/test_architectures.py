@@ -149,6 +149,21 @@ RULES = {
     "xLSTMModel": "main",  # a second name of the width (embedding_dim) follows the shrunk hidden size
     "DeepseekV2Model": "main",  # experts with the top-k left unset: the shrunk top-k
     "WavTokenizerEncoderModel": "main",  # only discrete codes out: the check reads the codes
+    "Lfm3VlVisionModel": "main",  # no input_ids in forward: its first required input (patches and grid_thw)
+    "Kimi_K25VisionModel": "channels_last",  # packed patches whole (channels, patch, patch) for a Conv2d embedding
+    "VideoLlama3VisionModel": "main",  # packed patches with each image's merge size
+    "Gemma4VisionModel": "main",  # flat patches with (x, y) positions, a grid the pooling kernel divides
+    "EsmcModel": "main",  # a default without grouped KV heads keeps KV heads = heads (keys normed over the width)
+    "CsmForConditionalGeneration": "main",  # depthwise groups (Mimi's upsample_groups) follow the shrunk width
+    "GraniteSpeech5ForCTC": "channels_last",  # stacked frames as wide as the encoder's first linear layer
+    "FunAsrNanoEncoder": "channels_last",  # a features mask beside the features
+    "MaskFormerModel": "main",  # a backbone inside a segmenter keeps its stages, one block each
+    "GraniteMoeHybridModel": "main",  # a linear-attention-only hybrid default gets one attention layer
+    "MuseGlimmerVisionModel": "main",  # packed patches by its own names: patch_temporal, merge_size
+    "Zamba2Model": "main",  # attention width twice the model width; hybrid layer ids follow the layer types
+    "Qwen3_5ForSequenceClassification": "main",  # a padding token set on the text config too (batch of 2)
+    "AudioFlamingo3Encoder": "main",  # an input_features_mask where forward takes one (all frames valid)
+    "PeAudioEncoder": "channels_last",  # a waveform of four hops where a codec's hop is longer than 800 samples
 }
 
 
@@ -167,12 +182,15 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
         ("DecisionTransformerModel", "main input 'states'"),  # an input kind the harness does not make yet
         ("TimmWrapperModel", "timm"),  # an optional package this machine lacks
         ("HiggsAudioV2TokenizerModel", "torchaudio"),  # a placeholder class of a missing backend
+        ("DinatModel", "DinatModel requires the natten library"),  # its ImportError starts with a newline
     ],
 )
 def test_a_harness_gap_is_skipped_with_its_own_kind(found: dict[str, Any], cls: str, reason: str) -> None:
     result = run_job(_job(found, cls))
     assert result["status"] == Status.SKIPPED
-    assert result["error"]["kind"] == ErrorKind.HARNESS_UNSUPPORTED and reason in result["error"]["message"]
+    message = result["error"]["message"]
+    assert result["error"]["kind"] == ErrorKind.HARNESS_UNSUPPORTED and reason in message
+    assert "\n" not in message  # one line: the report's table row names the missing package
 
 
 def test_a_shrink_caused_failure_is_not_the_models() -> None:
@@ -198,9 +216,9 @@ def test_a_miss_the_default_config_repeats_is_the_librarys(found: dict[str, Any]
     dbrx = run_job(_job(found, "DbrxModel"))
     assert dbrx["status"] == Status.FAILED and dbrx["error"]["kind"] == ErrorKind.LOAD_ERROR, dbrx["error"]
     assert fault(dbrx) == "library" and "rope_theta" in dbrx["error"]["message"]
-    esmc = run_job(_job(found, "EsmcModel"))
-    assert esmc["status"] == Status.SKIPPED and fault(esmc) == "harness"
-    assert "too large to tell whose fault" in esmc["error"]["message"]
+    qformer = run_job(_job(found, "Blip2QFormerModel"))  # its cross-attention wants an image's features
+    assert qformer["status"] == Status.SKIPPED and fault(qformer) == "harness"
+    assert "too large to tell whose fault" in qformer["error"]["message"]
 
 
 def _arch_result(run_id: str, i: int, status: str, kind: str | None = None, task: str = "base") -> dict[str, Any]:

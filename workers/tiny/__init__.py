@@ -18,4 +18,5 @@ class Unsupported(CheckFailure):
     """The harness cannot build or feed this model (its gap, not the model's failure)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(ErrorKind.HARNESS_UNSUPPORTED, message[:500])
+        # one line: a missing backend's ImportError starts with a newline (the reason read empty)
+        super().__init__(ErrorKind.HARNESS_UNSUPPORTED, " ".join(message.split())[:500])

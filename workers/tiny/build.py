@@ -129,8 +129,7 @@ BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
 
 def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
-    if getattr(config, "pad_token_id", 0) is None:  # batches of 2 need a padding token
-        config.pad_token_id = 0
+    _pad_token(config)
     torch.manual_seed(SEED)
     try:
         model = cls(config).to(device).eval()
@@ -138,6 +137,14 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
         raise Unsupported(f"{class_name} could not be built from {what}: {type(exc).__name__}: {exc}") from None
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
     return model, digest
+
+
+def _pad_token(config: Any) -> None:
+    """Batches of 2 need a padding token: 0 where the config or its text config leaves it unset
+    (a classifier of a multimodal model reads its text config's)."""
+    for cfg in (config, getattr(config, "text_config", None)):
+        if cfg is not None and getattr(cfg, "pad_token_id", 0) is None:
+            cfg.pad_token_id = 0
 
 
 def _run_plans(model: Any, device: torch.device, task: str, inputs: dict[str, Any] | None = None) -> Exception | None:
@@ -177,8 +184,7 @@ def _default_twin(
 
     try:
         config = default_config(model_type, config_class)
-        if getattr(config, "pad_token_id", 0) is None:
-            config.pad_token_id = 0
+        _pad_token(config)
         with torch.device("meta"):
             params = sum(p.numel() for p in cls(config).parameters())
     except Exception as exc:

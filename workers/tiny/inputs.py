@@ -11,6 +11,7 @@ import torch
 from workers.tiny import SEED, Unsupported
 
 BATCH, SEQ = 2, 8
+WAVEFORM = 1600  # samples of a waveform input
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -40,7 +41,7 @@ def _size(value: Any) -> int:
 # Kosmos-2): one placeholder per image feature, ahead of the text.
 PLANS = ("main", "paired", "placeholders", "channels_last", "frames")
 PLACEHOLDERS = PLANS[2]
-CHANNELS_LAST = PLANS[3]  # audio in the other common layout: features (batch, time, bins), waveform (batch, 1, samples)
+CHANNELS_LAST = PLANS[3]  # the other layout: features (batch, time, bins), waveform (batch, 1, samples), whole patches
 FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
 # Config keys that give the number of image features a query-token model puts in the text.
 QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
@@ -53,10 +54,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     plan "paired" the other modality too."""
     config = model.config
     plan = plan or str(getattr(model, "fleet_inputs", PLANS[0]))
-    main = getattr(model, "main_input_name", "input_ids")
     params = inspect.signature(model.forward).parameters
     required = [n for n, p in params.items() if p.default is inspect.Parameter.empty and p.kind <= p.KEYWORD_ONLY]
     required = [n for n in required if n != "self"]
+    main = _main_input(model, params, required)
     g = torch.Generator().manual_seed(SEED)
     maker = _Maker(model, g, plan)
     inputs: dict[str, Any] = {}
@@ -64,6 +65,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.packed(params))
     elif main == "pixel_values" and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
         inputs.update(maker.naflex())
+    elif main == "pixel_values" and "pixel_position_ids" in params:
+        inputs.update(maker.positioned())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
     else:
@@ -96,12 +99,23 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         text = name.replace("attention_mask", "input_ids")
         if name in params and text in inputs and name not in inputs:
             inputs[name] = torch.ones_like(inputs[text])
+    if "input_features" in inputs and "input_features_mask" in params and "input_features_mask" not in inputs:
+        inputs["input_features_mask"] = maker.features_mask(inputs["input_features"])  # AudioFlamingo 3 reads it
     if "use_cache" in params:  # the forward check looks at outputs, not the cache
         inputs["use_cache"] = False
     decoder = "decoder_input_ids"
     if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
         inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _main_input(model: Any, params: Any, required: list[str]) -> str:
+    """The model's main input; a class that inherits the default (input_ids) but whose forward
+    does not take it (a vision tower of a multimodal model) is fed by its first required input."""
+    main = str(getattr(model, "main_input_name", "input_ids"))
+    if main in params or not required:
+        return main
+    return required[0]
 
 
 class _Maker:
@@ -133,6 +147,7 @@ class _Maker:
             "freq": lambda: torch.zeros(BATCH, 1, dtype=torch.long),
             "noise": self.noise,
             "inputs": self.perceiver,
+            "input_features_mask": self.features_mask,
         }
 
     def text(self, length: int = SEQ) -> torch.Tensor:
@@ -168,15 +183,27 @@ class _Maker:
         channels = _get(self.config, "audio_channels")  # codecs take (batch, channels, samples)
         if self.channels_last:
             channels = channels or 1
-        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), 1600, generator=self.g)
+        return torch.randn(*((BATCH, int(channels)) if channels else (BATCH,)), self._samples(), generator=self.g)
+
+    def _samples(self) -> int:
+        """1600 samples, or four hops of a codec whose hop is longer than half of that (PE Audio's
+        DAC encoder: 1920 samples per frame)."""
+        hop = _hop_length(self.config)
+        return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
 
     def features(self) -> torch.Tensor:
         bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
-            bins = int(_get(self.config, "feature_projection_input_dim", "input_dim", default=bins))
+            stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
+            bins = int(stacked or _stacked_bins(self.model, bins))
             return torch.randn(BATCH, 64, bins, generator=self.g)
         length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
         return torch.randn(BATCH, bins, length, generator=self.g)
+
+    def features_mask(self, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Every frame of the features valid: (batch, frames) in the plan's layout."""
+        features = self.features() if features is None else features
+        return torch.ones(BATCH, features.shape[1 if self.channels_last else -1], dtype=torch.long)
 
     def query(self) -> torch.Tensor:
         queries = int(_get(self.config, "num_query_tokens", default=4))
@@ -195,6 +222,20 @@ class _Maker:
             "pixel_values": pixels,
             "pixel_attention_mask": torch.ones(BATCH, side * side, dtype=torch.long),
             "spatial_shapes": torch.tensor([[side, side]] * BATCH),
+        }
+
+    def positioned(self) -> dict[str, torch.Tensor]:
+        """Vision towers fed flat patches with their (x, y) patch positions (Gemma 4): a square
+        grid of patches whose side is a multiple of the pooling kernel the tower pools them with."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        side = 2 * int(getattr(config, "pooling_kernel_size", 1) or 1)
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        positions = torch.stack([xs.flatten(), ys.flatten()], dim=-1)
+        return {
+            "pixel_values": torch.rand(BATCH, side * side, channels * patch * patch, generator=self.g),
+            "pixel_position_ids": positions.unsqueeze(0).expand(BATCH, -1, -1).clone(),
         }
 
     def placeholders(self, inputs: dict[str, Any], params: Any) -> dict[str, torch.Tensor]:
@@ -275,15 +316,57 @@ class _Maker:
         """Flattened patches and their (t, h, w) grid, one small image per batch item."""
         config = _sub(self.config, "vision_config")
         patch = int(getattr(config, "patch_size", 8) or 8)
-        temporal = int(getattr(config, "temporal_patch_size", 1) or 1)
+        temporal = int(_get(config, "temporal_patch_size", "patch_temporal", default=1) or 1)
         channels = int(getattr(config, "in_channels", None) or getattr(config, "num_channels", None) or 3)
-        merge = int(getattr(config, "spatial_merge_size", 1) or 1)
+        merge = int(_get(config, "spatial_merge_size", "merge_size", default=1) or 1)
         side = 2 * merge
         grid = torch.tensor([[1, side, side]] * BATCH)
-        patches = torch.randn(BATCH * side * side, channels * temporal * patch * patch, generator=self.g)
+        shape: tuple[int, ...] = (channels * temporal * patch * patch,)
+        if self.channels_last and _patch_conv(self.model, channels, patch) == 2:  # each patch whole (Kimi K2.5)
+            shape = (channels, patch, patch)
+        patches = torch.randn(BATCH * side * side, *shape, generator=self.g)
         grid_name = next(p for p in PACKED if p in params)
         main = "hidden_states" if "hidden_states" in params else "pixel_values"
-        return {main: patches, grid_name: grid}
+        out = {main: patches, grid_name: grid}
+        if "merge_sizes" in params:  # VideoLLaMA 3: each image's spatial merge
+            out["merge_sizes"] = torch.tensor([merge] * BATCH)
+        return out
+
+
+def _hop_length(config: Any, depth: int = 0) -> int:
+    """The longest hop_length the config or its sub-configs name (0 when none)."""
+    from transformers import PretrainedConfig
+
+    hops = [int(getattr(config, "hop_length", 0) or 0)]
+    if depth < 2:
+        hops += [_hop_length(v, depth + 1) for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    return max(hops)
+
+
+STACKED = 7  # frames a speech encoder may take side by side (FunASR stacks 7; Nemotron 3 projects 8 x 128 from one)
+
+
+def _stacked_bins(model: Any, bins: int) -> int:
+    """The width of stacked frames a speech encoder's first layer takes when it is a linear one
+    (up to STACKED frames of mel bins side by side: GraniteSpeech 5, FunASR); else the bins (a 2-D
+    convolution subsampling them: Parakeet; a wider projection: Nemotron 3 diarization)."""
+    modules = list(model.modules())
+    if any(isinstance(m, torch.nn.Conv2d) for m in modules):  # a convolution subsamples the bins
+        return bins
+    first = next((m for m in modules if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))), None)
+    if isinstance(first, torch.nn.Linear) and first.in_features % bins == 0 and first.in_features <= STACKED * bins:
+        return first.in_features
+    return bins
+
+
+def _patch_conv(model: Any, channels: int, patch: int) -> int:
+    """The dimensions of the model's first convolution when it embeds patches of this size
+    (2: Conv2d, 3: Conv3d), else 0."""
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Conv3d)):
+            size = tuple(module.kernel_size)[-2:]
+            return len(module.kernel_size) if module.in_channels == channels and size == (patch, patch) else 0
+    return 0
 
 
 def _sub(config: Any, name: str) -> Any:
@@ -297,6 +380,11 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
     grid = next((inputs[p] for p in PACKED if p in inputs), None)
     if isinstance(grid, torch.Tensor):
         patches = int(grid.prod(dim=-1).sum())
-        merge = int(getattr(_sub(config, "vision_config"), "spatial_merge_size", 1) or 1)
+        merge = int(_get(_sub(config, "vision_config"), "spatial_merge_size", "merge_size", default=1) or 1)
         sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    positions = inputs.get("pixel_position_ids")
+    if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not
+        pool = int(getattr(_sub(config, "vision_config"), "pooling_kernel_size", 1) or 1)
+        patches = int(positions.shape[0] * positions.shape[1])
+        sizes |= {patches, patches // (pool * pool)}
     return sizes

@@ -147,12 +147,19 @@ def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]
     return {idx: o for idx, o in kept.items() if o}
 
 
-def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
+def _per_stage_lists(config: Any, before: dict[str, Any], backbone: bool = False) -> bool:
     """Lists with one entry per stage or layer (hidden_sizes, depths, strides of ConvNeXt-style
-    models) are cut to the shrunk depth, so that every stage still has its entry."""
+    models) are cut to the shrunk depth, so that every stage still has its entry. A backbone
+    inside another model (backbone: a detector or segmenter reads its stages by name) keeps its
+    stages instead, one block each (True then)."""
+    kept = False
     for key, old in before.items():
         new = getattr(config, key, None)
         if not isinstance(old, int) or not isinstance(new, int) or new >= old:
+            continue
+        if backbone and len(getattr(config, "stage_names", ())) == old + 1:
+            _keep_stages(config, key, old)
+            kept = True
             continue
         for name, value in list(vars(config).items()):
             if isinstance(value, (list, tuple)) and len(value) == old and name not in ("layer_types",):
@@ -160,6 +167,41 @@ def _per_stage_lists(config: Any, before: dict[str, Any]) -> None:
                     setattr(config, name, type(value)(value[:new]))
                 except (AttributeError, ValueError, TypeError):
                     pass
+    return kept
+
+
+def _keep_stages(config: Any, key: str, stages: int) -> None:
+    """A backbone's stages all kept, one block each, the heads doubling stage by stage from
+    one (the stages' widths double from the shrunk width: heads must divide them)."""
+    try:
+        setattr(config, key, stages)
+        for name in ("depths", "num_heads"):
+            value = getattr(config, name, None)
+            if isinstance(value, (list, tuple)) and len(value) == stages:
+                setattr(config, name, type(value)(1 if name == "depths" else 2**i for i in range(stages)))
+    except (AttributeError, ValueError, TypeError):
+        pass
+
+
+def _hybrid_attention(config: Any) -> None:
+    """A Mamba hybrid whose default config has linear-attention layers only (GraniteMoeHybrid,
+    Bamba: the checkpoints name their attention layers) gets its last layer as attention: the
+    mask code and the generation cache need one."""
+    types = getattr(config, "layer_types", None)
+    layers = getattr(config, "num_hidden_layers", None)
+    if "mamba_n_heads" not in vars(config) or not isinstance(layers, int):
+        return
+    if not isinstance(types, list) or set(types) != {"linear_attention"}:
+        return
+    layers = max(layers, 2)  # one layer of each kind at least
+    try:
+        if "attn_layer_indices" in vars(config):  # Bamba derives its layer types from these
+            config.attn_layer_indices = [layers - 1]
+        else:
+            config.layer_types = ["linear_attention"] * (layers - 1) + ["full_attention"]
+        config.num_hidden_layers = layers
+    except (AttributeError, ValueError, TypeError):
+        pass
 
 
 def _consistent_heads(config: Any) -> None:
@@ -183,7 +225,7 @@ def _consistent_heads(config: Any) -> None:
                     config.mamba_d_ssm = e * hidden
 
 
-ALIAS = re.compile(r"(dim|size|width)$")
+ALIAS = re.compile(r"(dim|size|width|groups)$")  # groups: a depthwise convolution over the width (Mimi)
 NOT_ALIAS = re.compile(r"vocab|position|image|patch|window|chunk|length|codebook|sampl|kernel|stride|bins|frames")
 
 
@@ -196,9 +238,40 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
     for key, value in list(vars(config).items()):
         if key in values or type(value) is not int or value != old:
             continue
-        if ALIAS.search(key) and not NOT_ALIAS.search(key):
+        if ALIAS.search(key) and (key.endswith("groups") or not NOT_ALIAS.search(key)):
             try:
                 setattr(config, key, new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
+# Secondary widths a config may size as a multiple of the model width (Zamba2's attention takes
+# the hidden state and the original embeddings side by side: twice the width).
+MULTIPLES = ("attention_hidden_size",)
+
+
+def _width_multiples(config: Any, before: dict[str, Any], old: int) -> None:
+    """A secondary width the default sizes as 2-4 times the model width keeps that multiple."""
+    new = width(config)
+    for key, value in before.items():
+        if type(value) is int and old and new != old and value != old and value % old == 0 and value // old <= 4:
+            try:
+                setattr(config, key, value // old * new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
+def _layer_ids(config: Any) -> None:
+    """Indices of one kind of layer the config derived from its layer types (Zamba2's
+    hybrid_layer_ids) follow the shrunk layer types."""
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, list):
+        return
+    for key, value in list(vars(config).items()):
+        kind = key.removesuffix("_layer_ids")
+        if kind != key and isinstance(value, list) and kind in types:
+            try:
+                setattr(config, key, [i for i, t in enumerate(types) if t == kind])
             except (AttributeError, ValueError, TypeError):
                 pass
 
@@ -236,6 +309,9 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     per_layer = _homogenize(config, values)
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
     old_width = width(config)
+    heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
+    before = {k: v for k, v in vars(config).items() if k in MULTIPLES}
+    patch = getattr(config, "patch_size", None)
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -258,8 +334,18 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _width_aliases(config, values, old_width)
-    _per_stage_lists(config, depths)
+    _width_multiples(config, before, old_width)
+    _layer_ids(config)
+    if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
+        # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
+        try:
+            config.num_key_value_heads = config.num_attention_heads
+        except (AttributeError, ValueError, TypeError):
+            pass
+    if _per_stage_lists(config, depths, backbone=depth > 0) and isinstance(patch, int):
+        config.patch_size = min(patch, config.patch_size)  # every kept stage halves the image: small patches
     _consistent_heads(config)
+    _hybrid_attention(config)
     _moe_top_k(config, values)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
         setattr(config, key, copy.deepcopy(value))
