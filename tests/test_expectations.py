@@ -105,3 +105,19 @@ def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
     hub = result("arch:X@cpu", "FAILED")
     hub.update(source="hub", error={"kind": "inference_error", "message": "x"})
     assert reruns.wants_rerun(hub, job)  # real weights: a rerun may tell a flake
+    # a twin that could not be built (the class fails on its seeded config): no model, no source;
+    # the only candidate tried was the twin, so a fresh process builds the same config and fails alike
+    unbuilt = result("arch:X@cpu", "FAILED")
+    unbuilt.update(source=None, error={"kind": "load_error", "message": "x"})
+    unbuilt["attempts"] = [{"candidate": "synthetic:auto:X", "outcome": "skipped", "error_kind": "load_error"}]
+    assert not reruns.wants_rerun(unbuilt, job)
+    unbuilt["error"] = {"kind": "timeout", "message": "x"}
+    assert reruns.wants_rerun(unbuilt, job)  # the host's load: rerun
+    # weights from elsewhere were tried first (a catalog family with a twin as its last resort)
+    tried = result("arch:X@cpu", "FAILED")
+    tried.update(source=None, error={"kind": "load_error", "message": "x"})
+    tried["attempts"] = [
+        {"candidate": "org/real", "outcome": "failed", "error_kind": "load_error"},
+        {"candidate": "synthetic:auto:X", "outcome": "skipped", "error_kind": "load_error"},
+    ]
+    assert reruns.wants_rerun(tried, job)

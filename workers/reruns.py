@@ -12,7 +12,8 @@ confirm (DETERMINISTIC), SKIPPED and LOST, a job already given up after dying on
 and a hard time limit (the worker's main process writes that result). An architecture twin (a
 seeded synthetic model of a class, run by the built-in forward/generate check) is the same model
 with the same inputs in every process: its exception in forward, or on cpu an output that fails validation, is a fact
-too (SEEDED_DETERMINISTIC); only what depends on the host's load (timeout, oom, a lost worker)
+too (SEEDED_DETERMINISTIC), and so is its load_error when the twin was the only candidate tried
+(the class cannot be built from the seeded config); only what depends on the host's load (timeout, oom, a lost worker)
 or, on a GPU, on its kernels is rerun. Measured: a fresh process per rerun cost each of the 84
 failing classes of the architecture matrix a new interpreter with torch and transformers. A
 catalog family's synthetic last resort is still rerun: its check may be a plugin's, whose
@@ -27,6 +28,8 @@ from typing import Any
 from fleet.errors import ErrorKind
 from fleet.names import AUTO_SYNTHETIC_PREFIX as AUTO
 from fleet.protocol import PASSED, Job, Result, Status, now
+
+TWIN = f"synthetic:{AUTO}"  # the candidate name of an architecture twin (workers/tiny/synthetic.py)
 
 DETERMINISTIC = frozenset(
     {
@@ -68,10 +71,17 @@ def wants_rerun(result: Result, job: Job) -> bool:
     if kind in DETERMINISTIC:
         return False
     twin = str(job.get("family_spec", {}).get("synthetic", "")).startswith(AUTO)
-    if twin and result.get("source") == "synthetic":  # an architecture twin that ran
+    if twin and (result.get("source") == "synthetic" or only_the_twin_tried(result)):
         device = str(result.get("device") or job.get("device") or "cpu").split(":", 1)[0]
         return kind not in SEEDED_DETERMINISTIC.get(device, frozenset())
     return True
+
+
+def only_the_twin_tried(result: Result) -> bool:
+    """Every candidate the job tried was its seeded twin (no weights from anywhere else): a
+    twin that could not be built (load_error) cannot be built in a fresh process either."""
+    attempts = result.get("attempts") or []
+    return bool(attempts) and all(str(a.get("candidate", "")).startswith(TWIN) for a in attempts)
 
 
 def record(result: Result, job: Job) -> dict[str, Any]:
