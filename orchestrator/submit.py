@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -20,6 +19,7 @@ from kombu.exceptions import OperationalError
 from fleet import __version__, variants
 from fleet import lock as locking
 from fleet.catalog import Catalog
+from fleet.collector import collector_paused
 from fleet.devices import Device
 from fleet.errors import RedisOutOfMemory, RedisUnreachable
 from fleet.jobs import MAX_LOCK
@@ -95,22 +95,7 @@ def order_longest_first(jobs: list[Job], previous: list[Result]) -> list[Job]:
     return sorted(jobs, key=lambda j: -took.get(j["job_id"], float("inf")))
 
 
-@contextlib.contextmanager
-def cyclic_gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off for a while (and on again if it was). A run's jobs and
-    messages are plain acyclic data, freed by reference counting; the collector would only scan
-    every object of the process again and again while they are built (a quarter of the CPU of
-    a 100,000-job submit, bench.submit_many)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@cyclic_gc_paused()
+@collector_paused()
 def submit(
     store: ResultStore,
     app: Celery,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fleet.collector import collector_paused
 from fleet.store import ResultStore
 from orchestrator.expectations import Expectations
 from orchestrator.output import write_atomic
@@ -13,7 +14,7 @@ from orchestrator.report.html import render_html
 from orchestrator.report.json import to_json
 from orchestrator.report.junit import to_junit
 from orchestrator.report.markdown import code, md, render_markdown
-from orchestrator.report.model import agreement, assemble, build, collector_paused, compare_outputs
+from orchestrator.report.model import agreement, assemble, build, compare_outputs
 
 RENDERERS = {"md": render_markdown, "json": to_json, "junit": to_junit, "html": render_html}
 

@@ -3,13 +3,11 @@ as plain data that every renderer (markdown, JSON, JUnit) reads."""
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fleet import records
+from fleet.collector import collector_paused
 from fleet.protocol import Job, Result, Status, change
 from fleet.store import ResultStore
 from orchestrator import accounting, attribution, baselines, runs, summaries, trends
@@ -43,19 +41,6 @@ def build(
     (a fifth of the time at 10,000 results, bench.history_scale)."""
     with collector_paused():
         return _build(store, run_id, history_runs, expectations, trend, window, prices, full_read)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector paused (restored after): for building and rendering a model
-    of plain acyclic data, which its full passes would walk over and over."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _build(
