@@ -18,6 +18,8 @@ import math
 import re
 from typing import Any
 
+import orjson
+
 from fleet.errors import ErrorKind, StoreCorrupt
 from fleet.numbers import MAX_TIME
 from fleet.protocol import STATUSES, Job, Result, Status, base_result, error_info, now
@@ -27,6 +29,11 @@ _TIMES = ("started_at", "finished_at", "deadline")  # fields that are times, in 
 # A byte that is not UTF-8, as fleet.store.connection decodes it (backslashreplace): never valid JSON.
 _NOT_UTF8 = re.compile(r"\\x[89a-f][0-9a-f]")
 _SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # a JSON escape of half a UTF-16 pair
+# orjson reads an integer beyond 64 bits as a float where json.loads keeps it whole: a text with a
+# run of 19 digits or more (the only place such an integer can be) is left to json.loads. Found by
+# one translate (every digit to "0", anything else to a space) and one search, both in C.
+_DIGITS = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_RUN = b"0" * 19
 _TEXT = (str,)
 _SOUND = frozenset((str, int, dict, list))  # exact types that need no check beyond their type
 _NUMBER = (int, float)
@@ -108,12 +115,34 @@ def decode_time(raw: Any) -> float | None:
     return value if 0.0 <= value <= MAX_TIME else None  # NaN compares false: None too
 
 
+_NOT_PARSED: Any = object()
+
+
+def _parsed(raw: str | bytes) -> Any:
+    """What json.loads(raw) gives, read by orjson (about three times faster: a report decodes
+    tens of megabytes of results and summaries), or _NOT_PARSED where orjson could differ or
+    refuses the text: NaN and Infinity, numbers beyond a double, a lone surrogate (\\ud800), bytes
+    that are not UTF-8, invalid JSON, integers of 19 digits or more. json.loads then decides, and
+    says what is wrong. Where orjson reads a text at all it gives json.loads's value (the same
+    types, floats rounded the same, the last of duplicate keys; tests/test_records.py)."""
+    try:
+        text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        if _LONG_RUN in text.translate(_DIGITS):
+            return _NOT_PARSED
+        return orjson.loads(text)
+    except ValueError:  # orjson.JSONDecodeError, or a str that cannot be UTF-8
+        return _NOT_PARSED
+
+
 def _load(raw: Any) -> tuple[Any, str | None]:
     """JSON text -> value, or why it is not JSON."""
     if isinstance(raw, StoreCorrupt):  # the key holds another Redis type (fleet.store.connection)
         return None, raw.message
     if not isinstance(raw, (str, bytes)):
         return None, f"not text ({type(raw).__name__})"
+    data = _parsed(raw)
+    if data is not _NOT_PARSED:
+        return data, None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError) as exc:

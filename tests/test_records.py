@@ -274,3 +274,79 @@ def test_pruning_spares_a_running_run(redis_url: str) -> None:
     raw.set("fleet:run:r2:meta", json.dumps({**running, "run_id": "r2", "deadline": now - 1}))
     store.create_run({**running, "run_id": "r4", "started_at": now + 3}, [{**job, "run_id": "r4"}])
     assert store.run_ids() == ["r4", "r3"]
+
+
+# Texts where orjson and json.loads could part: what fleet.records reads must be json.loads's value.
+_HOSTILE_TEXTS = [
+    '{"a": 1, "b": 2, "a": 3}',  # duplicate keys: the last value, at the first key's place
+    "123456789012345678901234567890",  # beyond 64 bits: orjson alone would give a float
+    "-9223372036854775809",
+    "18446744073709551615",
+    "18446744073709551616",
+    '{"seq": 99999999999999999999, "x": [1.5]}',
+    "-0",
+    "-0.0",
+    "1e400",
+    "-1e400",
+    "1.7976931348623157e308",
+    "5e-324",
+    "2.4703282292062328e-324",
+    "0.1000000000000000055511151231257827",
+    "NaN",
+    "[Infinity, -Infinity]",
+    '"\\ud800"',  # half a UTF-16 pair
+    '"\\udc00 and more"',
+    '"\\ud83d\\ude00"',
+    '"\\u0000"',
+    '"é\\u00e9"',
+    "[1, 2,]",
+    '{"a": 1}  ',
+    "\ufeff{}",
+    "\t[1]\n",
+    '"\\x41"',
+    '"\\xff"',  # an invalid byte as fleet.store.connection decodes it
+    "[" * 5000 + "]" * 5000,
+    "",
+]
+
+
+def _as_loaded(text: str | bytes) -> tuple[str, Any]:
+    """json.loads's value with each number's type, or 'error'."""
+    try:
+        return "ok", _typed(json.loads(text))
+    except (ValueError, RecursionError):
+        return "error", None
+
+
+def _typed(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [(k, _typed(v)) for k, v in value.items()]
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, repr(value))
+
+
+def test_records_decode_as_json_loads_does() -> None:
+    """fleet.records reads JSON with orjson where that gives json.loads's value, else json.loads:
+    the same values, types and refusals on hostile texts and on random numbers."""
+    import random
+    import struct
+
+    from fleet import records
+
+    rng = random.Random(27)
+    texts: list[str | bytes] = list(_HOSTILE_TEXTS)
+    texts += [t.encode() for t in _HOSTILE_TEXTS if "\ufeff" not in t] + ["{}".encode("utf-16"), b'"\xff"']
+    for _ in range(20_000):
+        bits = struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0]
+        digits = f"{rng.randint(0, 10 ** rng.randint(1, 17))}.{rng.randint(0, 10 ** rng.randint(1, 25))}"
+        texts.append(f"[{bits!r}, -{digits}e{rng.randint(-340, 320)}, {rng.randint(-(2**70), 2**70)}]")
+    for text in texts:
+        data, problem = records._load(text)
+        expected = _as_loaded(text)
+        if expected[0] == "error":
+            assert problem is not None, text[:80]
+        elif problem is None:
+            assert ("ok", _typed(data)) == expected, text[:80]
+        else:  # json.loads reads it, but it is not text (a lone surrogate): refused as before
+            assert "surrogate" in problem, (text[:80], problem)
