@@ -81,9 +81,9 @@ class JobHistory:
         """The i-th outcome (newest first) as the report names it: run, date, status."""
         return self.samples[i].ref()
 
-    def outcomes(self) -> list[tuple[str, str]]:
-        """(run id, status) of each outcome, newest first."""
-        return [(s.run_id, s.status) for s in self.samples]
+    def outcomes(self, limit: int | None = None) -> list[tuple[str, str]]:
+        """(run id, status) of each outcome (the newest `limit` only, if given), newest first."""
+        return [(s.run_id, s.status) for s in self.samples[:limit]]
 
     def trend_values(
         self, key: str, device: str, metrics: tuple[str, ...], key_of: Callable[[Sample], str | None]

@@ -332,10 +332,10 @@ class KeptHistory(JobHistory):
         rid, ts = self._runs[i - 1]
         return {"run_id": rid, "date": iso(ts), "status": self._columns.status[self._picked[i - 1]]}
 
-    def outcomes(self) -> list[tuple[str, str]]:
-        status = self._columns.status
-        return [(self._current.run_id, self._current.status)] + [
-            (rid, status[i]) for (rid, _), i in zip(self._runs, self._picked, strict=True)
+    def outcomes(self, limit: int | None = None) -> list[tuple[str, str]]:
+        status, earlier = self._columns.status, None if limit is None else max(limit - 1, 0)
+        return [(self._current.run_id, self._current.status)][:limit] + [
+            (rid, status[i]) for (rid, _), i in zip(self._runs[:earlier], self._picked[:earlier], strict=True)
         ]
 
     def trend_values(

@@ -11,6 +11,7 @@ Metrics measured on different weights are never compared.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from fleet.protocol import PASSED, Result, Status
@@ -55,12 +56,13 @@ def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, 
         return {}
     same = history.trend_values(key, current["device"], TREND_METRICS, sample_key)
     violations, window, threshold = settings.violations, settings.window, settings.threshold
+    needed = violations + window  # the newest numbers of a metric are all it reads
     out: dict[str, dict[str, Any]] = {}
     # same holds the current result first; one column per metric
     for metric, values in zip(TREND_METRICS, zip(*same, strict=True), strict=False):
         if not isinstance(values[0], (int, float)):
             continue
-        series = [float(v) for v in values if isinstance(v, (int, float))]
+        series = [float(v) for v in islice(filter(_is_number, values), needed)]
         recent = series[:violations]
         base = series[violations : violations + window]
         entry: dict[str, Any] = {"value": series[0], "runs": len(base)}
@@ -83,6 +85,10 @@ def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, 
             entry["label"] = "ok"
         out[metric] = entry
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float))
 
 
 def _median(values: list[float]) -> float:

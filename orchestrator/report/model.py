@@ -228,13 +228,16 @@ def _history_of(
     store: ResultStore, run_id: str, limit: int, histories: dict[str, baselines.JobHistory]
 ) -> list[tuple[str, dict[str, str]]]:
     """_history from the jobs' histories: each of the last `limit` runs with the statuses of this
-    run's jobs in it (what the report shows), nothing read but the list of runs."""
+    run's jobs in it (what the report shows), nothing read but the list of runs. A job's outcomes
+    are in distinct runs, newest first, the first in run_id: when the strip ends at run_id, only
+    a job's newest `limit` outcomes can be in it."""
     ids = store.run_ids(1000)
+    newest: int | None = None
     if run_id in ids:
-        ids = ids[ids.index(run_id) :]
+        ids, newest = ids[ids.index(run_id) :], limit
     by_run: dict[str, dict[str, str]] = {rid: {} for rid in ids[:limit]}
     for jid, h in histories.items():
-        for rid, status in h.outcomes():
+        for rid, status in h.outcomes(newest):
             if rid in by_run:
                 by_run[rid][jid] = status
     return [(rid, by_run[rid]) for rid in reversed(ids[:limit])]
