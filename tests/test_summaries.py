@@ -306,3 +306,34 @@ def test_corrupt_summaries_meta_is_not_used_and_never_fails_finalisation(redis_u
     assert summaries.rebuild(store) == 5
     _same(store, meta["run_id"])
     r.close()
+
+
+def test_a_trend_reads_the_newest_numbers_of_its_weights_and_device() -> None:
+    """The median is of the `window` numbers after the newest `violations`, counting only outcomes
+    that passed on the same weights and device and have the metric (older ones are not read)."""
+    from orchestrator.baselines import JobHistory, Sample
+    from orchestrator.trends import TrendSettings, trends
+
+    def sample(i: int, latency: float | None, status: str = "REAL", sha: str = "a", device: str = "cpu") -> Sample:
+        metrics = {} if latency is None else {"latency_ms_p50": latency}
+        result: Any = {"status": status, "device": device, "weights_sha256": sha * 64, "metrics": metrics}
+        return Sample(f"run{i:02d}", 1_790_000_000.0 + i, result)
+
+    newest_first = [15.0, 14.0, None, 10.0, ("FAILED", 99.0), 11.0, ("b", 50.0), ("cuda", 60.0), 9.0, 10.5, 100.0]
+    samples = []
+    for i, x in enumerate(newest_first):
+        if isinstance(x, tuple):
+            kind, value = x
+            if kind == "FAILED":
+                samples.append(sample(i, value, status="FAILED"))
+            elif kind == "cuda":
+                samples.append(sample(i, value, device="cuda"))
+            else:
+                samples.append(sample(i, value, sha=kind))
+        else:
+            samples.append(sample(i, x))
+    got = trends(JobHistory(samples), TrendSettings(window=3, violations=2, threshold=0.2))["latency_ms_p50"]
+    # the numbers read: 15, 14 | 10, 11, 9 (median 10); 10.5 and 100 are older than needed
+    assert got == {"value": 15.0, "runs": 3, "median": 10.0, "relative": 0.5, "violations": 2, "label": "regression"}
+    short = trends(JobHistory(samples[:6]), TrendSettings(window=3, violations=2, threshold=0.2))
+    assert short["latency_ms_p50"] == {"value": 15.0, "runs": 2, "label": "insufficient data"}
