@@ -86,11 +86,18 @@ class JobHistory:
         return [(s.run_id, s.status) for s in self.samples[:limit]]
 
     def trend_values(
-        self, key: str, device: str, metrics: tuple[str, ...], key_of: Callable[[Sample], str | None]
+        self,
+        key: str,
+        device: str,
+        metrics: tuple[str, ...],
+        key_of: Callable[[Sample], str | None],
+        enough: int | None = None,
     ) -> list[list[Any]]:
         """These metrics of each passing outcome (REAL, UNVERIFIED, SYNTHETIC) with this weights key
         (key_of: orchestrator.trends.sample_key) on this device, newest first: one value per
-        metric, None where absent."""
+        metric, None where absent. enough: the caller reads no more than the newest `enough`
+        numbers of each metric, and older outcomes may be left out once those are in (a summary
+        record stops there; this full history lists them all)."""
         return [
             [s.result["metrics"].get(m) for m in metrics]
             for s in self.samples

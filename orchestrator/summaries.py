@@ -339,21 +339,34 @@ class KeptHistory(JobHistory):
         ]
 
     def trend_values(
-        self, key: str, device: str, metrics: tuple[str, ...], key_of: Callable[[Sample], str | None]
+        self,
+        key: str,
+        device: str,
+        metrics: tuple[str, ...],
+        key_of: Callable[[Sample], str | None],
+        enough: int | None = None,
     ) -> list[list[Any]]:
         current = self._current
         out: list[list[Any]] = []
         if current.status in _PASSING and key_of(current) == key and current.result["device"] == device:
             out.append([current.result["metrics"].get(m) for m in metrics])
-        k, rows, width = self._columns.k, self._columns.rows, len(metrics)
+        k, rows = self._columns.k, self._columns.rows
+        # where each metric sits in a row (a row keeps TREND_METRICS from its sixth column)
+        at = [5 + TREND_METRICS.index(m) for m in metrics]
         # the indexes that name this key and this device (compared as numbers, row by row)
         keys = {i for i, text in enumerate(k) if text == key}
         devices = {i for i, text in enumerate(k) if text == device}
+        # a row's values are numbers or None (_columns): enough rows without a None hold the
+        # newest `enough` numbers of every metric
+        complete = sum(None not in values for values in out)
         for i in self._picked:
+            if enough is not None and complete >= enough:
+                break
             row = rows[i]
             if len(row) > 4 and row[4] in keys and row[3] in devices and row[1] in _PASSING:
-                values = row[5 : 5 + width]
-                out.append(values + [None] * (width - len(values)))
+                values = [row[j] if j < len(row) else None for j in at]
+                out.append(values)
+                complete += None not in values
         return out
 
 

@@ -54,14 +54,16 @@ def trends(history: JobHistory, settings: TrendSettings) -> dict[str, dict[str, 
     key = sample_key(first)
     if key is None or current.get("status") not in PASSED:
         return {}
-    same = history.trend_values(key, current["device"], TREND_METRICS, sample_key)
+    # the metrics the current result has a number for: no other has a trend
+    metrics = tuple(m for m in TREND_METRICS if isinstance(current["metrics"].get(m), (int, float)))
+    if not metrics:
+        return {}
     violations, window, threshold = settings.violations, settings.window, settings.threshold
     needed = violations + window  # the newest numbers of a metric are all it reads
+    same = history.trend_values(key, current["device"], metrics, sample_key, needed)
     out: dict[str, dict[str, Any]] = {}
-    # same holds the current result first; one column per metric
-    for metric, values in zip(TREND_METRICS, zip(*same, strict=True), strict=False):
-        if not isinstance(values[0], (int, float)):
-            continue
+    # same holds the current result first (it passed, with this key and device); one column per metric
+    for metric, values in zip(metrics, zip(*same, strict=True), strict=True):
         series = [float(v) for v in islice(filter(_is_number, values), needed)]
         recent = series[:violations]
         base = series[violations : violations + window]
