@@ -19,6 +19,7 @@ RUN_PARTS = (
     "late",
     "reruns",
     "holders",
+    "leases",
     "ledger",
     "counts",
 )
