@@ -71,8 +71,7 @@ def test_a_lease_decides_duplicate_or_redelivery_atomically(redis_url: str) -> N
     assert store.ledger.renew_leases([("r", "a@cpu", one.owner), ("r", "a@cpu", two.owner)]) == 1
     assert store.ledger.run_counts("r")["cpu@two"] == {"received": 0, "finished": 0, "died": 0, "duplicate": 1}
     assert store.ledger.worker_stats()["cpu@two"]["duplicate"] == 1
-    leases = keys.run("r", "leases")
-    raw_redis(redis_url).hset(leases, "a@cpu", f"{one.owner} 1000")  # expired long ago: its process is dead
+    raw_redis(redis_url).delete(keys.lease("r", "a@cpu"))  # expired: one's process died and renews no more
     assert store.begin_delivery("r", "a@cpu", None, two) == (False, 2, False)  # a redelivery: taken
     assert store.ledger.started("r", "a@cpu", "cpu", two.worker, two.instance, 2) == "cpu@one"
     assert store.ledger.run_counts("r")["cpu@one"]["died"] == 1
@@ -81,5 +80,4 @@ def test_a_lease_decides_duplicate_or_redelivery_atomically(redis_url: str) -> N
     assert not store.ledger.release_lease("r", "a@cpu", one.owner)
     assert store.ledger.release_lease("r", "a@cpu", two.owner)  # two's process died: released
     assert store.begin_delivery("r", "a@cpu", None, three) == (False, 3, False)
-    store.delete_run("r")
-    assert not raw_redis(redis_url).exists(leases)
+    assert 0 < raw_redis(redis_url).pttl(keys.lease("r", "a@cpu")) <= 5000  # a lease never outlives its process by long

@@ -4,14 +4,14 @@
 -- delivery of a job without a result is also recorded as taken by this worker
 -- (fleet.store.ledger.started): one round trip for both. The ledger's writes never fail the
 -- script (a key of another type: its error text comes back, and the job goes on).
--- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running, leases]
+-- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running, lease]
 -- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token,
 --       owner, lease ms, duplicate ledger field]
 -- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or the
 -- error text of a write that failed (the others were made: the caller must not make them again).
 -- With the ledger's keys, a delivery of a job without a result also takes the job's lease
--- (fleet.store.ledger: KEYS[8], ARGV[9] owner, ARGV[10] lease ms) unless another owner holds it
--- unexpired: then this delivery is a duplicate of a running one. It is not counted as a
+-- (fleet.store.ledger: KEYS[8], ARGV[9] owner, ARGV[10] its TTL in ms) unless another owner
+-- holds it (the key has not expired): then this delivery is a duplicate of a running one. It is not counted as a
 -- delivery, counts as ARGV[11] ("<worker>\tduplicate") in the ledger and as duplicate in the
 -- worker's stats, and {done, count, known, ours, 0, holder} comes back.
 local job_id, counter = ARGV[1], ARGV[2]
@@ -32,20 +32,15 @@ local function write(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then failed = failed or reply.err end
 end
-local t = redis.call('TIME')
-local now_ms = t[1] * 1000 + math.floor(t[2] / 1000)
-local held = redis.pcall('HGET', KEYS[8], counter)
-if type(held) == 'string' then
-  local owner, expiry = string.match(held, '^(.*) (%d+)$')
-  if owner and owner ~= ARGV[9] and tonumber(expiry) > now_ms then
-    redis.call('HINCRBY', KEYS[2], counter, -1)  -- not a delivery of the job: it runs nothing
-    write('HINCRBY', KEYS[5], ARGV[11], 1)
-    write('HINCRBY', KEYS[6], 'duplicate', 1)
-    write('EXPIRE', KEYS[6], ARGV[7])
-    return {done, count - 1, known, ours, 0, owner}
-  end
+local owner = redis.pcall('GET', KEYS[8])
+if type(owner) == 'string' and owner ~= ARGV[9] then
+  redis.call('HINCRBY', KEYS[2], counter, -1)  -- not a delivery of the job: it runs nothing
+  write('HINCRBY', KEYS[5], ARGV[11], 1)
+  write('HINCRBY', KEYS[6], 'duplicate', 1)
+  write('EXPIRE', KEYS[6], ARGV[7])
+  return {done, count - 1, known, ours, 0, owner}
 end
-write('HSET', KEYS[8], counter, ARGV[9] .. ' ' .. tostring(now_ms + tonumber(ARGV[10])))
+write('SET', KEYS[8], ARGV[9], 'PX', ARGV[10])
 if count > 1 then
   return {done, count, known, ours, 0}
 end

@@ -19,7 +19,6 @@ RUN_PARTS = (
     "late",
     "reruns",
     "holders",
-    "leases",
     "ledger",
     "counts",
 )
@@ -37,6 +36,11 @@ PRIORITY_STEPS = (3, 6, 9)  # kombu's priority lists beside a queue's own list
 def run(run_id: str, part: str) -> str:
     """A key of one run (part: one of RUN_PARTS; run_id or part may be a SCAN/KEYS pattern)."""
     return f"{PREFIX}:run:{run_id}:{part}"
+
+
+def lease(run_id: str, counter: str) -> str:
+    """The process running one delivery counter of a run's job, with a TTL (fleet.store.ledger)."""
+    return f"{PREFIX}:lease:{run_id}:{counter}"
 
 
 def worker(name: str) -> str:

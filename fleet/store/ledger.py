@@ -16,8 +16,9 @@ ends (with the result, in put_result's pipeline): no round trip of its own for a
 
 A delivery of a job that a worker already held (delivery > 1, no result) means the earlier
 delivery died with its process: it is counted against the worker that held it. Unless that
-process is alive: per run, `leases` (delivery counter -> "<owner> <expiry, Redis ms>", the owner
-"<instance>:<pid>" of the pool process running it) says who runs a job now. The process that
+process is alive: a job's lease (`fleet:lease:<run>:<delivery counter>`, the owner
+"<instance>:<pid>" of the pool process running it, with a TTL: Redis's clock, not the hosts')
+says who runs a job now. The process that
 takes a job takes its lease (fleet/store/begin.lua, atomically with the check); the worker's main
 process renews it every LEASE_RENEW_S while the job runs, and releases it when the pool process
 dies under it (before Celery requeues the message). A delivery that finds the lease of another
@@ -79,12 +80,12 @@ def started_keys(run_id: str, queue: str, worker: str) -> list[str]:
     return [keys.run(run_id, "holders"), keys.run(run_id, "ledger"), keys.worker_stats(worker), keys.running(queue)]
 
 
-def started_script(run_id: str, job_id: str, by: Taker) -> tuple[list[str], list[str]]:
+def started_script(run_id: str, job_id: str, counter: str, by: Taker) -> tuple[list[str], list[str]]:
     """The keys and arguments of Ledger.started's writes, and of taking the job's lease, for
     fleet.store.begin.lua."""
     args = [by.worker, f"{by.worker}{SEP}received", str(now()), str(STATS_TTL_S), token(by.instance, run_id, job_id)]
     lease = [by.owner, str(int(LEASE_S * 1000)), f"{by.worker}{SEP}{DUPLICATE}"]
-    return [*started_keys(run_id, by.queue, by.worker), keys.run(run_id, "leases")], args + lease
+    return [*started_keys(run_id, by.queue, by.worker), keys.lease(run_id, counter)], args + lease
 
 
 def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
@@ -97,27 +98,20 @@ def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
     pipe.lrem(keys.running(by.queue), 0, token(by.instance, run_id, job_id))
 
 
-# KEYS: one run's leases per job; ARGV: lease ms, then counter and owner per job
+# KEYS: the leases; ARGV: lease ms, then the owner of each
 _RENEW = """
-local t = redis.call('TIME')
-local expiry = tostring(t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1]))
 local renewed = 0
 for i = 1, #KEYS do
-  local counter, owner = ARGV[2 * i], ARGV[2 * i + 1]
-  local held = redis.pcall('HGET', KEYS[i], counter)
-  if type(held) == 'string' and string.sub(held, 1, #owner + 1) == owner .. ' ' then
-    redis.call('HSET', KEYS[i], counter, owner .. ' ' .. expiry)
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
     renewed = renewed + 1
   end
 end
 return renewed
 """
-# KEYS: the run's leases; ARGV: counter, owner
+# KEYS: the lease; ARGV: owner
 _RELEASE = """
-local held = redis.pcall('HGET', KEYS[1], ARGV[1])
-if type(held) == 'string' and string.sub(held, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then
-  return redis.call('HDEL', KEYS[1], ARGV[1])
-end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -159,14 +153,14 @@ class Ledger:
         held = list(held)
         if not held:
             return 0
-        script_keys = [keys.run(run_id, "leases") for run_id, _, _ in held]
-        args = [str(int(LEASE_S * 1000))] + [v for _, counter, owner in held for v in (counter, owner)]
+        script_keys = [keys.lease(run_id, counter) for run_id, counter, _ in held]
+        args = [str(int(LEASE_S * 1000))] + [owner for _, _, owner in held]
         return int(self._r.eval(_RENEW, len(script_keys), *script_keys, *args))
 
     def release_lease(self, run_id: str, counter: str, owner: str) -> bool:
         """Drop a job's lease if this owner holds it (its process died: the job may be taken
         again at once). Returns whether it was dropped."""
-        return bool(self._r.eval(_RELEASE, 1, keys.run(run_id, "leases"), counter, owner))
+        return bool(self._r.eval(_RELEASE, 1, keys.lease(run_id, counter), owner))
 
     def finished(self, run_id: str, job_id: str, queue: str, worker: str, instance: str) -> None:
         """The worker has stored an outcome of the job (one round trip; a worker sends these

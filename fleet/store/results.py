@@ -222,7 +222,7 @@ class ResultStore:
         script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
         args = [job_id, counter or job_id, "0"]
         if taken_by is not None:
-            ledger_keys, ledger_args = started_script(run_id, job_id, taken_by)
+            ledger_keys, ledger_args = started_script(run_id, job_id, counter or job_id, taken_by)
             script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
         done, count, known, ours, ledger, *holder = self._script(_BEGIN, script_keys, args)
         if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
