@@ -324,7 +324,7 @@ def _lease_loop() -> None:
             store().ledger.renew_leases(held)
         except RuntimeError:  # the set of requests changed while it was read: the next tick
             continue
-        except FleetError as exc:
+        except Exception as exc:  # Redis away, a key of another type: the loop goes on
             logger.warning("could not renew the leases of running jobs: %s", exc)
 
 
