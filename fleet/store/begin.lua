@@ -32,7 +32,8 @@ local function write(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then failed = failed or reply.err end
 end
-local owner = redis.pcall('GET', KEYS[8])
+-- The first delivery (count 1) finds no lease: a lease is only taken by a delivery counted before.
+local owner = count > 1 and redis.pcall('GET', KEYS[8])
 if type(owner) == 'string' and owner ~= ARGV[9] then
   redis.call('HINCRBY', KEYS[2], counter, -1)  -- not a delivery of the job: it runs nothing
   write('HINCRBY', KEYS[5], ARGV[11], 1)
