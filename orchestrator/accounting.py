@@ -192,6 +192,7 @@ def account(
                 "received": received,
                 "finished": finished,
                 "died": counts.get("died"),
+                "duplicates": counts.get("duplicate", 0) if counts else None,  # deliveries of jobs running elsewhere
                 "in_flight": in_flight,
             }
         )

@@ -29,6 +29,7 @@ import transformers
 from celery import Task, signals
 from celery.exceptions import TimeLimitExceeded
 from celery.worker import state as worker_state
+from celery.worker.request import Request
 
 import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
@@ -41,7 +42,7 @@ from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.redis_transport import last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from fleet.store.ledger import Taker
+from fleet.store.ledger import LEASE_RENEW_S, Taker, lease_owner
 from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
 from workers.screen import ScreenMessages, consuming
@@ -76,9 +77,39 @@ def store() -> ResultStore:
     return ResultStore.from_settings(settings())
 
 
+class RunCheckRequest(Request):
+    """A run_check delivery in the worker's main process. When the pool process running it is
+    gone (it died, was replaced or timed out; Celery calls on_failure here), the job's lease
+    (fleet.store.ledger) is released before Celery requeues the message, so that the redelivery
+    runs at once instead of finding the lease of a dead process and being taken as a duplicate."""
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        held = _lease_of(self)
+        if held is not None:
+            try:
+                store().ledger.release_lease(*held)
+            except Exception as exc:  # Redis away: the lease expires on its own (LEASE_S)
+                logger.warning("could not release the lease of %s: %s", held[1], exc)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def _lease_of(request: Any) -> tuple[str, str, str] | None:
+    """(run id, delivery counter, owner) of the lease a run_check delivery's pool process holds
+    or may hold, or None for another task, a job that cannot be read, a delivery not yet running."""
+    args, pid = getattr(request, "args", None), getattr(request, "worker_pid", None)
+    if getattr(request, "name", None) != RUN_CHECK_TASK or not pid or not isinstance(args, (list, tuple)) or not args:
+        return None
+    job = args[0]
+    if job_problem(job):
+        return None
+    return job["run_id"], reruns.counter(job), lease_owner(INSTANCE, pid)
+
+
 class RunCheck(Task):
     """Writes a FAILED(timeout) result when the hard time limit kills the pool child.
     Celery calls on_failure for that in the worker's main process."""
+
+    Request = RunCheckRequest
 
     def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         if not isinstance(exc, TimeLimitExceeded) or not args:
@@ -98,7 +129,7 @@ class RunCheck(Task):
 
 def taker(job: Job) -> Taker:
     """This worker start, taking the job from its queue (the ledger's records, fleet.store.ledger)."""
-    return Taker(job["queue"], worker_name(settings()), INSTANCE)
+    return Taker(job["queue"], worker_name(settings()), INSTANCE, os.getpid())
 
 
 def _finished(s: ResultStore, job: Job) -> None:
@@ -140,8 +171,8 @@ def run_check(self: Task, job: Job) -> str:
         logger.error("refused a job message: %s", exc.message)
         _dead_letter(self, s, job, f"bad job: {exc.message}")
         return "refused"
-    if done:
-        return "already done"  # a repeated delivery of a finished job: nothing to count twice
+    if done:  # a repeated delivery of a finished job, or a duplicate of one a live process runs
+        return "already done"  # (counted as a duplicate by the store): nothing to run or count twice
     if delivery > 1 and reruns.rerun_number(job) < len(s.retrying(lambda: s.reruns(run_id, job_id))):
         return "already rerun"  # this run's outcome is kept and the next run was published
     if not taken:  # a redelivery: who took it now, and which earlier delivery died with its process
@@ -284,6 +315,19 @@ def _beat_loop() -> None:
             return
 
 
+def _lease_loop() -> None:
+    """Renew the leases of the jobs this worker's pool processes run (fleet.store.ledger): a
+    second delivery of one of them is then a duplicate, not a redelivery."""
+    while not _stop.wait(LEASE_RENEW_S):
+        try:
+            held = [h for h in map(_lease_of, list(worker_state.active_requests)) if h is not None]
+            store().ledger.renew_leases(held)
+        except RuntimeError:  # the set of requests changed while it was read: the next tick
+            continue
+        except Exception as exc:  # Redis away, a key of another type: the loop goes on
+            logger.warning("could not renew the leases of running jobs: %s", exc)
+
+
 class Holds:
     """The records that this worker start holds a message (fleet.redelivery), written by a
     thread of the main process: the message goes on to the pool at once instead of after a
@@ -346,8 +390,13 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
         publish_architectures()
     except FleetError as exc:
         logger.warning("could not publish the architecture list: %s", exc)
-    _beats.append(threading.Thread(target=_beat_loop, name="fleet-heartbeat", daemon=True))
-    _beats[-1].start()
+    loops = [
+        threading.Thread(target=f, name=n, daemon=True)
+        for f, n in ((_beat_loop, "fleet-heartbeat"), (_lease_loop, "fleet-leases"))
+    ]
+    _beats.extend(loops)
+    for loop in loops:
+        loop.start()
 
 
 @signals.worker_shutdown.connect

@@ -4,10 +4,16 @@
 -- delivery of a job without a result is also recorded as taken by this worker
 -- (fleet.store.ledger.started): one round trip for both. The ledger's writes never fail the
 -- script (a key of another type: its error text comes back, and the job goes on).
--- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running]
--- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token]
+-- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running, lease]
+-- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token,
+--       owner, lease ms, duplicate ledger field]
 -- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or the
 -- error text of a write that failed (the others were made: the caller must not make them again).
+-- With the ledger's keys, a delivery of a job without a result also takes the job's lease
+-- (fleet.store.ledger: KEYS[8], ARGV[9] owner, ARGV[10] its TTL in ms) unless another owner
+-- holds it (the key has not expired): then this delivery is a duplicate of a running one. It is not counted as a
+-- delivery, counts as ARGV[11] ("<worker>\tduplicate") in the ledger and as duplicate in the
+-- worker's stats, and {done, count, known, ours, 0, holder} comes back.
 local job_id, counter = ARGV[1], ARGV[2]
 local done = redis.call('HEXISTS', KEYS[1], job_id)
 local count = redis.call('HINCRBY', KEYS[2], counter, 1)
@@ -18,13 +24,26 @@ if known == 0 or ours == 0 then
   redis.call('HDEL', KEYS[2], counter)  -- the run is gone, or never had this job: no key left behind
   return {done, count, known, ours, 0}
 end
-if ARGV[3] ~= '1' or done == 1 or count > 1 then
+if ARGV[3] ~= '1' or done == 1 then
   return {done, count, known, ours, 0}
 end
 local failed = nil
 local function write(...)
   local reply = redis.pcall(...)
   if type(reply) == 'table' and reply.err then failed = failed or reply.err end
+end
+-- The first delivery (count 1) finds no lease: a lease is only taken by a delivery counted before.
+local owner = count > 1 and redis.pcall('GET', KEYS[8])
+if type(owner) == 'string' and owner ~= ARGV[9] then
+  redis.call('HINCRBY', KEYS[2], counter, -1)  -- not a delivery of the job: it runs nothing
+  write('HINCRBY', KEYS[5], ARGV[11], 1)
+  write('HINCRBY', KEYS[6], 'duplicate', 1)
+  write('EXPIRE', KEYS[6], ARGV[7])
+  return {done, count - 1, known, ours, 0, owner}
+end
+write('SET', KEYS[8], ARGV[9], 'PX', ARGV[10])
+if count > 1 then
+  return {done, count, known, ours, 0}
 end
 write('HSET', KEYS[4], job_id, ARGV[4])
 write('HINCRBY', KEYS[5], ARGV[5], 1)

@@ -38,6 +38,11 @@ def run(run_id: str, part: str) -> str:
     return f"{PREFIX}:run:{run_id}:{part}"
 
 
+def lease(run_id: str, counter: str) -> str:
+    """The process running one delivery counter of a run's job, with a TTL (fleet.store.ledger)."""
+    return f"{PREFIX}:lease:{run_id}:{counter}"
+
+
 def worker(name: str) -> str:
     """A worker's heartbeat (name may be a pattern)."""
     return f"{PREFIX}:worker:{name}"

@@ -15,7 +15,18 @@ ends (with the result, in put_result's pipeline): no round trip of its own for a
   result is pruned by every live worker's heartbeat loop (prune_running).
 
 A delivery of a job that a worker already held (delivery > 1, no result) means the earlier
-delivery died with its process: it is counted against the worker that held it.
+delivery died with its process: it is counted against the worker that held it. Unless that
+process is alive: a job's lease (`fleet:lease:<run>:<delivery counter>`, the owner
+"<instance>:<pid>" of the pool process running it, with a TTL: Redis's clock, not the hosts')
+says who runs a job now. The process that
+takes a job takes its lease (fleet/store/begin.lua, atomically with the check); the worker's main
+process renews it every LEASE_RENEW_S while the job runs, and releases it when the pool process
+dies under it (before Celery requeues the message). A delivery that finds the lease of another
+owner unexpired is a duplicate (a copy of the message, a redelivery of a running job): it runs
+nothing, is not counted as a delivery, and counts as `duplicate` for the worker that got it.
+A dead worker's lease expires LEASE_S after its last renewal, long before any redelivery of its
+messages (fleet.redelivery: a minute; the visibility timeout: REDELIVERY_MARGIN_S past the
+longest hard limit).
 
 Redis I/O only; what the figures mean is orchestrator/accounting.py.
 """
@@ -34,6 +45,9 @@ from fleet.store import keys
 
 STATS_TTL_S = 30 * 86400
 COUNTERS = ("received", "finished", "died")
+DUPLICATE = "duplicate"  # deliveries of a job another live process was running: in a worker's counts when any
+LEASE_S = 5.0  # a running job's lease lives this long past its last renewal
+LEASE_RENEW_S = 1.0  # how often a worker's main process renews the leases of the jobs it runs
 SEP = "\t"  # between a worker's name and its counter in a run's ledger hash
 
 
@@ -43,11 +57,22 @@ def token(instance: str, run_id: str, job_id: str) -> str:
 
 @dataclass(frozen=True)
 class Taker:
-    """Who runs a job: the queue it came from, the worker's name, this worker start."""
+    """Who runs a job: the queue it came from, the worker's name, this worker start, and the
+    process in it (pid) that runs the job."""
 
     queue: str
     worker: str
     instance: str
+    pid: int = 0
+
+    @property
+    def owner(self) -> str:
+        """The holder of a job's lease: one process of one worker start."""
+        return lease_owner(self.instance, self.pid)
+
+
+def lease_owner(instance: str, pid: int | None) -> str:
+    return f"{instance}:{pid}"
 
 
 def started_keys(run_id: str, queue: str, worker: str) -> list[str]:
@@ -55,10 +80,12 @@ def started_keys(run_id: str, queue: str, worker: str) -> list[str]:
     return [keys.run(run_id, "holders"), keys.run(run_id, "ledger"), keys.worker_stats(worker), keys.running(queue)]
 
 
-def started_script(run_id: str, job_id: str, by: Taker) -> tuple[list[str], list[str]]:
-    """The keys and arguments of Ledger.started's writes for fleet.store.begin.lua."""
+def started_script(run_id: str, job_id: str, counter: str, by: Taker) -> tuple[list[str], list[str]]:
+    """The keys and arguments of Ledger.started's writes, and of taking the job's lease, for
+    fleet.store.begin.lua."""
     args = [by.worker, f"{by.worker}{SEP}received", str(now()), str(STATS_TTL_S), token(by.instance, run_id, job_id)]
-    return started_keys(run_id, by.queue, by.worker), args
+    lease = [by.owner, str(int(LEASE_S * 1000)), f"{by.worker}{SEP}{DUPLICATE}"]
+    return [*started_keys(run_id, by.queue, by.worker), keys.lease(run_id, counter)], args + lease
 
 
 def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
@@ -69,6 +96,24 @@ def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
     pipe.hset(stats, "last_result_at", now())
     pipe.expire(stats, STATS_TTL_S)
     pipe.lrem(keys.running(by.queue), 0, token(by.instance, run_id, job_id))
+
+
+# KEYS: the leases; ARGV: lease ms, then the owner of each
+_RENEW = """
+local renewed = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+# KEYS: the lease; ARGV: owner
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class Ledger:
@@ -101,6 +146,21 @@ class Ledger:
         pipe.hincrby(keys.worker_stats(worker), "died", 1)
         pipe.expire(keys.worker_stats(worker), STATS_TTL_S)
         pipe.execute()
+
+    def renew_leases(self, held: Iterable[tuple[str, str, str]]) -> int:
+        """Renew the leases of (run id, delivery counter, owner) where that owner still holds
+        them, for LEASE_S from now (Redis's clock); one round trip. Returns how many were renewed."""
+        held = list(held)
+        if not held:
+            return 0
+        script_keys = [keys.lease(run_id, counter) for run_id, counter, _ in held]
+        args = [str(int(LEASE_S * 1000))] + [owner for _, _, owner in held]
+        return int(self._r.eval(_RENEW, len(script_keys), *script_keys, *args))
+
+    def release_lease(self, run_id: str, counter: str, owner: str) -> bool:
+        """Drop a job's lease if this owner holds it (its process died: the job may be taken
+        again at once). Returns whether it was dropped."""
+        return bool(self._r.eval(_RELEASE, 1, keys.lease(run_id, counter), owner))
 
     def finished(self, run_id: str, job_id: str, queue: str, worker: str, instance: str) -> None:
         """The worker has stored an outcome of the job (one round trip; a worker sends these
@@ -162,7 +222,7 @@ class Ledger:
             return {}
         for field, value in raw.items():
             worker, _, counter = str(field).rpartition(SEP)
-            if counter in COUNTERS and re.fullmatch(r"[0-9]{1,15}", str(value)):  # a count: never negative
+            if counter in (*COUNTERS, DUPLICATE) and re.fullmatch(r"[0-9]{1,15}", str(value)):  # never negative
                 out.setdefault(worker, dict.fromkeys(COUNTERS, 0))[counter] = int(value)
         return out
 

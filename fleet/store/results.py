@@ -215,17 +215,23 @@ class ResultStore:
         round trip (fleet/store/begin.lua). Returns (done, count, taken: whether the script made
         the ledger's writes here, so that the caller must not make them again). A ledger key of
         another type is logged, never raised: the writes before and after it still land, so the
-        delivery is taken all the same (writing them again would count it twice)."""
+        delivery is taken all the same (writing them again would count it twice).
+        With taken_by, the delivery also takes the job's lease (fleet.store.ledger), unless
+        another live process holds it: then the delivery is a duplicate, counted as such and
+        logged here, and (True, count, True) comes back: nothing to run, nothing to record."""
         script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
         args = [job_id, counter or job_id, "0"]
         if taken_by is not None:
-            ledger_keys, ledger_args = started_script(run_id, job_id, taken_by)
+            ledger_keys, ledger_args = started_script(run_id, job_id, counter or job_id, taken_by)
             script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
-        done, count, known, ours, ledger = self._script(_BEGIN, script_keys, args)
+        done, count, known, ours, ledger, *holder = self._script(_BEGIN, script_keys, args)
         if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
             if known:
                 raise UnknownJob(run_id, job_id)
             return True, int(count), False  # nothing to run, no key left behind
+        if holder:
+            logger.warning("%s of %s is running in %s: a duplicate delivery, not run", job_id, run_id, holder[0])
+            return True, int(count), True
         if ledger not in (0, 1):
             logger.warning("could not write the ledger: %s", ledger)
         return bool(done), int(count), ledger != 0

@@ -54,6 +54,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         state = f"stuck since {when(since)}" if since is not None else "consuming"
         s = stats.get(w["name"], {})
         counts = "  ".join(f"{k}={int(s.get(k, 0))}" for k in ("received", "finished", "died"))
+        if s.get("duplicate"):  # deliveries of jobs another live process ran (fleet.store.ledger)
+            counts += f"  duplicates={int(s['duplicate'])}"
         last = f"last_result={when(s.get('last_result_at'))}"
         hole = f"  BLACK HOLE: {holes[w['name']]}" if w["name"] in holes else ""
         line(

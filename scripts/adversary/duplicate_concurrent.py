@@ -1,7 +1,9 @@
-"""Repro (not fixed): the same job delivered twice at once (a duplicate message LPUSHed beside
-the real one, taken by two workers) runs twice and is counted twice: the second delivery (count
-2) is taken as a redelivery, so the ledger counts the first worker's delivery as 'died' while
-that worker is alive and running it, and both stored outcomes count as 'finished'.
+"""Repro (fixed: exits 0): the same job delivered twice at once (a duplicate message LPUSHed beside
+the real one, taken by two workers) ran twice and was counted twice: the second delivery (count
+2) was taken as a redelivery, so the ledger counted the first worker's delivery as 'died' while
+that worker was alive and running it, and both stored outcomes counted as 'finished'. Now the
+second delivery finds the first one's lease (fleet.store.ledger) and begin_delivery answers
+"nothing to run": it counts as a 'duplicate' of cpu@two.
 
 This replays workers.app.run_check's store calls for two workers in the order two concurrent
 deliveries make them (no worker process needed).
