@@ -78,6 +78,10 @@ def main() -> None:
                 "prefork",
                 "--loglevel",
                 "WARNING",
+                # as fleet-worker starts its workers (fleet.launcher): with gossip on, this worker
+                # would also take in every event the fleet's worker sends, during the fleet's rounds
+                "--without-gossip",
+                "--without-mingle",
             ],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
