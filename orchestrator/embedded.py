@@ -11,7 +11,11 @@ The children are tied to this process: each starts with a clean signal mask (fle
 spawned while SIGINT/SIGTERM are held here, unblocked in the child before exec), in its own
 process group, and gets SIGTERM when this process dies, however it dies (SIGKILL included):
 Redis shuts down, the launcher stops its workers. Stopping is a handled SIGTERM: Redis writes
-its AOF and logs its shutdown, each worker removes its heartbeat. The pid, process group and
+its AOF and logs its shutdown, each worker removes its heartbeat. A run whose every result is in
+and every message acknowledged stops its workers at once instead (finish): the warm stop has
+nothing left to protect then but the heartbeats and billiard's temp directory, which finish
+removes itself, and it would cost 1.5 s of fixed sleeps in Celery's and billiard's pool shutdown
+plus the interpreters' teardown (BENCHMARKS.md, "Embedded run"). The pid, process group and
 start time of each child are recorded in the state directory (children.json): a later run
 stops whatever of an earlier one is still there (checked to be ours by process group, start
 time and command line) before it starts anything.
@@ -22,7 +26,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import subprocess
 import time
@@ -48,6 +54,10 @@ RECORD = "children.json"  # in the state directory: what this run started (see s
 # and the process group is killed STOP_WORKERS_S after the SIGTERM whatever happened.
 WORKER_GRACE_S = 5.0
 STOP_WORKERS_S = 15.0
+# finish(): how long the workers' last acknowledgements may take to land once every result is in
+# (milliseconds, normally) before the warm stop is taken instead.
+ACKED_WAIT_S = 2.0
+POLL_S = 0.02  # waiting for the workers' first heartbeats, and for the last acknowledgements
 
 
 @contextmanager
@@ -70,6 +80,7 @@ class EmbeddedFleet:
         worker_timeout_s: float = 180.0,
         worker_flags: list[str] | None = None,
         concurrency: int | None = None,
+        wait: bool = True,
     ) -> None:
         self.state = state
         self.worker_devices = worker_devices
@@ -83,6 +94,11 @@ class EmbeddedFleet:
         self._log: IO[bytes] | None = None
         self._lock: IO[bytes] | None = None
         self._released: float | None = None  # when release_workers() sent the launcher SIGTERM
+        # start() returns once every worker sent its heartbeat; with wait=False at once, and the
+        # caller calls wait_for_workers() (the orchestrator prepares its submit meanwhile).
+        self.wait = wait
+        self.workers: set[str] = set()  # the names of the workers started, as they heartbeat
+        self.queues: set[str] = set()  # the queues they serve
 
     @property
     def url(self) -> str:
@@ -119,6 +135,9 @@ class EmbeddedFleet:
         self.purge_earlier_runs()
         self.log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        specs = plan(self.worker_devices, None)  # one worker per device, as the launcher plans them
+        self.workers = {f"{spec.label}@{self.name}" for spec in specs}
+        self.queues = {spec.queue for spec in specs}
         grace = ["--stop-timeout", f"{WORKER_GRACE_S:g}"]
         cmd = command_line(None, self.worker_devices, self.name, self.concurrency, *grace, *self.worker_flags)
         env = dict(os.environ, FLEET_REDIS_URL=self.url)  # the password stays off every command line
@@ -127,7 +146,8 @@ class EmbeddedFleet:
                 tethered(cmd), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
             self._remember()
-        self._wait_for_workers()
+        if self.wait:
+            self.wait_for_workers()
 
     def _remember(self) -> None:
         """Record the children (pid = process group: each leads its own session) for a later
@@ -153,19 +173,20 @@ class EmbeddedFleet:
         for run_id in store.unfinished_run_ids():
             runs.abandon(store, run_id, ABANDONED)
 
-    def _wait_for_workers(self) -> None:
+    def wait_for_workers(self) -> None:
+        """Until every worker started sent its heartbeat (an error when the launcher exits first,
+        or after worker_timeout_s)."""
         store = ResultStore(self.url)
-        # One worker per device, as the launcher plans them, named after this run.
-        expected = {f"{spec.label}@{self.name}" for spec in plan(self.worker_devices, None)}
+        expected = self.workers
         deadline = time.monotonic() + self.worker_timeout_s
         while time.monotonic() < deadline:
             if self.launcher is not None and self.launcher.poll() is not None:
                 raise ServiceError(
                     f"the workers exited with code {self.launcher.returncode}; see {self.log_path}:\n{self._tail()}"
                 )
-            if expected <= {w.get("name") for w in store.registry.live_workers()}:
+            if expected <= set(store.registry.worker_names()):
                 return
-            time.sleep(0.1)
+            time.sleep(POLL_S)
         raise ServiceError(f"workers did not come up within {self.worker_timeout_s:.0f} s; see {self.log_path}")
 
     def _tail(self) -> str:
@@ -195,10 +216,58 @@ class EmbeddedFleet:
             self.launcher.send_signal(signal.SIGTERM)
             self._released = time.monotonic()
 
-    def _stop_workers(self) -> None:
+    def finish(self) -> bool:
+        """Stop the workers of a run whose every result is in, at once when they hold nothing:
+        their queues empty and no message unacknowledged (kombu's unacked hash; the last
+        acknowledgement lands milliseconds after the last result, waited for up to ACKED_WAIT_S).
+        A warm stop then has nothing left to protect but each worker's heartbeat and billiard's
+        temp directory, removed here once the workers are gone (a beat in flight lands before);
+        Redis is still up and stops cleanly in stop(). Otherwise the warm stop begins
+        (release_workers) and stop() waits for it. Returns whether the workers were stopped here."""
+        if self.launcher is None or self.launcher.poll() is not None:
+            return False
+        store = ResultStore(self.url)
+        deadline = time.monotonic() + ACKED_WAIT_S
+        while not self._holding_nothing(store):
+            if time.monotonic() > deadline:
+                self.release_workers()
+                return False
+            time.sleep(POLL_S)
+        with signals_held():  # a Ctrl-C now waits until the heartbeats are gone
+            self._kill_workers()
+            for name in sorted(self.workers):
+                store.registry.forget_worker(name)
+        return True
+
+    def _holding_nothing(self, store: ResultStore) -> bool:
+        transport = store.transport
+        return transport.unacked_count() == 0 and all(transport.queue_length(q) == 0 for q in self.queues)
+
+    def _kill_workers(self) -> None:
+        """SIGKILL whatever is left of the launcher's process group (the launcher, each Celery
+        worker, their pool children), wait until it is gone, and remove the temp directory a
+        killed Celery worker leaves (billiard's /tmp/pymp-*, removed by its own exit otherwise)."""
         if self.launcher is None:
             return
         pgid = self.launcher.pid
+        procs = _group(pgid)
+        temp = _temp_dirs(procs)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.launcher.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        _wait_dead(procs, timeout_s=10)
+        for path in temp:
+            shutil.rmtree(path, ignore_errors=True)
+        self.launcher = None
+
+    def _stop_workers(self) -> None:
+        if self.launcher is None:
+            return
         if self.launcher.poll() is None:
             try:
                 self.release_workers()
@@ -206,15 +275,53 @@ class EmbeddedFleet:
                 self.launcher.wait(max(0.0, STOP_WORKERS_S - waited))
             except subprocess.TimeoutExpired:
                 pass
+        self._kill_workers()  # anything left of the group (pool children, a worker still busy)
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    """The live processes of a process group (the launcher's: it leads its own session)."""
+    found = []
+    for proc in psutil.process_iter():
         try:
-            os.killpg(pgid, signal.SIGKILL)  # anything left of the group (pool children)
-        except ProcessLookupError:
-            pass
+            if os.getpgid(proc.pid) == pgid:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def _wait_dead(procs: list[psutil.Process], timeout_s: float) -> None:
+    """Until each process is gone or a zombie (dead: its parent, or init, reaps it; psutil's
+    wait_procs waits for that reaping, which init may do only a second later)."""
+    deadline = time.monotonic() + timeout_s
+    left = list(procs)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if _alive(p)]
+        if left:
+            time.sleep(0.005)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+PYMP = re.compile(r"\s(/\S+/pymp-[A-Za-z0-9_]+)/")
+
+
+def _temp_dirs(procs: list[psutil.Process]) -> set[Path]:
+    """The multiprocessing temp directories (pymp-*) these processes hold a file of (billiard's
+    shared-memory arena, mapped from a deleted file in it): what their exit would remove."""
+    found: set[Path] = set()
+    for proc in procs:
         try:
-            self.launcher.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.launcher = None
+            maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        except OSError:
+            continue
+        found.update(Path(m) for m in PYMP.findall(maps))
+    return found
 
 
 def _started(pid: int) -> float | None:

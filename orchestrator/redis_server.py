@@ -156,7 +156,7 @@ class RedisServer:
                 client.ping()
                 return self
             except redis.RedisError:
-                time.sleep(0.05)
+                time.sleep(0.01)
         self.stop()
         raise ServiceError(f"redis-server did not answer on port {self.port} within {timeout_s:.0f} s")
 

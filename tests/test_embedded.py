@@ -14,6 +14,8 @@ import psutil
 import pytest
 
 from fleet.launcher import visible_gpus
+from fleet.store import ResultStore
+from orchestrator.redis_server import RedisServer
 from tests.helpers import ROOT, orchestrator
 
 pytestmark = pytest.mark.service  # every test here starts an embedded run (its own redis-server and workers)
@@ -46,6 +48,16 @@ def test_embedded_run_writes_both_reports_and_stops_everything(tmp_path: Path) -
     redis_dir = tmp_path / "state" / "redis"  # AOF persistence on (Redis 7 uses a folder, 6 a file)
     assert (redis_dir / "appendonlydir").is_dir() or (redis_dir / "appendonly.aof").is_file()
     assert not _leftovers(tmp_path)
+    # Every message was answered: the workers were stopped at once (no warm shutdown), their
+    # heartbeats removed by the orchestrator, and Redis shut down cleanly.
+    (log,) = (tmp_path / "state" / "logs").glob("workers-*.log")
+    assert "Warm shutdown" not in log.read_text()
+    assert "ready to exit" in (redis_dir / "redis.log").read_text()
+    server = RedisServer(redis_dir).start()  # the stopped Redis's data (its AOF), without the password
+    try:
+        assert ResultStore(server.url).registry.live_workers() == []
+    finally:
+        server.stop()
 
 
 def _leftovers(tmp_path: Path) -> list[psutil.Process]:

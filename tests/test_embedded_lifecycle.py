@@ -14,9 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
-from fleet.store import ResultStore
-from orchestrator.embedded import RECORD, EmbeddedFleet, leftovers
+from fleet.store import ResultStore, keys
+from orchestrator.embedded import RECORD, EmbeddedFleet, _temp_dirs, leftovers
 from orchestrator.redis_server import RedisServer
 from tests.helpers import ROOT
 
@@ -90,6 +91,64 @@ def test_children_start_unmasked_and_stop_on_a_handled_sigterm(tmp_path: Path, m
     assert not (state / RECORD).exists()
     assert not [p for p in procs.values() if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert _workers_in_aof(state) == []  # the worker removed its heartbeat on stop
+
+
+def _worker_procs(fleet: EmbeddedFleet) -> list[psutil.Process]:
+    """The launcher, its Celery worker and the worker's pool child, once all are up."""
+    assert fleet.launcher is not None
+    launcher = psutil.Process(fleet.launcher.pid)
+    (celery,) = launcher.children()
+    _wait_for(lambda: bool(celery.children()), 30, "the pool child")
+    return [launcher, celery, *celery.children()]
+
+
+def _dead(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_finish_stops_idle_workers_at_once_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every message answered: finish() stops the workers without their warm shutdown (1.5 s of
+    fixed sleeps in Celery's pool stop), removes their heartbeats and billiard's temp directory
+    itself; Redis still shuts down cleanly and keeps no worker."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    state = tmp_path / "state"
+    with EmbeddedFleet(state, "cpu") as fleet:
+        procs = _worker_procs(fleet)
+        temp = _temp_dirs(procs)
+        assert temp and all(p.is_dir() and p.name.startswith("pymp-") for p in temp)  # what a kill would leave
+        store = ResultStore(fleet.url)
+        assert [w["name"] for w in store.registry.live_workers()] == [f"cpu@{fleet.name}"]
+        assert fleet.finish() is True
+        assert fleet.launcher is None
+        assert all(_dead(p) for p in procs), [p.pid for p in procs if not _dead(p)]
+        assert store.registry.live_workers() == []  # removed by finish, after the workers were gone
+        assert not [p for p in temp if p.exists()]
+        assert fleet.redis.proc is not None and fleet.redis.proc.poll() is None  # Redis stops in stop()
+    assert "ready to exit" in (state / "redis" / "redis.log").read_text()
+    assert "Warm shutdown" not in fleet.log_path.read_text()
+    assert not (state / RECORD).exists()
+    assert _workers_in_aof(state) == []
+
+
+def test_finish_with_a_message_still_held_stops_the_workers_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message still unacknowledged (a worker may be running it): finish() does not kill the
+    workers; after ACKED_WAIT_S it begins their warm shutdown, which stop() waits for."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    state = tmp_path / "state"
+    with EmbeddedFleet(state, "cpu") as fleet:
+        procs = _worker_procs(fleet)
+        redis.Redis.from_url(fleet.url).hset(keys.UNACKED, "held-tag", '[{"body": ""}, "", "cpu"]')
+        assert fleet.finish() is False
+        assert fleet.launcher is not None  # released, not killed: stop() waits for its warm shutdown
+    assert fleet.log_path.read_text().count("Warm shutdown") == 1
+    assert all(_dead(p) for p in procs)
+    assert "ready to exit" in (state / "redis" / "redis.log").read_text()
+    assert _workers_in_aof(state) == []  # the worker removed its own heartbeat
 
 
 def test_a_restarted_embedded_redis_shows_no_worker_of_an_earlier_run(

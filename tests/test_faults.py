@@ -180,6 +180,23 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
     assert "replacing pool process" in w.log.read_text()
 
 
+def test_a_pool_process_recycled_after_each_job_exits_by_itself(redis_url: str, start_worker) -> None:
+    """--max-tasks-per-child 1: the pool process's work loop ends after each job and it exits at
+    once in worker_process_shutdown (workers/app.py) instead of posting billiard's DEATH message
+    and sleeping until the parent kills it: the parent still replaces it, every job is answered
+    once (first delivery), nothing is reported lost. (That the exit no longer waits a second is
+    a timing, measured by bench.embedded_run, not asserted here.)"""
+    w = start_worker(redis_url, args=("--max-tasks-per-child", "1"))
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    (first_child,) = w.pool_children()
+    run_id = submit(store, app, catalog_of("causal_lm", n=2), None, ["cpu"], RunSettings(repeats=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 2}
+    wait_until(lambda: [p.pid for p in w.pool_children()] not in ([], [first_child.pid]), what="new pool process")
+    assert [r["delivery"] for r in store.results(run_id)] == [1, 1]
+    log = w.log.read_text()
+    assert "exited with" not in log and "WorkerLostError" not in log
+
+
 @pytest.mark.service  # its own redis-server, restarted
 def test_a_submit_rides_out_a_redis_restart_midway_and_queues_each_job_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture

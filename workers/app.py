@@ -375,6 +375,17 @@ def _freeze_child(**_: Any) -> None:
     gc.freeze()
 
 
+@signals.worker_process_shutdown.connect
+def _exit_now(exitcode: int | None = None, **_: Any) -> None:
+    """A pool child whose work loop is over (the pool closing, or its max tasks reached) exits at
+    once. billiard would post DEATH, whose only use is to have the parent kill the child, and
+    sleep one second waiting for that kill (billiard/pool.py, Worker._do_exit); in a warm
+    shutdown the parent reads nothing then, so every stop of a worker waited that second. Every
+    result was sent before this point (the pipe keeps what the parent has not read yet), and the
+    child would end in the same os._exit."""
+    os._exit(exitcode or 0)
+
+
 def publish_architectures() -> None:
     """The classes this worker's transformers knows, for `orchestrator submit --architectures`."""
     from workers.architectures import listing

@@ -51,6 +51,10 @@ class Transport:
                 continue
         return out
 
+    def unacked_count(self) -> int:
+        """How many messages workers hold unacknowledged (kombu's unacked hash)."""
+        return int(self._r.hlen(keys.UNACKED))
+
     def clear_queues(self, queues: tuple[str, ...]) -> None:
         """Every queued and unacknowledged message gone (the embedded run, before its workers start)."""
         self._r.delete(*queues, keys.UNACKED, keys.UNACKED_INDEX, keys.HELD)

@@ -11,7 +11,7 @@ from fleet import witness
 from fleet.errors import BadInput
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from orchestrator import architectures, report, runs, verdicts
+from orchestrator import architectures
 from orchestrator.cli import selection
 from orchestrator.cli.console import line, note, say, warn
 from orchestrator.cli.options import Subcommands, whole
@@ -64,10 +64,8 @@ def add(sub: Subcommands) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from fleet.broker import make_app
     from fleet.launcher import visible_gpus
     from orchestrator.embedded import EmbeddedFleet
-    from orchestrator.submit import ProgressBar
 
     gpus = visible_gpus()
     chosen = selection.prepare(
@@ -84,18 +82,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         flags += ["--trust-endpoint", witness.normalize(raw)]  # a bad URL is exit 2 before anything starts
     note(f"starting Redis and workers ({worker_devices}) in {state}")
     concurrency = args.concurrency or ((os.cpu_count() or 1) if args.architectures else None)
-    with EmbeddedFleet(state, worker_devices, worker_flags=flags, concurrency=concurrency) as fleet:
+    fleet = EmbeddedFleet(state, worker_devices, worker_flags=flags, concurrency=concurrency, wait=False)
+    with fleet:
+        # The workers import torch and transformers for seconds: what the submit, the wait and
+        # the report need is imported meanwhile, off the critical path.
+        from fleet.broker import make_app
+        from orchestrator import report, runs, verdicts
+        from orchestrator.submit import ProgressBar
+
         fleet_settings = settings.with_redis_url(fleet.url)
         store = ResultStore.from_settings(fleet_settings)
         app = make_app(settings=fleet_settings)
+        fleet.wait_for_workers()
         run_id = chosen.submit(store, app, args.order, origin="embedded")
         jobs = len(chosen.catalog.select(chosen.families)) * len(chosen.devices)
         note(f"run {run_id}: {jobs} job(s)")
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
         if runs.skip_unserved(store, run_id, store.registry.served_queues()):
             warn("no GPU visible here; cuda jobs end SKIPPED")
-        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.1)
-        fleet.release_workers()  # every result is in: they stop while the report is written
+        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05)  # a private Redis: polled often
+        # Every result is in: the workers stop now (at once when they hold no message), while
+        # the report is written.
+        fleet.finish()
         paths = report.save_run_report(
             store, run_id, args.output_dir or state / "reports", expectations=chosen.expected
         )
