@@ -24,6 +24,21 @@ def _get(config: Any, *keys: str, default: Any = None) -> Any:
     return default
 
 
+def _deep_get(config: Any, *keys: str, depth: int = 0) -> Any:
+    """The first of the keys any nested sub-config sets (Nemotron 3.5's mel bins are in its
+    audio config's speech-recognition config), breadth first."""
+    from transformers import PretrainedConfig
+
+    subs = [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    for sub in subs:
+        value = next((getattr(sub, k) for k in keys if getattr(sub, k, None) is not None), None)
+        if value is not None:
+            return value
+    if depth < 2:
+        return next((v for v in (_deep_get(sub, *keys, depth=depth + 1) for sub in subs) if v is not None), None)
+    return None
+
+
 def _size(value: Any) -> int:
     if isinstance(value, (list, tuple)):
         return int(value[0])
@@ -71,11 +86,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs[main] = maker.kinds[main]()
     else:
         raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
-    for name in required:
+    for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
         if name not in inputs:
-            if name not in maker.kinds:
-                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness lacks")
-            inputs[name] = maker.kinds[name]()
+            inputs[name] = maker.required(name, inputs)
     if plan in ("paired", PLACEHOLDERS, FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (
             ("input_ids", None),
@@ -148,7 +161,21 @@ class _Maker:
             "noise": self.noise,
             "inputs": self.perceiver,
             "input_features_mask": self.features_mask,
+            "classes_structure": lambda: torch.ones(BATCH, dtype=torch.long),  # class names per image (one each)
         }
+
+    def required(self, name: str, inputs: dict[str, Any]) -> Any:
+        """An input forward requires by name: a kind the harness makes, else by its suffix: more
+        token ids (OmDet-Turbo's class names and task prompts, one row per batch item) with a mask
+        of ones beside each."""
+        if name in self.kinds:
+            return self.kinds[name]()
+        ids = name.removesuffix("_attention_mask") + "_input_ids"
+        if name.endswith("_input_ids"):
+            return self.text()
+        if name.endswith("_attention_mask") and ids in inputs:
+            return torch.ones_like(inputs[ids])
+        raise Unsupported(f"{type(self.model).__name__}.forward requires {name!r}, an input the harness lacks")
 
     def text(self, length: int = SEQ) -> torch.Tensor:
         ids = torch.randint(3, self.high, (BATCH, length), generator=self.g)
@@ -192,7 +219,8 @@ class _Maker:
         return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
 
     def features(self) -> torch.Tensor:
-        bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
+        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel")
+        bins = int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
             stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
             bins = int(stacked or _stacked_bins(self.model, bins))

@@ -5,6 +5,7 @@ variants an architecture job tries in order (workers.tiny.build)."""
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from typing import Any
 
@@ -93,11 +94,6 @@ DERIVED = ("head_dim", "num_key_value_heads")
 # shrinking, on every (sub-)config of that model_type.
 CONSTRUCT: dict[str, dict[str, Any]] = {
     **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
-    # DETR-style models: transformers' own ResNet backbone instead of timm's (not installed)
-    **{
-        key: {"use_timm_backbone": False}
-        for key in ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer")
-    },
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     # hybrids whose default layer pattern puts no attention layer in the first two layers
@@ -276,6 +272,20 @@ def _layer_ids(config: Any) -> None:
                 pass
 
 
+def _patch_widths(config: Any, patch: Any) -> None:
+    """Widths the config derived from the patch size when it was built (RADIO's patch_dim =
+    channels x patch x patch, video_patch_dim = frames x that) follow the shrunk patch."""
+    new = getattr(config, "patch_size", None)
+    if type(patch) is not int or type(new) is not int or new == patch:
+        return
+    for key, value in list(vars(config).items()):
+        if "patch" in key and key.endswith("_dim") and type(value) is int and value % (patch * patch) == 0:
+            try:
+                setattr(config, key, value // (patch * patch) * new * new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts")
 
 
@@ -336,6 +346,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _width_aliases(config, values, old_width)
     _width_multiples(config, before, old_width)
     _layer_ids(config)
+    _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
         try:
@@ -359,6 +370,28 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             sub = getattr(config, key, None)
             if isinstance(sub, PretrainedConfig):
                 _shrink(sub, values, depth + 1, mrope)
+        _tower_widths(config)
+
+
+TOWER_WIDTH = re.compile(r"^(\w+)_hidden_size$")
+
+
+def _tower_widths(config: Any) -> None:
+    """A width named after a sibling tower (`audio_hidden_size` beside `audio_config`, in the
+    config or one of its sub-configs: Nemotron 3 diarization's head) is that tower's shrunk width."""
+    from transformers import PretrainedConfig
+
+    subs = [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    for cfg in (config, *subs):
+        for key, value in list(vars(cfg).items()):
+            match = TOWER_WIDTH.match(key)
+            tower = getattr(config, f"{match.group(1)}_config", None) if match else None
+            new = getattr(tower, "hidden_size", None) if isinstance(tower, PretrainedConfig) else None
+            if type(value) is int and type(new) is int and new != value:
+                try:
+                    setattr(cfg, key, new)
+                except (AttributeError, ValueError, TypeError):
+                    pass
 
 
 def default_config(model_type: str, config_class: Any = None) -> Any:
@@ -366,9 +399,25 @@ def default_config(model_type: str, config_class: Any = None) -> Any:
     from transformers import AutoConfig
 
     overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
+    if _timm_default(model_type, config_class):
+        overrides.setdefault("use_timm_backbone", False)
     if config_class is not None and getattr(config_class, "model_type", None) == model_type:
         return config_class(**overrides)
     return AutoConfig.for_model(model_type, **overrides)
+
+
+def _timm_default(model_type: str, config_class: Any) -> bool:
+    """A config that builds a timm backbone unless told `use_timm_backbone=False` (DETR-style
+    detectors, MaskFormer, OmDet-Turbo): transformers' own backbone instead (timm is not
+    installed: workers.tiny.NOT_INSTALLED)."""
+    from transformers import CONFIG_MAPPING
+
+    cls = config_class if getattr(config_class, "model_type", None) == model_type else None
+    try:
+        cls = cls or CONFIG_MAPPING[model_type]
+        return "use_timm_backbone" in inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    except (KeyError, OSError, TypeError):
+        return False
 
 
 def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
