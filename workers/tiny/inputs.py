@@ -4,6 +4,7 @@ forward signature and its config; the plans an architecture job tries in order."
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
@@ -61,6 +62,10 @@ FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, wi
 # Config keys that give the number of image features a query-token model puts in the text.
 QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
+# Optional inputs the paired plan also gives by their documented shape: a second modality's
+# features the model cannot run without (LXMERT's visual features and positions; the
+# Q-Former's image features for its cross-attention).
+DOCUMENTED_PAIRS = ("visual_feats", "visual_pos", "encoder_hidden_states")
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
 
@@ -84,6 +89,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.positioned())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
+    elif (made := maker.documented(main)) is not None:
+        inputs[main] = made
+        if plan == "paired":  # and its documented companions (Decision Transformer: actions, returns, timesteps)
+            inputs.update(maker.companions(params))
     else:
         raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
     for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
@@ -102,6 +111,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
                 inputs[name] = maker.kinds[name]()
+        for name in DOCUMENTED_PAIRS:
+            if name in params and name not in inputs and (made := maker.documented(name)) is not None:
+                inputs[name] = made
     if "pixel_values" in inputs and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
         inputs.update(maker.naflex())  # with text too (SigLIP 2's dual encoder)
     if plan == PLACEHOLDERS:
@@ -119,6 +131,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     decoder = "decoder_input_ids"
     if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
         inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
+    if plan == CHANNELS_LAST:
+        inputs.update(maker.per_codebook(inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
@@ -175,7 +189,60 @@ class _Maker:
             return self.text()
         if name.endswith("_attention_mask") and ids in inputs:
             return torch.ones_like(inputs[ids])
+        made = self.documented(name)
+        if made is not None:
+            return made
         raise Unsupported(f"{type(self.model).__name__}.forward requires {name!r}, an input the harness lacks")
+
+    def per_codebook(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Token ids with one column per codebook, (batch, seq, codebooks), where the model embeds
+        several codebooks at once through a buffer of per-codebook offsets (Dia's decoder: its
+        decoder_input_ids; Kyutai speech-to-text: the text and 32 audio codebooks side by side)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, buffer in self.model.named_buffers():
+            key = "decoder_input_ids" if "decoder" in name else "input_ids"
+            ids = inputs.get(key)
+            if name.endswith("offsets") and buffer.ndim == 1 and isinstance(ids, torch.Tensor) and ids.ndim == 2:
+                out.setdefault(key, torch.randint(3, self.high, (*ids.shape, buffer.numel()), generator=self.g))
+        return out
+
+    def documented(self, name: str) -> torch.Tensor | None:
+        """An input of the shape forward's docstring gives it, "`name` (`torch.Tensor` of shape
+        `(batch_size, hidden_size, frames)`)": batch_size is the batch, a dimension the config (or
+        a sub-config) names is that value, a number is itself, any other (frames, sequence_length,
+        episode_length) the text length. Floats, or positions 0..SEQ-1 for integer names (timesteps,
+        *_ids). None when the docstring gives no shape (Mimi's decoder latents, Decision
+        Transformer's states, actions, returns, timesteps; LXMERT's visual features)."""
+        match = re.search(
+            rf"^\s*{re.escape(name)} \(`[^`]*` of shape `\(([^`]*)\)`", self.model.forward.__doc__ or "", re.M
+        )
+        if match is None:
+            return None
+        shape = []
+        for dim in (d.strip() for d in match.group(1).split(",")):
+            value = _get(self.config, dim) or _deep_get(self.config, dim)
+            if dim == "batch_size":
+                shape.append(BATCH)
+            elif dim.isdigit() or type(value) is int:
+                shape.append(int(dim) if dim.isdigit() else value)
+            elif re.fullmatch(r"\w+", dim):
+                shape.append(SEQ)
+            else:
+                return None  # an expression ("sequence_length + 1"): not guessed
+        if name == "timesteps" or name.endswith(("_ids", "_index")):
+            return torch.arange(SEQ).expand(*shape[:-1], SEQ).clone() if shape[-1] == SEQ else None
+        return torch.randn(*shape, generator=self.g)
+
+    def companions(self, params: Any) -> dict[str, torch.Tensor]:
+        """Every optional input forward documents a shape for, but labels (masks all ones)."""
+        out: dict[str, torch.Tensor] = {}
+        for name in params:
+            if name == "labels" or name.endswith("labels"):
+                continue
+            made = self.documented(name)
+            if made is not None:
+                out[name] = torch.ones(made.shape, dtype=torch.long) if name.endswith("mask") else made
+        return out
 
     def text(self, length: int = SEQ) -> torch.Tensor:
         ids = torch.randint(3, self.high, (BATCH, length), generator=self.g)
@@ -410,6 +477,9 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
         patches = int(grid.prod(dim=-1).sum())
         merge = int(_get(_sub(config, "vision_config"), "spatial_merge_size", "merge_size", default=1) or 1)
         sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    for ids in (inputs.get("input_ids"), inputs.get("decoder_input_ids")):
+        if isinstance(ids, torch.Tensor) and ids.ndim == 3:  # per-codebook ids: Dia's logits are per codebook
+            sizes.add(BATCH * int(ids.shape[-1]))
     positions = inputs.get("pixel_position_ids")
     if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not
         pool = int(getattr(_sub(config, "vision_config"), "pooling_kernel_size", 1) or 1)

@@ -86,6 +86,8 @@ SECONDARY: dict[str, Any] = {
         ("out_hidden_size", "text_hidden_size", "encoder_hidden_size", "projection_dim", "fpn_hidden_size"), 32
     ),
     **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
+    # cross-attention sized on its own (Dia's decoder: the encoder's width, heads and head size)
+    **{f"cross_{k}": SHRINK[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")},
 }
 # Keys a config may leave None for the modeling code to derive from the full-size widths.
 DERIVED = ("head_dim", "num_key_value_heads")
