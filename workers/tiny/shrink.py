@@ -5,6 +5,7 @@ variants an architecture job tries in order (workers.tiny.build)."""
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import re
 from typing import Any
@@ -408,6 +409,7 @@ def default_config(model_type: str, config_class: Any = None) -> Any:
     return AutoConfig.for_model(model_type, **overrides)
 
 
+@functools.cache
 def _timm_default(model_type: str, config_class: Any) -> bool:
     """A config that builds a timm backbone unless told `use_timm_backbone=False` (DETR-style
     detectors, MaskFormer, OmDet-Turbo): transformers' own backbone instead (timm is not
