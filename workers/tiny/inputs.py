@@ -211,15 +211,15 @@ class _Maker:
         `(batch_size, hidden_size, frames)`)": batch_size is the batch, a dimension the config (or
         a sub-config) names is that value, a number is itself, any other (frames, sequence_length,
         episode_length) the text length. Floats, or positions 0..SEQ-1 for integer names (timesteps,
-        *_ids). None when the docstring gives no shape (Mimi's decoder latents, Decision
-        Transformer's states, actions, returns, timesteps; LXMERT's visual features)."""
-        match = re.search(
-            rf"^\s*{re.escape(name)} \(`[^`]*` of shape `\(([^`]*)\)`", self.model.forward.__doc__ or "", re.M
-        )
+        *_ids). Mimi's decoder latents, Decision Transformer's states, actions, returns and
+        timesteps, LXMERT's visual features, MuseGlimmer's `[batch_size, config.block_size, dim]`
+        noise. None when the docstring gives no shape."""
+        doc = self.model.forward.__doc__ or ""
+        match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
         if match is None:
             return None
         shape = []
-        for dim in (d.strip() for d in match.group(1).split(",")):
+        for dim in (d.strip().removeprefix("config.") for d in match.group(1).split(",")):
             value = _get(self.config, dim) or _deep_get(self.config, dim)
             if dim == "batch_size":
                 shape.append(BATCH)
