@@ -172,6 +172,7 @@ RULES = {
     "Nemotron3_5TranscribeWordTimestampModel": "main",  # a main input of the shape forward's docstring gives
     "DecisionTransformerModel": "paired",  # documented states, with their documented companions (actions, ...)
     "LxmertModel": "paired",  # documented visual features and positions beside the text
+    "SpeechEncoderDecoderModel": "main",  # the generic `inputs` of a composite: its encoder's own (a waveform)
 }
 
 

@@ -388,6 +388,10 @@ class _Maker:
 
     def perceiver(self) -> torch.Tensor:
         """Perceiver's generic `inputs`: token ids, an image, or embeddings, by the class's preprocessor."""
+        encoder = getattr(self.model, "encoder", None)
+        own = getattr(encoder, "main_input_name", None)
+        if isinstance(own, str) and own != "inputs" and own in self.kinds:  # a composite's encoder input
+            return self.kinds[own]()  # (SpeechEncoderDecoder: its speech encoder's waveform)
         name = type(self.model).__name__
         if name.endswith(("MaskedLM", "SequenceClassification")):
             return self.text()
