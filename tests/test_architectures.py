@@ -173,6 +173,7 @@ RULES = {
     "DecisionTransformerModel": "paired",  # documented states, with their documented companions (actions, ...)
     "LxmertModel": "paired",  # documented visual features and positions beside the text
     "SpeechEncoderDecoderModel": "main",  # the generic `inputs` of a composite: its encoder's own (a waveform)
+    "ZambaForCausalLM": "main",  # (table) two hybrid layers, so that their shared attention block ties
 }
 
 

@@ -111,6 +111,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     **{key: {"vocab_size": 32} for key in ("wav2vec2-bert", "wav2vec2-conformer")},  # a CTC head needs a vocabulary
     "esm": {"vocab_size": 33},  # the default config leaves the vocabulary unset
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
+    # its hybrid layers share one attention block (tied): a twin needs two of them to tie
+    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},
 }
 
 
