@@ -164,6 +164,16 @@ RULES = {
     "Qwen3_5ForSequenceClassification": "main",  # a padding token set on the text config too (batch of 2)
     "AudioFlamingo3Encoder": "main",  # an input_features_mask where forward takes one (all frames valid)
     "PeAudioEncoder": "channels_last",  # a waveform of four hops where a codec's hop is longer than 800 samples
+    "RadioModel": "main",  # a width derived from the patch size (patch_dim = channels x patch x patch) follows it
+    # mel bins from a nested sub-config (its ASR config); the diarization head's audio_hidden_size follows audio_config
+    "Nemotron3_5TranscribeAudioModel": "channels_last",
+    "KyutaiSpeechToTextModel": "channels_last",  # token ids per codebook where an offsets buffer embeds codebooks
+    "DiaModel": "channels_last",  # cross_* attention widths shrunk; the decoder's ids per codebook
+    "Nemotron3_5TranscribeWordTimestampModel": "main",  # a main input of the shape forward's docstring gives
+    "DecisionTransformerModel": "paired",  # documented states, with their documented companions (actions, ...)
+    "LxmertModel": "paired",  # documented visual features and positions beside the text
+    "SpeechEncoderDecoderModel": "main",  # the generic `inputs` of a composite: its encoder's own (a waveform)
+    "ZambaForCausalLM": "main",  # (table) two hybrid layers, so that their shared attention block ties
 }
 
 
@@ -179,8 +189,9 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
 @pytest.mark.parametrize(
     ("cls", "reason"),
     [
-        ("DecisionTransformerModel", "main input 'states'"),  # an input kind the harness does not make yet
-        ("TimmWrapperModel", "timm"),  # an optional package this machine lacks
+        ("GlmImageVQVAE", "main input 'input'"),  # an input kind the harness does not make yet (no documented shape)
+        # an optional package the project does not install, and why (its torchvision would change the catalog)
+        ("TimmWrapperModel", "needs timm, which the project does not install: it needs torchvision"),
         ("HiggsAudioV2TokenizerModel", "torchaudio"),  # a placeholder class of a missing backend
         ("DinatModel", "DinatModel requires the natten library"),  # its ImportError starts with a newline
     ],
@@ -191,6 +202,28 @@ def test_a_harness_gap_is_skipped_with_its_own_kind(found: dict[str, Any], cls: 
     message = result["error"]["message"]
     assert result["error"]["kind"] == ErrorKind.HARNESS_UNSUPPORTED and reason in message
     assert "\n" not in message  # one line: the report's table row names the missing package
+
+
+def test_inputs_forward_requires_by_suffix_and_the_q_former_gets_image_features() -> None:
+    """More token ids and their masks where forward requires them by name (OmDet-Turbo's class
+    names and task prompts); the paired plan gives the Q-Former the image features its
+    cross-attention reads (encoder_hidden_states, of the documented shape), and it runs."""
+    import torch
+
+    from workers.tiny import build, inputs
+    from workers.tiny.shrink import VARIANTS, tiny_config
+
+    cls, _ = build.class_info("OmDetTurboForObjectDetection")
+    model = cls(tiny_config("omdet-turbo", VARIANTS[0], cls.config_class))
+    made = inputs.make_inputs(model, torch.device("cpu"))
+    assert made["classes_input_ids"].shape == made["tasks_input_ids"].shape == (2, 8)
+    assert torch.equal(made["classes_attention_mask"], torch.ones(2, 8, dtype=torch.long))
+    assert made["classes_structure"].tolist() == [1, 1]  # one class name per image: the rows of classes_input_ids
+    assert model.config.backbone_config.model_type == "swin"  # transformers' own backbone, not timm's
+    qformer, _ = build.build_model("Blip2QFormerModel", torch.device("cpu"), "base")
+    assert build.describe(qformer) == "shrunk default config (variant 0, inputs paired)"
+    fed = inputs.make_inputs(qformer, torch.device("cpu"))
+    assert fed["encoder_hidden_states"].shape == (2, 8, qformer.config.encoder_hidden_size)
 
 
 def test_a_shrink_caused_failure_is_not_the_models() -> None:
@@ -216,9 +249,9 @@ def test_a_miss_the_default_config_repeats_is_the_librarys(found: dict[str, Any]
     dbrx = run_job(_job(found, "DbrxModel"))
     assert dbrx["status"] == Status.FAILED and dbrx["error"]["kind"] == ErrorKind.LOAD_ERROR, dbrx["error"]
     assert fault(dbrx) == "library" and "rope_theta" in dbrx["error"]["message"]
-    qformer = run_job(_job(found, "Blip2QFormerModel"))  # its cross-attention wants an image's features
-    assert qformer["status"] == Status.SKIPPED and fault(qformer) == "harness"
-    assert "too large to tell whose fault" in qformer["error"]["message"]
+    inkling = run_job(_job(found, "Inkling2VisionModel"))  # its pixels come in a layout the harness does not make
+    assert inkling["status"] == Status.SKIPPED and fault(inkling) == "harness"
+    assert "too large to tell whose fault" in inkling["error"]["message"]
 
 
 def _arch_result(run_id: str, i: int, status: str, kind: str | None = None, task: str = "base") -> dict[str, Any]:
@@ -295,7 +328,7 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     res = orchestrator(
         "run",
         "--architectures",
-        "BertModel,ViTForImageClassification,DecisionTransformerModel,DbrxModel",
+        "BertModel,ViTForImageClassification,GlmImageVQVAE,DbrxModel",
         "--devices",
         "cpu",
         env=env,
@@ -307,7 +340,7 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     assert statuses == {
         "arch:BertModel@cpu": "SYNTHETIC",
         "arch:ViTForImageClassification@cpu": "SYNTHETIC",
-        "arch:DecisionTransformerModel@cpu": "SKIPPED",
+        "arch:GlmImageVQVAE@cpu": "SKIPPED",
         "arch:DbrxModel@cpu": "FAILED",
     }
     assert data["transformers"] == transformers.__version__

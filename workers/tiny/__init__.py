@@ -20,3 +20,28 @@ class Unsupported(CheckFailure):
     def __init__(self, message: str) -> None:
         # one line: a missing backend's ImportError starts with a newline (the reason read empty)
         super().__init__(ErrorKind.HARNESS_UNSUPPORTED, " ".join(message.split())[:500])
+
+
+# Optional packages some classes need that the project does not install, and why (the miss
+# reason says it instead of the ImportError's "pip install" advice). timm: it imports torchvision
+# at import time and transformers requires torchvision for timm too; the torchvision wheel PyPI
+# has for this torch (0.28.0 for 2.13.0) is the CUDA build (its _C.so links libtorch_cuda, and on
+# the CPU torch `import torchvision` fails: "operator torchvision::nms does not exist"); the CPU
+# wheel is only on PyTorch's own index, which the project's machines do not reach. And torchvision
+# installed would switch transformers' image processors to the torchvision ones (the X-CLIP
+# family's CLIPImageProcessorPil would become CLIPImageProcessor): the catalog would change.
+NOT_INSTALLED = {
+    "timm": (
+        "it needs torchvision, whose PyPI wheel for this torch is the CUDA build and does not import on "
+        "the CPU torch; torchvision would also switch the catalog's image processors to the torchvision ones"
+    ),
+}
+
+
+def missing_package(exc: BaseException) -> str | None:
+    """The one-line reason for an ImportError of a package the project does not install, else None."""
+    if isinstance(exc, ImportError):
+        for package, why in NOT_INSTALLED.items():
+            if f"the {package} library" in str(exc):
+                return f"needs {package}, which the project does not install: {why}"
+    return None

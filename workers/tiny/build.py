@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from fleet.errors import CheckFailure, ErrorKind
-from workers.tiny import SEED, Unsupported
+from workers.tiny import SEED, Unsupported, missing_package
 from workers.tiny.inputs import PLANS, make_inputs
 from workers.tiny.shrink import MAX_UNSHRUNK_WIDTH, VARIANTS, tiny_config, width
 
@@ -134,7 +134,8 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
     try:
         model = cls(config).to(device).eval()
     except Exception as exc:
-        raise Unsupported(f"{class_name} could not be built from {what}: {type(exc).__name__}: {exc}") from None
+        text = missing_package(exc) or f"{type(exc).__name__}: {exc}"
+        raise Unsupported(f"{class_name} could not be built from {what}: {text}") from None
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
     return model, digest
 

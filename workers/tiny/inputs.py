@@ -4,6 +4,7 @@ forward signature and its config; the plans an architecture job tries in order."
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Any
 
 import torch
@@ -22,6 +23,21 @@ def _get(config: Any, *keys: str, default: Any = None) -> Any:
             if value is not None:
                 return value
     return default
+
+
+def _deep_get(config: Any, *keys: str, depth: int = 0) -> Any:
+    """The first of the keys any nested sub-config sets (Nemotron 3.5's mel bins are in its
+    audio config's speech-recognition config), breadth first."""
+    from transformers import PretrainedConfig
+
+    subs = [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    for sub in subs:
+        value = next((getattr(sub, k) for k in keys if getattr(sub, k, None) is not None), None)
+        if value is not None:
+            return value
+    if depth < 2:
+        return next((v for v in (_deep_get(sub, *keys, depth=depth + 1) for sub in subs) if v is not None), None)
+    return None
 
 
 def _size(value: Any) -> int:
@@ -46,6 +62,10 @@ FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, wi
 # Config keys that give the number of image features a query-token model puts in the text.
 QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
+# Optional inputs the paired plan also gives by their documented shape: a second modality's
+# features the model cannot run without (LXMERT's visual features and positions; the
+# Q-Former's image features for its cross-attention).
+DOCUMENTED_PAIRS = ("visual_feats", "visual_pos", "encoder_hidden_states")
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
 
@@ -69,13 +89,15 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.positioned())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
+    elif (made := maker.documented(main)) is not None:
+        inputs[main] = made
+        if plan == "paired":  # and its documented companions (Decision Transformer: actions, returns, timesteps)
+            inputs.update(maker.companions(params))
     else:
         raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
-    for name in required:
+    for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
         if name not in inputs:
-            if name not in maker.kinds:
-                raise Unsupported(f"{type(model).__name__}.forward requires {name!r}, an input the harness lacks")
-            inputs[name] = maker.kinds[name]()
+            inputs[name] = maker.required(name, inputs)
     if plan in ("paired", PLACEHOLDERS, FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (
             ("input_ids", None),
@@ -89,6 +111,9 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         for name, sub in pairs:
             if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
                 inputs[name] = maker.kinds[name]()
+        for name in DOCUMENTED_PAIRS:
+            if name in params and name not in inputs and (made := maker.documented(name)) is not None:
+                inputs[name] = made
     if "pixel_values" in inputs and {"spatial_shapes", "pixel_attention_mask"} <= set(params):
         inputs.update(maker.naflex())  # with text too (SigLIP 2's dual encoder)
     if plan == PLACEHOLDERS:
@@ -106,6 +131,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     decoder = "decoder_input_ids"
     if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
         inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
+    if plan == CHANNELS_LAST:
+        inputs.update(maker.per_codebook(inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
@@ -148,7 +175,74 @@ class _Maker:
             "noise": self.noise,
             "inputs": self.perceiver,
             "input_features_mask": self.features_mask,
+            "classes_structure": lambda: torch.ones(BATCH, dtype=torch.long),  # class names per image (one each)
         }
+
+    def required(self, name: str, inputs: dict[str, Any]) -> Any:
+        """An input forward requires by name: a kind the harness makes, else by its suffix: more
+        token ids (OmDet-Turbo's class names and task prompts, one row per batch item) with a mask
+        of ones beside each."""
+        if name in self.kinds:
+            return self.kinds[name]()
+        ids = name.removesuffix("_attention_mask") + "_input_ids"
+        if name.endswith("_input_ids"):
+            return self.text()
+        if name.endswith("_attention_mask") and ids in inputs:
+            return torch.ones_like(inputs[ids])
+        made = self.documented(name)
+        if made is not None:
+            return made
+        raise Unsupported(f"{type(self.model).__name__}.forward requires {name!r}, an input the harness lacks")
+
+    def per_codebook(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Token ids with one column per codebook, (batch, seq, codebooks), where the model embeds
+        several codebooks at once through a buffer of per-codebook offsets (Dia's decoder: its
+        decoder_input_ids; Kyutai speech-to-text: the text and 32 audio codebooks side by side)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, buffer in self.model.named_buffers():
+            key = "decoder_input_ids" if "decoder" in name else "input_ids"
+            ids = inputs.get(key)
+            if name.endswith("offsets") and buffer.ndim == 1 and isinstance(ids, torch.Tensor) and ids.ndim == 2:
+                out.setdefault(key, torch.randint(3, self.high, (*ids.shape, buffer.numel()), generator=self.g))
+        return out
+
+    def documented(self, name: str) -> torch.Tensor | None:
+        """An input of the shape forward's docstring gives it, "`name` (`torch.Tensor` of shape
+        `(batch_size, hidden_size, frames)`)": batch_size is the batch, a dimension the config (or
+        a sub-config) names is that value, a number is itself, any other (frames, sequence_length,
+        episode_length) the text length. Floats, or positions 0..SEQ-1 for integer names (timesteps,
+        *_ids). Mimi's decoder latents, Decision Transformer's states, actions, returns and
+        timesteps, LXMERT's visual features, MuseGlimmer's `[batch_size, config.block_size, dim]`
+        noise. None when the docstring gives no shape."""
+        doc = self.model.forward.__doc__ or ""
+        match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
+        if match is None:
+            return None
+        shape = []
+        for dim in (d.strip().removeprefix("config.") for d in match.group(1).split(",")):
+            value = _get(self.config, dim) or _deep_get(self.config, dim)
+            if dim == "batch_size":
+                shape.append(BATCH)
+            elif dim.isdigit() or type(value) is int:
+                shape.append(int(dim) if dim.isdigit() else value)
+            elif re.fullmatch(r"\w+", dim):
+                shape.append(SEQ)
+            else:
+                return None  # an expression ("sequence_length + 1"): not guessed
+        if name == "timesteps" or name.endswith(("_ids", "_index")):
+            return torch.arange(SEQ).expand(*shape[:-1], SEQ).clone() if shape[-1] == SEQ else None
+        return torch.randn(*shape, generator=self.g)
+
+    def companions(self, params: Any) -> dict[str, torch.Tensor]:
+        """Every optional input forward documents a shape for, but labels (masks all ones)."""
+        out: dict[str, torch.Tensor] = {}
+        for name in params:
+            if name == "labels" or name.endswith("labels"):
+                continue
+            made = self.documented(name)
+            if made is not None:
+                out[name] = torch.ones(made.shape, dtype=torch.long) if name.endswith("mask") else made
+        return out
 
     def text(self, length: int = SEQ) -> torch.Tensor:
         ids = torch.randint(3, self.high, (BATCH, length), generator=self.g)
@@ -192,7 +286,8 @@ class _Maker:
         return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
 
     def features(self) -> torch.Tensor:
-        bins = int(_get(self.config, "num_mel_bins", "feature_size", "input_feat_per_channel", default=80))
+        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel")
+        bins = int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
             stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
             bins = int(stacked or _stacked_bins(self.model, bins))
@@ -293,6 +388,10 @@ class _Maker:
 
     def perceiver(self) -> torch.Tensor:
         """Perceiver's generic `inputs`: token ids, an image, or embeddings, by the class's preprocessor."""
+        encoder = getattr(self.model, "encoder", None)
+        own = getattr(encoder, "main_input_name", None)
+        if isinstance(own, str) and own != "inputs" and own in self.kinds:  # a composite's encoder input
+            return self.kinds[own]()  # (SpeechEncoderDecoder: its speech encoder's waveform)
         name = type(self.model).__name__
         if name.endswith(("MaskedLM", "SequenceClassification")):
             return self.text()
@@ -382,6 +481,9 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
         patches = int(grid.prod(dim=-1).sum())
         merge = int(_get(_sub(config, "vision_config"), "spatial_merge_size", "merge_size", default=1) or 1)
         sizes |= {1, patches, patches // (merge * merge), int(grid.shape[0])}  # 1: one packed sequence
+    for ids in (inputs.get("input_ids"), inputs.get("decoder_input_ids")):
+        if isinstance(ids, torch.Tensor) and ids.ndim == 3:  # per-codebook ids: Dia's logits are per codebook
+            sizes.add(BATCH * int(ids.shape[-1]))
     positions = inputs.get("pixel_position_ids")
     if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not
         pool = int(getattr(_sub(config, "vision_config"), "pooling_kernel_size", 1) or 1)

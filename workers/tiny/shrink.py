@@ -5,6 +5,8 @@ variants an architecture job tries in order (workers.tiny.build)."""
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import re
 from typing import Any
 
@@ -85,6 +87,8 @@ SECONDARY: dict[str, Any] = {
         ("out_hidden_size", "text_hidden_size", "encoder_hidden_size", "projection_dim", "fpn_hidden_size"), 32
     ),
     **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
+    # cross-attention sized on its own (Dia's decoder: the encoder's width, heads and head size)
+    **{f"cross_{k}": SHRINK[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")},
 }
 # Keys a config may leave None for the modeling code to derive from the full-size widths.
 DERIVED = ("head_dim", "num_key_value_heads")
@@ -93,11 +97,6 @@ DERIVED = ("head_dim", "num_key_value_heads")
 # shrinking, on every (sub-)config of that model_type.
 CONSTRUCT: dict[str, dict[str, Any]] = {
     **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
-    # DETR-style models: transformers' own ResNet backbone instead of timm's (not installed)
-    **{
-        key: {"use_timm_backbone": False}
-        for key in ("detr", "conditional_detr", "dab-detr", "deformable_detr", "table-transformer")
-    },
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     # hybrids whose default layer pattern puts no attention layer in the first two layers
@@ -112,6 +111,8 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     **{key: {"vocab_size": 32} for key in ("wav2vec2-bert", "wav2vec2-conformer")},  # a CTC head needs a vocabulary
     "esm": {"vocab_size": 33},  # the default config leaves the vocabulary unset
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
+    # its hybrid layers share one attention block (tied): a twin needs two of them to tie
+    "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},
 }
 
 
@@ -276,6 +277,20 @@ def _layer_ids(config: Any) -> None:
                 pass
 
 
+def _patch_widths(config: Any, patch: Any) -> None:
+    """Widths the config derived from the patch size when it was built (RADIO's patch_dim =
+    channels x patch x patch, video_patch_dim = frames x that) follow the shrunk patch."""
+    new = getattr(config, "patch_size", None)
+    if type(patch) is not int or type(new) is not int or new == patch:
+        return
+    for key, value in list(vars(config).items()):
+        if "patch" in key and key.endswith("_dim") and type(value) is int and value % (patch * patch) == 0:
+            try:
+                setattr(config, key, value // (patch * patch) * new * new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 EXPERT_COUNTS = ("num_experts", "num_local_experts", "n_routed_experts")
 
 
@@ -336,6 +351,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _width_aliases(config, values, old_width)
     _width_multiples(config, before, old_width)
     _layer_ids(config)
+    _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
         try:
@@ -359,6 +375,28 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             sub = getattr(config, key, None)
             if isinstance(sub, PretrainedConfig):
                 _shrink(sub, values, depth + 1, mrope)
+        _tower_widths(config)
+
+
+TOWER_WIDTH = re.compile(r"^(\w+)_hidden_size$")
+
+
+def _tower_widths(config: Any) -> None:
+    """A width named after a sibling tower (`audio_hidden_size` beside `audio_config`, in the
+    config or one of its sub-configs: Nemotron 3 diarization's head) is that tower's shrunk width."""
+    from transformers import PretrainedConfig
+
+    subs = [v for v in vars(config).values() if isinstance(v, PretrainedConfig)]
+    for cfg in (config, *subs):
+        for key, value in list(vars(cfg).items()):
+            match = TOWER_WIDTH.match(key)
+            tower = getattr(config, f"{match.group(1)}_config", None) if match else None
+            new = getattr(tower, "hidden_size", None) if isinstance(tower, PretrainedConfig) else None
+            if type(value) is int and type(new) is int and new != value:
+                try:
+                    setattr(cfg, key, new)
+                except (AttributeError, ValueError, TypeError):
+                    pass
 
 
 def default_config(model_type: str, config_class: Any = None) -> Any:
@@ -366,9 +404,26 @@ def default_config(model_type: str, config_class: Any = None) -> Any:
     from transformers import AutoConfig
 
     overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
+    if _timm_default(model_type, config_class):
+        overrides.setdefault("use_timm_backbone", False)
     if config_class is not None and getattr(config_class, "model_type", None) == model_type:
         return config_class(**overrides)
     return AutoConfig.for_model(model_type, **overrides)
+
+
+@functools.cache
+def _timm_default(model_type: str, config_class: Any) -> bool:
+    """A config that builds a timm backbone unless told `use_timm_backbone=False` (DETR-style
+    detectors, MaskFormer, OmDet-Turbo): transformers' own backbone instead (timm is not
+    installed: workers.tiny.NOT_INSTALLED)."""
+    from transformers import CONFIG_MAPPING
+
+    cls = config_class if getattr(config_class, "model_type", None) == model_type else None
+    try:
+        cls = cls or CONFIG_MAPPING[model_type]
+        return "use_timm_backbone" in inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    except (KeyError, OSError, TypeError):
+        return False
 
 
 def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
