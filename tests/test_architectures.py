@@ -25,6 +25,7 @@ from orchestrator.submit import plan_jobs
 from tests.helpers import ROOT, orchestrator
 from workers.architectures import TASKS, listing
 from workers.core import run_job
+from workers.tiny.shrink import VARIANTS, default_config, tiny_config
 
 REQUIRED_TASKS = {
     "base",
@@ -164,6 +165,8 @@ RULES = {
     "Qwen3_5ForSequenceClassification": "main",  # a padding token set on the text config too (batch of 2)
     "AudioFlamingo3Encoder": "main",  # an input_features_mask where forward takes one (all frames valid)
     "PeAudioEncoder": "channels_last",  # a waveform of four hops where a codec's hop is longer than 800 samples
+    "SamModel": "main",  # the prompt encoder's grid and the vision neck follow the shrunk towers (was 60 s+ unshrunk)
+    "VJEPA2ForVideoClassification": "main",  # two tubelets of frames at the shrunk crop; its predictor shrunk too
 }
 
 
@@ -174,6 +177,19 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
     detail = result["attempts"][-1]["detail"]
     assert f"inputs {RULES[cls]})" in detail, detail
     assert result["output"]["shape"][0] in (2, 8, 32) and result["metrics"]["first_inference_s"] > 0
+
+
+def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:
+    """Sizes a config derived from the full-size towers follow the shrunk ones (SAM, V-JEPA 2:
+    left alone, no shrunk variant ran and their unshrunk defaults hit the 60 s time limit)."""
+    sam = tiny_config("sam", VARIANTS[0])
+    vision, prompt = sam.vision_config, sam.prompt_encoder_config
+    assert prompt.image_embedding_size == vision.image_size // vision.patch_size == 4
+    assert vision.output_channels == prompt.hidden_size == 2 * vision.num_pos_feats == 32
+    vjepa = tiny_config("vjepa2", VARIANTS[0])
+    assert (vjepa.crop_size, vjepa.frames_per_clip) == (32, 2 * vjepa.tubelet_size)
+    assert (vjepa.pred_hidden_size, vjepa.pred_num_hidden_layers, vjepa.pred_num_attention_heads) == (32, 2, 4)
+    assert default_config("vjepa2").pred_hidden_size == 384  # the default itself is left alone
 
 
 @pytest.mark.parametrize(
