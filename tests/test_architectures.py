@@ -124,6 +124,8 @@ def test_builder_runs_a_sample_of_every_modality(found: dict[str, Any], cls: str
         assert len(out["generated"]) == 2 and all(len(t) == 3 for t in out["generated"])
     again = run_job(_job(found, cls))  # seeded: the same model and output every time
     assert again["revision"] == result["revision"] and again["output"]["sample"] == out["sample"]
+    # the builder's probe ran a forward pass on the twin: no warm-up pass before the timed one
+    assert result["metrics"]["warmup"] == 0 and result["metrics"]["latency_ms_p50"] > 0
 
 
 # The builder's rules, one class each: what failed before the rule, and the input plan it now runs with.
