@@ -116,6 +116,13 @@ def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
     assert not reruns.wants_rerun(unbuilt, job)
     unbuilt["error"] = {"kind": "oom", "message": "x"}
     assert reruns.wants_rerun(unbuilt, job)  # the host's memory: rerun
+    # timed out while the twin was still being built: no source, no attempt, but an architecture
+    # job (no candidates) runs nothing else
+    building = result("arch:X@cpu", "FAILED")
+    building.update(source=None, error={"kind": "timeout", "message": "x"}, attempts=[])
+    assert not reruns.wants_rerun(building, {**job, "family_spec": {"synthetic": AUTO + "X", "candidates": []}})
+    catalog_job = {**job, "family_spec": {"synthetic": AUTO + "X", "candidates": [{"id": "org/real"}]}}
+    assert reruns.wants_rerun(building, catalog_job)  # a catalog family may have been loading weights
     # weights from elsewhere were tried first (a catalog family with a twin as its last resort)
     tried = result("arch:X@cpu", "FAILED")
     tried.update(source=None, error={"kind": "load_error", "message": "x"})
@@ -123,4 +130,4 @@ def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
         {"candidate": "org/real", "outcome": "failed", "error_kind": "load_error"},
         {"candidate": "synthetic:auto:X", "outcome": "skipped", "error_kind": "load_error"},
     ]
-    assert reruns.wants_rerun(tried, job)
+    assert reruns.wants_rerun(tried, catalog_job)

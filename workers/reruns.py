@@ -79,8 +79,12 @@ def wants_rerun(result: Result, job: Job) -> bool:
     kind = error["kind"] if error else None
     if kind in DETERMINISTIC:
         return False
-    twin = str(job.get("family_spec", {}).get("synthetic", "")).startswith(AUTO)
-    if twin and (result.get("source") == "synthetic" or only_the_twin_tried(result)):
+    spec = job.get("family_spec", {})
+    twin = str(spec.get("synthetic", "")).startswith(AUTO)
+    # an architecture job has no candidates: whatever it was doing, it was the twin (a timeout
+    # while the twin was still being built leaves no attempt to tell by: Emu3Model, rerun last)
+    nothing_else = not result.get("source") and not spec.get("candidates")
+    if twin and (result.get("source") == "synthetic" or only_the_twin_tried(result) or nothing_else):
         device = str(result.get("device") or job.get("device") or "cpu").split(":", 1)[0]
         none = frozenset[str]()
         return kind not in SEEDED_DETERMINISTIC.get(device, none) | HOST_BOUND.get(device, none)
