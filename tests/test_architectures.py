@@ -25,6 +25,7 @@ from orchestrator.submit import plan_jobs
 from tests.helpers import ROOT, orchestrator
 from workers.architectures import TASKS, listing
 from workers.core import run_job
+from workers.tiny.shrink import VARIANTS, default_config, tiny_config
 
 REQUIRED_TASKS = {
     "base",
@@ -123,6 +124,8 @@ def test_builder_runs_a_sample_of_every_modality(found: dict[str, Any], cls: str
         assert len(out["generated"]) == 2 and all(len(t) == 3 for t in out["generated"])
     again = run_job(_job(found, cls))  # seeded: the same model and output every time
     assert again["revision"] == result["revision"] and again["output"]["sample"] == out["sample"]
+    # the builder's probe ran a forward pass on the twin: no warm-up pass before the timed one
+    assert result["metrics"]["warmup"] == 0 and result["metrics"]["latency_ms_p50"] > 0
 
 
 # The builder's rules, one class each: what failed before the rule, and the input plan it now runs with.
@@ -174,6 +177,8 @@ RULES = {
     "LxmertModel": "paired",  # documented visual features and positions beside the text
     "SpeechEncoderDecoderModel": "main",  # the generic `inputs` of a composite: its encoder's own (a waveform)
     "ZambaForCausalLM": "main",  # (table) two hybrid layers, so that their shared attention block ties
+    "SamModel": "main",  # the prompt encoder's grid and the vision neck follow the shrunk towers (was 60 s+ unshrunk)
+    "VJEPA2ForVideoClassification": "main",  # two tubelets of frames at the shrunk crop; its predictor shrunk too
 }
 
 
@@ -184,6 +189,19 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
     detail = result["attempts"][-1]["detail"]
     assert f"inputs {RULES[cls]})" in detail, detail
     assert result["output"]["shape"][0] in (2, 8, 32) and result["metrics"]["first_inference_s"] > 0
+
+
+def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:
+    """Sizes a config derived from the full-size towers follow the shrunk ones (SAM, V-JEPA 2:
+    left alone, no shrunk variant ran and their unshrunk defaults hit the 60 s time limit)."""
+    sam = tiny_config("sam", VARIANTS[0])
+    vision, prompt = sam.vision_config, sam.prompt_encoder_config
+    assert prompt.image_embedding_size == vision.image_size // vision.patch_size == 4
+    assert vision.output_channels == prompt.hidden_size == 2 * vision.num_pos_feats == 32
+    vjepa = tiny_config("vjepa2", VARIANTS[0])
+    assert (vjepa.crop_size, vjepa.frames_per_clip) == (32, 2 * vjepa.tubelet_size)
+    assert (vjepa.pred_hidden_size, vjepa.pred_num_hidden_layers, vjepa.pred_num_attention_heads) == (32, 2, 4)
+    assert default_config("vjepa2").pred_hidden_size == 384  # the default itself is left alone
 
 
 @pytest.mark.parametrize(

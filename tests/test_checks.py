@@ -46,6 +46,7 @@ def test_each_family_runs_synthetic_on_cpu_with_evidence(name: str, hf_home: obj
     assert result["environment"]["model_device"] == "cpu"
     m = result["metrics"]
     assert m["latency_ms_p50"] > 0 and m["latency_ms_p95"] >= m["latency_ms_p50"]
+    assert m["warmup"] == 1  # a catalog family's last resort: no probe ran before the check
     assert m["parameters"] > 0 and m["weight_bytes"] == 4 * m["parameters"]
     assert m["peak_rss_mb"] >= m["rss_before_mb"] > 0
     # every catalog candidate was passed over with a recorded reason before the synthetic one

@@ -92,16 +92,19 @@ def test_deterministic_failures_are_not_rerun() -> None:
 
 def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
     """The same seeded model and inputs fail the same way in a fresh process: no rerun for its
-    inference error (nor, on cpu, an invalid output); load-dependent kinds are still rerun."""
+    inference error (nor, on cpu, an invalid output); nor for its timeout on cpu, which only the
+    host decides (the next run orders it first); an oom is still rerun."""
     job = {"run_id": "r", "job_id": "arch:X@cpu", "reruns": 1, "rerun": 0, "family_spec": {"synthetic": AUTO + "X"}}
     twin = result("arch:X@cpu", "FAILED")
     twin["source"] = "synthetic"
-    for kind, rerun in (("inference_error", False), ("output_invalid", False), ("timeout", True), ("oom", True)):
+    for kind, rerun in (("inference_error", False), ("output_invalid", False), ("timeout", False), ("oom", True)):
         twin["error"] = {"kind": kind, "message": "x"}
         assert reruns.wants_rerun(twin, job) is rerun, kind
     on_gpu = result("arch:X@cuda", "FAILED")
     on_gpu.update(source="synthetic", error={"kind": "output_invalid", "message": "x"})
     assert reruns.wants_rerun(on_gpu, {**job, "job_id": "arch:X@cuda"})  # GPU kernels may differ
+    on_gpu["error"] = {"kind": "timeout", "message": "x"}
+    assert reruns.wants_rerun(on_gpu, {**job, "job_id": "arch:X@cuda"})  # a GPU host's timeout: still rerun
     hub = result("arch:X@cpu", "FAILED")
     hub.update(source="hub", error={"kind": "inference_error", "message": "x"})
     assert reruns.wants_rerun(hub, job)  # real weights: a rerun may tell a flake
@@ -111,8 +114,15 @@ def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
     unbuilt.update(source=None, error={"kind": "load_error", "message": "x"})
     unbuilt["attempts"] = [{"candidate": "synthetic:auto:X", "outcome": "skipped", "error_kind": "load_error"}]
     assert not reruns.wants_rerun(unbuilt, job)
-    unbuilt["error"] = {"kind": "timeout", "message": "x"}
-    assert reruns.wants_rerun(unbuilt, job)  # the host's load: rerun
+    unbuilt["error"] = {"kind": "oom", "message": "x"}
+    assert reruns.wants_rerun(unbuilt, job)  # the host's memory: rerun
+    # timed out while the twin was still being built: no source, no attempt, but an architecture
+    # job (no candidates) runs nothing else
+    building = result("arch:X@cpu", "FAILED")
+    building.update(source=None, error={"kind": "timeout", "message": "x"}, attempts=[])
+    assert not reruns.wants_rerun(building, {**job, "family_spec": {"synthetic": AUTO + "X", "candidates": []}})
+    catalog_job = {**job, "family_spec": {"synthetic": AUTO + "X", "candidates": [{"id": "org/real"}]}}
+    assert reruns.wants_rerun(building, catalog_job)  # a catalog family may have been loading weights
     # weights from elsewhere were tried first (a catalog family with a twin as its last resort)
     tried = result("arch:X@cpu", "FAILED")
     tried.update(source=None, error={"kind": "load_error", "message": "x"})
@@ -120,4 +130,4 @@ def test_a_seeded_twin_failing_deterministically_is_not_rerun() -> None:
         {"candidate": "org/real", "outcome": "failed", "error_kind": "load_error"},
         {"candidate": "synthetic:auto:X", "outcome": "skipped", "error_kind": "load_error"},
     ]
-    assert reruns.wants_rerun(tried, job)
+    assert reruns.wants_rerun(tried, catalog_job)

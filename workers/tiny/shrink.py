@@ -327,6 +327,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
     before = {k: v for k, v in vars(config).items() if k in MULTIPLES}
     patch = getattr(config, "patch_size", None)
+    grid = _grid(config)
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -350,6 +351,9 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             pass
     _width_aliases(config, values, old_width)
     _width_multiples(config, before, old_width)
+    _image_grid(config, values, grid)
+    _video_clip(config, values)
+    _prefixed_towers(config, values)
     _layer_ids(config)
     _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
@@ -371,10 +375,11 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
         _mrope(config)
     if depth < 3:
-        for key in list(vars(config)):
-            sub = getattr(config, key, None)
-            if isinstance(sub, PretrainedConfig):
-                _shrink(sub, values, depth + 1, mrope)
+        subs = {k: v for k in list(vars(config)) if isinstance(v := getattr(config, k, None), PretrainedConfig)}
+        widths = {k: _safe_width(v) for k, v in subs.items()}
+        for sub in subs.values():
+            _shrink(sub, values, depth + 1, mrope)
+        _neck_outputs(subs, widths)
         _tower_widths(config)
 
 
@@ -397,6 +402,85 @@ def _tower_widths(config: Any) -> None:
                     setattr(cfg, key, new)
                 except (AttributeError, ValueError, TypeError):
                     pass
+
+
+def _safe_width(config: Any) -> int:
+    try:
+        return width(config)
+    except (TypeError, ValueError):
+        return 0
+
+
+# Sizes one tower holds for the towers that read its output, as a fraction of their width:
+# SAM's vision neck outputs the prompt encoder's and mask decoder's width (output_channels 256)
+# and its positional encoding has half of it per coordinate (num_pos_feats 128).
+NECK = {"output_channels": 1, "num_pos_feats": 2}
+
+
+def _neck_outputs(subs: dict[str, Any], before: dict[str, int]) -> None:
+    """A tower's neck sized for another tower's width (NECK) follows that tower's shrunk width."""
+    for name, sub in subs.items():
+        for key, value in list(vars(sub).items()):
+            if key not in NECK or type(value) is not int:
+                continue
+            for other, old in before.items():
+                new = _safe_width(subs[other]) // NECK[key]
+                if other != name and old // NECK[key] == value and new and new != value:
+                    setattr(sub, key, new)
+                    break
+
+
+def _grid(config: Any) -> int:
+    """Image embeddings per side (image size // patch size), 0 when the config names neither."""
+    size, patch = vars(config).get("image_size"), vars(config).get("patch_size")
+    return size // patch if type(size) is int and type(patch) is int and patch > 0 else 0
+
+
+def _image_grid(config: Any, values: dict[str, Any], old: int) -> None:
+    """A size the config derived from its image and patch sizes (SAM's prompt encoder:
+    image_embedding_size 1024 // 16 = 64) follows the shrunk ones; left at 64 against 4 image
+    embeddings per side, no shrunk SAM ran and its unshrunk default (1024 pixels) took 60 s+."""
+    new = _grid(config)
+    if not old or new == old:
+        return
+    for key, value in list(vars(config).items()):
+        if key.endswith("embedding_size") and key not in values and type(value) is int and value == old:
+            setattr(config, key, new)
+
+
+# A video clip's frames: two tubelets (V-JEPA 2 defaults to 64 frames of 256 pixels, 32,768
+# patches a clip: 60 s+ per forward pass on cpu).
+CLIP_FRAMES = ("frames_per_clip",)
+
+
+def _video_clip(config: Any, values: dict[str, Any]) -> None:
+    """A config that sizes its images by crop_size (and names no image_size) gets the shrunk
+    image side there; its clip keeps two tubelets of frames."""
+    side = values.get("image_size")
+    if type(vars(config).get("crop_size")) is int and "image_size" not in vars(config) and side:
+        config.crop_size = side
+    tubelet = vars(config).get("tubelet_size")
+    for key in CLIP_FRAMES:
+        if type(vars(config).get(key)) is int and "image_size" in values:
+            setattr(config, key, 2 * (tubelet if type(tubelet) is int and tubelet > 0 else 1))
+
+
+TOWER_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def _prefixed_towers(config: Any, values: dict[str, Any]) -> None:
+    """A second transformer described inline by prefixed scale keys (V-JEPA 2's predictor:
+    pred_hidden_size, pred_num_hidden_layers, pred_num_attention_heads; X-CLIP's mit_*) is
+    shrunk like the first; only where width, depth and heads are all there."""
+    keys = vars(config)
+    prefixes = {k[: -len("_hidden_size")] for k in keys if k.endswith("_hidden_size") and k != "hidden_size"}
+    for prefix in sorted(prefixes):
+        named = {k: f"{prefix}_{k}" for k in TOWER_KEYS}
+        if not all(type(keys.get(named[k])) is int for k in TOWER_KEYS[:3]):
+            continue
+        for key, name in named.items():
+            if type(keys.get(name)) is int and key in values and name not in values:
+                setattr(config, name, values[key])
 
 
 def default_config(model_type: str, config_class: Any = None) -> Any:
