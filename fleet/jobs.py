@@ -53,6 +53,11 @@ def job_problem(job: Any) -> str | None:
         problem = _number_problem(job.get(key), key, maximum)
         if problem:
             return problem
+    attempts = job["max_attempts"]  # a finite number in (0, MAX_ATTEMPTS]: now a whole one from 1
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        # run_check gives up once delivery > int(max_attempts): 0.5 gave up on the first delivery,
+        # storing FAILED worker_lost for a job nothing ran (scripts/adversary/fractional_max_attempts.py)
+        return f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS}, got {shown(attempts)}"
     for key in ("reruns", "rerun"):
         value = job.get(key) or 0
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RERUNS:
