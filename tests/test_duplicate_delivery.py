@@ -81,3 +81,31 @@ def test_a_lease_decides_duplicate_or_redelivery_atomically(redis_url: str) -> N
     assert store.ledger.release_lease("r", "a@cpu", two.owner)  # two's process died: released
     assert store.begin_delivery("r", "a@cpu", None, three) == (False, 3, False)
     assert 0 < raw_redis(redis_url).pttl(keys.lease("r", "a@cpu")) <= 5000  # a lease never outlives its process by long
+
+
+def test_renewing_a_lease_puts_back_the_unacked_entry_a_duplicates_ack_removed(redis_url: str) -> None:
+    """A duplicate carries the running delivery's tag, and its acknowledgement removes kombu's
+    unacked entry for that tag: the running job's message could no longer be restored if its
+    process died (LOST). The lease's holder puts the entry back when it renews, only while it
+    holds the lease and the job has no result; an entry still there is left as it is."""
+    store, r = ResultStore(redis_url), raw_redis(redis_url)
+    job = {"run_id": "r", "job_id": "a@cpu", "family": "a", "device": "cpu", "queue": "cpu"}
+    store.create_run({"run_id": "r", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [job])
+    one, two = (Taker("cpu", f"cpu@{n}", f"inst-{n}", 7) for n in ("one", "two"))
+    entry = json.dumps([{"body": "b", "headers": {}, "properties": {"delivery_tag": "tag-1"}}, "", "cpu"])
+    held, message = ("r", "a@cpu", one.owner), ("a@cpu", "tag-1", entry)
+    assert store.begin_delivery("r", "a@cpu", None, one) == (False, 1, True)
+    r.hset(keys.UNACKED, "tag-1", "kombu's own")
+    assert store.ledger.renew_leases([held], [message]) == 1
+    assert r.hget(keys.UNACKED, "tag-1") == "kombu's own"  # there: untouched
+    r.hdel(keys.UNACKED, "tag-1")  # the duplicate's acknowledgement
+    assert store.ledger.renew_leases([held], [message]) == 1
+    assert r.hget(keys.UNACKED, "tag-1") == entry and r.zscore(keys.UNACKED_INDEX, "tag-1")
+    assert store.transport.restore_unacked("tag-1")  # so the job can be put back on its queue
+    assert r.llen("cpu") == 1 and not r.hexists(keys.UNACKED, "tag-1")
+    r.delete("cpu")
+    assert store.ledger.renew_leases([("r", "a@cpu", two.owner)], [message]) == 0  # not the holder
+    assert not r.hexists(keys.UNACKED, "tag-1")
+    r.hset(keys.run("r", "results"), "a@cpu", "{}")  # the job has its outcome: its ack follows
+    assert store.ledger.renew_leases([held], [message]) == 1
+    assert not r.hexists(keys.UNACKED, "tag-1")

@@ -42,7 +42,7 @@ from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.redis_transport import last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
-from fleet.store.ledger import LEASE_RENEW_S, Taker, lease_owner
+from fleet.store.ledger import LEASE_RENEW_S, Taker, Unacked, lease_owner
 from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
 from workers.screen import ScreenMessages, consuming
@@ -91,6 +91,20 @@ class RunCheckRequest(Request):
             except Exception as exc:  # Redis away: the lease expires on its own (LEASE_S)
                 logger.warning("could not release the lease of %s: %s", held[1], exc)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def _unacked_entry(request: Any) -> Unacked | None:
+    """(job id, delivery tag, kombu's unacked entry) of a run_check delivery, as kombu's Redis
+    transport wrote it when the message was delivered (kombu.transport.redis.QoS.append), or None
+    where the message cannot say (another transport)."""
+    message = getattr(request, "message", None)
+    raw, info = getattr(message, "_raw", None), getattr(message, "delivery_info", None) or {}
+    tag = getattr(message, "delivery_tag", None)
+    args = getattr(request, "args", None)
+    if not isinstance(raw, dict) or not isinstance(tag, str) or not isinstance(args, (list, tuple)) or not args:
+        return None
+    entry = json.dumps([raw, info.get("exchange"), info.get("routing_key")])
+    return str(args[0]["job_id"]), tag, entry
 
 
 def _lease_of(request: Any) -> tuple[str, str, str] | None:
@@ -317,11 +331,13 @@ def _beat_loop() -> None:
 
 def _lease_loop() -> None:
     """Renew the leases of the jobs this worker's pool processes run (fleet.store.ledger): a
-    second delivery of one of them is then a duplicate, not a redelivery."""
+    second delivery of one of them is then a duplicate, not a redelivery. A duplicate's
+    acknowledgement removes kombu's unacked entry of the running delivery (both carry the same
+    tag): the renewal puts it back, so that the job is still restored if its process dies."""
     while not _stop.wait(LEASE_RENEW_S):
         try:
-            held = [h for h in map(_lease_of, list(worker_state.active_requests)) if h is not None]
-            store().ledger.renew_leases(held)
+            running = [(h, r) for r in list(worker_state.active_requests) if (h := _lease_of(r)) is not None]
+            store().ledger.renew_leases([h for h, _ in running], [_unacked_entry(r) for _, r in running])
         except RuntimeError:  # the set of requests changed while it was read: the next tick
             continue
         except Exception as exc:  # Redis away, a key of another type: the loop goes on

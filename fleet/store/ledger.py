@@ -55,6 +55,10 @@ def token(instance: str, run_id: str, job_id: str) -> str:
     return f"{instance}|{run_id}|{job_id}"
 
 
+# A running delivery's (job id, delivery tag, kombu's unacked entry: [payload, exchange, routing key]).
+Unacked = tuple[str, str, str]
+
+
 @dataclass(frozen=True)
 class Taker:
     """Who runs a job: the queue it came from, the worker's name, this worker start, and the
@@ -100,15 +104,26 @@ def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
 
 # KEYS: the leases; ARGV: lease ms, then the owner of each
 _RENEW = """
+local n = (#KEYS - 2) / 2
+local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
 local renewed = 0
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+for i = 1, n do
+  local at = 2 + (i - 1) * 4
+  local owner, job, tag, payload = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
+  if redis.call('GET', KEYS[2 * i - 1]) == owner then
+    redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
     renewed = renewed + 1
+    if tag ~= '' and redis.call('HEXISTS', KEYS[2 * i], job) == 0 and redis.call('HEXISTS', unacked, tag) == 0 then
+      redis.call('HSET', unacked, tag, payload)
+      redis.call('ZADD', index, 'NX', ARGV[2], tag)
+    end
   end
 end
 return renewed
 """
+# KEYS: per held job its lease and its run's results, then kombu's unacked hash and index;
+# ARGV: the lease's TTL in ms, now, then per held job: owner, job id, delivery tag ('' for none),
+# kombu's unacked entry for that tag.
 # KEYS: the lease; ARGV: owner
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -147,14 +162,27 @@ class Ledger:
         pipe.expire(keys.worker_stats(worker), STATS_TTL_S)
         pipe.execute()
 
-    def renew_leases(self, held: Iterable[tuple[str, str, str]]) -> int:
+    def renew_leases(
+        self, held: Iterable[tuple[str, str, str]], messages: Iterable[Unacked | None] | None = None
+    ) -> int:
         """Renew the leases of (run id, delivery counter, owner) where that owner still holds
-        them, for LEASE_S from now (Redis's clock); one round trip. Returns how many were renewed."""
+        them, for LEASE_S from now (Redis's clock); one round trip. Returns how many were renewed.
+
+        With `messages` (one per lease, in the same order: the job id, the delivery's tag and
+        kombu's unacked entry for it), a job still held and without a result gets its unacked
+        entry back where it is gone: a duplicate delivery carries the same tag, and its
+        acknowledgement removes the entry the running delivery needs to be restored if its
+        process or its worker dies (scripts/adversary/duplicate_ack_loses_live.py)."""
         held = list(held)
         if not held:
             return 0
-        script_keys = [keys.lease(run_id, counter) for run_id, counter, _ in held]
-        args = [str(int(LEASE_S * 1000))] + [owner for _, _, owner in held]
+        found = list(messages) if messages is not None else [None] * len(held)
+        script_keys: list[str] = []
+        args = [str(int(LEASE_S * 1000)), repr(now())]
+        for (run_id, counter, owner), message in zip(held, found, strict=True):
+            script_keys += [keys.lease(run_id, counter), keys.run(run_id, "results")]
+            args += [owner, *(message or ("", "", ""))]
+        script_keys += [keys.UNACKED, keys.UNACKED_INDEX]
         return int(self._r.eval(_RENEW, len(script_keys), *script_keys, *args))
 
     def release_lease(self, run_id: str, counter: str, owner: str) -> bool:

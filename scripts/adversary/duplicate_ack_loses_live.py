@@ -1,4 +1,5 @@
-"""Repro with a real worker (OPEN on main): duplicate_ack_loses.py's sequence, live. A real job
+"""Repro with a real worker (fixed: the lease's renewal puts the running delivery's unacked entry
+back; the redelivered job is answered): duplicate_ack_loses.py's sequence, live. A real job
 (minilm, 10,000 repeats so that it runs for seconds) is taken by pool process P1; its message is put
 back on the queue as the fleet's own restore does (Transport.restore_unacked: restore_orphans of a
 worker whose heartbeat lapsed, or kombu's visibility restore); the worker's second pool process
@@ -71,4 +72,9 @@ queued, unacked, results = r.llen("cpu"), r.hlen(keys.UNACKED), store.result_cou
 print(f"queued={queued} unacked={unacked} results={results} attempts={store.attempts(run_id)}")
 if results == 0 and queued + unacked == 0:
     raise SystemExit("DEFECT: the job's message is gone and it has no result: LOST at the deadline")
-print("ok: the job was delivered again" if results else "pending: still queued/held")
+deadline = time.monotonic() + 240  # the redelivery runs the 10,000 repeats again
+while time.monotonic() < deadline and not store.result_count(run_id):
+    time.sleep(0.5)
+results = store.result_count(run_id)
+print(f"after the redelivery: results={results} attempts={store.attempts(run_id)}")
+raise SystemExit(0 if results == 1 else "DEFECT: the job was not answered after its redelivery")
