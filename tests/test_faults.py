@@ -177,7 +177,33 @@ def test_process_left_unclean_is_replaced_and_nothing_counts_twice(redis_url: st
     wait_until(lambda: [p.pid for p in w.pool_children()] not in ([], [first_child.pid]), what="new pool process")
     assert store.result_count(run_id) == 1
     assert store.results(run_id)[0]["delivery"] == 1
-    assert "replacing pool process" in w.log.read_text()
+    log = w.log.read_text()
+    assert "replacing pool process" in log
+    assert "WorkerLostError" not in log  # the delivery ended with its outcome; the process exited after
+
+
+def test_reruns_on_two_pool_processes_answer_every_job_once_each_in_a_fresh_process(
+    redis_url: str, start_worker
+) -> None:
+    """A run where a third of the jobs fail and are rerun, on two pool processes: each rerun
+    replaces its process. Every job ends with a result, each run of a job (first and rerun) is
+    delivered exactly once, and no delivery is failed as lost: the replaced process ends its
+    delivery (acknowledged with its outcome) and exits between jobs, never inside one (before,
+    os._exit(0) inside the task failed each rerun's first run with WorkerLostError and had Celery
+    requeue it; a job lost on that path ended LOST, issue: PI0Model in the CLI's architecture run)."""
+    w = start_worker(redis_url, concurrency=2)
+    store, app = ResultStore(redis_url), make_app(redis_url)
+    both = Catalog("test", {**catalog_of("causal_lm", n=12).families, **catalog_of("raises", n=6).families})
+    run_id = submit(store, app, both, None, ["cpu"], RunSettings(repeats=1, reruns=1))
+    assert wait(store, run_id) == {"SYNTHETIC": 12, "FAILED": 6}
+    failed = [r for r in store.results(run_id) if r["status"] == "FAILED"]
+    assert all([x["rerun"] for x in r["reruns"]] == [0, 1] for r in failed)
+    assert all(r["reruns"][0]["pid"] != r["reruns"][1]["pid"] for r in failed)  # the rerun in a fresh process
+    deliveries = raw_redis(redis_url).hgetall(keys.run(run_id, "attempts"))
+    assert len(deliveries) == 18 + 6 and set(deliveries.values()) == {"1"}  # every run of a job: one delivery
+    log = w.log.read_text()
+    assert log.count("rerun 1 published; replacing pool process") == 6
+    assert "WorkerLostError" not in log and "exited with" not in log
 
 
 def test_a_pool_process_recycled_after_each_job_exits_by_itself(redis_url: str, start_worker) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
+import billiard.process
 import torch
 import transformers
 from celery import Task, signals
@@ -210,16 +211,15 @@ def run_check(self: Task, job: Job) -> str:
     # Frozen objects are still freed by reference counting.
     gc.freeze()
     if reruns.wants_rerun(result, job):
-        _rerun(self, s, job, result)  # does not return: the rerun starts in a fresh process
+        _rerun(self, s, job, result)  # the rerun starts in a fresh process (_replace_process)
+        return "rerun published"
     if reruns.rerun_number(job):
         result = reruns.final(result, job, s.retrying(lambda: s.reruns(run_id, job_id)))
     s.retrying(lambda: s.put_result(result, sealed=SEALED, finished_by=me))  # with the ledger's count: one round trip
     why = leaves_process_unclean(result, settings())
     if why:
-        # Replace this pool process. The result is already stored, so the redelivery that
-        # follows the exit finds it and stops ("already done"): nothing runs or counts twice.
         logger.warning("replacing pool process %s after %s: %s", os.getpid(), job_id, why)
-        os._exit(0)
+        _replace_process()
     return str(result["status"])
 
 
@@ -231,7 +231,7 @@ def _dead_letter(task: Task, s: ResultStore, job: Any, reason: str) -> None:
 
 def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
     """Keep this outcome, publish the job's next run, and replace this pool process (see
-    workers/reruns.py). The redelivery that follows the exit finds the outcome kept and stops."""
+    workers/reruns.py) once this delivery has ended."""
     n = reruns.rerun_number(job)
     s.retrying(lambda: s.add_rerun(job["run_id"], job["job_id"], n, reruns.record(result, job)))
     _finished(s, job)
@@ -254,7 +254,44 @@ def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
         n + 1,
         os.getpid(),
     )
-    os._exit(0)
+    _replace_process()
+
+
+# -- replacing a pool process between jobs ---------------------------------------------------
+# A pool process that must not run another job (a rerun must start fresh; a job left it unclean)
+# ends its delivery normally, so the job is acknowledged with its outcome, and exits when its
+# work loop next waits for a job, the way billiard's own max-tasks-per-child recycling exits:
+# holding no job. Before, the task called os._exit(0) itself: billiard then failed the job with
+# WorkerLostError('Worker exited prematurely: exitcode 0'), Celery requeued it, and a redelivery
+# (counted, its lease taken, an ERROR traceback in the log) had to find the outcome and stop, for
+# every rerun. Every job's end then hung on that requeue: a job lost there had no result.
+_replacing = {"hooked": False, "due": False}
+
+
+def _replace_process() -> None:
+    """Have this pool process exit before its next job (see above). Outside a billiard pool
+    process (the hook is not in place) it exits at once, as before."""
+    if not _replacing["hooked"]:
+        os._exit(0)
+    _replacing["due"] = True
+
+
+def _exit_between_jobs() -> None:
+    """In a new pool process: its work loop's wait for a job ends the process when a job asked
+    for that (SystemExit there is billiard's own way out of the loop: the loop first waits until
+    the parent has read every result it sent, then worker_process_shutdown runs, _exit_now)."""
+    worker = getattr(billiard.process.current_process(), "_target", None)
+    receive = getattr(worker, "wait_for_job", None)
+    if worker is None or not callable(receive):
+        return
+
+    def wait_for_job(*args: Any, **kwargs: Any) -> Any:
+        if _replacing["due"]:
+            raise SystemExit(0)
+        return receive(*args, **kwargs)
+
+    worker.wait_for_job = wait_for_job
+    _replacing["hooked"] = True
 
 
 # -- capabilities and heartbeat (worker main process) --------------------------------------
@@ -387,7 +424,9 @@ def _on_received(request: Any = None, **_: Any) -> None:
 
 @signals.worker_process_init.connect
 def _freeze_child(**_: Any) -> None:
-    """What the pool child set up for itself also lives as long as it: out of every collection."""
+    """What the pool child set up for itself also lives as long as it: out of every collection.
+    Its work loop also learns to end it between jobs (_exit_between_jobs)."""
+    _exit_between_jobs()
     gc.freeze()
 
 

@@ -2,8 +2,9 @@
 
 When a job ends FAILED for a reason that may not repeat (an inference error, a timeout, an
 OOM...), the task keeps the outcome as a rerun record in Redis, publishes the same job again
-with `rerun` + 1 and replaces its pool process (os._exit, as after a job that leaves the process
-unclean), so the rerun starts in a fresh process. Only the final result is written to the
+with `rerun` + 1 and has its pool process replaced (as after a job that leaves the process
+unclean: the delivery ends normally, acknowledged, and the process exits before its next job,
+workers/app.py _replace_process), so the rerun starts in a fresh process. Only the final result is written to the
 results hash, so counting completion (HLEN results == jobs) is unchanged. The final result
 carries every outcome (`reruns`) and `pass_ratio`; failed then passed is FLAKY.
 
