@@ -124,6 +124,13 @@ def _number(
     return value
 
 
+def cache_folder(env: Mapping[str, str]) -> Path:
+    """$FLEET_CACHE_DIR, else $XDG_CACHE_HOME/model-fleet (~/.cache/model-fleet)."""
+    if env.get("FLEET_CACHE_DIR"):
+        return Path(env["FLEET_CACHE_DIR"])
+    return Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
+
+
 def _within(path: Path, folder: Path) -> bool:
     """Whether path lies inside folder, by name (both made absolute, links not followed)."""
     p, f = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
@@ -176,10 +183,7 @@ class Settings:
         else:
             xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
             home = Path(xdg) / "model-fleet"
-        if env.get("FLEET_CACHE_DIR"):
-            cache = Path(env["FLEET_CACHE_DIR"])
-        else:
-            cache = Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
+        cache = cache_folder(env)
         if env.get("FLEET_HOST_KEY"):
             host_key = Path(env["FLEET_HOST_KEY"]).expanduser()
             if _within(host_key, cache):
