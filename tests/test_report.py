@@ -372,6 +372,27 @@ def test_templates_read_a_dicts_fields_as_jinja2_does() -> None:
         environment(False, {}).from_string("{{ d.missing }}").render(d={})
 
 
+def test_templates_call_as_jinja2_does() -> None:
+    """A built-in method is called at once (templating._Context); what it returns, a StopIteration
+    made undefined, and a function that asks for the context are as in Jinja2."""
+    import jinja2
+
+    from orchestrator.report.templating import environment
+
+    @jinja2.pass_context
+    def who(context: jinja2.runtime.Context, suffix: str) -> str:
+        return str(context["name"]) + suffix
+
+    source = (
+        "{{ d.get('a') }}|{{ d.get('b', 'none') }}|{{ s.startswith('x') }}|{{ e.__next__() is defined }}|"
+        "{% for x in [1] %}{{ who('!') }}{% endfor %}|{{ d.items() | list }}"
+    )
+    values = {"d": {"a": 1}, "s": "xy", "who": who, "name": "n"}
+    ours = environment(False, {}).from_string(source).render(values, e=iter([]))
+    stock = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(source).render(values, e=iter([]))
+    assert ours == stock == "1|none|True|False|n!|[('a', 1)]"
+
+
 def test_compiled_templates_are_kept_and_never_change_the_report(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
