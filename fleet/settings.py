@@ -124,11 +124,11 @@ def _number(
     return value
 
 
-def cache_folder(env: Mapping[str, str]) -> Path:
-    """$FLEET_CACHE_DIR, else $XDG_CACHE_HOME/model-fleet (~/.cache/model-fleet)."""
-    if env.get("FLEET_CACHE_DIR"):
-        return Path(env["FLEET_CACHE_DIR"])
-    return Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
+def home_folder(env: Mapping[str, str]) -> Path:
+    """$FLEET_HOME, else $XDG_STATE_HOME/model-fleet (~/.local/state/model-fleet)."""
+    if env.get("FLEET_HOME"):
+        return Path(env["FLEET_HOME"])
+    return Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")) / "model-fleet"
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -178,12 +178,11 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        if env.get("FLEET_HOME"):
-            home = Path(env["FLEET_HOME"])
+        home = home_folder(env)
+        if env.get("FLEET_CACHE_DIR"):
+            cache = Path(env["FLEET_CACHE_DIR"])
         else:
-            xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            home = Path(xdg) / "model-fleet"
-        cache = cache_folder(env)
+            cache = Path(env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")) / "model-fleet"
         if env.get("FLEET_HOST_KEY"):
             host_key = Path(env["FLEET_HOST_KEY"]).expanduser()
             if _within(host_key, cache):

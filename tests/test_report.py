@@ -396,13 +396,13 @@ def test_templates_call_as_jinja2_does() -> None:
 def test_compiled_templates_are_kept_and_never_change_the_report(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The markdown templates compiled once are kept in the cache folder and loaded by the next
+    """The markdown templates compiled once are kept in the state folder and loaded by the next
     report (not compiled, not written again); a corrupt or truncated kept file is compiled again
     and replaced; the report is the golden one every time."""
     from orchestrator.report import markdown
 
-    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "cache"))
-    kept = tmp_path / "cache" / "templates"
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    kept = tmp_path / "home" / "templates"
     store = ResultStore(redis_url)
     model = report.build(store, _fixture(store))
     golden = (GOLDEN / "report.md").read_text()
@@ -458,12 +458,12 @@ def test_a_kept_template_is_used_only_by_an_environment_that_compiles_it_alike(t
 def test_templates_are_not_kept_in_a_folder_others_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from orchestrator.report.templating import environment
 
-    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
     (tmp_path / "templates").mkdir(mode=0o777)
     (tmp_path / "templates").chmod(0o777)
     assert environment(False, {}).bytecode_cache is None
     (tmp_path / "templates").chmod(0o700)
     assert environment(False, {}).bytecode_cache is not None
-    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "file"))
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "file"))
     (tmp_path / "file").write_text("")  # not a folder: no cache, no error
     assert environment(False, {}).bytecode_cache is None

@@ -1,12 +1,13 @@
 """What the markdown and HTML renderers share: the Jinja2 environment over templates/
 (orchestrator.templates), the status globals, and number formatting.
 
-The templates compiled are kept in the cache folder (FLEET_CACHE_DIR, else ~/.cache/model-fleet,
-under templates/): compiling them costs a report about 0.08 s each time. A kept template is used
-only when its source, Jinja2, Python, the environment's options and the files of its filters are
-those it was compiled with (a checksum of all of them); anything else, an unreadable or corrupt
-file included, compiles the template again. The folder must be the user's own and closed to
-others (the compiled code runs), else nothing is kept."""
+The templates compiled are kept in the state folder (FLEET_HOME, else ~/.local/state/model-fleet,
+under templates/; not the cache folder, which worker hosts may share: the compiled code runs):
+compiling them costs a report about 0.07 s each time. A kept template is used only when its
+source, Jinja2, Python, the environment's options and the files of its filters are those it was
+compiled with (a checksum of all of them); anything else, an unreadable or corrupt file
+included, compiles the template again. The folder must be the user's own and closed to others,
+else nothing is kept."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import markupsafe
 from jinja2.bccache import Bucket
 
 from fleet.protocol import FAILING, PASSED, RANK, STATUSES
-from fleet.settings import cache_folder
+from fleet.settings import home_folder
 
 
 def number(value: Any, digits: int = 2, empty: str = "-") -> str:
@@ -193,7 +194,7 @@ def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **glob
         keep_trailing_newline=True,
     )
     env.filters.update(filters)
-    kept = cache_folder(os.environ) / "templates"
+    kept = home_folder(os.environ) / "templates"
     if _private_folder(kept):
         env.bytecode_cache = _CompiledTemplates(str(kept), _stamp(env))
     env.globals.update(
