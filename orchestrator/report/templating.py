@@ -194,10 +194,18 @@ def environment(autoescape: bool, filters: dict[str, Callable[..., Any]], **glob
         keep_trailing_newline=True,
     )
     env.filters.update(filters)
-    kept = home_folder(os.environ) / "templates"
-    if _private_folder(kept):
-        env.bytecode_cache = _CompiledTemplates(str(kept), _stamp(env))
+    env.bytecode_cache = _kept_templates(env)
     env.globals.update(
         RANK=RANK, STATUSES=STATUSES, FAILING=[str(s) for s in FAILING], quality_verdict=quality_verdict, **globals_
     )
     return env
+
+
+def _kept_templates(env: jinja2.Environment) -> _CompiledTemplates | None:
+    """The compiled templates kept in $FLEET_HOME/templates; None where that folder cannot be had
+    or is not the user's own and closed to others."""
+    try:
+        kept = home_folder(os.environ) / "templates"
+    except RuntimeError:  # no home folder to be found (Path.home())
+        return None
+    return _CompiledTemplates(str(kept), _stamp(env)) if _private_folder(kept) else None
