@@ -124,6 +124,13 @@ def _number(
     return value
 
 
+def home_folder(env: Mapping[str, str]) -> Path:
+    """$FLEET_HOME, else $XDG_STATE_HOME/model-fleet (~/.local/state/model-fleet)."""
+    if env.get("FLEET_HOME"):
+        return Path(env["FLEET_HOME"])
+    return Path(env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")) / "model-fleet"
+
+
 def _within(path: Path, folder: Path) -> bool:
     """Whether path lies inside folder, by name (both made absolute, links not followed)."""
     p, f = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
@@ -171,11 +178,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        if env.get("FLEET_HOME"):
-            home = Path(env["FLEET_HOME"])
-        else:
-            xdg = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-            home = Path(xdg) / "model-fleet"
+        home = home_folder(env)
         if env.get("FLEET_CACHE_DIR"):
             cache = Path(env["FLEET_CACHE_DIR"])
         else:

@@ -370,3 +370,100 @@ def test_templates_read_a_dicts_fields_as_jinja2_does() -> None:
     assert ours == stock == "REAL|default|key|True|False|LOST|attribute"
     with pytest.raises(jinja2.UndefinedError):
         environment(False, {}).from_string("{{ d.missing }}").render(d={})
+
+
+def test_templates_call_as_jinja2_does() -> None:
+    """A built-in method is called at once (templating._Context); what it returns, a StopIteration
+    made undefined, and a function that asks for the context are as in Jinja2."""
+    import jinja2
+
+    from orchestrator.report.templating import environment
+
+    @jinja2.pass_context
+    def who(context: jinja2.runtime.Context, suffix: str) -> str:
+        return str(context["name"]) + suffix
+
+    source = (
+        "{{ d.get('a') }}|{{ d.get('b', 'none') }}|{{ s.startswith('x') }}|{{ e.__next__() is defined }}|"
+        "{% for x in [1] %}{{ who('!') }}{% endfor %}|{{ d.items() | list }}"
+    )
+    values = {"d": {"a": 1}, "s": "xy", "who": who, "name": "n"}
+    ours = environment(False, {}).from_string(source).render(values, e=iter([]))
+    stock = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(source).render(values, e=iter([]))
+    assert ours == stock == "1|none|True|False|n!|[('a', 1)]"
+
+
+def test_compiled_templates_are_kept_and_never_change_the_report(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The markdown templates compiled once are kept in the state folder and loaded by the next
+    report (not compiled, not written again); a corrupt or truncated kept file is compiled again
+    and replaced; the report is the golden one every time."""
+    from orchestrator.report import markdown
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    kept = tmp_path / "home" / "templates"
+    store = ResultStore(redis_url)
+    model = report.build(store, _fixture(store))
+    golden = (GOLDEN / "report.md").read_text()
+
+    def fresh() -> str:  # as a new process would: a new environment
+        markdown._env.cache_clear()
+        return report.render_markdown(model)
+
+    try:
+        assert fresh() == golden
+        files = sorted(kept.glob("*.jinja"))
+        assert len(files) == 3  # report.md.j2, macros.md.j2, accounting.md.j2
+        assert kept.stat().st_mode & 0o777 == 0o700
+        for f in files:
+            os.utime(f, ns=(0, 0))
+        assert fresh() == golden
+        assert all(f.stat().st_mtime_ns == 0 for f in files)  # loaded, not compiled and written again
+        files[0].write_bytes(b"not a compiled template")
+        files[1].write_bytes(files[1].read_bytes()[:40])  # truncated in the checksum
+        files[2].write_bytes(files[2].read_bytes()[:-100])  # truncated in the code
+        assert fresh() == golden
+        assert all(f.stat().st_mtime_ns != 0 for f in files)  # compiled again and replaced
+        assert fresh() == golden
+    finally:
+        markdown._env.cache_clear()
+
+
+def test_a_kept_template_is_used_only_by_an_environment_that_compiles_it_alike(tmp_path: Path) -> None:
+    """Jinja2's own cache checks only the source: an escaping environment would load the code a
+    non-escaping one compiled. The checksum kept with ours covers the environment's options."""
+    import jinja2
+
+    from orchestrator.report.templating import _CompiledTemplates, _stamp
+
+    (tmp_path / "t.j2").write_text("<b>{{ x }}</b>")
+    kept = tmp_path / "kept"
+    kept.mkdir()
+
+    def render(autoescape: bool, ours: bool) -> str:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), autoescape=autoescape)
+        env.bytecode_cache = (
+            _CompiledTemplates(str(kept), _stamp(env)) if ours else jinja2.FileSystemBytecodeCache(str(kept))
+        )
+        return env.get_template("t.j2").render(x="<i>")
+
+    assert render(False, ours=False) == "<b><i></b>"
+    assert render(True, ours=False) == "<b><i></b>"  # Jinja2's: the wrong code, loaded
+    assert render(False, ours=True) == "<b><i></b>"
+    assert render(True, ours=True) == "<b>&lt;i&gt;</b>"
+    assert render(False, ours=True) == "<b><i></b>"
+
+
+def test_templates_are_not_kept_in_a_folder_others_can_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.report.templating import environment
+
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    (tmp_path / "templates").mkdir(mode=0o777)
+    (tmp_path / "templates").chmod(0o777)
+    assert environment(False, {}).bytecode_cache is None
+    (tmp_path / "templates").chmod(0o700)
+    assert environment(False, {}).bytecode_cache is not None
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("")  # not a folder: no cache, no error
+    assert environment(False, {}).bytecode_cache is None

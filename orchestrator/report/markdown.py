@@ -9,6 +9,7 @@ syntax escaped, so a hostile model name or error message cannot change the repor
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
@@ -62,10 +63,26 @@ def strip_cells(job_id: str, history: History) -> str:
     return "".join(f"{statuses.get(job_id, '—')} | " for _, statuses in history)
 
 
+def known_answer(row: dict[str, Any]) -> str:
+    """A job's known answer in a word or two (status table and details): a mismatch, none for a
+    job that did not run its model, pinned and matched, or unpinned. In Python, not a macro:
+    every listed job calls it (twice)."""
+    error = row["error"]
+    if error and error["kind"] == "known_answer_mismatch":
+        return "**mismatch**"
+    if row["status"] not in ("REAL", "UNVERIFIED"):
+        return "—"
+    ka = (row.get("output") or {}).get("known_answer")
+    if isinstance(ka, Mapping) and ka.get("pinned") and ka.get("matched"):
+        return "pinned, matched"
+    return "unpinned"
+
+
 @cache
 def _env() -> jinja2.Environment:
-    filters = {"md": md, "code": code, "mermaid": mermaid_label, "when": when, "num": number}
-    return environment(False, filters | {"strip_ranks": strip_ranks, "strip_cells": strip_cells})
+    filters: dict[str, Callable[..., Any]] = {"md": md, "code": code, "mermaid": mermaid_label, "when": when}
+    filters |= {"num": number, "strip_ranks": strip_ranks, "strip_cells": strip_cells, "known_answer": known_answer}
+    return environment(False, filters)
 
 
 def render_markdown(report: dict[str, Any]) -> str:
