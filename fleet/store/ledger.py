@@ -102,7 +102,9 @@ def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:
     pipe.lrem(keys.running(by.queue), 0, token(by.instance, run_id, job_id))
 
 
-# KEYS: the leases; ARGV: lease ms, then the owner of each
+# KEYS: per held job its lease and its run's results, then kombu's unacked hash and index;
+# ARGV: the lease's TTL in ms, now, then per held job: owner, job id, delivery tag ('' for none),
+# kombu's unacked entry for that tag.
 _RENEW = """
 local n = (#KEYS - 2) / 2
 local unacked, index = KEYS[#KEYS - 1], KEYS[#KEYS]
@@ -121,9 +123,6 @@ for i = 1, n do
 end
 return renewed
 """
-# KEYS: per held job its lease and its run's results, then kombu's unacked hash and index;
-# ARGV: the lease's TTL in ms, now, then per held job: owner, job id, delivery tag ('' for none),
-# kombu's unacked entry for that tag.
 # KEYS: the lease; ARGV: owner
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
