@@ -16,6 +16,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 
 from fleet.errors import ExitCode, FleetError
@@ -65,10 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return _flushed(exc.code if isinstance(exc.code, int) else ExitCode.BAD_INPUT)
     except OSError as exc:  # the help text could not be written
         return _stdout_failed(exc)
-    signal.signal(signal.SIGTERM, _sigterm)
     # Ctrl-C interrupts, even when started with SIGINT ignored (a `cmd &` in a script): Python
     # keeps an inherited SIG_IGN, and then a run could not be stopped with a signal at all.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    install_interrupt_handlers()
     try:
         settings = Settings.from_env().with_redis_url(getattr(args, "redis_url", None))
         return _flushed(int(args.handler(args, settings)))
@@ -114,5 +114,37 @@ def _stdout_failed(exc: OSError) -> int:
     return ExitCode.BAD_INPUT
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt once (exit 130); see _interrupt."""
+    _interrupt_state["decided"] = False
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+
+_interrupt_state = {"decided": False}
+RETRY_IN_S = 0.05
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM interrupts (KeyboardInterrupt, exit 130). The exit code is then
+    decided: later ones (a user pressing Ctrl-C again while the shutdown runs) are dropped, not
+    raised wherever the interpreter happens to be. One that arrives inside a finalizer (a
+    `__del__` the garbage collector runs) is not raised there: Python would print a traceback and
+    drop it, and the run would go on. It is sent again a moment later, to land outside."""
+    if _interrupt_state["decided"]:
+        return
+    if _in_finalizer(frame):
+        timer = threading.Timer(RETRY_IN_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    _interrupt_state["decided"] = True
     raise KeyboardInterrupt
+
+
+def _in_finalizer(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
