@@ -67,6 +67,17 @@ ALL = (
 MAX_VARIANTS = 64
 MAX_NAME = 80
 
+# A variant's verdict, and the kinds of an `error` verdict (data: stable strings; docs/variants.md).
+VERDICTS = ("works", "mismatch", "error", "not_applicable")
+UNSUPPORTED_PRECISION = "unsupported_precision"
+ATTENTION_UNSUPPORTED = "attention_unsupported"
+COMPILE_ERROR = "compile_error"
+EXPORT_ERROR = "export_error"
+OOM = "oom"
+INFERENCE_ERROR = "inference_error"
+TIMEOUT = "timeout"
+ERROR_KINDS = (UNSUPPORTED_PRECISION, ATTENTION_UNSUPPORTED, COMPILE_ERROR, EXPORT_ERROR, OOM, INFERENCE_ERROR, TIMEOUT)
+
 
 class VariantError(BadInput):
     """A --variants value (or a job's or catalog's variants list) that cannot be used."""

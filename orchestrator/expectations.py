@@ -15,11 +15,14 @@ expected FAILED that came out REAL). A job with no expectation is expected to pa
 skipped: FAILED, LOST and FLAKY are unexpected.
 
 A key may name a capability variant after `#` (docs/variants.md): its value is a verdict
-(works, mismatch, error, not_applicable), optionally with ": reason" ("until" works the same).
-A job that ran the variant with another verdict is unexpected ("unexpected variant"):
+(works, mismatch, error, not_applicable), an error optionally with its kind in parentheses,
+then optionally ": reason" ("until" works the same). A job that ran the variant with another
+verdict (or another error kind) is unexpected ("unexpected variant"); one that did not run it
+is not judged on it:
 
     "llama@cuda#bf16" = "works"
     "*@cpu#flash" = "not_applicable: no FlashAttention on cpu"
+    "t5@cpu#compile" = "error(compile_error): graph break in the cache, until transformers 5.30"
 """
 
 from __future__ import annotations
@@ -35,12 +38,11 @@ from packaging.version import InvalidVersion, Version
 from fleet import tomlfile
 from fleet.errors import BadInput, FileMissing
 from fleet.protocol import FAILING, STATUSES, Result, Status
-from fleet.variants import VariantError
+from fleet.variants import ERROR_KINDS, VERDICTS, VariantError
 from fleet.variants import parse as parse_variants
 
-VERDICTS = ("works", "mismatch", "error", "not_applicable")
-
 UNTIL = re.compile(r"until\s+([A-Za-z0-9_.-]+)\s+([0-9][0-9A-Za-z.+-]*)\s*$")
+VARIANT_VALUE = re.compile(r"^([a-z_]+)\s*(?:\(\s*([a-z_]+)\s*\))?$")  # verdict, error(kind)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,12 @@ class Expectation:
     reason: str
     until: tuple[str, str] | None = None  # (library, version)
     variant: str | None = None  # a capability variant's canonical name: status is then a verdict
+    kind: str | None = None  # an expected `error` verdict's kind; None: any kind
+
+    @property
+    def outcome(self) -> str:
+        """The expected outcome as written: a status, a verdict, or error(kind)."""
+        return f"{self.status}({self.kind})" if self.kind else self.status
 
     def lapsed(self, result: Result) -> bool:
         if self.until is None:
@@ -94,18 +102,21 @@ class Expectations:
             unexpected = status != exp.status
             verdict = {"expected": exp.status, "reason": exp.reason, "pattern": exp.pattern, "unexpected": unexpected}
         verdict["kind"] = _kind(verdict["expected"], status) if unexpected else "expected"
-        missed = self._variants(result)
+        missed, matched = self._variants(result)
+        if matched:
+            verdict["variants_expected"] = matched
         if missed:
             verdict["variants"] = missed
             if not unexpected:
                 verdict.update(unexpected=True, kind="unexpected variant")
         return verdict
 
-    def _variants(self, result: Result) -> list[dict[str, Any]]:
-        """The variants the result ran with another verdict than expected (an exact key first,
-        then the first pattern, per variant)."""
+    def _variants(self, result: Result) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The variants the result ran with another verdict than expected, and those as expected
+        (per variant, an exact key first, then the first pattern). A variant the job did not run
+        is not judged."""
         ran = {v["variant"]: v for v in (result.get("variants") or {}).get("results", [])}
-        jid, out, seen = result["job_id"], [], set()
+        jid, missed, matched, seen = result["job_id"], [], [], set()
         ordered = sorted(self.variant_entries, key=lambda e: _is_pattern(e.pattern))
         for e in ordered:
             if e.variant in seen or e.variant not in ran or e.lapsed(result):
@@ -113,10 +124,14 @@ class Expectations:
             if e.pattern != jid and not (_is_pattern(e.pattern) and fnmatch.fnmatchcase(jid, e.pattern)):
                 continue
             seen.add(e.variant)
-            got = ran[e.variant]["verdict"]
-            if got != e.status:
-                out.append({"variant": e.variant, "expected": e.status, "got": got, "reason": e.reason})
-        return out
+            entry = ran[e.variant]
+            got = str(entry["verdict"])
+            if got == "error" and entry.get("kind"):
+                got = f"error({entry['kind']})"
+            same = entry["verdict"] == e.status and (e.kind is None or entry.get("kind") == e.kind)
+            row = {"variant": e.variant, "expected": e.outcome, "got": got, "reason": e.reason, "pattern": e.pattern}
+            (matched if same else missed).append(row)
+        return missed, matched
 
 
 def _kind(expected: str | None, status: str) -> str:
@@ -150,17 +165,12 @@ def parse(text: str, source: str) -> Expectations:
             raise BadInput(f"{source}: [expect] has an empty key")
         status, _, reason = value.partition(":")
         status, reason = status.strip().upper(), reason.strip()
-        key, _, variant_name = key.partition("#")
-        variant = None
+        key, hashed, variant_name = key.partition("#")
+        variant = kind = None
+        if hashed and not variant_name.strip():
+            raise BadInput(f'{source}: [expect] "{key}#": no variant named after "#" (e.g. "{key}#bf16")')
         if variant_name:
-            where = f'{source}: [expect] "{key}#{variant_name}"'
-            try:
-                (parsed,) = parse_variants([variant_name], where=where)
-            except VariantError as exc:
-                raise BadInput(exc.message) from None
-            variant, status = parsed.name, status.lower()
-            if status not in VERDICTS:
-                raise BadInput(f"{where}: unknown verdict {status!r}; one of {', '.join(VERDICTS)}")
+            variant, status, kind = _variant_value(f'{source}: [expect] "{key}#{variant_name}"', variant_name, value)
         elif status not in STATUSES:
             raise BadInput(f'{source}: [expect] "{key}": unknown status {status!r}; one of {", ".join(STATUSES)}')
         m = UNTIL.search(reason)
@@ -171,8 +181,31 @@ def parse(text: str, source: str) -> Expectations:
             except InvalidVersion:
                 raise BadInput(f'{source}: [expect] "{key}": bad version {m.group(2)!r} after "until"') from None
             until = (m.group(1), m.group(2))
-        entries.append(Expectation(key, status, reason, until, variant))
+        entries.append(Expectation(key, status, reason, until, variant, kind))
     return Expectations(entries, source)
+
+
+def _variant_value(where: str, name: str, value: str) -> tuple[str, str, str | None]:
+    """(canonical variant name, verdict, error kind or None) of a `job#variant` entry."""
+    try:
+        (parsed,) = parse_variants([name], where=where)
+    except VariantError as exc:
+        raise BadInput(exc.message) from None
+    except ValueError:  # "all" or "default": several variants
+        raise BadInput(f"{where}: name one variant, not a list or a group ({name!r})") from None
+    written = value.partition(":")[0].strip()
+    m = VARIANT_VALUE.match(written.lower())
+    if m is None or m.group(1) not in VERDICTS:
+        raise BadInput(
+            f"{where}: unknown verdict {written!r}; one of {', '.join(VERDICTS)} "
+            '(an error may name its kind: "error(compile_error)"), then optionally ": reason"'
+        )
+    verdict, kind = m.group(1), m.group(2)
+    if kind is not None and verdict != "error":
+        raise BadInput(f"{where}: only an error has a kind; {written!r} gives one to {verdict}")
+    if kind is not None and kind not in ERROR_KINDS:
+        raise BadInput(f"{where}: unknown error kind {kind!r}; one of {', '.join(ERROR_KINDS)}")
+    return parsed.name, verdict, kind
 
 
 def load(path: str | Path | None) -> Expectations | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fleet.errors import ErrorKind, ExitCode, RunFailed
 from fleet.protocol import FAILING, Result, Status
@@ -49,10 +50,19 @@ def against_expectations(run_id: str, results: Iterable[Result], expected: Expec
     """Exit 5 only for outcomes that differ from the expectations (unexpected passes included)."""
     judged = [(r, expected.judge(r)) for r in results]
     bad = [(r, v) for r, v in judged if v["unexpected"]]
-    notes = tuple(
-        f"{run_id}: {r['job_id']}: {v['kind']}: {r['status']}, expected {v['expected'] or 'a pass'}" for r, v in bad
-    )
+    notes = tuple(f"{run_id}: {r['job_id']}: {v['kind']}: {_outcome(r, v)}" for r, v in bad)
     return Verdict(RunFailed.exit_code if bad else ExitCode.OK, notes)
+
+
+def _outcome(result: Result, verdict: dict[str, Any]) -> str:
+    """What came out against what was expected: the status, and the variants that differ."""
+    parts = (
+        []
+        if verdict["kind"] == "unexpected variant"
+        else [f"{result['status']}, expected {verdict['expected'] or 'a pass'}"]
+    )
+    parts += [f"variant {x['variant']} {x['got']}, expected {x['expected']}" for x in verdict.get("variants", [])]
+    return "; ".join(parts)
 
 
 def unserved(run_id: str, results: Iterable[Result]) -> Verdict | None:

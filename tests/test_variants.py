@@ -8,6 +8,7 @@ whose report shows the capability matrix."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -213,9 +214,33 @@ def test_variants_through_a_worker_into_the_capability_report(redis_url: str, st
         {"tiny": {"check": "causal_lm", "architectures": ["LlamaForCausalLM"], "synthetic": "llama"}},
     )
     args = ("--catalog", str(cat), "--family", "tiny", "--repeats", "1", "--redis-url", redis_url)
-    sub = orchestrator("submit", *args, "--variants", "bf16,attention:wrong,flash", "--wait", timeout=600)
-    assert sub.returncode == 0, sub.stderr
+    # expectations name variants: bf16 is expected to mismatch, yet it works -> exit 5, naming it
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text('[expect]\n"tiny@cpu#bf16" = "mismatch: assumed"\n"*@cpu#flash" = "not_applicable"\n')
+    sub = orchestrator(
+        "submit", *args, "--variants", "bf16,attention:wrong,flash", "--expectations", str(wrong), "--wait", timeout=600
+    )
+    assert sub.returncode == ExitCode.RUN_FAILED, sub.stderr
+    assert "tiny@cpu: unexpected variant: variant bf16 works, expected mismatch" in sub.stderr
     run_id = sub.stdout.strip()
+    right = tmp_path / "right.toml"
+    right.write_text(
+        '[expect]\n"tiny@cpu#bf16" = "works"\n"tiny@cpu#attention:wrong" = "mismatch: the plugin is wrong"\n'
+        '"tiny@cpu#fp16" = "error: not run, so not judged"\n'
+    )
+    judged = json.loads(
+        orchestrator(
+            "report", run_id, "--format", "json", "--expectations", str(right), "--redis-url", redis_url
+        ).stdout
+    )
+    assert judged["unexpected"] == []
+    expectation = judged["changes"][0]["expectation"]
+    assert [(x["variant"], x["got"]) for x in expectation["variants_expected"]] == [
+        ("bf16", "works"),
+        ("attention:wrong", "mismatch"),
+    ]
+    md_right = orchestrator("report", run_id, "--expectations", str(right), "--redis-url", redis_url).stdout
+    assert "variant `attention:wrong` mismatch as expected (the plugin is wrong)" in md_right
     data = json.loads(orchestrator("report", run_id, "--format", "json", "--redis-url", redis_url).stdout)
     (result,) = data["results"]
     assert result["status"] == "SYNTHETIC" and result["environment"]["model_device"] == "cpu"
@@ -291,25 +316,37 @@ def test_an_expectation_can_name_a_variant_verdict(tmp_path: Path) -> None:
     text = (
         '[expect]\n"tiny@cpu#bf16" = "works: holds on every CPU"\n'
         '"*@cpu#flash" = "not_applicable"\n"*@cpu#fp16" = "works"\n'
+        '"tiny@cpu#compile" = "error(compile_error): graph break"\n"tiny@cpu#export" = "error"\n'
     )
     expected = parse(text, "e.toml")
     ran = {
         "results": [
             {"variant": "bf16", "verdict": "mismatch"},
             {"variant": "flash", "verdict": "not_applicable"},
+            {"variant": "compile", "verdict": "error", "kind": "oom"},
+            {"variant": "export", "verdict": "error", "kind": "export_error"},
         ]
     }
     verdict = expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC", variants=ran))  # type: ignore[arg-type]
     assert verdict["unexpected"] is True and verdict["kind"] == "unexpected variant"
-    assert verdict["variants"] == [
-        {"variant": "bf16", "expected": "works", "got": "mismatch", "reason": "holds on every CPU"}
-    ]  # flash as expected; fp16 did not run: nothing to judge
+    assert [(x["variant"], x["expected"], x["got"], x["reason"]) for x in verdict["variants"]] == [
+        ("bf16", "works", "mismatch", "holds on every CPU"),
+        ("compile", "error(compile_error)", "error(oom)", "graph break"),  # another error kind
+    ]  # fp16 did not run: nothing to judge
+    assert [(x["variant"], x["got"]) for x in verdict["variants_expected"]] == [
+        ("export", "error(export_error)"),  # an error of any kind
+        ("flash", "not_applicable"),
+    ]
     assert expected.judge(_result("r", "tiny", "cpu", "SYNTHETIC"))["unexpected"] is False
     for bad, named in (
         ('"a@cpu#bf17" = "works"', "unknown variant 'bf17'"),
-        ('"a@cpu#bf16" = "REAL"', "unknown verdict"),
+        ('"a@cpu#bf16" = "REAL"', "unknown verdict 'REAL'"),
+        ('"a@cpu#all" = "works"', "name one variant, not a list or a group"),
+        ('"a@cpu#" = "works"', 'no variant named after "#"'),
+        ('"a@cpu#compile" = "error(segfault)"', "unknown error kind 'segfault'"),
+        ('"a@cpu#compile" = "works(oom)"', "only an error has a kind"),
     ):
-        with pytest.raises(BadInput, match=named):
+        with pytest.raises(BadInput, match=rf'^e\.toml: \[expect\] "a@cpu#.*{re.escape(named)}'):
             parse(f"[expect]\n{bad}\n", "e.toml")
 
 
