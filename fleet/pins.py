@@ -1,10 +1,12 @@
 """Known-answer pins, the part both sides share: how a pin is keyed and how an output's
 fingerprint is compared with it. No torch: the worker and the control plane both use it.
 
-A pin is plain data: {model, revision, weights_sha256, device_type, check, expected,
+A pin is plain data: {model, revision, weights_sha256, device_type, variant, check, expected,
 tolerance, source}. `expected` is a check's fingerprint of a REAL output (workers/checks:
 Check.fingerprint); `tolerance` gives an absolute tolerance per field, and a field without one
-must be equal exactly.
+must be equal exactly. `variant` (None: the job's own run) scopes a pin to a capability variant
+(fleet/variants.py: a precision and/or an attention, no feature): the same check's output with
+the model re-cast and re-dispatched, judged by workers/variants.py.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from fleet.devices import Device
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure
 
-KEY_FIELDS = ("model", "revision", "weights_sha256", "device_type")
+KEY_FIELDS = ("model", "revision", "weights_sha256", "device_type", "variant")
 
 
 def device_type(device: str | Device) -> str:
@@ -28,12 +30,19 @@ def key(pin: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def find(
-    pins: list[dict[str, Any]], model: str, revision: str | None, weights: str | None, dev_type: str
+    pins: list[dict[str, Any]],
+    model: str,
+    revision: str | None,
+    weights: str | None,
+    dev_type: str,
+    variant: str | None = None,
 ) -> tuple[dict[str, Any], str] | None:
-    """The pin for these weights on this device type, and how it was found: "exact" (model,
-    revision, digest); else "same_weights", a pin for the same bytes under another name; else
-    "same_model_revision", a pin for the same model and revision with other bytes."""
-    wanted = (model, revision, weights, dev_type)
+    """The pin for these weights on this device type (and variant), and how it was found:
+    "exact" (model, revision, digest); else "same_weights", a pin for the same bytes under
+    another name; else "same_model_revision", a pin for the same model and revision with other
+    bytes (not for a variant: the job's own pin judges the bytes)."""
+    pins = [p for p in pins if p.get("variant") == variant]
+    wanted = (model, revision, weights, dev_type, variant)
     exact = next((p for p in pins if key(p) == wanted), None)
     if exact is not None:
         return exact, "exact"
@@ -42,6 +51,8 @@ def find(
     )
     if same_bytes is not None:
         return same_bytes, "same_weights"
+    if variant is not None:
+        return None
     same_model = next(
         (
             p
@@ -85,14 +96,16 @@ def judge(
     tolerance: dict[str, float],
     alias: str | None = None,
     converted: bool = False,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """output["known_answer"] for a passing result. Strict: a pin for these bytes under another
     name (not the candidate's declared alias) is identity_mismatch, the bytes are another model's;
     a pin for this model and revision with other bytes is weights_corrupt, whatever the output,
     except for weights converted from a GGUF file (`converted`: a re-conversion may change bytes
     and nothing else; the GGUF file itself is held to the lock); a differing output is
-    known_answer_mismatch."""
-    found = find(pins, model, revision, weights, device_type(device))
+    known_answer_mismatch. `variant`: only the pins scoped to that variant (the output is the
+    variant's)."""
+    found = find(pins, model, revision, weights, device_type(device), variant)
     base: dict[str, Any] = {"fingerprint": fingerprint, "tolerance": tolerance}
     if found is None:
         return {"pinned": False, "matched": None, **base}
@@ -117,7 +130,8 @@ def judge(
             why += f"; the weights loaded ({weights}) are not the pinned ones ({pin.get('weights_sha256')})"
         raise CheckFailure(
             ErrorKind.KNOWN_ANSWER_MISMATCH,
-            f"{model}: output differs from the pinned known answer ({why})",
+            f"{model}: output{f' in variant {variant}' if variant else ''} differs from the pinned known answer "
+            f"({why})",
             {
                 "expected": pin["expected"],
                 "got": fingerprint,

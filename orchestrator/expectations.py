@@ -35,7 +35,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from fleet import tomlfile
+from fleet import records, tomlfile
 from fleet.errors import BadInput, FileMissing
 from fleet.protocol import FAILING, STATUSES, Result, Status
 from fleet.variants import ERROR_KINDS, VERDICTS, VariantError
@@ -115,8 +115,12 @@ class Expectations:
         """The variants the result ran with another verdict than expected, and those as expected
         (per variant, an exact key first, then the first pattern). A variant the job did not run
         is not judged."""
-        ran = {v["variant"]: v for v in (result.get("variants") or {}).get("results", [])}
-        jid, missed, matched, seen = result["job_id"], [], [], set()
+        record: Any = result.get("variants")
+        ok = record is not None and records.variants_problem(record) is None  # a malformed one: the report says so
+        ran = {v["variant"]: v for v in record["results"]} if ok else {}
+        jid, seen = result["job_id"], set()
+        missed: list[dict[str, Any]] = []
+        matched: list[dict[str, Any]] = []
         ordered = sorted(self.variant_entries, key=lambda e: _is_pattern(e.pattern))
         for e in ordered:
             if e.variant in seen or e.variant not in ran or e.lapsed(result):

@@ -12,10 +12,16 @@ A pins file is a list of [[pins]] tables:
     source = "run 20260101-060000-ab12 on worker w1"
     expected = { tokens = [260, 2767], logits_sample = [7.29, -1.80] }
     tolerance = { logits_sample = 0.005 }     # absolute, per field; fields without one: exact
+    variant = "bf16"                          # optional: the answer under this capability variant
+
+A pin with `variant` (a precision and/or an attention, fleet/variants.py: bf16, fp16+sdpa, ...;
+no batched/static_cache/compile/export) is checked against the check's output in that variant
+when the job runs it (--variants), with its own tolerance; a differing output makes that
+variant's verdict `mismatch`, never the job's status. Without `variant` a pin is the job's own.
 
 The package ships fleet/pins.toml (the packaged MiniLM and SmolLM2 weights, measured on cpu).
 Runs use it by default; a file given with --pins (or $FLEET_PINS, read by fleet.settings) is added on top of it, its
-pins replacing shipped ones with the same key (model, revision, weights_sha256, device_type).
+pins replacing shipped ones with the same key (model, revision, weights_sha256, device_type, variant).
 """
 
 from __future__ import annotations
@@ -29,11 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from fleet import pins as shared
-from fleet import tomlfile
+from fleet import records, tomlfile
 from fleet.catalog import Family
 from fleet.devices import Device
 from fleet.errors import FileMissing, PinsError
 from fleet.protocol import Status
+from fleet.variants import VariantError
+from fleet.variants import parse as parse_variants
 
 DEVICE_TYPES = ("cpu", "cuda")
 _FIELDS: dict[str, Any] = {
@@ -41,6 +49,7 @@ _FIELDS: dict[str, Any] = {
     "revision": (str, type(None)),
     "weights_sha256": str,
     "device_type": str,
+    "variant": str,
     "check": str,
     "source": str,
     "expected": dict,
@@ -117,7 +126,27 @@ def _parse_pin(where: str, spec: Any) -> dict[str, Any]:
             raise PinsError(f"{where}: tolerance for {k!r}, which expected does not have")
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
             raise PinsError(f"{where}: tolerance {k} must be a non-negative number, got {v!r}")
-    return {"revision": None, "check": "", "source": "", "tolerance": {}, **spec}
+    out = {"revision": None, "check": "", "source": "", "tolerance": {}, "variant": None, **spec}
+    if spec.get("variant") is not None:
+        out["variant"] = pinnable_variant(f"{where}: variant", spec["variant"])
+    return out
+
+
+def pinnable_variant(where: str, name: str) -> str:
+    """The canonical name of a variant a pin can hold: one variant, a precision and/or an
+    attention (a feature's output is not the check's). Raises PinsError naming what is wrong."""
+    try:
+        found = parse_variants([name], where=where)
+    except VariantError as exc:
+        raise PinsError(exc.message) from None
+    if len(found) != 1:
+        raise PinsError(f"{where}: name one variant, not a group ({name!r})")
+    if found[0].feature is not None:
+        raise PinsError(
+            f"{where}: {name!r} is a feature ({found[0].feature}); a pin holds the check's output "
+            "under a precision and/or an attention (e.g. bf16, fp16+sdpa)"
+        )
+    return found[0].name
 
 
 def for_job(pins: list[dict[str, Any]], family: Family, device: Device | str) -> list[dict[str, Any]]:
@@ -129,7 +158,10 @@ def for_job(pins: list[dict[str, Any]], family: Family, device: Device | str) ->
 
 
 def from_results(results: Sequence[Mapping[str, Any]], source: str) -> list[dict[str, Any]]:
-    """A pin for each REAL result whose worker recorded a fingerprint."""
+    """A pin for each REAL result whose worker recorded a fingerprint, and one for each of its
+    variants that recorded one (result["variants"], workers/variants.py): what the variant gives,
+    within the reference's tolerance (works) or not (mismatch), but not an output that already
+    differs from a pin."""
     out = []
     for r in sorted(results, key=lambda r: r["job_id"]):
         known = (r.get("output") or {}).get("known_answer")
@@ -137,18 +169,30 @@ def from_results(results: Sequence[Mapping[str, Any]], source: str) -> list[dict
             continue
         if not r.get("weights_sha256"):
             continue
-        out.append(
-            {
-                "model": r["model_used"],
-                "revision": r.get("revision"),
-                "weights_sha256": r["weights_sha256"],
-                "device_type": shared.device_type(r["device"]),
-                "check": known.get("check", ""),
-                "source": f"{source}, job {r['job_id']} on worker {r.get('worker')}",
-                "expected": known["fingerprint"],
-                "tolerance": known.get("tolerance") or {},
-            }
-        )
+        pin = {
+            "model": r["model_used"],
+            "revision": r.get("revision"),
+            "weights_sha256": r["weights_sha256"],
+            "device_type": shared.device_type(r["device"]),
+            "check": known.get("check", ""),
+            "source": f"{source}, job {r['job_id']} on worker {r.get('worker')}",
+            "expected": known["fingerprint"],
+            "tolerance": known.get("tolerance") or {},
+            "variant": None,
+        }
+        out.append(pin)
+        ran = r.get("variants")
+        for v in ran["results"] if ran is not None and records.variants_problem(ran) is None else []:
+            answer = v.get("known_answer")
+            if not isinstance(answer, dict) or not isinstance(answer.get("fingerprint"), dict):
+                continue
+            try:
+                name = pinnable_variant("variant", v["variant"])
+            except PinsError:  # a record no worker writes: nothing to pin from it
+                continue
+            if answer["fingerprint"] and answer.get("matched") is not False:
+                expected, tolerance = answer["fingerprint"], answer.get("tolerance") or {}
+                out.append({**pin, "variant": name, "expected": expected, "tolerance": tolerance})
     # one pin per key: a later device of the same type (cuda:0, cuda:1) does not add another
     return list({shared.key(p): p for p in reversed(out)}.values())[::-1]
 
@@ -158,7 +202,7 @@ def dumps(pins: list[dict[str, Any]], header: str = "") -> str:
     lines = [f"# {line}" for line in header.splitlines()] + ([""] if header else [])
     for p in pins:
         lines.append("[[pins]]")
-        for k in ("model", "revision", "weights_sha256", "device_type", "check", "source"):
+        for k in ("model", "revision", "weights_sha256", "device_type", "variant", "check", "source"):
             if p.get(k) is not None:
                 lines.append(f"{k} = {json.dumps(p[k])}")
         for k in ("expected", "tolerance"):

@@ -55,6 +55,21 @@ def test_comparison_exact_fields_and_tolerances() -> None:
             "tolerance for 'y', which expected does not have",
         ),
         ("pins = 3\n", "'pins' must be a list"),
+        (
+            f'[[pins]]\nmodel = "m"\nweights_sha256 = "{"a" * 64}"\ndevice_type = "cpu"\nexpected = {{ x = 1 }}\n'
+            'variant = "bf17"\n',
+            "pins[0]: variant: unknown variant 'bf17'",
+        ),
+        (
+            f'[[pins]]\nmodel = "m"\nweights_sha256 = "{"a" * 64}"\ndevice_type = "cpu"\nexpected = {{ x = 1 }}\n'
+            'variant = "bf16+compile"\n',
+            "pins[0]: variant: 'bf16+compile' is a feature (compile)",
+        ),
+        (
+            f'[[pins]]\nmodel = "m"\nweights_sha256 = "{"a" * 64}"\ndevice_type = "cpu"\nexpected = {{ x = 1 }}\n'
+            'variant = "all"\n',
+            "pins[0]: variant: name one variant, not a group ('all')",
+        ),
         ("[[pins]\n", "not valid TOML"),
     ],
 )
@@ -120,3 +135,49 @@ def test_pin_of_a_run_with_nothing_real_is_refused(redis_url: str, start_worker,
     res = orchestrator("pin", "--output", str(tmp_path / "p.toml"), env=env)
     assert res.returncode == 2 and "nothing to pin" in res.stderr
     assert not (tmp_path / "p.toml").exists()
+
+
+def test_a_pin_scoped_to_a_variant_is_checked_against_that_variants_output(
+    redis_url: str, start_worker, tmp_path: Path
+) -> None:
+    """`pin` writes a pin per variant run (with the variant's tolerance); a second run checks each
+    against that variant's output: a drifted fp16 answer makes fp16 `mismatch` (exit 5 with an
+    expectation that it works), bf16 still matches its own pin, and the job stays REAL (the job's
+    own pin is not the variants')."""
+    start_worker(redis_url)
+    env = {"FLEET_REDIS_URL": redis_url}
+    args = ("--family", "minilm", "--wait", "--repeats", "1", "--variants", "bf16,fp16")
+    first = orchestrator("submit", *args, env=env)
+    assert first.returncode == 0, first.stderr
+    out = tmp_path / "pins.toml"
+    assert orchestrator("pin", first.stdout.strip(), "--output", str(out), env=env).returncode == 0
+    by_variant = {p["variant"]: p for p in pins.load_file(out)}
+    assert set(by_variant) == {None, "bf16", "fp16"}
+    assert by_variant["bf16"]["tolerance"] == {"embedding_sample": 1e-2}  # the check's 1e-4 raised to bf16's atol
+    assert by_variant["fp16"]["tolerance"] == {"embedding_sample": 5e-3}
+    assert by_variant["bf16"]["expected"] != by_variant[None]["expected"]  # the bf16 output, not the float32 one
+
+    drifted = by_variant["fp16"]["expected"]["embedding_sample"][0] + 0.05
+    text = out.read_text().splitlines()
+    fp16_at = text.index('variant = "fp16"')
+    line = next(i for i in range(fp16_at, len(text)) if text[i].startswith("expected = "))
+    values = [drifted, *by_variant["fp16"]["expected"]["embedding_sample"][1:]]
+    text[line] = f"expected = {{ embedding_sample = {json.dumps(values)} }}"
+    out.write_text("\n".join(text) + "\n")
+    expect = tmp_path / "expect.toml"
+    expect.write_text('[expect]\n"minilm@cpu#fp16" = "works"\n')
+    second = orchestrator("submit", *args, "--pins", str(out), "--expectations", str(expect), env=env)
+    assert second.returncode == 5, second.stderr
+    assert "minilm@cpu: unexpected variant: variant fp16 mismatch, expected works" in second.stderr
+    result = json.loads(orchestrator("report", second.stdout.strip(), "--format", "json", env=env).stdout)["results"][0]
+    assert result["status"] == "REAL" and result["output"]["known_answer"]["matched"] is True
+    got = {v["variant"]: v for v in result["variants"]["results"]}
+    assert got["bf16"]["known_answer"]["matched"] is True and got["bf16"]["known_answer"]["pinned_by"] == "exact"
+    fp16 = got["fp16"]
+    assert fp16["verdict"] == "mismatch" and fp16["reason"].startswith("known answer: ")
+    known = fp16["known_answer"]
+    assert (known["matched"], known["kind"]) == (False, "known_answer_mismatch")
+    assert known["expected"]["embedding_sample"][0] == pytest.approx(drifted)
+    assert known["fields"]["embedding_sample"].startswith("max abs diff") and known["tolerance"] == {
+        "embedding_sample": 5e-3
+    }

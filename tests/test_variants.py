@@ -240,6 +240,10 @@ def test_variants_through_a_worker_into_the_capability_report(redis_url: str, st
         ("attention:wrong", "mismatch"),
     ]
     md_right = orchestrator("report", run_id, "--expectations", str(right), "--redis-url", redis_url).stdout
+    junit = orchestrator(
+        "report", run_id, "--format", "junit", "--expectations", str(wrong), "--redis-url", redis_url
+    ).stdout
+    assert 'type="unexpected_variant" message="unexpected variant: bf16 works, expected mismatch"' in junit
     assert "variant `attention:wrong` mismatch as expected (the plugin is wrong)" in md_right
     data = json.loads(orchestrator("report", run_id, "--format", "json", "--redis-url", redis_url).stdout)
     (result,) = data["results"]
@@ -348,6 +352,15 @@ def test_an_expectation_can_name_a_variant_verdict(tmp_path: Path) -> None:
     ):
         with pytest.raises(BadInput, match=rf'^e\.toml: \[expect\] "a@cpu#.*{re.escape(named)}'):
             parse(f"[expect]\n{bad}\n", "e.toml")
+    # on the command line: one line naming the file and the key, exit 2, before Redis is even reached
+    bad_file = tmp_path / "bad.toml"
+    bad_file.write_text('[expect]\n"llama@cpu#bf16" = "works"\n"llama@cpu#turbo" = "works"\n')
+    out = orchestrator("submit", "--all", "--expectations", str(bad_file), "--redis-url", "redis://127.0.0.1:1/0")
+    assert out.returncode == ExitCode.BAD_INPUT and out.stdout == ""
+    assert out.stderr.count("\n") == 1 and f'{bad_file}: [expect] "llama@cpu#turbo": unknown variant' in out.stderr
+    # a malformed variants record (anyone who can write to Redis can store one) is not judged, never a crash
+    forged = _result("r", "tiny", "cpu", "SYNTHETIC", variants={"results": [{"variant": 3}]})  # type: ignore[arg-type]
+    assert expected.judge(forged)["unexpected"] is False
 
 
 def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(

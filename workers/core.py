@@ -56,7 +56,9 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                 progress.known_answer = stages.gate_known_answer(job, plan, resolution, measurement)
                 verdict = identity.decide(progress.identity, measurement)
                 progress.identity, progress.status = verdict.record, verdict.status
-            progress.variants = stages.run_variants(job, plan, resolution.bundle, on_device, progress.status)
+            progress.variants = stages.run_variants(
+                job, plan, resolution.bundle, resolution.evidence.weights_sha256, on_device, progress.status
+            )
     except CheckFailure as exc:
         # a device that is not there, or a model our harness cannot build or feed yet: not a model failure
         status = (

@@ -20,6 +20,7 @@ A further stage slots in as one more function and one more field of Progress.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 import weakref
@@ -170,14 +171,31 @@ def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement:
     return known
 
 
-def run_variants(job: Job, plan: Plan, bundle: Bundle, on_device: OnDevice, status: Status) -> dict[str, Any] | None:
+def run_variants(
+    job: Job, plan: Plan, bundle: Bundle, weights: str | None, on_device: OnDevice, status: Status
+) -> dict[str, Any] | None:
     """The job's capability variants (job["variants"]) on the loaded model, once it passed; None
     when it asked for none. Pretrained weights (REAL, UNVERIFIED) run the quality gate in every
-    reduced precision."""
+    reduced precision, and their check's fingerprint per precision/attention variant is judged
+    against the job's pins scoped to that variant (fleet/pins.py; `weights`: the digest loaded)."""
     wanted = job.get("variants") or []
     if not wanted:
         return None
-    return variants.run(plan.check, bundle, on_device.dev, wanted, real=status != Status.SYNTHETIC)
+    real = status != Status.SYNTHETIC
+    known_answer = (
+        functools.partial(
+            pins.judge,
+            job.get("pins", []),
+            bundle.name,
+            bundle.revision,
+            weights,
+            job["device"],
+            alias=identity.alias_of(plan.family, bundle.name),
+        )
+        if real
+        else None
+    )
+    return variants.run(plan.check, bundle, on_device.dev, wanted, real=real, known_answer=known_answer)
 
 
 def release(progress: Progress) -> Release:

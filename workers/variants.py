@@ -23,8 +23,19 @@ from typing import Any
 
 import torch
 
+from fleet.errors import CheckFailure
+from fleet.variants import (
+    ATTENTION_UNSUPPORTED,
+    COMPILE_ERROR,
+    EXPORT_ERROR,
+    INFERENCE_ERROR,
+    OOM,
+    TIMEOUT,
+    UNSUPPORTED_PRECISION,
+    Variant,
+    parse,
+)
 from fleet.variants import FLASH_ATTENTIONS as KNOWN_FLASH
-from fleet.variants import Variant, parse
 from workers import failures, measure
 from workers.checks.base import Bundle, Check, float_tensors
 
@@ -36,15 +47,11 @@ WARM_REPEATS = 1
 REPEATS = 2
 FLEX = "flex_attention"
 CLAIMS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_can_compile_fullgraph")
-# error kinds of a variant (data: stable strings)
-UNSUPPORTED_PRECISION = "unsupported_precision"
-ATTENTION_UNSUPPORTED = "attention_unsupported"
-COMPILE_ERROR = "compile_error"
-EXPORT_ERROR = "export_error"
-OOM = "oom"
-INFERENCE_ERROR = "inference_error"
-TIMEOUT = "timeout"
 NOT_THE_MODELS = (OOM, TIMEOUT)  # errors that say nothing about a claim
+# The job's pins judge for a variant's fingerprint (fleet/pins.judge with the job's pins and
+# weights bound): (fingerprint, tolerance, variant=NAME) -> the known-answer record, or raises
+# CheckFailure (known_answer_mismatch, identity_mismatch).
+KnownAnswer = Callable[..., dict[str, Any]]
 
 
 class Failed(Exception):
@@ -248,6 +255,7 @@ class Context:
     real: bool  # pretrained weights: reduced precisions also run the quality gate
     dtype: torch.dtype = torch.float32
     compiles: bool = False  # the variant's first call compiles (flex_attention): left out of its p50
+    known_answer: KnownAnswer | None = None  # pretrained weights: pins scoped to a variant are judged
     eager: list[torch.Tensor] = field(default_factory=list)  # the float32 eager output, once run
 
     def eager_reference(self) -> torch.Tensor:
@@ -278,9 +286,17 @@ class Context:
         return _first(model(**_cast(kwargs, self.dtype)))[1]
 
 
-def run(check: Check, bundle: Bundle, dev: torch.device, wanted: list[str], real: bool) -> dict[str, Any]:
+def run(
+    check: Check,
+    bundle: Bundle,
+    dev: torch.device,
+    wanted: list[str],
+    real: bool,
+    known_answer: KnownAnswer | None = None,
+) -> dict[str, Any]:
     """Every variant named (fleet/variants.py names) on the bundle's loaded model: the record
-    result["variants"] holds (docs/variants.md)."""
+    result["variants"] holds (docs/variants.md). known_answer: each precision/attention variant's
+    check output is fingerprinted and judged by it (its pins scoped to the variant)."""
     model = bundle.model
     variants = parse(wanted, where="variants")
     claims = claims_of(model)
@@ -303,7 +319,18 @@ def run(check: Check, bundle: Bundle, dev: torch.device, wanted: list[str], real
         out, _first_s, ref_ms = _timed(lambda: _first(model(**forward)), dev)
         name, reference = out
         record["reference"].update(output=name, shape=list(reference.shape), latency_ms_p50=round(ref_ms, 3))
-    ctx = Context(check, bundle, dev, inputs, forward, reference.detach().clone(), ref_ms, snapshot.attention, real)
+    ctx = Context(
+        check,
+        bundle,
+        dev,
+        inputs,
+        forward,
+        reference.detach().clone(),
+        ref_ms,
+        snapshot.attention,
+        real,
+        known_answer=known_answer,
+    )
     results: list[dict[str, Any]] = record["results"]
     try:
         for i, v in enumerate(variants):
@@ -426,6 +453,8 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
             entry.update(_feature(run_ctx, v))
             if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
                 entry["quality"] = _gate(run_ctx)
+            if entry["verdict"] != "error" and ctx.known_answer is not None and v.feature is None:
+                _known_answer(run_ctx, v, entry)
     except Failed as exc:
         if exc.timed_out:
             raise measure.JobTimeout(str(exc)) from None
@@ -569,6 +598,31 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
         )
     judged = compare(reference, out, atol, rtol, ctx.keep)
     return {**judged, **_speed(ctx, ms), "first_call_s": round(first_s, 3), "against": against}
+
+
+def _known_answer(ctx: Context, v: Variant, entry: dict[str, Any]) -> None:
+    """The check's own output in this variant (infer, repeat, validate, fingerprint) against the
+    job's pins scoped to the variant: entry["known_answer"], and the verdict `mismatch` where a
+    pin differs. The tolerance per field is the check's, at least the variant's atol; fields the
+    check compares exactly (tokens) stay exact."""
+    check, bundle = ctx.check, ctx.bundle
+    assert ctx.known_answer is not None
+    tolerance = {k: max(t, v.tolerance[0]) for k, t in check.tolerance().items()}
+    inputs = _cast(ctx.inputs, ctx.dtype)
+    try:
+        with torch.inference_mode():
+            first = check.infer(bundle, inputs)
+            output = check.validate(bundle, inputs, first, check.infer(bundle, inputs))
+    except CheckFailure as exc:  # no valid output to fingerprint: nothing to pin or judge
+        entry["known_answer"] = {"pinned": None, "matched": None, "unavailable": f"{exc.kind}: {exc.reported}"[:300]}
+        return
+    try:
+        record = ctx.known_answer(check.fingerprint(output), tolerance, variant=v.name)
+    except CheckFailure as exc:
+        record = {"pinned": True, "matched": False, "kind": str(exc.kind), "message": exc.reported[:500], **exc.data}
+        why = f"known answer: {exc.reported}"[:500]
+        entry.update(verdict="mismatch", reason=f"{entry['reason']}; {why}" if entry.get("reason") else why)
+    entry["known_answer"] = {**record, "check": check.name}
 
 
 def _speed(ctx: Context, ms: float, reference_ms: float | None = None) -> dict[str, Any]:

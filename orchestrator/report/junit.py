@@ -81,7 +81,16 @@ def to_junit(report: dict[str, Any]) -> str:
             message = err.get("message", "")
             if exp.get("unexpected") and exp.get("kind") == "unexpected pass":
                 message = f"unexpected pass: {r['status']}, expected {exp.get('expected')} ({exp.get('reason')})"
-            node = ET.SubElement(case, "failure", {"type": err.get("kind", r["status"]), "message": message})
+            kind = err.get("kind", r["status"])
+            if exp.get("unexpected") and exp.get("kind") == "unexpected variant":
+                kind, message = (
+                    "unexpected_variant",
+                    "unexpected variant: "
+                    + "; ".join(
+                        f"{x['variant']} {x['got']}, expected {x['expected']}" for x in exp.get("variants", [])
+                    ),
+                )
+            node = ET.SubElement(case, "failure", {"type": kind, "message": message})
             node.text = json.dumps(r.get("attempts", []), indent=1)
             _rerun_nodes(case, "rerunFailure", reruns[1:])
         elif skipped(r):
