@@ -24,7 +24,8 @@ local stored = redis.pcall('HGET', KEYS[3], job_id)
 local ours = 1  -- jobs of another type: unknown, not refused
 if stored == false then ours = 0 end
 local claimed = ARGV[#ARGV]
-if known == 1 and type(stored) == 'string' and claimed ~= '' then
+-- The same text (a submit's message re-encoded as json.dumps wrote the stored job) is the fast path.
+if known == 1 and type(stored) == 'string' and claimed ~= '' and claimed ~= stored then
   local function same(a, b)
     if type(a) ~= type(b) then return false end
     if type(a) ~= 'table' then return a == b end

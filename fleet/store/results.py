@@ -240,6 +240,7 @@ class ResultStore:
         if taken_by is not None:
             ledger_keys, ledger_args = started_script(run_id, job_id, counter or job_id, taken_by)
             script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
+        # json.dumps as the submit wrote the stored job: an honest message's text is the same
         args.append("" if claimed is None else json.dumps(claimed))
         done, count, known, ours, ledger, *holder = self._script(_BEGIN, script_keys, args)
         if isinstance(ours, str):  # the message's job is not the one the run stored
