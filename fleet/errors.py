@@ -83,6 +83,17 @@ class UnknownJob(BadInput):
         super().__init__(f"job {job_id[:300]!r} is not a job of run {run_id[:300]!r}")
 
 
+class NotTheRunsJob(UnknownJob):
+    """A job message names one of the run's jobs but carries another job: its fields differ from
+    the job the run stored when it was submitted (a copy pushed onto a queue by whoever can write
+    Redis), or it claims a rerun the run never published."""
+
+    def __init__(self, run_id: str, job_id: str, why: str) -> None:
+        BadInput.__init__(
+            self, f"the message for job {job_id[:300]!r} of run {run_id[:300]!r} is not the run's job: {why[:300]}"
+        )
+
+
 class CatalogError(BadInput):
     """A catalog file that cannot be used; the message names the file and the entry."""
 

@@ -42,6 +42,17 @@ def _number_problem(value: Any, name: str, maximum: float) -> str | None:
     return None
 
 
+# What a message adds to the job the run stored: when it was sent, and which run of the job it is
+# (a rerun, published by the worker that kept the failed run's outcome; workers/reruns.py).
+MESSAGE_ONLY = ("sent_at", "rerun")
+
+
+def as_stored(job: dict[str, Any]) -> dict[str, Any]:
+    """A job without its message-only fields: what a message and the run's stored job must agree on
+    (fleet/store/begin.lua compares the same way)."""
+    return {k: v for k, v in job.items() if k not in MESSAGE_ONLY}
+
+
 def job_problem(job: Any) -> str | None:
     """What is wrong with a job message, or None when a worker can run it."""
     if not isinstance(job, dict):

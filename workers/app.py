@@ -36,8 +36,8 @@ import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.devices import QUEUES
-from fleet.errors import ErrorKind, FleetError, UnknownJob
-from fleet.jobs import job_problem
+from fleet.errors import ErrorKind, FleetError, NotTheRunsJob, UnknownJob
+from fleet.jobs import as_stored, job_problem
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.redis_transport import last_poll
@@ -169,21 +169,21 @@ def run_check(self: Task, job: Job) -> str:
     problem = job_problem(job)
     if problem:
         logger.error("refused a job message: %s", problem)
-        if isinstance(job, dict) and all(isinstance(job.get(k), str) for k in ("run_id", "job_id", "family", "device")):
+        whose = _whose_problem(s, job)
+        if whose is None:  # the run's own job, submitted so: the refusal is the job's result
             refused = terminal_result(job, Status.FAILED, ErrorKind.BAD_JOB, f"refused: {problem}")
-            try:  # a result only for a job the run has (the store refuses any other)
-                s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
-            except UnknownJob as exc:
-                _dead_letter(self, s, job, f"bad job: {problem}; {exc.message}")
-        else:  # no result can name it: the dead-letter list keeps it
-            _dead_letter(self, s, job, f"bad job: {problem}")
+            s.retrying(lambda: s.put_result(refused, only_if_absent=True, sealed=SEALED))
+        else:  # a message no result can stand for (not the run's job, or bad in what it added)
+            _dead_letter(self, s, job, f"bad job: {problem}{whose}")
         return "refused"
     run_id, job_id = job["run_id"], job["job_id"]
     me = taker(job)
     try:  # one round trip: the delivery counted and, on the first one, the ledger's record of who took it
-        done, delivery, taken = s.retrying(lambda: s.begin_delivery(run_id, job_id, reruns.counter(job), me))
-    except UnknownJob as exc:  # a made-up job of a real run: its result would count towards the run's end
-        logger.error("refused a job message: %s", exc.message)
+        _check_rerun_claim(s, job)
+        claimed = as_stored(dict(job))
+        done, delivery, taken = s.retrying(lambda: s.begin_delivery(run_id, job_id, reruns.counter(job), me, claimed))
+    except UnknownJob as exc:  # a made-up job of a real run, or another job under a real job's id:
+        logger.error("refused a job message: %s", exc.message)  # its result would stand for the run's job
         _dead_letter(self, s, job, f"bad job: {exc.message}")
         return "refused"
     if done:  # a repeated delivery of a finished job, or a duplicate of one a live process runs
@@ -221,6 +221,34 @@ def run_check(self: Task, job: Job) -> str:
         logger.warning("replacing pool process %s after %s: %s", os.getpid(), job_id, why)
         _replace_process()
     return str(result["status"])
+
+
+def _whose_problem(s: ResultStore, job: Any) -> str | None:
+    """None when a refused message is the run's own job as submitted, bad in what the run stored
+    (then its refusal is the job's result), or its run is gone (the store then keeps nothing);
+    otherwise what the dead letter adds to the reason. A
+    copy with other content, or one whose problem lies only in what a message adds (sent_at,
+    rerun), must not decide the job's outcome: whoever can push onto a queue could otherwise fail
+    any job of a run by sending its copy first."""
+    if not isinstance(job, dict) or not all(isinstance(job.get(k), str) for k in ("run_id", "job_id")):
+        return ""
+    stored = s.retrying(lambda: s.stored_job(job["run_id"], job["job_id"]))
+    if stored is None:
+        if not s.retrying(lambda: s.job_count(job["run_id"])):
+            return None  # a run that is gone (withdrawn, pruned): the store keeps nothing for it
+        return f"; {UnknownJob(job['run_id'], job['job_id']).message}"
+    if as_stored(stored) != as_stored(job):
+        return "; it is not the run's job (its fields differ from the job the run stored)"
+    return None if job_problem(stored) is not None else ""
+
+
+def _check_rerun_claim(s: ResultStore, job: Job) -> None:
+    """A message claiming rerun n of a job stands for it only once the run kept the outcome of run
+    n - 1 (workers/reruns.py: the outcome is kept, then the rerun published). Raises NotTheRunsJob.
+    Read only for reruns: a first run claims nothing."""
+    n = reruns.rerun_number(job)
+    if n and n > len(s.retrying(lambda: s.reruns(job["run_id"], job["job_id"]))):
+        raise NotTheRunsJob(job["run_id"], job["job_id"], f"it claims rerun {n}, which the run never published")
 
 
 def _dead_letter(task: Task, s: ResultStore, job: Any, reason: str) -> None:

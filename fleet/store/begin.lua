@@ -14,12 +14,44 @@
 -- holds it (the key has not expired): then this delivery is a duplicate of a running one. It is not counted as a
 -- delivery, counts as ARGV[11] ("<worker>\tduplicate") in the ledger and as duplicate in the
 -- worker's stats, and {done, count, known, ours, 0, holder} comes back.
+-- The last ARGV is the message's job as JSON, or '' (nothing to compare); its message-only
+-- fields (sent_at, rerun) are not compared: a job the run has whose stored spec differs from it (a copy pushed
+-- onto a queue with other content) counts nothing, writes nothing, and {0, 0, 1, differing
+-- fields, 0} comes back.
 local job_id, counter = ARGV[1], ARGV[2]
+local known = redis.call('EXISTS', KEYS[3])
+local stored = redis.pcall('HGET', KEYS[3], job_id)
+local ours = 1  -- jobs of another type: unknown, not refused
+if stored == false then ours = 0 end
+local claimed = ARGV[#ARGV]
+-- The same text (a submit's message re-encoded as json.dumps wrote the stored job) is the fast path.
+if known == 1 and type(stored) == 'string' and claimed ~= '' and claimed ~= stored then
+  local function same(a, b)
+    if type(a) ~= type(b) then return false end
+    if type(a) ~= 'table' then return a == b end
+    for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+    for k in pairs(b) do if a[k] == nil then return false end end
+    return true
+  end
+  local ok_want, want = pcall(cjson.decode, stored)
+  local ok_got, got = pcall(cjson.decode, claimed)
+  if not ok_want or type(want) ~= 'table' then return {0, 0, 1, "the run's stored job cannot be read", 0} end
+  if not ok_got or type(got) ~= 'table' then return {0, 0, 1, 'the message cannot be read', 0} end
+  local message_only = {sent_at = true, rerun = true}  -- fleet.jobs.MESSAGE_ONLY
+  local differs = {}
+  for k, v in pairs(got) do
+    if not message_only[k] and not same(v, want[k]) then differs[#differs + 1] = tostring(k) end
+  end
+  for k in pairs(want) do
+    if not message_only[k] and got[k] == nil then differs[#differs + 1] = tostring(k) end
+  end
+  if #differs > 0 then
+    table.sort(differs)
+    return {0, 0, 1, 'it differs in ' .. table.concat(differs, ', '), 0}
+  end
+end
 local done = redis.call('HEXISTS', KEYS[1], job_id)
 local count = redis.call('HINCRBY', KEYS[2], counter, 1)
-local known = redis.call('EXISTS', KEYS[3])
-local ours = redis.pcall('HEXISTS', KEYS[3], job_id)
-if type(ours) == 'table' then ours = 1 end  -- jobs of another type: unknown, not refused
 if known == 0 or ours == 0 then
   redis.call('HDEL', KEYS[2], counter)  -- the run is gone, or never had this job: no key left behind
   return {done, count, known, ours, 0}

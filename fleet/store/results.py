@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import redis
 
 from fleet import archive, records
-from fleet.errors import RedisOutOfMemory, RunNotFound, StoreCorrupt, UnknownJob
+from fleet.errors import NotTheRunsJob, RedisOutOfMemory, RunNotFound, StoreCorrupt, UnknownJob
 from fleet.protocol import SEALED, Job, Result, now
 from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
@@ -186,6 +186,15 @@ class ResultStore:
             return {JOBS_KEY: records.decode_job(exc, run_id, JOBS_KEY)}
         return {k: records.decode_job(v, run_id, k) for k, v in raw.items()}
 
+    def stored_job(self, run_id: str, job_id: str) -> Any:
+        """The job the run stored under job_id, decoded as it is (not checked), or None when the
+        run has no such job or its text is not JSON."""
+        try:
+            raw = self._r.hget(keys.run(run_id, "jobs"), job_id)
+        except StoreCorrupt:
+            return None
+        return None if raw is None else records.decode_object(raw)
+
     def job_ids(self, run_id: str) -> set[str] | None:
         """The run's job ids (nothing decoded), or None when its jobs key holds another type."""
         try:
@@ -208,7 +217,12 @@ class ResultStore:
         return done, count
 
     def begin_delivery(
-        self, run_id: str, job_id: str, counter: str | None = None, taken_by: Taker | None = None
+        self,
+        run_id: str,
+        job_id: str,
+        counter: str | None = None,
+        taken_by: Taker | None = None,
+        claimed: Mapping[str, Any] | None = None,
     ) -> tuple[bool, int, bool]:
         """begin_attempt, and with taken_by, the ledger's record that this worker took the job
         (Ledger.started) when this is the first delivery of a job without a result, in the same
@@ -218,13 +232,19 @@ class ResultStore:
         delivery is taken all the same (writing them again would count it twice).
         With taken_by, the delivery also takes the job's lease (fleet.store.ledger), unless
         another live process holds it: then the delivery is a duplicate, counted as such and
-        logged here, and (True, count, True) comes back: nothing to run, nothing to record."""
+        logged here, and (True, count, True) comes back: nothing to run, nothing to record.
+        claimed: the message's job (a worker's delivery): unless it is the job the run stored
+        (fleet.jobs.as_stored), NotTheRunsJob is raised and nothing is counted or written."""
         script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
         args = [job_id, counter or job_id, "0"]
         if taken_by is not None:
             ledger_keys, ledger_args = started_script(run_id, job_id, counter or job_id, taken_by)
             script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
+        # json.dumps as the submit wrote the stored job: an honest message's text is the same
+        args.append("" if claimed is None else json.dumps(claimed))
         done, count, known, ours, ledger, *holder = self._script(_BEGIN, script_keys, args)
+        if isinstance(ours, str):  # the message's job is not the one the run stored
+            raise NotTheRunsJob(run_id, job_id, ours)
         if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
             if known:
                 raise UnknownJob(run_id, job_id)
