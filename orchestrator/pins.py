@@ -98,7 +98,7 @@ def parse(data: dict[str, Any], source: str) -> list[dict[str, Any]]:
     for i, pin in enumerate(out):
         k = shared.key(pin)
         if k in seen:
-            raise PinsError(f"{source}: pins[{i}] has the same key as pins[{seen[k]}] ({', '.join(map(str, k))})")
+            raise PinsError(f"{source}: pins[{i}] has the same key as pins[{seen[k]}] ({', '.join(str(x) for x in k if x is not None)})")
         seen[k] = i
     return out
 
