@@ -6,6 +6,7 @@ with the job or the Celery headers changed, pushed with LPUSH as whoever can wri
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -38,16 +39,23 @@ def new_run(family: str = "minilm", pins: list[dict[str, Any]] | None = None, **
     return job
 
 
-def entry(job: dict[str, Any], headers: dict[str, Any] | None = None, text: str | None = None) -> bytes:
-    """The queue entry the orchestrator writes for `job` (its text: `text`, else json.dumps), with
-    `headers` merged into the Celery headers."""
+def entry(
+    job: dict[str, Any], headers: dict[str, Any] | None = None, text: str | None = None, body_job: str | None = None
+) -> bytes:
+    """The queue entry the orchestrator writes for `job` (its text: `text`, else json.dumps; the
+    builder adds `"sent_at": now`), with `headers` merged into the Celery headers; body_job: the
+    task's argument as this exact JSON text instead (no sent_at added)."""
     with app.connection_for_write() as conn:
         msgs = RunMessages(app, datetime.fromtimestamp(time.time() + 900, UTC), conn.default_channel)
         raw = msgs.task(job, text if text is not None else json.dumps(job), uuid.uuid4().hex, uuid.uuid4().hex)
-    if not headers:
+    if not headers and body_job is None:
         return raw
     envelope = json.loads(raw)
-    envelope["headers"].update(headers)
+    envelope["headers"].update(headers or {})
+    if body_job is not None:
+        _, kwargs, embed = json.loads(base64.b64decode(envelope["body"]))
+        body = "[[" + body_job + "], " + json.dumps(kwargs) + ", " + json.dumps(embed) + "]"
+        envelope["body"] = base64.b64encode(body.encode()).decode()
     return json.dumps(envelope).encode()
 
 
