@@ -59,7 +59,7 @@ texts = {name: json.dumps(c) for name, c in copies.items()}
 decimal = copy.deepcopy(job)
 decimal["pins"][0]["tolerance"] = {"embedding_sample": {"__type__": "decimal", "__value__": "0.0001"}}
 texts["kombu Decimal"] = json.dumps(decimal)
-for name, text in texts.items():
+for text in texts.values():
     push(entry(job, body_job=text))
 push(entry(job))
 result = settle(job["run_id"], job["job_id"])

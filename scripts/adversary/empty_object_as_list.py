@@ -45,9 +45,7 @@ push(entry(bent), entry(job))
 attacked = settle(job["run_id"], job["job_id"])
 print("attacked (copy with tolerance [] first):", outcome(attacked))
 print("dead letters of the run:", [d.get("reason", "")[:100] for d in dead_letters_of(job["run_id"])])
-if attacked is None or honest is None or (attacked["status"], attacked.get("error")) != (
-    honest["status"],
-    honest.get("error"),
-):
+same = attacked is not None and honest is not None
+if not same or (attacked["status"], attacked.get("error")) != (honest["status"], honest.get("error")):
     raise SystemExit("DEFECT: a copy with [] for {} was taken as the job and stored another outcome")
 print("ok: not shown")

@@ -19,7 +19,8 @@ from _third import entry, new_run, outcome, push, settle
 job = new_run(time_limit_s=120, repeats=20)
 push(entry(job, body_job=json.dumps({**job, "sent_at": 1.0})), entry(job))
 result = settle(job["run_id"], job["job_id"])
-print("result:", outcome(result), "| sent_at:", (result or {}).get("sent_at"), "| started_at:", (result or {}).get("started_at"))
+got = result or {}
+print("result:", outcome(result), "| sent_at:", got.get("sent_at"), "| started_at:", got.get("started_at"))
 if result is not None and result.get("sent_at") == 1.0:
     wait = result["started_at"] - result["sent_at"]
     raise SystemExit(f"DEFECT: the copy's sent_at is the job's: a queue wait of {wait / 86400 / 365.25:.0f} years")
