@@ -7,6 +7,7 @@ texts are bounded. The Celery message around the job is checked before it (fleet
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fleet import lock
@@ -48,9 +49,37 @@ MESSAGE_ONLY = ("sent_at", "rerun")
 
 
 def as_stored(job: dict[str, Any]) -> dict[str, Any]:
-    """A job without its message-only fields: what a message and the run's stored job must agree on
-    (fleet/store/begin.lua compares the same way)."""
+    """A job without its message-only fields: what a message and the run's stored job must agree on."""
     return {k: v for k, v in job.items() if k not in MESSAGE_ONLY}
+
+
+def stored_text(job: dict[str, Any]) -> str:
+    """The job as the run stores it (`fleet:run:<id>:jobs`), and as a worker re-encodes a message's
+    job to compare with it, text for text (fleet/store/begin.lua): its message-only fields left
+    out, keys sorted, Python's own JSON. Decoding then encoding gives the same text back for every
+    JSON value (floats by repr, integers of any size, NaN and Infinity, escapes), and texts that
+    differ are different values: {} is not [], 2**53 is not 2**53 + 1, 1 is not 1.0.
+    Raises TypeError or ValueError for a value JSON cannot carry."""
+    return json.dumps(as_stored(job), sort_keys=True)
+
+
+def differing_fields(stored: Any, claimed: dict[str, Any]) -> str:
+    """Why a message's job is not the stored one, for its dead letter: the top-level fields whose
+    encodings differ."""
+    if not isinstance(stored, dict):
+        return "the run's stored job cannot be read"
+    a, b = as_stored(stored), as_stored(claimed)
+    names = sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or _text(a[k]) != _text(b[k]))
+    if not names:
+        return "its encoding differs from the stored job's (stored by another version of model-fleet?)"
+    return "it differs in " + ", ".join(str(k)[:60] for k in names[:20])
+
+
+def _text(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return "\0 not JSON"
 
 
 def job_problem(job: Any) -> str | None:

@@ -27,6 +27,7 @@ pins replacing shipped ones with the same key (model, revision, weights_sha256, 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -98,7 +99,8 @@ def parse(data: dict[str, Any], source: str) -> list[dict[str, Any]]:
     for i, pin in enumerate(out):
         k = shared.key(pin)
         if k in seen:
-            raise PinsError(f"{source}: pins[{i}] has the same key as pins[{seen[k]}] ({', '.join(str(x) for x in k if x is not None)})")
+            shown = ", ".join(str(x) for x in k if x is not None)
+            raise PinsError(f"{source}: pins[{i}] has the same key as pins[{seen[k]}] ({shown})")
         seen[k] = i
     return out
 
@@ -124,8 +126,8 @@ def _parse_pin(where: str, spec: Any) -> dict[str, Any]:
     for k, v in tolerance.items():
         if k not in spec["expected"]:
             raise PinsError(f"{where}: tolerance for {k!r}, which expected does not have")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise PinsError(f"{where}: tolerance {k} must be a non-negative number, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise PinsError(f"{where}: tolerance {k} must be a finite non-negative number, got {v!r}")
     out = {"revision": None, "check": "", "source": "", "tolerance": {}, "variant": None, **spec}
     if spec.get("variant") is not None:
         out["variant"] = pinnable_variant(f"{where}: variant", spec["variant"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -22,7 +21,7 @@ from fleet.catalog import Catalog
 from fleet.collector import collector_paused
 from fleet.devices import Device
 from fleet.errors import RedisOutOfMemory, RedisUnreachable
-from fleet.jobs import MAX_LOCK
+from fleet.jobs import MAX_LOCK, stored_text
 from fleet.protocol import Job, Result, job_id, now
 from fleet.retrying import MAX_DELAY_S, retry_redis, says_out_of_memory
 from fleet.settings import RunSettings
@@ -137,7 +136,7 @@ def submit(
         "workers_at_submit": store.registry.live_workers(),
         **(extra_meta or {}),
     }
-    encoded = {j["job_id"]: json.dumps(j) for j in jobs}  # once: the run's record and the messages
+    encoded = {j["job_id"]: stored_text(dict(j)) for j in jobs}  # once: the run's record and the messages
     store.create_run(meta, jobs, encoded)
     try:
         _publish_all(store, app, run_id, jobs, encoded, expires)

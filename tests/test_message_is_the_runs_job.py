@@ -21,10 +21,13 @@ from tests.test_faults import wait_until
 from tests.test_poison import assert_still_serving, settled
 
 
-def _open_run(store: ResultStore, run_id: str, jobs: list[dict[str, Any]]) -> None:
+def _meta(run_id: str, total: int = 1) -> dict[str, Any]:
     start = time.time() - 10
-    meta = {"run_id": run_id, "started_at": start, "deadline": start + 3600, "deadline_s": 3600.0, "total": len(jobs)}
-    store.create_run(meta, jobs)  # type: ignore[arg-type]
+    return {"run_id": run_id, "started_at": start, "deadline": start + 3600, "deadline_s": 3600.0, "total": total}
+
+
+def _open_run(store: ResultStore, run_id: str, jobs: list[dict[str, Any]]) -> None:
+    store.create_run(_meta(run_id, len(jobs)), jobs)  # type: ignore[arg-type]
 
 
 def test_copies_that_are_not_the_runs_job_are_dead_lettered_and_the_real_job_runs(redis_url: str, start_worker) -> None:
@@ -61,8 +64,12 @@ def test_copies_that_are_not_the_runs_job_are_dead_lettered_and_the_real_job_run
     assert store.result_count(run_id) == 0 and not store.is_finished(run_id)
     assert raw.hgetall(keys.run(run_id, "attempts")) == {}
     assert not list(raw.scan_iter(keys.lease(run_id, "*")))
-    # The run's own message then runs the job, and its result is the run's job's.
-    app.send_task(RUN_CHECK_TASK, args=[{**job, "sent_at": time.time()}], queue="cpu")
+    # The run's own job then runs, and its result is the run's job's: even sent with a time limit
+    # of its sender's choosing (a copy pushed first with half a second would have ended the job
+    # FAILED timeout, and its reruns with it): the worker keeps the job's own limit.
+    app.send_task(
+        RUN_CHECK_TASK, args=[{**job, "sent_at": time.time()}], queue="cpu", soft_time_limit=0.5, time_limit=1
+    )
     wait_until(lambda: store.is_finished(run_id), timeout=120, what="the real job's result")
     (result,) = store.results(run_id)
     assert result["status"] in ("REAL", "SYNTHETIC"), result
@@ -87,5 +94,12 @@ def test_begin_refuses_a_copy_before_counting_anything(redis_url: str) -> None:
     with pytest.raises(NotTheRunsJob, match="it differs in family_spec"):
         store.begin_delivery(run_id, job["job_id"], claimed=nested)
     assert store.attempts(run_id) == {}
+    # Values JSON decoders may take as equal are different jobs: {} is not [], 2**53 + 1 is not 2**53.
+    for field, stored_value, copied in (("pins", [], {}), ("repeats", 2**53, 2**53 + 1)):
+        store.create_run({**_meta(f"{run_id}-{field}")}, [{**job, "run_id": f"{run_id}-{field}", field: stored_value}])
+        with pytest.raises(NotTheRunsJob, match=f"it differs in {field}"):
+            store.begin_delivery(
+                f"{run_id}-{field}", job["job_id"], claimed={**job, "run_id": f"{run_id}-{field}", field: copied}
+            )
     # The job as stored (its JSON re-read and re-encoded) is the run's job: counted.
     assert store.begin_delivery(run_id, job["job_id"], claimed=copy.deepcopy(job))[:2] == (False, 1)

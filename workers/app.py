@@ -37,13 +37,15 @@ from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, FleetError, NotTheRunsJob, UnknownJob
-from fleet.jobs import as_stored, job_problem
+from fleet.jobs import job_problem, stored_text
+from fleet.numbers import finite
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
 from fleet.redis_transport import last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
 from fleet.store.ledger import LEASE_RENEW_S, Taker, Unacked, lease_owner
+from fleet.timing import MAX_TIME_LIMIT_S, hard_time_limit
 from workers import reruns
 from workers.core import leaves_process_unclean, run_job, worker_name
 from workers.screen import ScreenMessages, consuming
@@ -82,7 +84,24 @@ class RunCheckRequest(Request):
     """A run_check delivery in the worker's main process. When the pool process running it is
     gone (it died, was replaced or timed out; Celery calls on_failure here), the job's lease
     (fleet.store.ledger) is released before Celery requeues the message, so that the redelivery
-    runs at once instead of finding the lease of a dead process and being taken as a duplicate."""
+    runs at once instead of finding the lease of a dead process and being taken as a duplicate.
+
+    Its time limits are the job's own (time_limit_s, which the worker checks against the run's
+    stored job), never the message's `timelimit` header: a copy of a job pushed with a limit of
+    half a second would otherwise end the job FAILED timeout, and its reruns with it."""
+
+    @property
+    def time_limits(self) -> tuple[float | None, float | None]:
+        args = getattr(self, "_args", None) or getattr(self, "args", None)
+        job = args[0] if isinstance(args, (list, tuple)) and args else None
+        soft = finite(job.get("time_limit_s")) if isinstance(job, dict) else None
+        if soft is None or not 0 < soft <= MAX_TIME_LIMIT_S:
+            return None, None  # refused by job_problem before anything runs
+        return hard_time_limit(soft), soft
+
+    @time_limits.setter
+    def time_limits(self, header: Any) -> None:
+        pass  # the sender's claim (Celery sets it from the header): the job's limit decides
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
         held = _lease_of(self)
@@ -180,8 +199,7 @@ def run_check(self: Task, job: Job) -> str:
     me = taker(job)
     try:  # one round trip: the delivery counted and, on the first one, the ledger's record of who took it
         _check_rerun_claim(s, job)
-        claimed = as_stored(dict(job))
-        done, delivery, taken = s.retrying(lambda: s.begin_delivery(run_id, job_id, reruns.counter(job), me, claimed))
+        done, delivery, taken = s.retrying(lambda: s.begin_delivery(run_id, job_id, reruns.counter(job), me, job))
     except UnknownJob as exc:  # a made-up job of a real run, or another job under a real job's id:
         logger.error("refused a job message: %s", exc.message)  # its result would stand for the run's job
         _dead_letter(self, s, job, f"bad job: {exc.message}")
@@ -237,9 +255,16 @@ def _whose_problem(s: ResultStore, job: Any) -> str | None:
         if not s.retrying(lambda: s.job_count(job["run_id"])):
             return None  # a run that is gone (withdrawn, pruned): the store keeps nothing for it
         return f"; {UnknownJob(job['run_id'], job['job_id']).message}"
-    if as_stored(stored) != as_stored(job):
+    if _text_or_none(stored) != _text_or_none(job):
         return "; it is not the run's job (its fields differ from the job the run stored)"
     return None if job_problem(stored) is not None else ""
+
+
+def _text_or_none(job: dict[str, Any]) -> str | None:
+    try:
+        return stored_text(job)
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_rerun_claim(s: ResultStore, job: Job) -> None:
@@ -263,7 +288,8 @@ def _rerun(task: Task, s: ResultStore, job: Job, result: Any) -> None:
     n = reruns.rerun_number(job)
     s.retrying(lambda: s.add_rerun(job["run_id"], job["job_id"], n, reruns.record(result, job)))
     _finished(s, job)
-    hard, soft = task.request.timelimit or (None, None)
+    soft = job["time_limit_s"]  # the job's own limit (RunCheckRequest.time_limits)
+    hard = hard_time_limit(soft)
     task.app.send_task(
         RUN_CHECK_TASK,
         args=[reruns.next_job(job)],

@@ -6,7 +6,7 @@
 -- script (a key of another type: its error text comes back, and the job goes on).
 -- KEYS: results, attempts, jobs[, holders, ledger, worker stats, running, lease]
 -- ARGV: job_id, counter, with_ledger ('1'/'0')[, worker, ledger field, now, stats ttl, token,
---       owner, lease ms, duplicate ledger field]
+--       owner, lease ms, duplicate ledger field], and last the message's job text or ''
 -- Returns {done, count, known, ours, ledger}: ledger 1 when recorded here, 0 when not, or the
 -- error text of a write that failed (the others were made: the caller must not make them again).
 -- With the ledger's keys, a delivery of a job without a result also takes the job's lease
@@ -14,44 +14,27 @@
 -- holds it (the key has not expired): then this delivery is a duplicate of a running one. It is not counted as a
 -- delivery, counts as ARGV[11] ("<worker>\tduplicate") in the ledger and as duplicate in the
 -- worker's stats, and {done, count, known, ours, 0, holder} comes back.
--- The last ARGV is the message's job as JSON, or '' (nothing to compare); its message-only
--- fields (sent_at, rerun) are not compared: a job the run has whose stored spec differs from it (a copy pushed
--- onto a queue with other content) counts nothing, writes nothing, and {0, 0, 1, differing
--- fields, 0} comes back.
+-- The last ARGV is the message's job as the run stores its jobs (fleet.jobs.stored_text), or ''
+-- (nothing to compare): a job the run has whose stored text differs from it (a copy pushed onto a
+-- queue with other content) counts nothing, writes nothing, and {0, 0, 1, 'differs', 0} comes back.
 local job_id, counter = ARGV[1], ARGV[2]
 local known = redis.call('EXISTS', KEYS[3])
 local stored = redis.pcall('HGET', KEYS[3], job_id)
 local ours = 1  -- jobs of another type: unknown, not refused
 if stored == false then ours = 0 end
 local claimed = ARGV[#ARGV]
--- The same text (a submit's message re-encoded as json.dumps wrote the stored job) is the fast path.
 if known == 1 and type(stored) == 'string' and claimed ~= '' and claimed ~= stored then
-  local function same(a, b)
-    if type(a) ~= type(b) then return false end
-    if type(a) ~= 'table' then return a == b end
-    for k, v in pairs(a) do if not same(v, b[k]) then return false end end
-    for k in pairs(b) do if a[k] == nil then return false end end
-    return true
-  end
-  local ok_want, want = pcall(cjson.decode, stored)
-  local ok_got, got = pcall(cjson.decode, claimed)
-  if not ok_want or type(want) ~= 'table' then return {0, 0, 1, "the run's stored job cannot be read", 0} end
-  if not ok_got or type(got) ~= 'table' then return {0, 0, 1, 'the message cannot be read', 0} end
-  local message_only = {sent_at = true, rerun = true}  -- fleet.jobs.MESSAGE_ONLY
-  local differs = {}
-  for k, v in pairs(got) do
-    if not message_only[k] and not same(v, want[k]) then differs[#differs + 1] = tostring(k) end
-  end
-  for k in pairs(want) do
-    if not message_only[k] and got[k] == nil then differs[#differs + 1] = tostring(k) end
-  end
-  if #differs > 0 then
-    table.sort(differs)
-    return {0, 0, 1, 'it differs in ' .. table.concat(differs, ', '), 0}
-  end
+  return {0, 0, 1, 'differs', 0}
 end
 local done = redis.call('HEXISTS', KEYS[1], job_id)
-local count = redis.call('HINCRBY', KEYS[2], counter, 1)
+-- A job that has its result is not delivered again: a copy pushed after it (a LOST job's, past the
+-- deadline) must not turn 'never taken' into 'taken once'.
+local count
+if done == 1 then
+  count = tonumber(redis.call('HGET', KEYS[2], counter) or '0')
+else
+  count = redis.call('HINCRBY', KEYS[2], counter, 1)
+end
 if known == 0 or ours == 0 then
   redis.call('HDEL', KEYS[2], counter)  -- the run is gone, or never had this job: no key left behind
   return {done, count, known, ours, 0}

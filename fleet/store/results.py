@@ -32,6 +32,7 @@ import redis
 
 from fleet import archive, records
 from fleet.errors import NotTheRunsJob, RedisOutOfMemory, RunNotFound, StoreCorrupt, UnknownJob
+from fleet.jobs import differing_fields, stored_text
 from fleet.protocol import SEALED, Job, Result, now
 from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
@@ -103,7 +104,7 @@ class ResultStore:
         run_id = meta["run_id"]
         pipe = self._r.pipeline(transaction=True)
         pipe.set(keys.run(run_id, "meta"), json.dumps(meta))
-        texts = encoded if encoded is not None else {j["job_id"]: json.dumps(j) for j in jobs}
+        texts = encoded if encoded is not None else {j["job_id"]: stored_text(dict(j)) for j in jobs}
         pipe.hset(keys.run(run_id, "jobs"), mapping={j["job_id"]: texts[j["job_id"]] for j in jobs})
         pipe.zadd(keys.RUNS, {run_id: meta["started_at"]})
         try:
@@ -234,17 +235,20 @@ class ResultStore:
         another live process holds it: then the delivery is a duplicate, counted as such and
         logged here, and (True, count, True) comes back: nothing to run, nothing to record.
         claimed: the message's job (a worker's delivery): unless it is the job the run stored
-        (fleet.jobs.as_stored), NotTheRunsJob is raised and nothing is counted or written."""
+        (fleet.jobs.stored_text), NotTheRunsJob is raised and nothing is counted or written."""
         script_keys = [keys.run(run_id, k) for k in ("results", "attempts", "jobs")]
         args = [job_id, counter or job_id, "0"]
         if taken_by is not None:
             ledger_keys, ledger_args = started_script(run_id, job_id, counter or job_id, taken_by)
             script_keys, args = script_keys + ledger_keys, [*args[:2], "1", *ledger_args]
-        # json.dumps as the submit wrote the stored job: an honest message's text is the same
-        args.append("" if claimed is None else json.dumps(claimed))
+        try:  # encoded as the run stored its jobs: an honest message's text is the same
+            args.append("" if claimed is None else stored_text(dict(claimed)))
+        except (TypeError, ValueError) as exc:  # a kombu-typed value (Decimal, datetime...)
+            raise NotTheRunsJob(run_id, job_id, f"it holds a value JSON cannot carry ({exc})") from None
         done, count, known, ours, ledger, *holder = self._script(_BEGIN, script_keys, args)
         if isinstance(ours, str):  # the message's job is not the one the run stored
-            raise NotTheRunsJob(run_id, job_id, ours)
+            stored = self.stored_job(run_id, job_id)
+            raise NotTheRunsJob(run_id, job_id, differing_fields(stored, dict(claimed or {})))
         if not known or not ours:  # the run is gone (withdrawn, pruned), or never had this job
             if known:
                 raise UnknownJob(run_id, job_id)
