@@ -16,6 +16,7 @@ from typing import Any
 
 from fleet.broker import make_app
 from fleet.catalog import load_catalog
+from fleet.jobs import stored_text
 from fleet.protocol import now
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys, new_run_id
@@ -35,7 +36,7 @@ def new_run(family: str = "minilm", pins: list[dict[str, Any]] | None = None, **
     started = now()
     meta = {"run_id": run_id, "started_at": started, "deadline": started + 900, "deadline_s": 900, "total": 1}
     meta |= {"families": [family], "devices": ["cpu"], "catalog": "shipped", "origin": "adv3"}
-    store.create_run(meta, [job], {job["job_id"]: json.dumps(job)})
+    store.create_run(meta, [job], {job["job_id"]: stored_text(job)})
     return job
 
 
@@ -47,7 +48,7 @@ def entry(
     task's argument as this exact JSON text instead (no sent_at added)."""
     with app.connection_for_write() as conn:
         msgs = RunMessages(app, datetime.fromtimestamp(time.time() + 900, UTC), conn.default_channel)
-        raw = msgs.task(job, text if text is not None else json.dumps(job), uuid.uuid4().hex, uuid.uuid4().hex)
+        raw = msgs.task(job, text if text is not None else stored_text(job), uuid.uuid4().hex, uuid.uuid4().hex)
     if not headers and body_job is None:
         return raw
     envelope = json.loads(raw)

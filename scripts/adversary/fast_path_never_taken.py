@@ -19,14 +19,14 @@ import json
 from _third import entry, new_run, store
 from kombu.utils.json import loads
 
-from fleet.jobs import as_stored
+from fleet.jobs import stored_text
 from fleet.store import keys
 
 job = new_run(time_limit_s=120, repeats=20)
 stored = store._r.hget(keys.run(job["run_id"], "jobs"), job["job_id"])
 envelope = json.loads(entry(job, text=stored))  # built, never pushed
 (message_job,), _, _ = loads(base64.b64decode(envelope["body"]))
-claimed = json.dumps(as_stored(dict(message_job)))  # what workers/app.py run_check sends begin.lua
+claimed = stored_text(dict(message_job))  # what fleet.store.results.begin_delivery sends begin.lua
 store.delete_run(job["run_id"])
 print("stored has rerun:", '"rerun"' in stored, "| claimed has rerun:", '"rerun"' in claimed)
 print("stored  ...", stored[-60:])
