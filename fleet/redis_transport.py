@@ -18,7 +18,9 @@ still runs (orchestrator.liveness).
 A worker sets hold_deliveries_as(its instance id): then the record that this worker start holds a
 message (fleet.redelivery) is written in the transaction in which kombu records the message as
 unacknowledged (QoS.append, one round trip kombu makes for every delivery anyway), so a held
-message never lacks its record, and no thread or round trip of its own writes it.
+message never lacks its record, and no thread or round trip of its own writes it. A record that
+cannot be written (fleet:held of another type) is logged and the message goes on: the visibility
+timeout stays its backstop.
 
 Fanout messages (remote control, events) arrive by PUBLISH, decoded by kombu (which already
 drops text that is not JSON); one whose envelope would still break kombu is dead-lettered too.
@@ -83,7 +85,12 @@ class QoS(kombu_redis.QoS):
             pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
             pipe.hset(self.unacked_key, delivery_tag, entry)
             pipe.hset(keys.HELD, delivery_tag, instance)
-            pipe.execute()
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies[:2]:  # kombu's own writes: raised, as kombu raises them
+                if isinstance(reply, Exception):
+                    raise reply
+            if isinstance(replies[2], Exception):  # fleet:held of another type: the job goes on
+                logger.warning("could not record the held message %s: %s", delivery_tag, replies[2])
             virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
 
 
