@@ -4,7 +4,7 @@ the run's accounting: the job must end with one result (not LOST, not counted tw
 MODE=child: kill -9 only the pool child (the worker's main process requeues the message).
 MODE=main:  kill -9 the whole worker (launcher, main process, pool child) and start another.
 MODE=mainonly: kill -9 the launcher and the main process only (the pool child lives on).
-MODE=main_nohold: as main, its held-delivery record removed (a record that could not be written, e.g. fleet:held of another type).
+MODE=main_nohold: as main, its held-delivery record removed (a record not written: fleet:held of another type).
 MODE=redis: restart Redis (no persistence: SHUTDOWN NOSAVE is not used; SAVE then restart) while
             the job runs, to see the result and ledger land after the restart.
 
