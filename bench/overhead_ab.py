@@ -3,7 +3,9 @@ that survives a loaded machine: each version's fleet-worker on a private Redis o
 checkout's, and the one in --before, e.g. a `git archive` of the commit before), raw Celery on a
 third, short rounds alternating raw, this, before. Per round: wall ms per job, and CPU ms per job
 of the worker (main and pool process) and its redis-server (what the machine's load does not
-inflate as much as it inflates wall time). The medians of the per-round ratios are the figures.
+inflate as much as it inflates wall time), also apart per process (`cpu_ms_per_job_by_process`:
+the Celery main process, the pool process, redis-server). The medians of the per-round ratios
+are the figures.
 
     python -m bench.overhead_ab --before DIR [--jobs 150] [--rounds 10]
 """
@@ -25,9 +27,17 @@ from orchestrator.redis_server import RedisServer
 RAW_FLAGS = ("--loglevel", "WARNING", "--without-gossip", "--without-mingle")  # as bench.overhead's
 
 
-def _tree(pid: int) -> list[psutil.Process]:
-    p = psutil.Process(pid)
-    return [p, *p.children(recursive=True)]
+ROLES = ("main", "pool", "redis")
+
+
+def _roles(pid: int, server: RedisServer) -> dict[str, list[psutil.Process]]:
+    """The worker started as pid (fleet-worker's launcher, or a Celery worker itself): its pool
+    processes (the leaves of its tree), its Celery main process (with the launcher, which waits),
+    and its redis-server."""
+    top = psutil.Process(pid)
+    tree = [top, *top.children(recursive=True)]
+    pool = [p for p in tree if not p.children()]
+    return {"main": [p for p in tree if p not in pool], "pool": pool, "redis": [_server(server)]}
 
 
 def _server(server: RedisServer) -> psutil.Process:
@@ -57,6 +67,7 @@ def main() -> None:
     this = common.ROOT
     wall: dict[str, list[float]] = {"raw": [], "this": [], "before": []}
     cpu: dict[str, list[float]] = {k: [] for k in wall}
+    by_role: dict[str, dict[str, list[float]]] = {k: {r: [] for r in ROLES} for k in wall}
     load = [round(os.getloadavg()[0], 2)]
     with (
         common.private_fleet("ab-this") as (s_this, w_this),
@@ -81,17 +92,20 @@ def main() -> None:
             fleet_round(s_this.url, 20)
             fleet_round(s_before.url, 20)
             procs = {
-                "raw": [*_tree(raw.pid), _server(s_raw)],
-                "this": [*_tree(p_this.pid), _server(s_this)],
-                "before": [*_tree(p_before.pid), _server(s_before)],
+                "raw": _roles(raw.pid, s_raw),
+                "this": _roles(p_this.pid, s_this),
+                "before": _roles(p_before.pid, s_before),
             }
             for r in range(args.rounds):
                 order = ["raw", "this", "before"] if r % 2 == 0 else ["before", "this", "raw"]
                 for k in order:
-                    c0 = _cpu(procs[k])
+                    c0 = {role: _cpu(ps) for role, ps in procs[k].items()}
                     took = raw_round(urls[k], args.jobs) if k == "raw" else fleet_round(urls[k], args.jobs)
                     wall[k].append(1000 * took / args.jobs)
-                    cpu[k].append(1000 * (_cpu(procs[k]) - c0) / args.jobs)
+                    used = {role: 1000 * (_cpu(ps) - c0[role]) / args.jobs for role, ps in procs[k].items()}
+                    cpu[k].append(sum(used.values()))
+                    for role, ms in used.items():
+                        by_role[k][role].append(ms)
         finally:
             common.ROOT = this
             raw.terminate()
@@ -109,6 +123,9 @@ def main() -> None:
             "rounds": args.rounds,
             "wall_ms_per_job_median": {k: round(statistics.median(v), 2) for k, v in wall.items()},
             "cpu_ms_per_job_median": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
+            "cpu_ms_per_job_by_process": {
+                k: {role: round(statistics.median(v), 3) for role, v in roles.items()} for k, roles in by_role.items()
+            },
             "this_over_raw": {"wall": ratio(wall["this"], wall["raw"]), "cpu": ratio(cpu["this"], cpu["raw"])},
             "before_over_raw": {"wall": ratio(wall["before"], wall["raw"]), "cpu": ratio(cpu["before"], cpu["raw"])},
             "this_over_before": {"wall": ratio(wall["this"], wall["before"]), "cpu": ratio(cpu["this"], cpu["before"])},

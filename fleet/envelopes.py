@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
+from fleet import records
 from fleet.numbers import finite
 
 MAX_TAG = 255  # kombu's delivery tags are UUIDs (36 characters)
@@ -29,15 +29,14 @@ BODY_ENCODINGS = ("base64",)  # kombu's only codec; "utf-8" (any case) or none: 
 
 def entry_problem(raw: Any) -> str | None:
     """What keeps kombu from decoding this raw queue entry (bytes from Redis), or None."""
-    if isinstance(raw, (bytes, bytearray)):
-        try:
-            raw = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError:
-            return "the queue entry is not UTF-8"
-    if not isinstance(raw, str):
+    if isinstance(raw, bytearray):
+        raw = bytes(raw)
+    if not isinstance(raw, (bytes, str)):
         return f"the queue entry must be text, got {type(raw).__name__}"
     try:
-        payload = json.loads(raw)
+        payload = records.json_loads(raw)
+    except UnicodeDecodeError:
+        return "the queue entry is not UTF-8"
     except RecursionError:
         return "the queue entry is not JSON: nested too deeply"
     except ValueError as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from fleet import lock
 from fleet.catalog import (
     CANDIDATE_KEYS,
@@ -118,10 +120,9 @@ def job_problem(job: Any) -> str | None:
         if not isinstance(entries, list) or len(entries) > MAX_LOCK:
             return f"lock must be a list of at most {MAX_LOCK} entries"
         for i, entry in enumerate(entries):
-            try:
-                lock.parse_entry(f"lock[{i}]", entry)
-            except LockError as exc:
-                return exc.message
+            problem = _lock_entry_problem(i, entry)
+            if problem:
+                return problem
     if job.get("variants") is not None:
         try:
             check_list(job["variants"], "variants")
@@ -142,6 +143,30 @@ def job_problem(job: Any) -> str | None:
         Family.from_dict(spec)
     except (TypeError, KeyError, ValueError) as exc:
         return f"family_spec is not a family: {exc}"[:300]
+    return None
+
+
+# The lock entries this process has found sound, as canonical JSON: every job of a run carries the
+# same entries (fleet.lock.for_job), checked once per process instead of once per job. An entry
+# holds only texts and objects of texts when sound, so no two values with one canonical text
+# (orjson writes NaN as null) can be told apart by the check.
+_SOUND_LOCK_ENTRIES: set[bytes] = set()
+MAX_REMEMBERED = 4096
+
+
+def _lock_entry_problem(i: int, entry: Any) -> str | None:
+    try:
+        text: bytes | None = orjson.dumps(entry, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON data orjson writes (an integer beyond 64 bits): checked each time
+        text = None
+    if text is not None and text in _SOUND_LOCK_ENTRIES:
+        return None
+    try:
+        lock.parse_entry(f"lock[{i}]", entry)
+    except LockError as exc:
+        return exc.message
+    if text is not None and len(_SOUND_LOCK_ENTRIES) < MAX_REMEMBERED:
+        _SOUND_LOCK_ENTRIES.add(text)
     return None
 
 

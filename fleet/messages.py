@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from fleet import records
 from fleet.numbers import finite
 
 MAX_BODY_BYTES = 1 << 20  # a job with 32 candidates and its pins is well under 100 KB
@@ -133,7 +134,7 @@ def body_problem(body: Any, arity: int) -> str | None:
     if size > MAX_BODY_BYTES:
         return f"the body is {size} bytes; at most {MAX_BODY_BYTES}"
     try:  # UTF-8 only: json.loads would also take UTF-16/32 bytes, which Celery then cannot decode
-        decoded = json.loads(body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body)
+        decoded = records.json_loads(bytes(body) if isinstance(body, bytearray) else body)
     except UnicodeDecodeError:
         return "the body is not UTF-8"
     except (ValueError, RecursionError) as exc:
@@ -158,12 +159,16 @@ def body_problem(body: Any, arity: int) -> str | None:
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether JSON data nests lists and objects more than limit levels deep (no recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    """Whether JSON data nests lists and objects more than limit levels deep (no recursion):
+    level by level, only the lists and objects of each (a worker screens every message with it)."""
+    level = [value] if isinstance(value, (list, dict)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for item in level:
+            below += [c for c in (item.values() if isinstance(item, dict) else item) if isinstance(c, (list, dict))]
+        level = below
     return False

@@ -134,6 +134,16 @@ def _parsed(raw: str | bytes) -> Any:
         return _NOT_PARSED
 
 
+def json_loads(raw: str | bytes) -> Any:
+    """json.loads(raw), read by orjson where orjson gives the same value (_parsed); json.loads
+    itself for the rest, raising what it raises. Bytes must be UTF-8 (json.loads would also read
+    UTF-16 and UTF-32): others raise UnicodeDecodeError."""
+    data = _parsed(raw)
+    if data is not _NOT_PARSED:
+        return data
+    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+
 def _load(raw: Any) -> tuple[Any, str | None]:
     """JSON text -> value, or why it is not JSON."""
     if isinstance(raw, StoreCorrupt):  # the key holds another Redis type (fleet.store.connection)

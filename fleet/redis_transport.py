@@ -15,6 +15,13 @@ an idle poll, about every second): last_poll(). A worker's heartbeat carries it,
 that no longer consumes (its broker connection hung) shows as stuck while its heartbeat thread
 still runs (orchestrator.liveness).
 
+A worker sets hold_deliveries_as(its instance id): then the record that this worker start holds a
+message (fleet.redelivery) is written in the transaction in which kombu records the message as
+unacknowledged (QoS.append, one round trip kombu makes for every delivery anyway), so a held
+message never lacks its record, and no thread or round trip of its own writes it. A record that
+cannot be written (fleet:held of another type) is logged and the message goes on: the visibility
+timeout stays its backstop.
+
 Fanout messages (remote control, events) arrive by PUBLISH, decoded by kombu (which already
 drops text that is not JSON); one whose envelope would still break kombu is dead-lettered too.
 """
@@ -29,16 +36,25 @@ import time
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 
 from fleet.envelopes import entry_problem, payload_problem
 from fleet.errors import FleetError
 from fleet.settings import Settings
+from fleet.store import keys
 from fleet.store.transport import DEAD_LETTER_TEXT
 from fleet.store.transport import Transport as StoreTransport
 
 SCREENED = ("BRPOP", "RPOP")  # the commands whose replies are queue entries
 logger = logging.getLogger("fleet.transport")
 _polled: dict[str, float | None] = {"at": None}  # when this process's consumer last had a BRPOP reply
+_holder: dict[str, str | None] = {"instance": None}  # the worker start whose held deliveries are recorded
+
+
+def hold_deliveries_as(instance: str | None) -> None:
+    """Record every message this process's consumer receives as held by this worker start
+    (fleet.store.keys.HELD, read by fleet.redelivery), with kombu's unacked entry; None: stop."""
+    _holder["instance"] = instance
 
 
 def last_poll() -> float | None:
@@ -54,8 +70,35 @@ def _consumer_name() -> str:
         return socket.gethostname()
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS whose record of a delivery also records who holds it (see the module's
+    docstring). Without a holder set it is kombu's own."""
+
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        instance = _holder["instance"]
+        if instance is None:
+            super().append(message, delivery_tag)  # type: ignore[no-untyped-call]
+            return
+        delivery = message.delivery_info
+        entry = json.dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+        with self.pipe_or_acquire() as pipe:  # kombu's append, with the hold in the same transaction
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+            pipe.hset(self.unacked_key, delivery_tag, entry)
+            pipe.hset(keys.HELD, delivery_tag, instance)
+            replies = pipe.execute(raise_on_error=False)
+            for reply in replies[:2]:  # kombu's own writes: raised, as kombu raises them
+                if isinstance(reply, Exception):
+                    raise reply
+            if isinstance(replies[2], Exception):  # fleet:held of another type: the job goes on
+                logger.warning("could not record the held message %s: %s", delivery_tag, replies[2])
+            virtual.QoS.append(self, message, delivery_tag)  # type: ignore[no-untyped-call]
+
+
 class Channel(kombu_redis.Channel):
-    """kombu's Redis channel whose clients screen queue entries (see the module's docstring)."""
+    """kombu's Redis channel whose clients screen queue entries and whose QoS records who holds
+    each delivery (see the module's docstring)."""
+
+    QoS = QoS
 
     def _get_client(self) -> Any:
         client: Any = super()._get_client()  # type: ignore[no-untyped-call]

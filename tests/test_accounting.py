@@ -327,8 +327,8 @@ def test_running_tokens_of_gone_workers_and_answered_jobs_are_pruned(redis_url: 
 def test_a_worker_writes_the_ledger_with_the_delivery_count_and_with_the_result(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A worker's four writes per job go in two round trips (fleet/store/begin.lua, put_result's
-    pipeline): what they record is what Ledger.started and Ledger.finished record one by one."""
+    """A worker's four writes per job go in two round trips (fleet/store/begin.lua, put_result.lua
+    with the result): what they record is what Ledger.started and Ledger.finished record one by one."""
     store, r = ResultStore(redis_url), raw_redis(redis_url)
     store.create_run({"run_id": "r", "started_at": 1.0, "deadline": 2e9, "deadline_s": 60}, [_job("a"), _job("b")])
     me = Taker("gpu", "gpu0@x", "inst-x")

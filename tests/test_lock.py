@@ -11,6 +11,10 @@ import pytest
 
 from fleet import lock, pins, witness
 from fleet.errors import CheckFailure, ErrorKind, IntegrityFailure, LockError
+from fleet.jobs import job_problem
+from fleet.settings import RunSettings
+from orchestrator.submit import plan_jobs
+from tests.test_faults import catalog_of
 
 A, B, C, D = ("a" * 64, "b" * 64, "c" * 64, "d" * 64)
 MINILM = {"model.safetensors": A, "config.json": B, "tokenizer.json": C}
@@ -148,3 +152,17 @@ def test_only_the_official_hub_is_a_witness_unless_another_endpoint_is_declared(
 
 def test_a_recorded_endpoint_has_no_credentials() -> None:
     assert witness.label("https://user:secret@mirror.example/hf/") == "https://mirror.example/hf"
+
+
+def test_a_job_carrying_a_sound_entry_seen_before_still_has_every_change_of_it_refused() -> None:
+    """A worker checks each lock entry a job carries once per process (fleet.jobs): an entry
+    found sound before is accepted at once, and any change to it is checked afresh."""
+    (job,) = plan_jobs("r", catalog_of("noop"), None, ["cpu"], RunSettings())
+    entry = job["lock"][0]
+    assert job_problem(job) is None and job_problem(job) is None  # the second time from what was seen
+    bad_digest = {**entry, "digest": "0" * 64}
+    assert "digest is not the digest of its files" in str(job_problem({**job, "lock": [bad_digest]}))
+    assert "unknown key" in str(job_problem({**job, "lock": [{**entry, "extra": "x"}]}))
+    huge = {**entry, "revision": 1 << 70}  # not JSON orjson writes: checked as it is
+    assert "revision has the wrong type" in str(job_problem({**job, "lock": [huge]}))
+    assert job_problem({**job, "lock": [dict(entry)]}) is None  # an equal entry: sound

@@ -14,11 +14,12 @@ import pytest
 from fleet.broker import make_app
 from fleet.redelivery import MAX_CHECK_GAP_S, ORPHAN_CONFIRM_S, OrphanWatch
 from fleet.settings import RunSettings
-from fleet.store import ResultStore
+from fleet.store import ResultStore, keys
 from fleet.timing import WORKER_TTL_S
 from orchestrator.redis_server import RedisServer
 from orchestrator.runs import wait
 from orchestrator.submit import submit
+from tests.helpers import raw_redis
 from tests.test_faults import catalog_of, wait_until
 
 
@@ -104,3 +105,24 @@ def test_redis_outage_longer_than_the_heartbeats_runs_each_job_once(tmp_path: Pa
         assert "fleet.run_check[" not in b.log.read_text()  # b never received a job
     finally:
         server.stop()
+
+
+def test_every_message_a_worker_holds_is_recorded_with_its_unacked_entry(redis_url: str, start_worker) -> None:
+    """The held-delivery record (fleet.redelivery reads it) is written in the transaction in
+    which kombu records the message as unacknowledged (fleet.redis_transport.QoS): whenever a
+    message is in kombu's unacked hash, its record names the worker start holding it."""
+    start_worker(redis_url, name="h1", FLEET_TEST_SLOW_S="3")
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), catalog_of("slow", n=2), None, ["cpu"], RunSettings(repeats=1))
+    instance = next(w["instance"] for w in store.registry.live_workers() if w.get("name") == "cpu@h1")
+    seen: set[str] = set()
+    while store.result_count(run_id) < 2:
+        pipe = raw_redis(redis_url).pipeline(transaction=True)  # both read at one instant
+        pipe.hkeys(keys.UNACKED)
+        pipe.hgetall(keys.HELD)
+        unacked, held = pipe.execute()
+        for tag in unacked:
+            assert held.get(tag) == instance, f"message {tag} is unacknowledged without its held record"
+            seen.add(tag)
+        time.sleep(0.05)
+    assert len(seen) == 2  # both messages were seen held while their jobs ran

@@ -8,13 +8,11 @@ initialises CUDA: models are loaded inside the task, in the pool child.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import json
 import logging
 import os
-import queue
 import socket
 import subprocess
 import threading
@@ -41,7 +39,7 @@ from fleet.jobs import job_problem, stored_text
 from fleet.numbers import finite
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
-from fleet.redis_transport import last_poll
+from fleet.redis_transport import hold_deliveries_as, last_poll
 from fleet.settings import Settings
 from fleet.store import ResultStore
 from fleet.store.ledger import LEASE_RENEW_S, Taker, Unacked, lease_owner
@@ -63,6 +61,9 @@ HEARTBEAT_S = 10.0
 # Pool children are forked from the main process and share it.
 INSTANCE = uuid.uuid4().hex
 STARTED_AT = round(time.time(), 3)  # this worker start, in its heartbeat (orchestrator.liveness)
+# Every message this worker receives is recorded as held by INSTANCE (fleet.redelivery) in the
+# transaction kombu records it as unacknowledged in (fleet.redis_transport): no round trip of its own.
+hold_deliveries_as(INSTANCE)
 # Everything imported so far lives as long as the process: keep it out of every later
 # collection. The full gc.collect() after each job (freeing the model) then scans only what
 # the job created: ~190 ms -> well under 1 ms with torch and transformers loaded.
@@ -433,47 +434,6 @@ def _lease_loop() -> None:
             continue
         except Exception as exc:  # Redis away, a key of another type: the loop goes on
             logger.warning("could not renew the leases of running jobs: %s", exc)
-
-
-class Holds:
-    """The records that this worker start holds a message (fleet.redelivery), written by a
-    thread of the main process: the message goes on to the pool at once instead of after a
-    Redis round trip (every job waited for it before). The record lands a round trip later,
-    while the job starts; all that waits meanwhile is written in one HSET. A record not written
-    (Redis away, the worker killed within that round trip) leaves the visibility timeout as the
-    backstop for the message, as before."""
-
-    def __init__(self) -> None:
-        self._tags: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
-
-    def add(self, tag: str) -> None:
-        self._tags.put(tag)
-        if self._writer is None:  # the consumer's thread only: no race to start two
-            self._writer = threading.Thread(target=self._write, name="fleet-holds", daemon=True)
-            self._writer.start()
-
-    def _write(self) -> None:
-        while True:
-            tags = [self._tags.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    tags.append(self._tags.get_nowait())
-            try:
-                store().transport.hold(INSTANCE, *tags)
-            except Exception as exc:  # Redis away, a key of another type: the writer goes on
-                logger.warning("could not record %d held message(s): %s", len(tags), exc)
-
-
-_holds = Holds()
-
-
-@signals.task_received.connect
-def _on_received(request: Any = None, **_: Any) -> None:
-    """Record that this worker start holds the message (main process, as the job starts)."""
-    tag = getattr(getattr(request, "message", None), "delivery_tag", None)
-    if tag:
-        _holds.add(str(tag))
 
 
 @signals.worker_process_init.connect

@@ -1,7 +1,7 @@
 """Who took which job, and what became of it: the worker side of a run's accounting.
 
 Workers write it when a job starts (with the delivery count, in fleet/store/begin.lua) and when it
-ends (with the result, in put_result's pipeline): no round trip of its own for a job's first delivery:
+ends (with the result, in put_result.lua): no round trip of its own for a job's first delivery:
 
 - per run, `holders` (job id -> the worker running or last running it) and `ledger`
   ("<worker>\\t<received|finished|died>" -> count): the run's report names a worker that took
@@ -90,6 +90,13 @@ def started_script(run_id: str, job_id: str, counter: str, by: Taker) -> tuple[l
     args = [by.worker, f"{by.worker}{SEP}received", str(now()), str(STATS_TTL_S), token(by.instance, run_id, job_id)]
     lease = [by.owner, str(int(LEASE_S * 1000)), f"{by.worker}{SEP}{DUPLICATE}"]
     return [*started_keys(run_id, by.queue, by.worker), keys.lease(run_id, counter)], args + lease
+
+
+def finished_script(run_id: str, job_id: str, by: Taker) -> tuple[list[str], list[str]]:
+    """The keys and arguments of count_finished's writes for fleet/store/put_result.lua (the
+    ledger's count rides with the result: one command, in the same round trip)."""
+    stats_keys = [keys.run(run_id, "ledger"), keys.worker_stats(by.worker), keys.running(by.queue)]
+    return stats_keys, [f"{by.worker}{SEP}finished", str(STATS_TTL_S), token(by.instance, run_id, job_id)]
 
 
 def count_finished(pipe: Any, run_id: str, job_id: str, by: Taker) -> None:

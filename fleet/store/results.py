@@ -38,7 +38,7 @@ from fleet.retrying import retry_redis
 from fleet.settings import Settings, redact_url
 from fleet.store import keys
 from fleet.store.connection import connect
-from fleet.store.ledger import Ledger, Taker, count_finished, started_script
+from fleet.store.ledger import Ledger, Taker, finished_script, started_script
 from fleet.store.registry import Registry
 from fleet.store.summaries import Summaries
 from fleet.store.transport import Transport
@@ -272,35 +272,22 @@ class ResultStore:
         run's late attempts instead). only_if_absent: never replace an existing result.
         Marks the run finished when it was the last. Returns whether it was written.
         finished_by: the ledger's count of a stored outcome (Ledger.finished) goes in the same
-        round trip, whatever became of the result; a ledger key of another type is logged.
+        script, whatever became of the result; a ledger key of another type is logged.
         Raises UnknownJob (nothing written) for a job id that is not one of the run's jobs."""
         run_id, job_id = result["run_id"], result["job_id"]
         script_keys = [keys.run(run_id, k) for k in ("results", "jobs", "finished", "late")]
-        args = [job_id, json.dumps(result), "1" if only_if_absent else "0", str(now()), *sealed]
-        if finished_by is None:
-            written = int(self._script(_PUT_RESULT, script_keys, args))
-        else:
-            written = self._put_and_count(script_keys, args, run_id, job_id, finished_by)
-        if written < 0:
+        ledger_args = ["", "", ""]
+        if finished_by is not None:
+            ledger_keys, ledger_args = finished_script(run_id, job_id, finished_by)
+            script_keys += ledger_keys
+        only = "1" if only_if_absent else "0"
+        args = [job_id, json.dumps(result), only, str(now()), *ledger_args, *sealed]
+        written, ledger = self._script(_PUT_RESULT, script_keys, args)
+        if ledger != 0:
+            logger.warning("could not write the ledger: %s", ledger)
+        if int(written) < 0:
             raise UnknownJob(run_id, job_id)
         return bool(written)
-
-    def _put_and_count(self, script_keys: list[str], args: list[str], run_id: str, job_id: str, by: Taker) -> int:
-        pipe = self._r.pipeline(transaction=False)
-        pipe.evalsha(_PUT_RESULT.sha, len(script_keys), *script_keys, *args)
-        count_finished(pipe, run_id, job_id, by)
-        try:
-            replies = pipe.execute(raise_on_error=False)  # errors other than WRONGTYPE raise
-        except redis.exceptions.NoScriptError:  # the ledger's writes went through: the script alone again
-            return int(self._r.eval(_PUT_RESULT.text, len(script_keys), *script_keys, *args))
-        written, ledger = replies[0], replies[1:]
-        if isinstance(written, Exception):
-            raise written
-        for reply in ledger:
-            if isinstance(reply, Exception):
-                logger.warning("could not write the ledger: %s", reply)
-                break
-        return int(written)
 
     def _script(self, script: _Script, script_keys: list[str], args: list[str]) -> Any:
         """Run a Lua script by its digest (its text sent only to a Redis that has not seen it)."""

@@ -4,7 +4,7 @@ the run's accounting: the job must end with one result (not LOST, not counted tw
 MODE=child: kill -9 only the pool child (the worker's main process requeues the message).
 MODE=main:  kill -9 the whole worker (launcher, main process, pool child) and start another.
 MODE=mainonly: kill -9 the launcher and the main process only (the pool child lives on).
-MODE=main_nohold: as main, its held-delivery record removed (killed before the Holds thread wrote).
+MODE=main_nohold: as main, its held-delivery record removed (a record not written: fleet:held of another type).
 MODE=redis: restart Redis (no persistence: SHUTDOWN NOSAVE is not used; SAVE then restart) while
             the job runs, to see the result and ledger land after the restart.
 
@@ -70,7 +70,7 @@ elif MODE in ("main", "main_nohold"):
     os.killpg(a.pid, signal.SIGKILL)
     held_at_kill = r.hgetall(held)
     print("held records at the kill:", held_at_kill)
-    if MODE == "main_nohold":  # as if killed before its Holds thread wrote: the visibility backstop
+    if MODE == "main_nohold":  # as if its record could not be written: the visibility backstop
         r.delete(held)
     b = worker("killB")
 elif MODE == "mainonly":  # the launcher and the worker's main process die; the pool child lives on
