@@ -179,6 +179,9 @@ RULES = {
     "ZambaForCausalLM": "main",  # (table) two hybrid layers, so that their shared attention block ties
     "SamModel": "main",  # the prompt encoder's grid and the vision neck follow the shrunk towers (was 60 s+ unshrunk)
     "VJEPA2ForVideoClassification": "main",  # two tubelets of frames at the shrunk crop; its predictor shrunk too
+    # rules a release other than the installed one needs (transformers 5.17; exercised below on 5.25's objects)
+    "DetrModel": "main",  # a timm backbone by name: transformers' own config of that architecture
+    "Idefics3Model": "main",  # a text config's padding token outside its vocabulary: 0
 }
 
 
@@ -189,6 +192,50 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
     detail = result["attempts"][-1]["detail"]
     assert f"inputs {RULES[cls]})" in detail, detail
     assert result["output"]["shape"][0] in (2, 8, 32) and result["metrics"]["first_inference_s"] > 0
+
+
+def test_a_timm_backbone_by_name_becomes_transformers_own() -> None:
+    """Where a config has no use_timm_backbone switch of its own (DETR-style detectors on
+    transformers 5.17: False made it ask the Hub for 'resnet50'), its default timm backbone is
+    replaced by transformers' own config of that architecture, the deepest stages as many as the
+    timm out_indices; a DETR built around it runs. Here on the installed release's DetrConfig()
+    and OmDetTurboConfig(), whose defaults are still timm backbones."""
+    import torch
+    from transformers import DetrConfig, DetrModel, OmDetTurboConfig
+
+    from workers.tiny import inputs, shrink
+
+    assert shrink._timm_default("detr", None)  # 5.25's DETR reads the switch itself: the rule does not fire
+    own = shrink._own_backbone(DetrConfig())
+    assert own.model_type == "resnet" and own.out_features == ["stage1", "stage2", "stage3", "stage4"]
+    swin = shrink._own_backbone(OmDetTurboConfig())  # swin_tiny_patch4_window7_224, out_indices [1, 2, 3]
+    assert swin.model_type == "swin" and swin.out_features == ["stage2", "stage3", "stage4"]
+    assert shrink._own_backbone(DetrConfig(use_timm_backbone=False)) is None  # already transformers' own
+    config = DetrConfig(backbone_config=own)
+    shrink._shrink(config, VARIANTS[0])
+    model = DetrModel(config).eval()
+    with torch.inference_mode():
+        out = model(**inputs.make_inputs(model, torch.device("cpu")))
+    assert out.last_hidden_state.shape == (2, config.num_queries, config.d_model)
+
+
+def test_a_text_configs_padding_token_outside_its_vocabulary_is_zero() -> None:
+    """Idefics3's and SmolVLM's default text config on transformers 5.17 names padding token
+    128002 in a vocabulary of 32000: no embedding can be built. The builder makes it 0 (on the
+    text config only: MusicGen's decoder embeds its padding token as vocab_size)."""
+    from transformers import Idefics3Config, Idefics3Model, MusicgenDecoderConfig
+
+    from workers.tiny.build import _pad_token
+
+    config = tiny_config("idefics3", VARIANTS[0])
+    config.text_config.pad_token_id = 128002
+    _pad_token(config)
+    assert config.text_config.pad_token_id == 0
+    Idefics3Model(config)  # builds (AssertionError: Padding_idx must be within num_embeddings before)
+    decoder = MusicgenDecoderConfig()
+    _pad_token(decoder)
+    assert decoder.pad_token_id == decoder.vocab_size == 2048
+    assert isinstance(config, Idefics3Config)
 
 
 def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:
