@@ -469,3 +469,35 @@ def test_adhoc_model_with_a_bad_name_is_refused_in_one_line() -> None:
             architectures.adhoc_catalog([bad])
     res = orchestrator("submit", "--model", "not a model", "--redis-url", "redis://127.0.0.1:1")
     assert res.returncode == 2 and "expected ORG/NAME" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_survey_miss_table_classes_every_miss_and_names_its_run() -> None:
+    """bench.architecture_survey --misses-md: every class that did not pass, sorted by whose
+    fault, kind and class; a child killed at the hard limit is the host's; the header names the
+    version, command, commit, start and load of the run."""
+    from bench.architecture_survey import misses_md
+
+    rows = [
+        {"class": "BertModel", "status": "SYNTHETIC", "kind": None, "fault": None},
+        {"class": "ZModel", "status": "SKIPPED", "kind": "harness_unsupported", "fault": "harness", "message": "a\nb"},
+        {"class": "BltModel", "status": "crashed", "kind": "crashed", "message": "rc -9"},
+        {"class": "AModel", "status": "FAILED", "kind": "load_error", "fault": "library", "message": "x | y"},
+    ]
+    meta = {
+        "transformers": "5.17.0",
+        "torch": "2.13.0",
+        "command": "scripts/side_transformers.sh 5.17.0 all 2",
+        "commit": "abc1234",
+        "started": "2026-12-07 11:24 UTC",
+        "procs": 2,
+        "wall_s": 2774.0,
+        "load_start": [0.9, 0.5, 0.3],
+        "load_end": [7.1, 8.3, 7.8],
+    }
+    text = misses_md(rows, meta)
+    assert text.startswith("# Architecture misses, transformers 5.17.0 (`scripts/side_transformers.sh 5.17.0 all 2`")
+    assert "(3 of 4), with whose fault it is: harness 1, library 1, host 1." in text
+    assert "at `abc1234`" in text and "load average 0.9 at its start, 7.1 at its end: 1 of 4 passed" in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and "Class" not in line]
+    assert [line.split(" | ")[0] for line in table] == ["| ZModel", "| BltModel", "| AModel"]  # harness, host, library
+    assert "| crashed | host | rc -9 |" in table[1] and table[0].endswith("| a |") and "x / y" in table[2]
