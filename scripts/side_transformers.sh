@@ -5,7 +5,8 @@
 # site-packages come first, so its transformers wins).
 #
 #   scripts/side_transformers.sh VERSION [SPEC] [PROCS]
-#   scripts/side_transformers.sh 5.17.0 all 2      # -> /tmp/arch_survey-5.17.0/all.json
+#   scripts/side_transformers.sh 5.17.0 all 2      # -> /tmp/arch_survey-5.17.0/all.json, run.json
+#   python -m bench.architecture_survey --out /tmp/arch_survey-5.17.0 --misses-md FILE   # its miss table
 #
 # It runs bench.architecture_survey (the worker's own run_job in plain processes, no Redis), so
 # the pass rate is the builder's on that release; the fleet's figures come from bench.architectures.
@@ -31,4 +32,4 @@ got="$("$SIDE/bin/python" -c 'import transformers, torch; print(transformers.__v
 echo "side venv $SIDE: transformers/torch $got" >&2
 cd "$ROOT"
 PYTHONPATH="$ROOT" "$SIDE/bin/python" -m bench.architecture_survey --spec "$SPEC" --procs "$PROCS" \
-  --out "/tmp/arch_survey-$VERSION"
+  --out "/tmp/arch_survey-$VERSION" --command "scripts/side_transformers.sh $VERSION $SPEC $PROCS"

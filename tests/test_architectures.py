@@ -179,6 +179,9 @@ RULES = {
     "ZambaForCausalLM": "main",  # (table) two hybrid layers, so that their shared attention block ties
     "SamModel": "main",  # the prompt encoder's grid and the vision neck follow the shrunk towers (was 60 s+ unshrunk)
     "VJEPA2ForVideoClassification": "main",  # two tubelets of frames at the shrunk crop; its predictor shrunk too
+    # rules a release other than the installed one needs (transformers 5.17; exercised below on 5.25's objects)
+    "DetrModel": "main",  # a timm backbone by name: transformers' own config of that architecture
+    "Idefics3Model": "main",  # a text config's padding token outside its vocabulary: 0
 }
 
 
@@ -189,6 +192,50 @@ def test_builder_rules_make_hard_classes_run(found: dict[str, Any], cls: str) ->
     detail = result["attempts"][-1]["detail"]
     assert f"inputs {RULES[cls]})" in detail, detail
     assert result["output"]["shape"][0] in (2, 8, 32) and result["metrics"]["first_inference_s"] > 0
+
+
+def test_a_timm_backbone_by_name_becomes_transformers_own() -> None:
+    """Where a config has no use_timm_backbone switch of its own (DETR-style detectors on
+    transformers 5.17: False made it ask the Hub for 'resnet50'), its default timm backbone is
+    replaced by transformers' own config of that architecture, the deepest stages as many as the
+    timm out_indices; a DETR built around it runs. Here on the installed release's DetrConfig()
+    and OmDetTurboConfig(), whose defaults are still timm backbones."""
+    import torch
+    from transformers import DetrConfig, DetrModel, OmDetTurboConfig
+
+    from workers.tiny import inputs, shrink
+
+    assert shrink._timm_default("detr", None)  # 5.25's DETR reads the switch itself: the rule does not fire
+    own = shrink._own_backbone(DetrConfig())
+    assert own.model_type == "resnet" and own.out_features == ["stage1", "stage2", "stage3", "stage4"]
+    swin = shrink._own_backbone(OmDetTurboConfig())  # swin_tiny_patch4_window7_224, out_indices [1, 2, 3]
+    assert swin.model_type == "swin" and swin.out_features == ["stage2", "stage3", "stage4"]
+    assert shrink._own_backbone(DetrConfig(use_timm_backbone=False)) is None  # already transformers' own
+    config = DetrConfig(backbone_config=own)
+    shrink._shrink(config, VARIANTS[0])
+    model = DetrModel(config).eval()
+    with torch.inference_mode():
+        out = model(**inputs.make_inputs(model, torch.device("cpu")))
+    assert out.last_hidden_state.shape == (2, config.num_queries, config.d_model)
+
+
+def test_a_text_configs_padding_token_outside_its_vocabulary_is_zero() -> None:
+    """Idefics3's and SmolVLM's default text config on transformers 5.17 names padding token
+    128002 in a vocabulary of 32000: no embedding can be built. The builder makes it 0 (on the
+    text config only: MusicGen's decoder embeds its padding token as vocab_size)."""
+    from transformers import Idefics3Config, Idefics3Model, MusicgenDecoderConfig
+
+    from workers.tiny.build import _pad_token
+
+    config = tiny_config("idefics3", VARIANTS[0])
+    config.text_config.pad_token_id = 128002
+    _pad_token(config)
+    assert config.text_config.pad_token_id == 0
+    Idefics3Model(config)  # builds (AssertionError: Padding_idx must be within num_embeddings before)
+    decoder = MusicgenDecoderConfig()
+    _pad_token(decoder)
+    assert decoder.pad_token_id == decoder.vocab_size == 2048
+    assert isinstance(config, Idefics3Config)
 
 
 def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:
@@ -422,3 +469,35 @@ def test_adhoc_model_with_a_bad_name_is_refused_in_one_line() -> None:
             architectures.adhoc_catalog([bad])
     res = orchestrator("submit", "--model", "not a model", "--redis-url", "redis://127.0.0.1:1")
     assert res.returncode == 2 and "expected ORG/NAME" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_survey_miss_table_classes_every_miss_and_names_its_run() -> None:
+    """bench.architecture_survey --misses-md: every class that did not pass, sorted by whose
+    fault, kind and class; a child killed at the hard limit is the host's; the header names the
+    version, command, commit, start and load of the run."""
+    from bench.architecture_survey import misses_md
+
+    rows = [
+        {"class": "BertModel", "status": "SYNTHETIC", "kind": None, "fault": None},
+        {"class": "ZModel", "status": "SKIPPED", "kind": "harness_unsupported", "fault": "harness", "message": "a\nb"},
+        {"class": "BltModel", "status": "crashed", "kind": "crashed", "message": "rc -9"},
+        {"class": "AModel", "status": "FAILED", "kind": "load_error", "fault": "library", "message": "x | y"},
+    ]
+    meta = {
+        "transformers": "5.17.0",
+        "torch": "2.13.0",
+        "command": "scripts/side_transformers.sh 5.17.0 all 2",
+        "commit": "abc1234",
+        "started": "2026-12-07 11:24 UTC",
+        "procs": 2,
+        "wall_s": 2774.0,
+        "load_start": [0.9, 0.5, 0.3],
+        "load_end": [7.1, 8.3, 7.8],
+    }
+    text = misses_md(rows, meta)
+    assert text.startswith("# Architecture misses, transformers 5.17.0 (`scripts/side_transformers.sh 5.17.0 all 2`")
+    assert "(3 of 4), with whose fault it is: harness 1, library 1, host 1." in text
+    assert "at `abc1234`" in text and "load average 0.9 at its start, 7.1 at its end: 1 of 4 passed" in text
+    table = [line for line in text.splitlines() if line.startswith("| ") and "Class" not in line]
+    assert [line.split(" | ")[0] for line in table] == ["| ZModel", "| BltModel", "| AModel"]  # harness, host, library
+    assert "| crashed | host | rc -9 |" in table[1] and table[0].endswith("| a |") and "x / y" in table[2]

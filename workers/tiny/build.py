@@ -142,10 +142,17 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
 
 def _pad_token(config: Any) -> None:
     """Batches of 2 need a padding token: 0 where the config or its text config leaves it unset
-    (a classifier of a multimodal model reads its text config's)."""
-    for cfg in (config, getattr(config, "text_config", None)):
+    (a classifier of a multimodal model reads its text config's), and where a text config names
+    one outside its vocabulary (Idefics3's and SmolVLM's default Llama text config: 128002 of
+    32000, an embedding that cannot be built; a top-level one is left alone: MusicGen's decoder
+    embeds its padding token as vocab_size)."""
+    text: Any = getattr(config, "text_config", None)
+    for cfg in (config, text):
         if cfg is not None and getattr(cfg, "pad_token_id", 0) is None:
             cfg.pad_token_id = 0
+    pad, vocab = getattr(text, "pad_token_id", None), getattr(text, "vocab_size", None)
+    if type(pad) is int and type(vocab) is int and not 0 <= pad < vocab:
+        text.pad_token_id = 0
 
 
 def _run_plans(model: Any, device: torch.device, task: str, inputs: dict[str, Any] | None = None) -> Exception | None:

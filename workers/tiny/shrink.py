@@ -483,16 +483,21 @@ def _prefixed_towers(config: Any, values: dict[str, Any]) -> None:
                 setattr(config, name, values[key])
 
 
-def default_config(model_type: str, config_class: Any = None) -> Any:
+def default_config(model_type: str, config_class: Any = None, overrides: dict[str, Any] | None = None) -> Any:
     """The class's own default config (with the CONSTRUCT arguments it cannot be built without)."""
     from transformers import AutoConfig
 
-    overrides = copy.deepcopy(CONSTRUCT.get(model_type, {}))
+    overrides = overrides if overrides is not None else copy.deepcopy(CONSTRUCT.get(model_type, {}))
     if _timm_default(model_type, config_class):
         overrides.setdefault("use_timm_backbone", False)
     if config_class is not None and getattr(config_class, "model_type", None) == model_type:
-        return config_class(**overrides)
-    return AutoConfig.for_model(model_type, **overrides)
+        config = config_class(**overrides)
+    else:
+        config = AutoConfig.for_model(model_type, **overrides)
+    own = _own_backbone(config)
+    if own is not None:  # built again around it: what the config derives from its backbone follows
+        return default_config(model_type, config_class, {**overrides, "backbone_config": own})
+    return config
 
 
 @functools.cache
@@ -505,9 +510,34 @@ def _timm_default(model_type: str, config_class: Any) -> bool:
     cls = config_class if getattr(config_class, "model_type", None) == model_type else None
     try:
         cls = cls or CONFIG_MAPPING[model_type]
-        return "use_timm_backbone" in inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+        # the config reads the switch itself; where only its docstring names it (transformers'
+        # shared backbone helper reads it), False makes it ask the Hub for its backbone's config
+        return '"use_timm_backbone"' in inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
     except (KeyError, OSError, TypeError):
         return False
+
+
+def _own_backbone(config: Any) -> Any:
+    """For a default config whose backbone is a timm one by name (DETR-style detectors whose
+    config has no use_timm_backbone switch of its own; timm is not installed), transformers' own
+    config of that architecture: the longest model type the timm name starts with (resnet50:
+    resnet), its deepest stages as many as the timm config's out_indices. None otherwise."""
+    from transformers import CONFIG_MAPPING
+
+    timm = getattr(config, "backbone_config", None)
+    name = str(getattr(timm, "backbone", "") or "")
+    if getattr(timm, "model_type", None) != "timm_backbone" or not name:
+        return None
+    types = sorted((t for t in CONFIG_MAPPING if name.startswith(t) and t != "timm_backbone"), key=len)
+    if not types:
+        return None
+    own: Any = CONFIG_MAPPING[types[-1]]
+    try:
+        stages = list(getattr(own(), "stage_names", None) or ())[1:]  # the stem is no stage
+        count = len(getattr(timm, "out_indices", None) or ())
+        return own(out_features=stages[-count:]) if 0 < count <= len(stages) else own()
+    except (AttributeError, ValueError, TypeError):
+        return None
 
 
 def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
