@@ -13,6 +13,7 @@ from workers.tiny import SEED, Unsupported
 
 BATCH, SEQ = 2, 8
 WAVEFORM = 1600  # samples of a waveform input
+MEL_FRAMES = 64  # mel frames of a features input laid out time first
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -109,7 +110,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             ("future_time_features", None),
         )
         for name, sub in pairs:
-            if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
+            if name in params and name not in inputs and (sub is None or _has_tower(config, name, sub)):
                 inputs[name] = maker.kinds[name]()
         for name in DOCUMENTED_PAIRS:
             if name in params and name not in inputs and (made := maker.documented(name)) is not None:
@@ -134,6 +135,18 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     if plan == CHANNELS_LAST:
         inputs.update(maker.per_codebook(inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+# Where a model with one config keeps its image tower's settings instead of a vision_config (ViLT).
+IMAGE_TOWERS = ("image_size",)
+
+
+def _has_tower(config: Any, name: str, sub: str) -> bool:
+    """The config describes the tower that reads this input: its sub-config, or for images the
+    image settings of a single config (ViLT, TVP)."""
+    if getattr(config, sub, None) is not None:
+        return True
+    return name == "pixel_values" and any(getattr(config, key, None) is not None for key in IMAGE_TOWERS)
 
 
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
@@ -176,6 +189,9 @@ class _Maker:
             "inputs": self.perceiver,
             "input_features_mask": self.features_mask,
             "classes_structure": lambda: torch.ones(BATCH, dtype=torch.long),  # class names per image (one each)
+            # Gemma 3n's audio encoder: mel frames time first, and a mask True where a frame is padding
+            "audio_mel": lambda: torch.randn(BATCH, MEL_FRAMES, self._bins(), generator=self.g),
+            "audio_mel_mask": lambda: torch.zeros(BATCH, MEL_FRAMES, dtype=torch.bool),
         }
 
     def required(self, name: str, inputs: dict[str, Any]) -> Any:
@@ -285,9 +301,12 @@ class _Maker:
         hop = _hop_length(self.config)
         return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
 
+    def _bins(self) -> int:
+        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel", "input_feat_size")
+        return int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
+
     def features(self) -> torch.Tensor:
-        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel")
-        bins = int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
+        bins = self._bins()
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
             stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
             bins = int(stacked or _stacked_bins(self.model, bins))
