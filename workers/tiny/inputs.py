@@ -88,6 +88,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.naflex())
     elif main == "pixel_values" and "pixel_position_ids" in params:
         inputs.update(maker.positioned())
+    elif main == "pixel_values" and "target_sizes" in params:
+        inputs.update(maker.strip())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
     elif (made := maker.documented(main)) is not None:
@@ -351,6 +353,17 @@ class _Maker:
             "pixel_values": torch.rand(BATCH, side * side, channels * patch * patch, generator=self.g),
             "pixel_position_ids": positions.unsqueeze(0).expand(BATCH, -1, -1).clone(),
         }
+
+    def strip(self) -> dict[str, torch.Tensor]:
+        """NaViT-style packing (MiniCPM-V's vision towers): every image's patches side by side in
+        one strip one patch high, (1, channels, patch, patches x patch), with each image's
+        (rows, columns) of patches in target_sizes."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        side = max(_size(getattr(config, "image_size", 32) or 32) // patch, 1)
+        pixels = torch.randn(1, channels, patch, BATCH * side * side * patch, generator=self.g)
+        return {"pixel_values": pixels, "target_sizes": torch.tensor([[side, side]] * BATCH)}
 
     def placeholders(self, inputs: dict[str, Any], params: Any) -> dict[str, torch.Tensor]:
         """Placeholder tokens ahead of the text, one per image feature: the config's image token
