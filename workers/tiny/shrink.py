@@ -520,4 +520,7 @@ def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: 
 
 
 def width(config: Any) -> int:
-    return max(int(getattr(config, k, 0) or 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"))
+    """The model width: its largest width key (a per-stage list of widths counts by its last,
+    widest stage: Florence-2's DaViT embed_dim)."""
+    values = [getattr(config, k, 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")]
+    return max(int((v[-1] if isinstance(v, (list, tuple)) and v else v) or 0) for v in values)
