@@ -277,6 +277,24 @@ def _layer_ids(config: Any) -> None:
                 pass
 
 
+LAYER_COUNT = re.compile(r"^num_\w+_layers$")
+
+
+def _whole_depth(config: Any, old: Any, values: dict[str, Any]) -> None:
+    """A count of layers of one kind that the default sets to the whole depth (Gemma 4's
+    assistant shares the KV cache of all its layers: num_kv_shared_layers = num_hidden_layers)
+    follows the shrunk depth."""
+    new = getattr(config, "num_hidden_layers", None)
+    if type(old) is not int or type(new) is not int or new == old:
+        return
+    for key, value in list(vars(config).items()):
+        if LAYER_COUNT.match(key) and key not in values and type(value) is int and value == old:
+            try:
+                setattr(config, key, new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 def _patch_widths(config: Any, patch: Any) -> None:
     """Widths the config derived from the patch size when it was built (RADIO's patch_dim =
     channels x patch x patch, video_patch_dim = frames x that) follow the shrunk patch."""
@@ -355,6 +373,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _video_clip(config, values)
     _prefixed_towers(config, values)
     _layer_ids(config)
+    _whole_depth(config, depths.get("num_hidden_layers"), values)
     _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
