@@ -67,6 +67,7 @@ SECONDARY: dict[str, Any] = {
     "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
     **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
     "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
+    "num_layers_per_stack": 1,  # HRM: one layer per stack; its depth counts stacks x cycles (_stacked_depth)
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
     "linear_num_value_heads": 4,
@@ -295,6 +296,17 @@ def _whole_depth(config: Any, old: Any, values: dict[str, Any]) -> None:
                 pass
 
 
+def _stacked_depth(config: Any, old: Any, stack: Any) -> None:
+    """A depth the default derives from its stacks (HRM: num_hidden_layers = num_layers_per_stack
+    x H_cycles x (L_cycles + 1), its cache's slots) keeps that many stacks of the shrunk stack."""
+    new = getattr(config, "num_layers_per_stack", None)
+    if type(old) is int and type(stack) is int and type(new) is int and stack > new and old % stack == 0:
+        try:
+            config.num_hidden_layers = old // stack * new
+        except (AttributeError, ValueError, TypeError):
+            pass
+
+
 def _patch_widths(config: Any, patch: Any) -> None:
     """Widths the config derived from the patch size when it was built (RADIO's patch_dim =
     channels x patch x patch, video_patch_dim = frames x that) follow the shrunk patch."""
@@ -345,6 +357,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
     before = {k: v for k, v in vars(config).items() if k in MULTIPLES}
     patch = getattr(config, "patch_size", None)
+    stack = getattr(config, "num_layers_per_stack", None)
     grid = _grid(config)
     for key, value in values.items():
         current = getattr(config, key, None)
@@ -374,6 +387,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _prefixed_towers(config, values)
     _layer_ids(config)
     _whole_depth(config, depths.get("num_hidden_layers"), values)
+    _stacked_depth(config, depths.get("num_hidden_layers"), stack)
     _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
