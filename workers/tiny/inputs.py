@@ -299,9 +299,13 @@ class _Maker:
 
     def _samples(self) -> int:
         """1600 samples, or four hops of a codec whose hop is longer than half of that (PE Audio's
-        DAC encoder: 1920 samples per frame)."""
+        DAC encoder: 1920 samples per frame); rounded up to whole tokens where the config counts
+        samples per token (MuseSpark)."""
         hop = _hop_length(self.config)
-        return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
+        if 2 * hop > WAVEFORM:
+            return 4 * hop
+        token = _get(self.config, "samples_per_token")  # MuseSpark's audio tokens: whole ones only
+        return -(-WAVEFORM // token) * token if type(token) is int and token > 0 else WAVEFORM
 
     def _bins(self) -> int:
         keys = ("num_mel_bins", "feature_size", "input_feat_per_channel", "input_feat_size")
