@@ -14,7 +14,7 @@ from fleet.errors import CheckFailure
 from workers.checks import task_gates
 from workers.checks.base import Bundle, Check, float_tensors, invalid, require_finite, sample
 from workers.tiny import SEED, Unsupported
-from workers.tiny.inputs import BATCH, leading_sizes, make_inputs
+from workers.tiny.inputs import BATCH, generate_inputs, leading_sizes, make_inputs
 from workers.tiny.tasks import task_of_class
 
 NEW_TOKENS = 3
@@ -109,7 +109,8 @@ class GenerateCheck(ForwardCheck):
             # a decoder-only model may read it too (MusicGen pads its codebooks' delay pattern with it)
             kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
         gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
-        return {**gen_inputs, **kwargs}
+        device = next(v.device for v in inputs.values() if isinstance(v, torch.Tensor))
+        return {**(generate_inputs(model, device) or gen_inputs), **kwargs}
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         out = super().validate(bundle, inputs, first, repeat)

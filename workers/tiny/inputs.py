@@ -151,6 +151,29 @@ def _has_tower(config: Any, name: str, sub: str) -> bool:
     return name == "pixel_values" and any(getattr(config, key, None) is not None for key in IMAGE_TOWERS)
 
 
+# How a model's own generate() reads an input from its keyword arguments.
+KWARGS_READ = re.compile(r"""kwargs(?:\.get\(|\.pop\(|\[)\s*["'](\w+)["']""")
+
+
+def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
+    """The inputs a model's own generate() reads by name that its forward does not take, made as
+    the harness makes that kind (Kyutai speech-to-text generates from `input_values`, the audio
+    its codec encodes, while its forward takes the codes): generate gets those instead."""
+    from transformers import GenerationMixin
+
+    generate = getattr(type(model), "generate", None)
+    if generate is None or generate is GenerationMixin.generate:
+        return {}
+    try:
+        source = inspect.getsource(generate)
+    except (OSError, TypeError):
+        return {}
+    params = inspect.signature(model.forward).parameters
+    maker = _Maker(model, torch.Generator().manual_seed(SEED), str(getattr(model, "fleet_inputs", PLANS[0])))
+    names = dict.fromkeys(KWARGS_READ.findall(source))
+    return {n: maker.kinds[n]().to(device) for n in names if n not in params and n in maker.kinds}
+
+
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
     """The model's main input; a class that inherits the default (input_ids) but whose forward
     does not take it (a vision tower of a multimodal model) is fed by its first required input."""
@@ -469,13 +492,14 @@ class _Maker:
 
 
 def _hop_length(config: Any, depth: int = 0) -> int:
-    """The longest hop_length the config or its sub-configs name (0 when none)."""
+    """The longest hop_length (or codec frame) the config or its sub-configs name (0 when none)."""
     from transformers import PretrainedConfig
 
-    hops = [int(getattr(config, "hop_length", 0) or 0)]
+    # frame_size: a codec's samples per frame (Mimi: Kyutai speech-to-text's codec)
+    hops = [v for v in (getattr(config, k, 0) for k in ("hop_length", "frame_size")) if type(v) is int]
     if depth < 2:
         hops += [_hop_length(v, depth + 1) for v in vars(config).values() if isinstance(v, PretrainedConfig)]
-    return max(hops)
+    return max(hops, default=0)
 
 
 STACKED = 7  # frames a speech encoder may take side by side (FunASR stacks 7; Nemotron 3 projects 8 x 128 from one)
