@@ -168,10 +168,10 @@ def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
         source = inspect.getsource(generate)
     except (OSError, TypeError):
         return {}
-    params = inspect.signature(model.forward).parameters
+    taken = {*inspect.signature(model.forward).parameters, *inspect.signature(GenerationMixin.generate).parameters}
     maker = _Maker(model, torch.Generator().manual_seed(SEED), str(getattr(model, "fleet_inputs", PLANS[0])))
-    names = dict.fromkeys(KWARGS_READ.findall(source))
-    return {n: maker.kinds[n]().to(device) for n in names if n not in params and n in maker.kinds}
+    names = dict.fromkeys(KWARGS_READ.findall(source))  # generate's own `inputs` is no input of the model's
+    return {n: maker.kinds[n]().to(device) for n in names if n not in taken and n in maker.kinds}
 
 
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
