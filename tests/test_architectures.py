@@ -181,6 +181,7 @@ RULES = {
     "VJEPA2ForVideoClassification": "main",  # two tubelets of frames at the shrunk crop; its predictor shrunk too
     "MusicgenForCausalLM": "main",  # generate says num_return_sequences and a decoder start token (its delay pattern)
     "ViltModel": "paired",  # an image beside the text where a single config names the image size
+    "UdopModel": "paired",  # the same rule: the image beside the text and its layout boxes
     "Gemma3nAudioEncoder": "main",  # audio_mel: mel frames time first with the config's input_feat_size bins
     "Florence2Model": "main",  # a per-stage list of widths (DaViT's embed_dim) counts by its widest stage
     "HrmTextForCausalLM": "main",  # one layer per stack; the depth (cache slots) keeps stacks x cycles
