@@ -145,7 +145,7 @@ IMAGE_TOWERS = ("image_size",)
 
 def _has_tower(config: Any, name: str, sub: str) -> bool:
     """The config describes the tower that reads this input: its sub-config, or for images the
-    image settings of a single config (ViLT, TVP)."""
+    image settings of a single config (ViLT, UDOP)."""
     if getattr(config, sub, None) is not None:
         return True
     return name == "pixel_values" and any(getattr(config, key, None) is not None for key in IMAGE_TOWERS)
