@@ -182,6 +182,14 @@ RULES = {
     # rules a release other than the installed one needs (transformers 5.17; exercised below on 5.25's objects)
     "DetrModel": "main",  # a timm backbone by name: transformers' own config of that architecture
     "Idefics3Model": "main",  # a text config's padding token outside its vocabulary: 0
+    "MusicgenForCausalLM": "main",  # generate says num_return_sequences and a decoder start token (its delay pattern)
+    "ViltModel": "paired",  # an image beside the text where a single config names the image size
+    "UdopModel": "paired",  # the same rule: the image beside the text and its layout boxes
+    "Gemma3nAudioEncoder": "main",  # audio_mel: mel frames time first with the config's input_feat_size bins
+    "Florence2Model": "main",  # a per-stage list of widths (DaViT's embed_dim) counts by its widest stage
+    "HrmTextForCausalLM": "main",  # one layer per stack; the depth (cache slots) keeps stacks x cycles
+    "MuseSparkAudioModel": "main",  # a waveform of whole tokens (samples_per_token)
+    "KyutaiSpeechToTextForConditionalGeneration": "channels_last",  # generate gets the audio its own generate reads
 }
 
 
@@ -236,6 +244,52 @@ def test_a_text_configs_padding_token_outside_its_vocabulary_is_zero() -> None:
     _pad_token(decoder)
     assert decoder.pad_token_id == decoder.vocab_size == 2048
     assert isinstance(config, Idefics3Config)
+
+
+# Vision towers whose output packs every image into one sequence, (1, patches, width): the check
+# takes it as the batch's (Pixtral); MiniCPM-V's towers are fed the patches so (a strip of patches
+# one patch high with each image's grid in target_sizes).
+PACKED = {"PixtralVisionModel": "main", "MiniCPMOcrVisionModel": "main"}
+
+
+@pytest.mark.parametrize("cls", sorted(PACKED))
+def test_packed_vision_towers_run_and_their_output_is_the_batchs(found: dict[str, Any], cls: str) -> None:
+    result = run_job(_job(found, cls))
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    assert f"inputs {PACKED[cls]})" in result["attempts"][-1]["detail"]
+    shape = result["output"]["shape"]
+    assert shape[0] == 1 and shape[1] % 2 == 0 and result["output"]["output_name"] == "last_hidden_state"
+
+
+def test_a_model_that_samples_in_forward_is_seeded_per_pass() -> None:
+    """VITS draws its durations' noise in forward: two passes of the check on the same inputs
+    give the same waveform (each pass seeded, as its inputs are), which the check validates."""
+    import torch
+
+    from workers.checks.base import Bundle
+    from workers.checks.forward import for_architecture
+    from workers.tiny import build, inputs
+
+    cls, _ = build.class_info("VitsModel")
+    model = cls(tiny_config("vits", VARIANTS[0], cls.config_class)).eval()
+    bundle = Bundle(model=model, name="t", source="synthetic", revision="r", architecture="VitsModel", task="base")
+    check = for_architecture("VitsModel")
+    made = inputs.make_inputs(model, torch.device("cpu"))
+    with torch.inference_mode():
+        first, repeat = check.infer(bundle, made), check.infer(bundle, made)
+        out = check.validate(bundle, made, first, repeat)
+    assert out["output_name"] == "waveform" and out["shape"][0] == 2
+
+
+def test_a_layer_count_of_the_whole_depth_follows_the_shrunk_depth() -> None:
+    """Gemma 4's assistant shares the KV cache of all its layers: its count of shared layers
+    follows the shrunk depth (left at 30 of 2 layers, the config refused to build)."""
+    from workers.tiny import build
+
+    cls, _ = build.class_info("Gemma4UnifiedAssistantForCausalLM")
+    text = tiny_config(cls.config_class.model_type, VARIANTS[0], cls.config_class).text_config
+    assert text.num_kv_shared_layers == text.num_hidden_layers == 2
+    assert default_config(cls.config_class.model_type, cls.config_class).text_config.num_kv_shared_layers == 30
 
 
 def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:

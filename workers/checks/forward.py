@@ -13,8 +13,8 @@ import torch
 from fleet.errors import CheckFailure
 from workers.checks import task_gates
 from workers.checks.base import Bundle, Check, float_tensors, invalid, require_finite, sample
-from workers.tiny import Unsupported
-from workers.tiny.inputs import BATCH, leading_sizes, make_inputs
+from workers.tiny import SEED, Unsupported
+from workers.tiny.inputs import BATCH, generate_inputs, leading_sizes, make_inputs
 from workers.tiny.tasks import task_of_class
 
 NEW_TOKENS = 3
@@ -40,6 +40,9 @@ class ForwardCheck(Check):
             raise Unsupported(f"inputs for {bundle.architecture}: {type(exc).__name__}: {exc}") from None
 
     def infer(self, bundle: Bundle, inputs: dict[str, Any]) -> Any:
+        # seeded like the inputs: a model that samples in forward (VITS: its durations' noise) gives
+        # the same output for the same inputs, as with a seed set by its user
+        torch.manual_seed(SEED)
         try:
             return bundle.model(**inputs)
         except TypeError as exc:  # the harness did not give forward() the arguments it takes
@@ -54,7 +57,7 @@ class ForwardCheck(Check):
         name, t = a[0]
         require_finite(name, t)
         leading = leading_sizes(bundle.model.config, inputs)
-        if t.dim() == 0 or t.shape[0] not in leading:
+        if t.dim() == 0 or (t.shape[0] not in leading and not _packed(name, t)):
             raise invalid(
                 f"{name} has shape {list(t.shape)}, expected {' or '.join(map(str, sorted(leading)))} first",
                 shape=list(t.shape),
@@ -79,6 +82,16 @@ class ForwardCheck(Check):
         return float(BATCH)
 
 
+def _packed(name: str, t: torch.Tensor) -> bool:
+    """Hidden states of every batch item packed into one sequence, split evenly over the batch:
+    (1, tokens, width) (Pixtral's vision tower: all images' patches) or (tokens, width)
+    (Qwen3-ASR's encoder: all clips' frames)."""
+    if name != "last_hidden_state":
+        return False
+    tokens = int(t.shape[1]) if t.dim() == 3 and t.shape[0] == 1 else int(t.shape[0]) if t.dim() == 2 else 0
+    return tokens >= BATCH and tokens % BATCH == 0
+
+
 class GenerateCheck(ForwardCheck):
     name = "generate"
     auto_class = "AutoModel"
@@ -89,12 +102,15 @@ class GenerateCheck(ForwardCheck):
         if not model.can_generate():
             return None
         kwargs: dict[str, Any] = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "do_sample": False}
+        kwargs["num_return_sequences"] = 1  # said, not left to a model's own generate (MusicGen reads it unset: None)
         kwargs["pad_token_id"] = model.generation_config.pad_token_id or 0
         kwargs["eos_token_id"] = None
-        if model.config.is_encoder_decoder and model.generation_config.decoder_start_token_id is None:
+        if model.generation_config.decoder_start_token_id is None:
+            # a decoder-only model may read it too (MusicGen pads its codebooks' delay pattern with it)
             kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
         gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
-        return {**gen_inputs, **kwargs}
+        device = next(v.device for v in inputs.values() if isinstance(v, torch.Tensor))
+        return {**(generate_inputs(model, device) or gen_inputs), **kwargs}
 
     def validate(self, bundle: Bundle, inputs: dict[str, Any], first: Any, repeat: Any) -> dict[str, Any]:
         out = super().validate(bundle, inputs, first, repeat)

@@ -13,6 +13,7 @@ from workers.tiny import SEED, Unsupported
 
 BATCH, SEQ = 2, 8
 WAVEFORM = 1600  # samples of a waveform input
+MEL_FRAMES = 64  # mel frames of a features input laid out time first
 
 
 def _get(config: Any, *keys: str, default: Any = None) -> Any:
@@ -87,6 +88,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.naflex())
     elif main == "pixel_values" and "pixel_position_ids" in params:
         inputs.update(maker.positioned())
+    elif main == "pixel_values" and "target_sizes" in params:
+        inputs.update(maker.strip())
     elif main in maker.kinds:
         inputs[main] = maker.kinds[main]()
     elif (made := maker.documented(main)) is not None:
@@ -109,7 +112,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             ("future_time_features", None),
         )
         for name, sub in pairs:
-            if name in params and name not in inputs and (sub is None or getattr(config, sub, None) is not None):
+            if name in params and name not in inputs and (sub is None or _has_tower(config, name, sub)):
                 inputs[name] = maker.kinds[name]()
         for name in DOCUMENTED_PAIRS:
             if name in params and name not in inputs and (made := maker.documented(name)) is not None:
@@ -134,6 +137,41 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     if plan == CHANNELS_LAST:
         inputs.update(maker.per_codebook(inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+# Where a model with one config keeps its image tower's settings instead of a vision_config (ViLT).
+IMAGE_TOWERS = ("image_size",)
+
+
+def _has_tower(config: Any, name: str, sub: str) -> bool:
+    """The config describes the tower that reads this input: its sub-config, or for images the
+    image settings of a single config (ViLT, UDOP)."""
+    if getattr(config, sub, None) is not None:
+        return True
+    return name == "pixel_values" and any(getattr(config, key, None) is not None for key in IMAGE_TOWERS)
+
+
+# How a model's own generate() reads an input from its keyword arguments.
+KWARGS_READ = re.compile(r"""kwargs(?:\.get\(|\.pop\(|\[)\s*["'](\w+)["']""")
+
+
+def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
+    """The inputs a model's own generate() reads by name that its forward does not take, made as
+    the harness makes that kind (Kyutai speech-to-text generates from `input_values`, the audio
+    its codec encodes, while its forward takes the codes): generate gets those instead."""
+    from transformers import GenerationMixin
+
+    generate = getattr(type(model), "generate", None)
+    if generate is None or generate is GenerationMixin.generate:
+        return {}
+    try:
+        source = inspect.getsource(generate)
+    except (OSError, TypeError):
+        return {}
+    taken = {*inspect.signature(model.forward).parameters, *inspect.signature(GenerationMixin.generate).parameters}
+    maker = _Maker(model, torch.Generator().manual_seed(SEED), str(getattr(model, "fleet_inputs", PLANS[0])))
+    names = dict.fromkeys(KWARGS_READ.findall(source))  # generate's own `inputs` is no input of the model's
+    return {n: maker.kinds[n]().to(device) for n in names if n not in taken and n in maker.kinds}
 
 
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
@@ -176,6 +214,9 @@ class _Maker:
             "inputs": self.perceiver,
             "input_features_mask": self.features_mask,
             "classes_structure": lambda: torch.ones(BATCH, dtype=torch.long),  # class names per image (one each)
+            # Gemma 3n's audio encoder: mel frames time first, and a mask True where a frame is padding
+            "audio_mel": lambda: torch.randn(BATCH, MEL_FRAMES, self._bins(), generator=self.g),
+            "audio_mel_mask": lambda: torch.zeros(BATCH, MEL_FRAMES, dtype=torch.bool),
         }
 
     def required(self, name: str, inputs: dict[str, Any]) -> Any:
@@ -281,13 +322,20 @@ class _Maker:
 
     def _samples(self) -> int:
         """1600 samples, or four hops of a codec whose hop is longer than half of that (PE Audio's
-        DAC encoder: 1920 samples per frame)."""
+        DAC encoder: 1920 samples per frame); rounded up to whole tokens where the config counts
+        samples per token (MuseSpark)."""
         hop = _hop_length(self.config)
-        return 4 * hop if 2 * hop > WAVEFORM else WAVEFORM
+        if 2 * hop > WAVEFORM:
+            return 4 * hop
+        token = _get(self.config, "samples_per_token")  # MuseSpark's audio tokens: whole ones only
+        return -(-WAVEFORM // token) * token if type(token) is int and token > 0 else WAVEFORM
+
+    def _bins(self) -> int:
+        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel", "input_feat_size")
+        return int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
 
     def features(self) -> torch.Tensor:
-        keys = ("num_mel_bins", "feature_size", "input_feat_per_channel")
-        bins = int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
+        bins = self._bins()
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
             stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
             bins = int(stacked or _stacked_bins(self.model, bins))
@@ -332,6 +380,17 @@ class _Maker:
             "pixel_values": torch.rand(BATCH, side * side, channels * patch * patch, generator=self.g),
             "pixel_position_ids": positions.unsqueeze(0).expand(BATCH, -1, -1).clone(),
         }
+
+    def strip(self) -> dict[str, torch.Tensor]:
+        """NaViT-style packing (MiniCPM-V's vision towers): every image's patches side by side in
+        one strip one patch high, (1, channels, patch, patches x patch), with each image's
+        (rows, columns) of patches in target_sizes."""
+        config = _sub(self.config, "vision_config")
+        patch = int(getattr(config, "patch_size", 8) or 8)
+        channels = int(getattr(config, "num_channels", 3) or 3)
+        side = max(_size(getattr(config, "image_size", 32) or 32) // patch, 1)
+        pixels = torch.randn(1, channels, patch, BATCH * side * side * patch, generator=self.g)
+        return {"pixel_values": pixels, "target_sizes": torch.tensor([[side, side]] * BATCH)}
 
     def placeholders(self, inputs: dict[str, Any], params: Any) -> dict[str, torch.Tensor]:
         """Placeholder tokens ahead of the text, one per image feature: the config's image token
@@ -433,13 +492,14 @@ class _Maker:
 
 
 def _hop_length(config: Any, depth: int = 0) -> int:
-    """The longest hop_length the config or its sub-configs name (0 when none)."""
+    """The longest hop_length (or codec frame) the config or its sub-configs name (0 when none)."""
     from transformers import PretrainedConfig
 
-    hops = [int(getattr(config, "hop_length", 0) or 0)]
+    # frame_size: a codec's samples per frame (Mimi: Kyutai speech-to-text's codec)
+    hops = [v for v in (getattr(config, k, 0) for k in ("hop_length", "frame_size")) if type(v) is int]
     if depth < 2:
         hops += [_hop_length(v, depth + 1) for v in vars(config).values() if isinstance(v, PretrainedConfig)]
-    return max(hops)
+    return max(hops, default=0)
 
 
 STACKED = 7  # frames a speech encoder may take side by side (FunASR stacks 7; Nemotron 3 projects 8 x 128 from one)

@@ -67,6 +67,7 @@ SECONDARY: dict[str, Any] = {
     "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
     **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
     "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
+    "num_layers_per_stack": 1,  # HRM: one layer per stack; its depth counts stacks x cycles (_stacked_depth)
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
     "linear_num_value_heads": 4,
@@ -277,6 +278,35 @@ def _layer_ids(config: Any) -> None:
                 pass
 
 
+LAYER_COUNT = re.compile(r"^num_\w+_layers$")
+
+
+def _whole_depth(config: Any, old: Any, values: dict[str, Any]) -> None:
+    """A count of layers of one kind that the default sets to the whole depth (Gemma 4's
+    assistant shares the KV cache of all its layers: num_kv_shared_layers = num_hidden_layers)
+    follows the shrunk depth."""
+    new = getattr(config, "num_hidden_layers", None)
+    if type(old) is not int or type(new) is not int or new == old:
+        return
+    for key, value in list(vars(config).items()):
+        if LAYER_COUNT.match(key) and key not in values and type(value) is int and value == old:
+            try:
+                setattr(config, key, new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
+def _stacked_depth(config: Any, old: Any, stack: Any) -> None:
+    """A depth the default derives from its stacks (HRM: num_hidden_layers = num_layers_per_stack
+    x H_cycles x (L_cycles + 1), its cache's slots) keeps that many stacks of the shrunk stack."""
+    new = getattr(config, "num_layers_per_stack", None)
+    if type(old) is int and type(stack) is int and type(new) is int and stack > new and old % stack == 0:
+        try:
+            config.num_hidden_layers = old // stack * new
+        except (AttributeError, ValueError, TypeError):
+            pass
+
+
 def _patch_widths(config: Any, patch: Any) -> None:
     """Widths the config derived from the patch size when it was built (RADIO's patch_dim =
     channels x patch x patch, video_patch_dim = frames x that) follow the shrunk patch."""
@@ -327,6 +357,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     heads = (getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None))
     before = {k: v for k, v in vars(config).items() if k in MULTIPLES}
     patch = getattr(config, "patch_size", None)
+    stack = getattr(config, "num_layers_per_stack", None)
     grid = _grid(config)
     for key, value in values.items():
         current = getattr(config, key, None)
@@ -355,6 +386,8 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _video_clip(config, values)
     _prefixed_towers(config, values)
     _layer_ids(config)
+    _whole_depth(config, depths.get("num_hidden_layers"), values)
+    _stacked_depth(config, depths.get("num_hidden_layers"), stack)
     _patch_widths(config, patch)
     if isinstance(heads[0], int) and heads[0] == heads[1] and "num_key_value_heads" in values:
         # a default config without grouped KV heads: the modeling code may size keys as the width (ESM C)
@@ -550,4 +583,7 @@ def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: 
 
 
 def width(config: Any) -> int:
-    return max(int(getattr(config, k, 0) or 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim"))
+    """The model width: its largest width key (a per-stage list of widths counts by its last,
+    widest stage: Florence-2's DaViT embed_dim)."""
+    values = [getattr(config, k, 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")]
+    return max(int((v[-1] if isinstance(v, (list, tuple)) and v else v) or 0) for v in values)
