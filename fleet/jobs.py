@@ -71,17 +71,27 @@ def differing_fields(stored: Any, claimed: dict[str, Any]) -> str:
     if not isinstance(stored, dict):
         return "the run's stored job cannot be read"
     a, b = as_stored(stored), as_stored(claimed)
-    names = sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or _text(a[k]) != _text(b[k]))
+    names = sorted(k for k in a.keys() | b.keys() if k not in a or k not in b or not _same_value(a[k], b[k]))
     if not names:
         return "its encoding differs from the stored job's (stored by another version of model-fleet?)"
     return "it differs in " + ", ".join(str(k)[:60] for k in names[:20])
 
 
-def _text(value: Any) -> str:
+def _same_value(a: Any, b: Any) -> bool:
+    text = _text(a)
+    return text is not None and text == _text(b)
+
+
+def same_job(stored: Any, claimed: dict[str, Any]) -> bool:
+    """Whether a message's job is the run's stored one, as begin.lua decides it (stored_text)."""
+    return isinstance(stored, dict) and _same_value(as_stored(stored), as_stored(claimed))
+
+
+def _text(value: Any) -> str | None:
     try:
         return json.dumps(value, sort_keys=True)
     except (TypeError, ValueError):
-        return "\0 not JSON"
+        return None
 
 
 def job_problem(job: Any) -> str | None:

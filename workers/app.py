@@ -35,7 +35,7 @@ from fleet import __version__
 from fleet.broker import RUN_CHECK_TASK, lazy_app
 from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, FleetError, NotTheRunsJob, UnknownJob
-from fleet.jobs import job_problem, stored_text
+from fleet.jobs import job_problem, same_job
 from fleet.numbers import finite
 from fleet.protocol import SEALED, Job, Status, terminal_result
 from fleet.redelivery import OrphanWatch, restore_orphans
@@ -93,7 +93,7 @@ class RunCheckRequest(Request):
 
     @property
     def time_limits(self) -> tuple[float | None, float | None]:
-        args = getattr(self, "_args", None) or getattr(self, "args", None)
+        args = self.args
         job = args[0] if isinstance(args, (list, tuple)) and args else None
         soft = finite(job.get("time_limit_s")) if isinstance(job, dict) else None
         if soft is None or not 0 < soft <= MAX_TIME_LIMIT_S:
@@ -256,16 +256,9 @@ def _whose_problem(s: ResultStore, job: Any) -> str | None:
         if not s.retrying(lambda: s.job_count(job["run_id"])):
             return None  # a run that is gone (withdrawn, pruned): the store keeps nothing for it
         return f"; {UnknownJob(job['run_id'], job['job_id']).message}"
-    if _text_or_none(stored) != _text_or_none(job):
+    if not same_job(stored, job):
         return "; it is not the run's job (its fields differ from the job the run stored)"
     return None if job_problem(stored) is not None else ""
-
-
-def _text_or_none(job: dict[str, Any]) -> str | None:
-    try:
-        return stored_text(job)
-    except (TypeError, ValueError):
-        return None
 
 
 def _check_rerun_claim(s: ResultStore, job: Job) -> None:
