@@ -372,6 +372,7 @@ def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
     generation is slowed at the boundary (a sleep before each graph is compiled to a module), so the
     limit passes inside the compile however fast the host compiles."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # compiled from scratch
+    torch._dynamo.reset()  # and nothing an earlier test compiled in this process to reuse
     from torch._inductor.graph import GraphLowering
 
     codegen = GraphLowering.compile_to_module
@@ -390,14 +391,20 @@ def test_the_job_time_limit_inside_a_compile_ends_the_variants_not_the_job(
 
 
 def test_flex_runs_its_compiled_kernel_in_every_class_or_says_it_did_not(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker runs class after class: dynamo recompiles flex_attention for nearly each one and,
-    past its recompile limit, silently runs flex's unfused eager implementation. With the limit at
-    1, a second class and a padded batch (three shapes) would both fall back. Each flex variant
-    compiles afresh (recorded), and one that recompiles past the limit is a compile_error saying
-    so, not a verdict on a kernel that did not run."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    """A worker runs class after class. A class with an earlier class's shapes and functions reuses
+    its compiled flex code (counted calls, no graph compiled); one whose guards differ compiles its
+    own; when the cache is full (here a limit of 1) the cache is reset and the variant compiles
+    afresh; a variant that needs more than a fresh cache holds is a compile_error saying so, never
+    a verdict on flex's unfused eager fallback (what dynamo would run past its limit)."""
     check = get_check("causal_lm")
-    variants.run(check, _llama(), CPU, ["flex"], real=False)  # an earlier class: its compiled flex is in the cache
+    torch._dynamo.reset()
+    first = _by_name(variants.run(check, _llama(), CPU, ["flex"], real=False))["flex"]
+    assert first["verdict"] == "works" and first["compiled"]["graphs"] >= 1, first
+    again = _by_name(variants.run(check, _llama(), CPU, ["flex"], real=False))["flex"]  # same shapes: reused
+    assert again["verdict"] == "works", again
+    assert again["compiled"]["graphs"] == 0 and again["compiled"]["by"] == "compiled code reused"
+    assert again["compiled"]["flex_calls"] == first["compiled"]["flex_calls"] > 0
+    monkeypatch.setattr(variants, "FLEX_RECOMPILE_LIMIT", 1)
     bundle = _llama()
     for layer in bundle.model.model.layers:  # another class: another attention scale (dynamo guards on it)
         layer.self_attn.scaling *= 0.5
@@ -408,7 +415,7 @@ def test_flex_runs_its_compiled_kernel_in_every_class_or_says_it_did_not(monkeyp
     assert compiled["by"] == "torch.compile (inductor)" and compiled["graphs"] >= 1
     assert compiled["fx_graph_cache_hits"] + compiled["fx_graph_cache_misses"] >= 1
     assert got["flex"]["first_call_s"] > 0 and got["flex"]["wall_s"] >= got["flex"]["first_call_s"]
-    batched = got["flex+batched"]
+    batched = got["flex+batched"]  # three shapes (the batch, each row alone) in a cache of one
     assert batched["verdict"] == "error" and batched["kind"] == "compile_error", batched
     assert "eager fallback was refused" in batched["message"]
 

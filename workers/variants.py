@@ -46,6 +46,9 @@ from workers.checks.base import Bundle, Check, float_tensors
 WARM_REPEATS = 1
 REPEATS = 2
 FLEX = "flex_attention"
+# Compiled flex code kept per code object in one process before the cache is reset (dynamo's own
+# default limit is 8; past it, dynamo would silently run flex unfused: see _compiled_flex).
+FLEX_RECOMPILE_LIMIT = 64
 CLAIMS = ("_supports_sdpa", "_supports_flash_attn", "_supports_flex_attn", "_can_compile_fullgraph")
 NOT_THE_MODELS = (OOM, TIMEOUT)  # errors that say nothing about a claim
 # The job's pins judge for a variant's fingerprint (fleet/pins.judge with the job's pins and
@@ -449,12 +452,18 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
             raise NotApplicable(ignored)
         flex = v.attention == FLEX
         run_ctx = replace(ctx, dtype=dtype, compiles=flex)
-        with _sdpa_backend(v.sdpa_backend), _compiled_flex(entry) if flex else nullcontext():
-            entry.update(_feature(run_ctx, v))
-            if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
-                entry["quality"] = _gate(run_ctx)
-            if entry["verdict"] != "error" and ctx.known_answer is not None and v.feature is None:
-                _known_answer(run_ctx, v, entry)
+        for last_try in (not flex, True):  # flex: once more on a fresh cache when its cache is full
+            try:
+                with _sdpa_backend(v.sdpa_backend), _compiled_flex(entry, last_try) if flex else nullcontext():
+                    entry.update(_feature(run_ctx, v))
+                    if entry["verdict"] != "error" and ctx.real and dtype != torch.float32 and v.feature is None:
+                        entry["quality"] = _gate(run_ctx)
+                    if entry["verdict"] != "error" and ctx.known_answer is not None and v.feature is None:
+                        _known_answer(run_ctx, v, entry)
+                break
+            except _FlexCacheFull:
+                torch._dynamo.reset()
+                entry.pop("quality", None)
     except Failed as exc:
         if exc.timed_out:
             raise measure.JobTimeout(str(exc)) from None
@@ -476,51 +485,94 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
     return entry
 
 
-@contextmanager
-def _compiled_flex(entry: dict[str, Any]) -> Iterator[None]:
-    """flex_attention as a fresh process compiles it, and proof that the compiled kernel ran.
+class _FlexCacheFull(Exception):
+    """flex_attention's compiled code cache reached FLEX_RECOMPILE_LIMIT entries in this process."""
 
-    transformers compiles flex_attention once per process (torch.compile, static shapes first);
-    dynamo guards the compiled code on the shapes (heads, sequence length), on the mask function's
-    code and on the number of pytree node types (every newly imported model module adds some), so
-    in a worker that runs class after class it recompiles for nearly every class, marks changed
-    sizes dynamic (a kernel that depends on the classes run before), and past
-    torch._dynamo.config.recompile_limit (8) silently runs flex's unfused eager implementation
-    instead: a verdict on a kernel that did not run. So dynamo is reset before each flex variant
-    (inductor's caches on disk, TORCHINDUCTOR_CACHE_DIR, still serve a shape compiled before, in
-    this run or an earlier one), the eager fallback is refused (fail_on_recompile_limit_hit: a
-    compile_error instead), and entry["compiled"] records what compiled: dynamo graphs, inductor
-    FX graph cache hits and misses."""
+
+@contextmanager
+def _compiled_flex(entry: dict[str, Any], last_try: bool) -> Iterator[None]:
+    """flex_attention run compiled as transformers runs it, and proof that it ran.
+
+    transformers compiles flex_attention once per process (torch.compile) and builds its block
+    mask with a compiled create_block_mask; dynamo keeps the compiled code per set of guards
+    (shapes, the mask function's code, the attention scale...). A worker runs class after class:
+    a class whose guards hold reuses code compiled for an earlier class with the same shapes and
+    functions (dynamo's contract: what a fresh process would compile for those inputs), and one
+    whose guards fail compiles its own. Two things would make the verdict one on a kernel that did
+    not run, and both are refused:
+
+    - automatic dynamic shapes (a size seen to change is recompiled dynamic: a kernel that depends
+      on the classes run before): off, so every kernel is compiled for its own static shapes;
+    - the recompile limit (past it dynamo silently runs flex's unfused eager implementation):
+      fail_on_recompile_limit_hit, with the limit raised to FLEX_RECOMPILE_LIMIT entries; when the
+      cache is full, the caller resets dynamo and runs the variant again on a fresh cache
+      (last_try=False raises _FlexCacheFull), and a variant that fills even a fresh cache is a
+      compile_error.
+
+    entry["compiled"] records what compiled (dynamo graphs, inductor FX graph cache hits and
+    misses) and how many calls went through transformers' compiled flex path; a variant whose
+    model never called it is not_applicable."""
     from torch._dynamo.utils import counters
 
-    torch._dynamo.reset()
+    calls = _count_flex_calls()
     before = _compile_counts(counters)
     try:
-        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        with torch._dynamo.config.patch(
+            fail_on_recompile_limit_hit=True,
+            automatic_dynamic_shapes=False,
+            recompile_limit=FLEX_RECOMPILE_LIMIT,
+        ):
             yield
     except Exception as exc:
         if _recompile_limit(exc):
+            if not last_try:
+                raise _FlexCacheFull() from None
             raise Failed(
                 COMPILE_ERROR,
                 RuntimeError(
-                    f"{FLEX} recompiled past torch._dynamo.config.recompile_limit "
-                    f"({torch._dynamo.config.recompile_limit}) within the variant; its unfused eager "
-                    "fallback was refused"
+                    f"{FLEX} recompiled past its recompile limit ({FLEX_RECOMPILE_LIMIT} entries) within "
+                    "the variant on a fresh cache; its unfused eager fallback was refused"
                 ),
             ) from None
         raise
     finally:
+        n_calls = calls.stop()
         after = _compile_counts(counters)
         graphs, hits, misses = (a - b for a, b in zip(after, before, strict=True))
         entry["compiled"] = {
-            "by": "torch.compile (inductor)" if graphs else "nothing compiled",
+            "by": "torch.compile (inductor)" if graphs else "compiled code reused" if n_calls else "nothing compiled",
             "graphs": graphs,
             "fx_graph_cache_hits": hits,
             "fx_graph_cache_misses": misses,
+            "flex_calls": n_calls,
         }
-        torch._dynamo.reset()
-    if not graphs:
-        raise NotApplicable(f"{FLEX} was set, yet nothing was compiled: the model never called it")
+    if not n_calls:
+        raise NotApplicable(f"{FLEX} was set, yet the model never called it")
+
+
+class _Calls:
+    """Counts calls of transformers' compiled flex path (compile_friendly_flex_attention, looked
+    up by name at each call) while installed; stop() puts the function back."""
+
+    def __init__(self, module: Any, name: str) -> None:
+        self.module, self.name, self.count = module, name, 0
+        self.original = getattr(module, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.count += 1
+            return self.original(*args, **kwargs)
+
+        setattr(module, name, counted)
+
+    def stop(self) -> int:
+        setattr(self.module, self.name, self.original)
+        return self.count
+
+
+def _count_flex_calls() -> _Calls:
+    from transformers.integrations import flex_attention
+
+    return _Calls(flex_attention, "compile_friendly_flex_attention")
 
 
 def _compile_counts(counters: Any) -> tuple[int, int, int]:
