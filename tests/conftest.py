@@ -55,6 +55,8 @@ def fleet_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     15-25 s, reusing it well under a second. A FLEET_CACHE_DIR set outside is kept (with
     $FLEET_HOST_KEY or the default host key that signed it); otherwise the session's cache is
     signed with a host key of its own, outside the cache folder (workers.hostkey)."""
+    if not os.environ.get("FLEET_HOME"):  # compiled templates and state: never the user's own folder
+        os.environ["FLEET_HOME"] = str(tmp_path_factory.mktemp("fleet-home"))
     if not os.environ.get("FLEET_CACHE_DIR"):
         os.environ["FLEET_CACHE_DIR"] = str(tmp_path_factory.mktemp("fleet-cache"))
         if not os.environ.get("FLEET_HOST_KEY"):
