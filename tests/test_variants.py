@@ -206,6 +206,47 @@ def test_a_class_that_compiles_fullgraph_without_claiming_it_is_works_unclaimed(
     assert [(f["finding"], f["claim"]) for f in record["findings"]] == [("works_unclaimed", "_can_compile_fullgraph")]
 
 
+# -- a variant never changes the job's status ------------------------------------------------------
+def _arch_job(cls: str, wanted: str) -> dict:
+    listing = {"transformers": "local", "classes": enumerate_classes()}
+    (job,) = plan_jobs(
+        "r", architectures.catalog(listing, cls), None, ["cpu"], RunSettings(variants=wanted), pins=[], lock=[]
+    )
+    return job
+
+
+def test_a_sub_model_keeps_its_own_attention_after_the_variants() -> None:
+    """DETR runs SDPA; its ResNet backbone cannot and keeps eager. Putting the default back with
+    set_attn_implementation("sdpa") asked the backbone for SDPA too, which it refuses: the job
+    ended FAILED after variants that were only data (found by the whole-matrix run). Every config's
+    attention is put back as it was, and the job keeps the status its check earned."""
+    from workers.tiny import build
+
+    job = _arch_job("DetrModel", "eager,sdpa,bf16")
+    result = run_job(job)
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    assert {r["variant"] for r in result["variants"]["results"]} == {"eager", "sdpa", "bf16"}
+    model, _ = build.build_model("DetrModel", CPU)  # the restore itself, on the same twin
+    before = [(type(c).__name__, c._attn_implementation) for c in variants._configs_of(model)]
+    assert len({a for _, a in before}) > 1, before  # the top-level and the backbone differ
+    snapshot = variants.Snapshot.of(model)
+    model.set_attn_implementation("eager")
+    snapshot.restore(model)
+    assert [(type(c).__name__, c._attn_implementation) for c in variants._configs_of(model)] == before
+
+
+def test_a_check_output_with_no_floating_point_tensor_leaves_the_variants_not_applicable() -> None:
+    """WavTokenizer's encoder returns only discrete codes: the variants have no reference to be
+    compared with. Each is not_applicable with that reason, no finding, and the job keeps its
+    status (it ended FAILED before, on the variants' own reference pass)."""
+    result = run_job(_arch_job("WavTokenizerEncoderModel", "bf16,sdpa"))
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    got = _by_name(result["variants"])
+    assert {r["verdict"] for r in got.values()} == {"not_applicable"}
+    assert got["bf16"]["reason"].startswith("no reference to compare with: the check's plain forward pass returned no")
+    assert result["variants"]["findings"] == []
+
+
 # -- through a real worker, into the report ---------------------------------------------------------
 def test_variants_through_a_worker_into_the_capability_report(redis_url: str, start_worker, tmp_path: Path) -> None:
     start_worker(redis_url, FLEET_PLUGINS=f"{PLUGINS},tests.plugins.wrong_attention")

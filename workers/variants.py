@@ -85,10 +85,15 @@ class NotApplicable(Exception):
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The tensors a model holds (parameters and buffers), to put back after a re-cast."""
+    """The tensors a model holds (parameters and buffers), to put back after a re-cast, and the
+    attention implementation of every config it holds (its own, its sub-models', their
+    sub-configs'), to put back as each was: set_attn_implementation(default) would ask every
+    sub-model for the top-level default, which a sub-model that never ran it refuses (a ResNet
+    backbone inside an SDPA detector)."""
 
     tensors: tuple[tuple[torch.nn.Module, str, bool, torch.Tensor], ...]
     attention: str | None
+    configs: tuple[tuple[Any, Any], ...] = ()
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> Snapshot:
@@ -100,7 +105,8 @@ class Snapshot:
             for name, b in module._buffers.items():
                 if b is not None:
                     held.append((module, name, False, b))
-        return cls(tuple(held), attention_of(model))
+        configs = tuple((c, c.__dict__[ATTN]) for c in _configs_of(model) if ATTN in c.__dict__)
+        return cls(tuple(held), attention_of(model), configs)
 
     def restore(self, model: torch.nn.Module) -> None:
         for module, name, is_param, tensor in self.tensors:
@@ -108,8 +114,31 @@ class Snapshot:
                 module._parameters[name].data = tensor  # type: ignore[union-attr]
             else:
                 module._buffers[name] = tensor
-        if self.attention is not None and attention_of(model) != self.attention:
+        if self.configs:
+            for config, value in self.configs:
+                config.__dict__[ATTN] = value
+        elif self.attention is not None and attention_of(model) != self.attention:
             model.set_attn_implementation(self.attention)  # type: ignore[operator]
+
+
+# Where transformers keeps a config's attention implementation (what set_attn_implementation writes).
+ATTN = "_attn_implementation_internal"
+
+
+def _configs_of(model: Any) -> list[Any]:
+    """Every config the model holds: its own, each sub-model's, and their sub-configs at any depth."""
+    out: list[Any] = []
+    seen: set[int] = set()
+    todo = [getattr(m, "config", None) for m in model.modules()]
+    while todo:
+        config = todo.pop()
+        if config is None or id(config) in seen or not hasattr(config, "__dict__"):
+            continue
+        seen.add(id(config))
+        out.append(config)
+        for key in getattr(config, "sub_configs", None) or ():
+            todo.append(getattr(config, key, None))
+    return out
 
 
 def attention_of(model: Any) -> str | None:
@@ -176,10 +205,20 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+class NoFloatOutput(RuntimeError):
+    """The forward pass returned nothing a variant could be compared on."""
+
+
+def _no_reference(exc: BaseException) -> str:
+    if isinstance(exc, NoFloatOutput):
+        return str(exc).removeprefix("the forward pass ")
+    return f"failed: {failures.describe(exc, 300)}"
+
+
 def _first(output: Any) -> tuple[str, torch.Tensor]:
     found = [(name, t) for name, t in float_tensors(output) if t.is_floating_point()]
     if not found:
-        raise RuntimeError(f"the forward pass returned no floating-point tensor ({type(output).__name__})")
+        raise NoFloatOutput(f"the forward pass returned no floating-point tensor ({type(output).__name__})")
     return found[0]
 
 
@@ -319,7 +358,15 @@ def run(
             record["results"] = [_na(v, "the check has no plain forward pass to compare") for v in variants]
             record["findings"] = []
             return record
-        out, _first_s, ref_ms = _timed(lambda: _first(model(**forward)), dev)
+        try:
+            out, _first_s, ref_ms = _timed(lambda: _first(model(**forward)), dev)
+        except measure.JobTimeout:
+            raise
+        except Exception as exc:  # the job passed its check: no reference is a fact about variants only
+            why = f"no reference to compare with: the check's plain forward pass {_no_reference(exc)}"
+            record["results"] = [_na(v, why) for v in variants]
+            record["findings"] = []
+            return record
         name, reference = out
         record["reference"].update(output=name, shape=list(reference.shape), latency_ms_p50=round(ref_ms, 3))
     ctx = Context(
