@@ -218,14 +218,21 @@ def _arch_job(cls: str, wanted: str) -> dict:
 def test_a_sub_model_keeps_its_own_attention_after_the_variants() -> None:
     """DETR runs SDPA; its ResNet backbone cannot and keeps eager. Putting the default back with
     set_attn_implementation("sdpa") asked the backbone for SDPA too, which it refuses: the job
-    ended FAILED after variants that were only data (found by the whole-matrix run). Every config's
-    attention is put back as it was, and the job keeps the status its check earned."""
+    ended FAILED after variants that were only data, and the sdpa variant was a "claim broken"
+    (found by the whole-matrix run). Every config's attention is put back as it was, the job keeps
+    the status its check earned, and SDPA is asked where it is claimed."""
     from workers.tiny import build
 
     job = _arch_job("DetrModel", "eager,sdpa,bf16")
     result = run_job(job)
     assert result["status"] == Status.SYNTHETIC, result["error"]
-    assert {r["variant"] for r in result["variants"]["results"]} == {"eager", "sdpa", "bf16"}
+    got = _by_name(result["variants"])
+    assert set(got) == {"eager", "sdpa", "bf16"}
+    # transformers refuses set_attn_implementation("sdpa") on the whole model (the backbone does not
+    # claim SDPA): the model and what claims it are asked, the backbone keeps eager, and it is judged
+    assert got["sdpa"]["verdict"] == "works" and got["sdpa"]["kept"] == {"ResNetBackbone": "eager"}, got["sdpa"]
+    assert got["sdpa"]["against"] == "eager" and got["sdpa"]["read_back"]["attention"] == ["sdpa", "eager"]
+    assert result["variants"]["findings"] == []
     model, _ = build.build_model("DetrModel", CPU)  # the restore itself, on the same twin
     before = [(type(c).__name__, c._attn_implementation) for c in variants._configs_of(model)]
     assert len({a for _, a in before}) > 1, before  # the top-level and the backbone differ

@@ -175,15 +175,67 @@ def precisions_of(model: torch.nn.Module) -> list[str]:
     return out
 
 
-def _ignored(read_back: dict[str, list[str]], v: Variant) -> str | None:
+def _ignored(read_back: dict[str, list[str]], v: Variant, kept: frozenset[str] = frozenset()) -> str | None:
     """'asked X, model runs Y' when the model reads back another attention or precision than the
     variant asked for (transformers only logs a warning for a class that cannot switch attention;
-    a model's own .to() may leave its weights alone)."""
-    if v.attention is not None and read_back["attention"] != [v.attention]:
+    a model's own .to() may leave its weights alone). `kept`: what sub-models that do not claim the
+    attention kept (set_attention); the model itself must run the attention asked."""
+    runs = read_back["attention"]
+    if v.attention is not None and (not runs or runs[0] != v.attention or not set(runs) <= {v.attention} | kept):
         return f"asked attention {v.attention}, model runs {', '.join(read_back['attention']) or 'none named'}"
     if read_back["precision"] and read_back["precision"] != [v.precision]:
         return f"asked {v.precision}, model runs {', '.join(read_back['precision'])}"
     return None
+
+
+def set_attention(model: Any, name: str, claim: str | None) -> dict[str, str]:
+    """Ask the model for attention `name`, as a user would (set_attn_implementation). transformers
+    asks every sub-model for it, and a sub-model that does not claim it refuses (a ResNet backbone
+    inside an SDPA detector), though the model already runs it where it claims it. Then it is asked
+    for the model and every sub-model that claims it, and the sub-models that do not claim it keep
+    what they ran (their sub-config mapped to their own value, transformers' dict form). Returns
+    {sub-model class: attention kept}; a refusal by the model itself, or by a sub-model that claims
+    the attention, is raised."""
+    try:
+        model.set_attn_implementation(name)
+        return {}
+    except Exception:
+        if claim is None or not getattr(type(model), claim, False):
+            raise
+        refusing = [
+            m
+            for m in model.modules()
+            if m is not model
+            and hasattr(m, "set_attn_implementation")
+            and not getattr(type(m), claim, False)
+            and getattr(m, "config", None) is not None
+            and m.config is not getattr(model, "config", None)
+        ]
+        if not refusing:
+            raise
+        keep = {id(m.config): str(attention_of(m)) for m in refusing}
+        mapping = _attention_map(model.config, name, keep)
+        if not isinstance(mapping, dict):
+            raise
+        model.set_attn_implementation(mapping)
+        return {type(m).__name__: keep[id(m.config)] for m in refusing}
+
+
+def _attention_map(config: Any, name: str, keep: dict[int, str]) -> str | dict[str, Any]:
+    """transformers' dict form of set_attn_implementation: `name` for this config and every
+    sub-config, but the configs in `keep` (their own value)."""
+    out: dict[str, Any] = {}
+    for key in getattr(config, "sub_configs", None) or ():
+        sub = getattr(config, key, None)
+        if sub is None:
+            continue
+        if id(sub) in keep:
+            out[key] = keep[id(sub)]
+        else:
+            below = _attention_map(sub, name, keep)
+            if isinstance(below, dict):
+                out[key] = below
+    return {"": name, **out} if out else name
 
 
 def claims_of(model: Any) -> dict[str, bool]:
@@ -306,6 +358,7 @@ class Context:
         SDPA, flex and FlashAttention with eager). Run once, on first need."""
         if not self.eager:
             model = self.bundle.model
+            before = Snapshot.of(model)  # every config's attention, put back as it was
             try:
                 model.set_attn_implementation("eager")
                 runs = attentions_of(model)
@@ -314,8 +367,7 @@ class Context:
                 with torch.inference_mode():
                     self.eager.append(_first(model(**self.forward))[1].detach().clone())
             finally:
-                if self.default_attention is not None:
-                    model.set_attn_implementation(self.default_attention)
+                before.restore(model)
         return self.eager[0]
 
     @property
@@ -487,14 +539,17 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
                 model.to(dtype)
         except Exception as exc:
             raise Failed(UNSUPPORTED_PRECISION, exc) from None
+        kept: dict[str, str] = {}
         try:
             if v.attention is not None:
-                model.set_attn_implementation(v.attention)
+                kept = set_attention(model, v.attention, v.claim)
         except Exception as exc:
             raise Failed(ATTENTION_UNSUPPORTED, exc) from None
         entry["kernel"] = str(attention_of(model)) + (f" ({v.sdpa_backend})" if v.sdpa_backend else "")
         entry["read_back"] = {"attention": attentions_of(model), "precision": precisions_of(model)}
-        ignored = _ignored(entry["read_back"], v)
+        if kept:
+            entry["kept"] = kept
+        ignored = _ignored(entry["read_back"], v, frozenset(kept.values()))
         if ignored is not None:  # set without an error, yet not applied: nothing to judge
             raise NotApplicable(ignored)
         flex = v.attention == FLEX
