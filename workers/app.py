@@ -27,6 +27,7 @@ import torch
 import transformers
 from celery import Task, signals
 from celery.exceptions import TimeLimitExceeded
+from celery.utils.time import maybe_iso8601
 from celery.worker import state as worker_state
 from celery.worker.request import Request
 
@@ -81,6 +82,28 @@ def store() -> ResultStore:
     return ResultStore.from_settings(settings())
 
 
+@functools.lru_cache(maxsize=64)
+def _iso_time(text: str) -> Any:
+    return maybe_iso8601(text)
+
+
+def parse_header_time(value: Any) -> Any:
+    """Celery's own reading of a message's `expires` (and `eta`) header (celery.utils.time.
+    maybe_iso8601: dateutil's isoparse), once per distinct text: every message of a run carries
+    the run's deadline, and parsing it again (with the time zone read from the app's settings)
+    cost about 15 µs of the main process's CPU per job (BENCHMARKS.md, section 1). The datetime
+    it gives is immutable, so one can stand for every message with that text;
+    a text it cannot parse raises as before (a raise is never cached)."""
+    if isinstance(value, str) and len(value) <= 64:  # screened so (fleet.messages); others as Celery does
+        return _iso_time(value)
+    return maybe_iso8601(value)
+
+
+@functools.lru_cache(maxsize=8)
+def _timezone(app: Any) -> Any:
+    return app.conf.timezone
+
+
 class RunCheckRequest(Request):
     """A run_check delivery in the worker's main process. When the pool process running it is
     gone (it died, was replaced or timed out; Celery calls on_failure here), the job's lease
@@ -89,7 +112,18 @@ class RunCheckRequest(Request):
 
     Its time limits are the job's own (time_limit_s, which the worker checks against the run's
     stored job), never the message's `timelimit` header: a copy of a job pushed with a limit of
-    half a second would otherwise end the job FAILED timeout, and its reruns with it."""
+    half a second would otherwise end the job FAILED timeout, and its reruns with it.
+
+    Its `expires` header (the run's deadline, the same text in every job of a run) is parsed once
+    per text (parse_header_time), and the app's time zone read once per app, not per message."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("maybe_iso8601", parse_header_time)
+        super().__init__(*args, **kwargs)
+
+    @property
+    def tzlocal(self) -> Any:
+        return _timezone(self._app)
 
     @property
     def time_limits(self) -> tuple[float | None, float | None]:
