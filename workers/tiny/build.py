@@ -14,7 +14,7 @@ import torch
 from fleet.errors import CheckFailure, ErrorKind
 from workers.tiny import SEED, Unsupported, missing_package
 from workers.tiny.inputs import PLANS, make_inputs
-from workers.tiny.shrink import MAX_UNSHRUNK_WIDTH, VARIANTS, tiny_config, width
+from workers.tiny.shrink import MAX_REPAIRS, MAX_UNSHRUNK_WIDTH, VARIANTS, repair_from_error, tiny_config, width
 
 
 def class_info(class_name: str) -> tuple[type, str]:
@@ -67,12 +67,13 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     failed: str | None = None  # the first shrunk model's error in forward
     built: tuple[Any, str] | None = None
     mrope = _uses_mrope(cls)
-    for number, values in enumerate(variants):
+    tries = [(number, values, repair) for repair in (False, True) for number, values in enumerate(variants)]
+    for number, values, repair in tries:
         try:
-            config = tiny_config(model_type, values, config_class, mrope)
-            if number == len(variants) - 1 and width(config) > MAX_UNSHRUNK_WIDTH:
-                continue
-            model, digest = _instantiate(cls, config, device, class_name, "a shrunk config")
+            last = number == len(variants) - 1
+            model, digest = _shrunk(cls, model_type, values, config_class, mrope, device, class_name, last, repair)
+        except _Skip:
+            continue
         except Unsupported as exc:
             first_error = first_error or exc
             continue
@@ -108,6 +109,39 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     raise Unsupported(f"{why[:300]}; {default.why}")
 
 
+class _Skip(Exception):
+    """The depth-only variant of a config too wide to run unshrunk."""
+
+
+def _shrunk(
+    cls: type,
+    model_type: str,
+    values: Any,
+    config_class: Any,
+    mrope: bool,
+    device: torch.device,
+    name: str,
+    last: bool,
+    repair: bool,
+) -> tuple[Any, str]:
+    """One variant's model. The repair pass (what a default config leaves unset that a
+    checkpoint's sets: workers.tiny.shrink.REPAIRS) comes after every plain variant failed, and
+    only where it changes the config (_Skip else)."""
+    config = tiny_config(model_type, values, config_class, mrope, repair)
+    if repair:
+        try:
+            plain = tiny_config(model_type, values, config_class, mrope).to_dict()
+        except Unsupported:
+            plain = None
+        if plain == config.to_dict():
+            raise _Skip
+    if last and width(config) > MAX_UNSHRUNK_WIDTH:
+        raise _Skip
+    model, digest = _instantiate(cls, config, device, name, "a shrunk config")
+    model.fleet_repaired = repair
+    return model, digest
+
+
 @dataclass
 class Default:
     """What the class's own unshrunk default config did: its model (when it built and could be
@@ -130,9 +164,18 @@ BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
 def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
     _pad_token(config)
-    torch.manual_seed(SEED)
     try:
-        model = cls(config).to(device).eval()
+        for _ in range(MAX_REPAIRS):
+            torch.manual_seed(SEED)
+            try:
+                model = cls(config)
+                break
+            except Exception as exc:
+                if not repair_from_error(config, exc):  # a config the error says how to make consistent
+                    raise
+        else:
+            model = cls(config)
+        model = model.to(device).eval()
     except Exception as exc:
         text = missing_package(exc) or f"{type(exc).__name__}: {exc}"
         raise Unsupported(f"{class_name} could not be built from {what}: {text}") from None
@@ -232,4 +275,5 @@ def describe(model: Any) -> str:
         if getattr(model, "fleet_unshrunk", False):
             return f"unshrunk default config (no shrunk config built; {why})"
         return f"shrunk default config (no variant ran a forward pass; first that built; {why})"
-    return f"shrunk default config (variant {variant}, inputs {plan})"
+    repaired = " with the repair pass" if getattr(model, "fleet_repaired", False) else ""
+    return f"shrunk default config (variant {variant}{repaired}, inputs {plan})"
