@@ -176,6 +176,10 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
         else:
             model = cls(config)
         model = model.to(device).eval()
+        make = GENERATION.get(str(getattr(config, "model_type", "")))
+        if make is not None and getattr(model, "generation_config", None) is not None:
+            for key, value in make(config).items():
+                setattr(model.generation_config, key, value)
     except Exception as exc:
         text = missing_package(exc) or f"{type(exc).__name__}: {exc}"
         raise Unsupported(f"{class_name} could not be built from {what}: {text}") from None
@@ -234,10 +238,17 @@ def _default_twin(
     from workers.tiny.shrink import default_config
 
     try:
-        config = default_config(model_type, config_class)
-        _pad_token(config)
-        with torch.device("meta"):
-            params = sum(p.numel() for p in cls(config).parameters())
+        try:
+            config = default_config(model_type, config_class)
+            params = _count(cls, config)
+        except Exception as first:
+            # what the repair pass fills in (and the table's values for fields a default leaves unset), unshrunk:
+            # a class whose shrunk twins fail in forward is judged by the same model at its own size
+            try:
+                config = tiny_config(model_type, {}, config_class, repair=True)
+                params = _count(cls, config)
+            except Exception:
+                raise first from None
     except Exception as exc:
         text = f"{type(exc).__name__}: {str(exc)[:200]}"
         if isinstance(exc, ImportError) or "install" in str(exc).lower():  # an optional package: ours to add
@@ -261,6 +272,26 @@ def _default_twin(
     if _harness(error):
         return Default(None, f"the unshrunk default config cannot be fed either ({_text(error)[:200]})")
     return Default((model, digest), f"{FAILS_TOO} ({_text(error)[:200]}): the library's")
+
+
+def _count(cls: type, config: Any) -> int:
+    """The parameters of the class built from this config, on the meta device (nothing allocated)."""
+    _pad_token(config)
+    with torch.device("meta"):
+        for _ in range(MAX_REPAIRS):
+            try:
+                return sum(p.numel() for p in cls(config).parameters())
+            except Exception as exc:
+                if not repair_from_error(config, exc):
+                    raise
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+# What a model's own generate() reads from the checkpoint's generation_config.json, by model_type:
+# Pop2Piano conditions on a composer, one embedding per entry of composer_to_feature_token.
+GENERATION: dict[str, Any] = {
+    "pop2piano": lambda c: {"composer_to_feature_token": {f"composer{i + 1}": i for i in range(c.composer_vocab_size)}},
+}
 
 
 def describe(model: Any) -> str:

@@ -96,6 +96,13 @@ DERIVED = ("head_dim", "num_key_value_heads")
 # Per model_type fixes on top of the shrinker (the failure groups the survey found).
 # CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
 # shrinking, on every (sub-)config of that model_type.
+INTRACLASS_BLOCK = {
+    "reduce_channel": [1, 1, 0],
+    "return_channel": [1, 1, 0],
+    **{f"vertical_long_to_small_conv_{r}": [[k, 1], 1, [k // 2, 0]] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
+    **{f"horizontal_small_to_long_conv_{r}": [[1, k], 1, [0, k // 2]] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
+    **{f"symmetric_conv_long_{r}": [k, 1, k // 2] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
+}
 CONSTRUCT: dict[str, dict[str, Any]] = {
     **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
 }
@@ -120,6 +127,18 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=4, indexer_compress_ratio=2
     ),
     "deepseek_ocr2_text": {"mlp_layer_types": ["dense", "sparse"]},  # one dense and one MoE layer
+    # ALIGN's image embeddings are its EfficientNet's last stage (320 x width_coefficient), compared with the text
+    # projection (projection_dim, shrunk 32): 0.1 makes them equal (the plain shrink's unshrunk B7 vanished: NaN)
+    "align_vision_model": {"width_coefficient": 0.1, "initializer_range": 0.2},
+    # PP-OCRv6 medium's intra-class blocks, left None by its default config: PaddleOCR's IntraCLBlock kernels
+    # ([kernel, stride, padding]: 7/5/3 vertical, horizontal and square, 1x1 to reduce and return the channels)
+    "pp_ocrv6_medium_det": {"intraclass_block_config": INTRACLASS_BLOCK},
+    # Granite 4 Vision's window Q-Former downsampler (query side / window side) and the vision layers it feeds to
+    # which text layers: both left None by its default config (its checkpoints set them)
+    "granite4_vision": {"downsample_rate": "1/2", "deepstack_layer_map": [[-1, 0], [-2, 1]]},
+    # xLSTM: its blocks are num_blocks (not the depth), and its cache rounds the q/k and v widths up
+    # to multiples of 64 where the layers do not: a width whose q/k part is 64 keeps them equal
+    "xlstm": {"hidden_size": 64, "embedding_dim": 64, "qk_dim_factor": 1.0, "num_blocks": 2},
 }
 
 
@@ -412,9 +431,38 @@ def _sliding_window(config: Any) -> None:
             pass
 
 
+# How a model names the tokenizer's image tokens in its vocabulary map, by model_type (per VQ code).
+IMAGE_TOKEN_NAMES: dict[str, Any] = {
+    "chameleon": lambda code: "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z",
+    "emu3": lambda code: f"<|visual token{code:06d}|>",
+}
+# The map's other entries its model reads: the image placeholder, Emu3's end of an image row.
+MAP_TOKENS = ("<image>", "<|extra_200|>")
+
+
+def _vocabulary_map(config: Any) -> None:
+    """A vocabulary map left unset (Chameleon, Emu3: the checkpoint's tokenizer fills it): the
+    placeholder tokens and one token per VQ code at the top of the vocabulary, above the ids the
+    harness draws for text."""
+    name = IMAGE_TOKEN_NAMES.get(getattr(config, "model_type", ""))
+    vq = getattr(config, "vq_config", None)
+    codes = getattr(vq, "num_embeddings", None) or getattr(vq, "codebook_size", None)
+    text = getattr(config, "text_config", None) or config
+    vocab = getattr(text, "vocab_size", None)
+    if name is None or "vocabulary_map" not in vars(config) or config.vocabulary_map is not None:
+        return
+    if type(codes) is not int or type(vocab) is not int or vocab < codes + len(MAP_TOKENS) + 100:
+        return
+    first = vocab - codes - len(MAP_TOKENS)
+    mapping = {token: vocab - 1 - i for i, token in enumerate(MAP_TOKENS)}
+    config.vocabulary_map = {**mapping, **{name(code): first + code for code in range(codes)}}
+    if "image_token_id" in vars(config):
+        config.image_token_id = mapping["<image>"]
+
+
 # The repair pass (tiny_config(repair=True), tried where the plain shrink cannot be built): what a
 # default config leaves unset that a real checkpoint's config sets.
-REPAIRS = (_rope_per_layer_type, _sliding_window)
+REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map)
 
 
 def _shrink(
