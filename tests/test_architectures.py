@@ -190,6 +190,21 @@ RULES = {
     "HrmTextForCausalLM": "main",  # one layer per stack; the depth (cache slots) keeps stacks x cycles
     "MuseSparkAudioModel": "main",  # a waveform of whole tokens (samples_per_token)
     "KyutaiSpeechToTextForConditionalGeneration": "channels_last",  # generate gets the audio its own generate reads
+    # consistent configs where the class's own default cannot be built (issue 26); a failing build's error says how
+    "DbrxModel": "main",  # a sub-config lacking rope_theta inherits the enclosing config's; clip_qkv set (repair pass)
+    "MoonshineStreamingModel": "main",  # a config lacking num_key_value_heads takes its inner encoder config's
+    "T5Gemma2Encoder": "main",  # dropout_rate from the config class of the same model that declares it
+    "ReformerModelWithLMHead": "main",  # a class asserting is_decoder=True gets it
+    "PerceiverForImageClassificationFourier": "main",  # heads a width must be divisible by: their gcd
+    "CohereCompassTextModel": "main",  # (repair pass) rotary parameters per layer type where the default has none
+    "NeoMMEModel": "main",  # multimodal rotary sections inside rotary parameters nested by layer type
+    "Dots1Model": "main",  # (repair pass) experts, top-k and shared experts left None: the shrunk values
+    "ChameleonModel": "main",  # (repair pass) a vocabulary map left unset: placeholder and VQ-code tokens
+    "Qwen4ExpTextModel": "main",  # (table) its sparse-attention indexer, unset by default
+    "Granite4VisionModel": "main",  # (table) its downsampler and deepstack layer map, unset by default
+    "xLSTMForCausalLM": "main",  # (table) num_blocks shrunk; q/k and v widths its cache rounds to 64
+    "AlignModel": "main",  # (table) image embeddings as wide as the text projection, not vanishing
+    "Pop2PianoForConditionalGeneration": "main",  # generate's required input_features as its docstring shapes them
 }
 
 
@@ -555,3 +570,52 @@ def test_survey_miss_table_classes_every_miss_and_names_its_run() -> None:
     table = [line for line in text.splitlines() if line.startswith("| ") and "Class" not in line]
     assert [line.split(" | ")[0] for line in table] == ["| ZModel", "| BltModel", "| AModel"]  # harness, host, library
     assert "| crashed | host | rc -9 |" in table[1] and table[0].endswith("| a |") and "x / y" in table[2]
+
+
+def test_a_value_the_config_validator_names_is_passed_to_the_sub_config_declaring_it() -> None:
+    """Gemma 4's assistant on 5.25: its own default config refuses itself ("hidden_size_per_layer_input
+    must be 0, got 256", then enable_moe_block, ... on its text config). default_config passes each value
+    the validator names to the sub-config that declares it, until the config builds."""
+    import transformers
+
+    from workers.tiny import shrink
+
+    if not hasattr(transformers, "Gemma4AssistantConfig"):
+        pytest.skip("no Gemma 4 assistant in this transformers")
+    with pytest.raises(Exception, match="must be 0, got 256"):
+        transformers.Gemma4AssistantConfig()
+    config = shrink.default_config("gemma4_assistant")
+    assert config.text_config.hidden_size_per_layer_input == 0 and config.text_config.enable_moe_block is False
+
+
+def test_a_config_lacking_what_the_model_reads_inherits_it_or_stays_refused() -> None:
+    """repair_from_error: DBRX's attention config has no rope_theta (the enclosing config's rotary
+    parameters do): it is inherited and the model builds; an error that says nothing repairable is
+    refused (False), so the builder reports it."""
+    from transformers import DbrxConfig, DbrxModel
+
+    from workers.tiny import shrink
+
+    config = DbrxConfig(d_model=32, n_heads=4, n_layers=1, max_seq_len=16, vocab_size=64)
+    config.attn_config.kv_n_heads = 2
+    config.ffn_config.ffn_hidden_size, config.ffn_config.moe_num_experts = 64, 2
+    with pytest.raises(AttributeError, match="rope_theta") as info:
+        DbrxModel(config)
+    assert shrink.repair_from_error(config, info.value)
+    assert config.attn_config.rope_theta == config.rope_parameters["rope_theta"]
+    DbrxModel(config)
+    assert not shrink.repair_from_error(config, ValueError("something else"))
+
+
+def test_a_package_the_project_does_not_install_is_the_harness_s_miss() -> None:
+    """VibeVoice's generate() builds its default scheduler from diffusers (5.25's message); the
+    project does not install it: the reason says so, and a job ends SKIPPED as the harness's."""
+    from workers.tiny import missing_package
+
+    exc = ImportError(
+        "The default VibeVoice noise scheduler (`DPMSolverMultistepScheduler`) requires `diffusers`. "
+        "Install it with `pip install diffusers`, or pass a custom noise scheduler."
+    )
+    why = missing_package(exc)
+    assert why is not None and why.startswith("needs diffusers, which the project does not install")
+    assert missing_package(ImportError("requires `torch`")) is None

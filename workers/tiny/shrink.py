@@ -99,8 +99,14 @@ DERIVED = ("head_dim", "num_key_value_heads")
 INTRACLASS_BLOCK = {
     "reduce_channel": [1, 1, 0],
     "return_channel": [1, 1, 0],
-    **{f"vertical_long_to_small_conv_{r}": [[k, 1], 1, [k // 2, 0]] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
-    **{f"horizontal_small_to_long_conv_{r}": [[1, k], 1, [0, k // 2]] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
+    **{
+        f"vertical_long_to_small_conv_{r}": [[k, 1], 1, [k // 2, 0]]
+        for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))
+    },
+    **{
+        f"horizontal_small_to_long_conv_{r}": [[1, k], 1, [0, k // 2]]
+        for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))
+    },
     **{f"symmetric_conv_long_{r}": [k, 1, k // 2] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
 }
 CONSTRUCT: dict[str, dict[str, Any]] = {
@@ -370,7 +376,9 @@ def _mrope(config: Any) -> None:
     factor = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
     types = getattr(config, "layer_types", None)
     if isinstance(types, list) and rope and set(rope) <= set(types):  # rotary parameters per layer type (NeoMME)
-        config.rope_parameters = {t: _sections(p, head_dim, factor) if isinstance(p, dict) else p for t, p in rope.items()}
+        config.rope_parameters = {
+            t: _sections(p, head_dim, factor) if isinstance(p, dict) else p for t, p in rope.items()
+        }
     else:
         config.rope_parameters = _sections(rope, head_dim, factor)
 
@@ -465,9 +473,7 @@ def _vocabulary_map(config: Any) -> None:
 REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map)
 
 
-def _shrink(
-    config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False, repair: bool = False
-) -> None:
+def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False, repair: bool = False) -> None:
     from transformers import PretrainedConfig
 
     per_layer = _homogenize(config, values)
@@ -681,7 +687,7 @@ def _construct_with(config_class: Any, model_type: str, overrides: dict[str, Any
     target = overrides
     if key not in getattr(cls, "__dataclass_fields__", {}):
         for name, spec in (getattr(cls, "sub_configs_defaults", None) or {}).items():
-            sub_type = getattr(spec, "model_type", None)
+            sub_type = str(getattr(spec, "model_type", None) or "")
             sub = getattr(spec, "config_class", None)
             sub = CONFIG_MAPPING[sub_type] if sub_type in CONFIG_MAPPING else sub  # AutoConfig: the default type's
             if key in getattr(sub, "__dataclass_fields__", {}):
@@ -735,7 +741,11 @@ def _own_backbone(config: Any) -> Any:
 
 
 def tiny_config(
-    model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False, repair: bool = False
+    model_type: str,
+    values: dict[str, Any] = SHRINK,
+    config_class: Any = None,
+    mrope: bool = False,
+    repair: bool = False,
 ) -> Any:
     try:
         config = default_config(model_type, config_class)
@@ -816,10 +826,14 @@ def _declaring(config: Any, key: str) -> list[Any]:
     module = inspect.getmodule(type(config))
     found = []
     for cls in vars(module).values() if module else ():
-        if isinstance(cls, type) and issubclass(cls, PretrainedConfig) and key in getattr(cls, "__dataclass_fields__", {}):
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, PretrainedConfig)
+            and key in getattr(cls, "__dataclass_fields__", {})
+        ):
             try:
                 found.append(cls())
-            except Exception:  # noqa: BLE001 - a config that cannot be built by default declares nothing usable
+            except Exception:  # a config that cannot be built by default declares nothing usable
                 continue
     return found
 
