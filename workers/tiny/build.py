@@ -67,7 +67,9 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     failed: str | None = None  # the first shrunk model's error in forward
     built: tuple[Any, str] | None = None
     mrope = _uses_mrope(cls)
-    tries = [(number, values, repair) for repair in (False, True) for number, values in enumerate(variants)]
+    # the repair pass with the first variant only: one more try where every plain variant failed (a
+    # class that runs only unshrunk pays for it before its default twin)
+    tries = [*((number, values, False) for number, values in enumerate(variants)), (0, variants[0], True)]
     for number, values, repair in tries:
         try:
             last = number == len(variants) - 1
