@@ -112,7 +112,8 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
 
 
 class _Skip(Exception):
-    """The depth-only variant of a config too wide to run unshrunk."""
+    """A try not worth making: the depth-only variant of a config too wide to run unshrunk, or a
+    repair pass that changes nothing."""
 
 
 def _shrunk(
@@ -126,9 +127,10 @@ def _shrunk(
     last: bool,
     repair: bool,
 ) -> tuple[Any, str]:
-    """One variant's model. The repair pass (what a default config leaves unset that a
-    checkpoint's sets: workers.tiny.shrink.REPAIRS) comes after every plain variant failed, and
-    only where it changes the config (_Skip else)."""
+    """One variant's model. With repair (the last try, after every plain variant failed): what a
+    default config leaves unset that a checkpoint's sets (workers.tiny.shrink.REPAIRS), tried only
+    where it changes the config (_Skip else). Either way, a config the model refuses while being
+    built is repaired where the error says how (_instantiate: repair_from_error)."""
     config = tiny_config(model_type, values, config_class, mrope, repair)
     if repair:
         try:

@@ -93,9 +93,7 @@ SECONDARY: dict[str, Any] = {
 }
 # Keys a config may leave None for the modeling code to derive from the full-size widths.
 DERIVED = ("head_dim", "num_key_value_heads")
-# Per model_type fixes on top of the shrinker (the failure groups the survey found).
-# CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
-# shrinking, on every (sub-)config of that model_type.
+# PP-OCRv6 medium's intra-class block kernels (OVERRIDES): PaddleOCR's IntraCLBlock, 7/5/3 wide.
 INTRACLASS_BLOCK = {
     "reduce_channel": [1, 1, 0],
     "return_channel": [1, 1, 0],
@@ -109,6 +107,9 @@ INTRACLASS_BLOCK = {
     },
     **{f"symmetric_conv_long_{r}": [k, 1, k // 2] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
 }
+# Per model_type fixes on top of the shrinker (the failure groups the survey found).
+# CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
+# shrinking, on every (sub-)config of that model_type.
 CONSTRUCT: dict[str, dict[str, Any]] = {
     **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
 }
