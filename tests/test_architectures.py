@@ -619,3 +619,20 @@ def test_a_package_the_project_does_not_install_is_the_harness_s_miss() -> None:
     why = missing_package(exc)
     assert why is not None and why.startswith("needs diffusers, which the project does not install")
     assert missing_package(ImportError("requires `torch`")) is None
+
+
+def test_the_repair_pass_fills_what_a_default_leaves_unset_and_only_it() -> None:
+    """Step3p7's text config leaves its sliding window None (its mask reads it whatever the layer
+    types); dots.llm1 its experts, top-k and shared experts. The repair pass sets them; the plain
+    shrink leaves them (a None may mean "none" where a class passes without repairs)."""
+    import transformers
+
+    from workers.tiny import shrink
+
+    if not hasattr(transformers, "Step3p7Config"):
+        pytest.skip("no Step3p7 in this transformers")
+    plain, repaired = (shrink.tiny_config("step3p7", VARIANTS[0], repair=r).text_config for r in (False, True))
+    assert plain.sliding_window is None and repaired.sliding_window == shrink.SLIDING_WINDOW
+    plain, repaired = (shrink.tiny_config("dots1", VARIANTS[0], repair=r) for r in (False, True))
+    assert (plain.n_routed_experts, plain.num_experts_per_tok, plain.n_shared_experts) == (None, None, None)
+    assert (repaired.n_routed_experts, repaired.num_experts_per_tok, repaired.n_shared_experts) == (4, 2, 1)
