@@ -414,11 +414,20 @@ def _unset_values(config: Any, values: dict[str, Any]) -> None:
     _moe_top_k(config, values)
 
 
+def _attention_layer_types(config: Any) -> list[str]:
+    """The layer types of a config whose layers are attention layers of some kind (a ResNet-style
+    backbone's "basic" and "bottleneck" stages are not), else []."""
+    types = vars(config).get("layer_types")
+    if not isinstance(types, list) or not any("attention" in str(t) for t in types):
+        return []
+    return [str(t) for t in types]
+
+
 def _rope_per_layer_type(config: Any) -> None:
     """A config with layer types and no rotary parameters at all (Cohere Compass: the modeling
     code reads rope_parameters[layer_type]): the default rotation for every layer type."""
-    types = getattr(config, "layer_types", None)
-    if not isinstance(types, list) or getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None):
+    types = _attention_layer_types(config)
+    if not types or getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None):
         return
     rope_type = getattr(config, "default_rope_type", None) or "default"
     try:
@@ -433,7 +442,7 @@ SLIDING_WINDOW = 4  # half the text: the window is exercised
 def _sliding_window(config: Any) -> None:
     """A sliding window left unset (Step3p7 builds its sliding mask, bidirectional overlay and all,
     whatever its layer types): a window of half the text."""
-    if isinstance(getattr(config, "layer_types", None), list) and vars(config).get("sliding_window", 0) is None:
+    if _attention_layer_types(config) and vars(config).get("sliding_window", 0) is None:
         try:
             config.sliding_window = SLIDING_WINDOW
         except (AttributeError, ValueError, TypeError):
