@@ -16,6 +16,7 @@ from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import ErrorInfo, Job, Result, Status, error_info, now
 from fleet.settings import Settings
 from workers import failures, identity, measure, plugins, process, quality, stages
+from workers.tiny import missing_package
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -74,6 +75,9 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
             _end(progress, Status.FAILED, error_info(ErrorKind.TIMEOUT, "soft time limit"))
         elif isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
+        elif missing := missing_package(exc):  # an optional package the project does not install: the harness's
+            why = " ".join(f"{failures.describe(exc, 200)}: {missing}".split())
+            _end(progress, Status.SKIPPED, error_info(ErrorKind.HARNESS_UNSUPPORTED, why))
         else:
             _end(progress, Status.FAILED, failures.job_failure(exc))
     finally:

@@ -35,6 +35,8 @@ NOT_INSTALLED = {
         "it needs torchvision, whose PyPI wheel for this torch is the CUDA build and does not import on "
         "the CPU torch; torchvision would also switch the catalog's image processors to the torchvision ones"
     ),
+    # VibeVoice's generate() builds its default noise scheduler from diffusers
+    "diffusers": "a diffusion library no model of the catalog needs; the project does not depend on it",
 }
 
 
@@ -42,6 +44,6 @@ def missing_package(exc: BaseException) -> str | None:
     """The one-line reason for an ImportError of a package the project does not install, else None."""
     if isinstance(exc, ImportError):
         for package, why in NOT_INSTALLED.items():
-            if f"the {package} library" in str(exc):
+            if f"the {package} library" in str(exc) or f"requires `{package}`" in str(exc):
                 return f"needs {package}, which the project does not install: {why}"
     return None

@@ -14,7 +14,7 @@ import torch
 from fleet.errors import CheckFailure, ErrorKind
 from workers.tiny import SEED, Unsupported, missing_package
 from workers.tiny.inputs import PLANS, make_inputs
-from workers.tiny.shrink import MAX_UNSHRUNK_WIDTH, VARIANTS, tiny_config, width
+from workers.tiny.shrink import MAX_REPAIRS, MAX_UNSHRUNK_WIDTH, VARIANTS, repair_from_error, tiny_config, width
 
 
 def class_info(class_name: str) -> tuple[type, str]:
@@ -67,12 +67,15 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     failed: str | None = None  # the first shrunk model's error in forward
     built: tuple[Any, str] | None = None
     mrope = _uses_mrope(cls)
-    for number, values in enumerate(variants):
+    # the repair pass with the first variant only: one more try where every plain variant failed (a
+    # class that runs only unshrunk pays for it before its default twin)
+    tries = [*((number, values, False) for number, values in enumerate(variants)), (0, variants[0], True)]
+    for number, values, repair in tries:
         try:
-            config = tiny_config(model_type, values, config_class, mrope)
-            if number == len(variants) - 1 and width(config) > MAX_UNSHRUNK_WIDTH:
-                continue
-            model, digest = _instantiate(cls, config, device, class_name, "a shrunk config")
+            last = number == len(variants) - 1
+            model, digest = _shrunk(cls, model_type, values, config_class, mrope, device, class_name, last, repair)
+        except _Skip:
+            continue
         except Unsupported as exc:
             first_error = first_error or exc
             continue
@@ -108,6 +111,41 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     raise Unsupported(f"{why[:300]}; {default.why}")
 
 
+class _Skip(Exception):
+    """A try not worth making: the depth-only variant of a config too wide to run unshrunk, or a
+    repair pass that changes nothing."""
+
+
+def _shrunk(
+    cls: type,
+    model_type: str,
+    values: Any,
+    config_class: Any,
+    mrope: bool,
+    device: torch.device,
+    name: str,
+    last: bool,
+    repair: bool,
+) -> tuple[Any, str]:
+    """One variant's model. With repair (the last try, after every plain variant failed): what a
+    default config leaves unset that a checkpoint's sets (workers.tiny.shrink.REPAIRS), tried only
+    where it changes the config (_Skip else). Either way, a config the model refuses while being
+    built is repaired where the error says how (_instantiate: repair_from_error)."""
+    config = tiny_config(model_type, values, config_class, mrope, repair)
+    if repair:
+        try:
+            plain = tiny_config(model_type, values, config_class, mrope).to_dict()
+        except Unsupported:
+            plain = None
+        if plain == config.to_dict():
+            raise _Skip
+    if last and width(config) > MAX_UNSHRUNK_WIDTH:
+        raise _Skip
+    model, digest = _instantiate(cls, config, device, name, "a shrunk config")
+    model.fleet_repaired = repair
+    return model, digest
+
+
 @dataclass
 class Default:
     """What the class's own unshrunk default config did: its model (when it built and could be
@@ -130,9 +168,22 @@ BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
 def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
     _pad_token(config)
-    torch.manual_seed(SEED)
     try:
-        model = cls(config).to(device).eval()
+        for _ in range(MAX_REPAIRS):
+            torch.manual_seed(SEED)
+            try:
+                model = cls(config)
+                break
+            except Exception as exc:
+                if not repair_from_error(config, exc):  # a config the error says how to make consistent
+                    raise
+        else:
+            model = cls(config)
+        model = model.to(device).eval()
+        make = GENERATION.get(str(getattr(config, "model_type", "")))
+        if make is not None and getattr(model, "generation_config", None) is not None:
+            for key, value in make(config).items():
+                setattr(model.generation_config, key, value)
     except Exception as exc:
         text = missing_package(exc) or f"{type(exc).__name__}: {exc}"
         raise Unsupported(f"{class_name} could not be built from {what}: {text}") from None
@@ -191,10 +242,17 @@ def _default_twin(
     from workers.tiny.shrink import default_config
 
     try:
-        config = default_config(model_type, config_class)
-        _pad_token(config)
-        with torch.device("meta"):
-            params = sum(p.numel() for p in cls(config).parameters())
+        try:
+            config = default_config(model_type, config_class)
+            params = _count(cls, config)
+        except Exception as first:
+            # what the repair pass fills in (and the table's values for fields a default leaves unset), unshrunk:
+            # a class whose shrunk twins fail in forward is judged by the same model at its own size
+            try:
+                config = tiny_config(model_type, {}, config_class, repair=True)
+                params = _count(cls, config)
+            except Exception:
+                raise first from None
     except Exception as exc:
         text = f"{type(exc).__name__}: {str(exc)[:200]}"
         if isinstance(exc, ImportError) or "install" in str(exc).lower():  # an optional package: ours to add
@@ -220,6 +278,26 @@ def _default_twin(
     return Default((model, digest), f"{FAILS_TOO} ({_text(error)[:200]}): the library's")
 
 
+def _count(cls: type, config: Any) -> int:
+    """The parameters of the class built from this config, on the meta device (nothing allocated)."""
+    _pad_token(config)
+    with torch.device("meta"):
+        for _ in range(MAX_REPAIRS):
+            try:
+                return sum(p.numel() for p in cls(config).parameters())
+            except Exception as exc:
+                if not repair_from_error(config, exc):
+                    raise
+        return sum(p.numel() for p in cls(config).parameters())
+
+
+# What a model's own generate() reads from the checkpoint's generation_config.json, by model_type:
+# Pop2Piano conditions on a composer, one embedding per entry of composer_to_feature_token.
+GENERATION: dict[str, Any] = {
+    "pop2piano": lambda c: {"composer_to_feature_token": {f"composer{i + 1}": i for i in range(c.composer_vocab_size)}},
+}
+
+
 def describe(model: Any) -> str:
     """How the builder made this model, for the attempt's detail."""
     variant = getattr(model, "fleet_variant", None)
@@ -232,4 +310,5 @@ def describe(model: Any) -> str:
         if getattr(model, "fleet_unshrunk", False):
             return f"unshrunk default config (no shrunk config built; {why})"
         return f"shrunk default config (no variant ran a forward pass; first that built; {why})"
-    return f"shrunk default config (variant {variant}, inputs {plan})"
+    repaired = " with the repair pass" if getattr(model, "fleet_repaired", False) else ""
+    return f"shrunk default config (variant {variant}{repaired}, inputs {plan})"

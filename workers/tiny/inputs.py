@@ -171,7 +171,17 @@ def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
     taken = {*inspect.signature(model.forward).parameters, *inspect.signature(GenerationMixin.generate).parameters}
     maker = _Maker(model, torch.Generator().manual_seed(SEED), str(getattr(model, "fleet_inputs", PLANS[0])))
     names = dict.fromkeys(KWARGS_READ.findall(source))  # generate's own `inputs` is no input of the model's
-    return {n: maker.kinds[n]().to(device) for n in names if n not in taken and n in maker.kinds}
+    made = {n: maker.kinds[n]().to(device) for n in names if n not in taken and n in maker.kinds}
+    # an input its own generate() requires by position (Pop2Piano generates from input_features, its
+    # forward's main input being input_ids): of the shape generate's docstring gives, else of its kind
+    for name, param in inspect.signature(generate).parameters.items():
+        required = param.default is param.empty and param.kind is param.POSITIONAL_OR_KEYWORD
+        if required and name != "self" and name not in made:
+            tensor = maker.documented(name, generate.__doc__ or "")
+            tensor = tensor if tensor is not None else maker.kinds[name]() if name in maker.kinds else None
+            if tensor is not None:
+                made[name] = tensor.to(device)
+    return made
 
 
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
@@ -247,7 +257,7 @@ class _Maker:
                 out.setdefault(key, torch.randint(3, self.high, (*ids.shape, buffer.numel()), generator=self.g))
         return out
 
-    def documented(self, name: str) -> torch.Tensor | None:
+    def documented(self, name: str, doc: str | None = None) -> torch.Tensor | None:
         """An input of the shape forward's docstring gives it, "`name` (`torch.Tensor` of shape
         `(batch_size, hidden_size, frames)`)": batch_size is the batch, a dimension the config (or
         a sub-config) names is that value, a number is itself, any other (frames, sequence_length,
@@ -255,7 +265,7 @@ class _Maker:
         *_ids). Mimi's decoder latents, Decision Transformer's states, actions, returns and
         timesteps, LXMERT's visual features, MuseGlimmer's `[batch_size, config.block_size, dim]`
         noise. None when the docstring gives no shape."""
-        doc = self.model.forward.__doc__ or ""
+        doc = doc or self.model.forward.__doc__ or ""  # or another method's (generate's own inputs)
         match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
         if match is None:
             return None

@@ -93,6 +93,20 @@ SECONDARY: dict[str, Any] = {
 }
 # Keys a config may leave None for the modeling code to derive from the full-size widths.
 DERIVED = ("head_dim", "num_key_value_heads")
+# PP-OCRv6 medium's intra-class block kernels (OVERRIDES): PaddleOCR's IntraCLBlock, 7/5/3 wide.
+INTRACLASS_BLOCK = {
+    "reduce_channel": [1, 1, 0],
+    "return_channel": [1, 1, 0],
+    **{
+        f"vertical_long_to_small_conv_{r}": [[k, 1], 1, [k // 2, 0]]
+        for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))
+    },
+    **{
+        f"horizontal_small_to_long_conv_{r}": [[1, k], 1, [0, k // 2]]
+        for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))
+    },
+    **{f"symmetric_conv_long_{r}": [k, 1, k // 2] for r, k in (("longratio", 7), ("midratio", 5), ("shortratio", 3))},
+}
 # Per model_type fixes on top of the shrinker (the failure groups the survey found).
 # CONSTRUCT: arguments a default config cannot be built without; OVERRIDES: values set after
 # shrinking, on every (sub-)config of that model_type.
@@ -114,6 +128,24 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "lfm2_moe": {"layer_types": ["conv", "full_attention"], "num_dense_layers": 1},  # unset by default
     # its hybrid layers share one attention block (tied): a twin needs two of them to tie
     "zamba": {"num_hidden_layers": 3, "layers_block_type": ["linear_attention", "hybrid", "hybrid"]},
+    # defaults that leave unset what every checkpoint's config sets (the class cannot be built from them)
+    # Qwen4-Exp's sparse-attention indexer: all five fields or none, one KV head, a budget of whole blocks
+    "qwen4_exp_text": dict(
+        indexer_n_heads=4, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=4, indexer_compress_ratio=2
+    ),
+    "deepseek_ocr2_text": {"mlp_layer_types": ["dense", "sparse"]},  # one dense and one MoE layer
+    # ALIGN's image embeddings are its EfficientNet's last stage (320 x width_coefficient), compared with the text
+    # projection (projection_dim, shrunk 32): 0.1 makes them equal (the plain shrink's unshrunk B7 vanished: NaN)
+    "align_vision_model": {"width_coefficient": 0.1, "initializer_range": 0.2},
+    # PP-OCRv6 medium's intra-class blocks, left None by its default config: PaddleOCR's IntraCLBlock kernels
+    # ([kernel, stride, padding]: 7/5/3 vertical, horizontal and square, 1x1 to reduce and return the channels)
+    "pp_ocrv6_medium_det": {"intraclass_block_config": INTRACLASS_BLOCK},
+    # Granite 4 Vision's window Q-Former downsampler (query side / window side) and the vision layers it feeds to
+    # which text layers: both left None by its default config (its checkpoints set them)
+    "granite4_vision": {"downsample_rate": "1/2", "deepstack_layer_map": [[-1, 0], [-2, 1]]},
+    # xLSTM: its blocks are num_blocks (not the depth), and its cache rounds the q/k and v widths up
+    # to multiples of 64 where the layers do not: a width whose q/k part is 64 keeps them equal
+    "xlstm": {"hidden_size": 64, "embedding_dim": 64, "qk_dim_factor": 1.0, "num_blocks": 2},
 }
 
 
@@ -343,12 +375,115 @@ def _mrope(config: Any) -> None:
         return
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     factor = rope.get("partial_rotary_factor") or getattr(config, "partial_rotary_factor", None) or 1.0
-    half = int(head_dim * float(factor)) // 2
+    types = getattr(config, "layer_types", None)
+    if isinstance(types, list) and rope and set(rope) <= set(types):  # rotary parameters per layer type (NeoMME)
+        config.rope_parameters = {
+            t: _sections(p, head_dim, factor) if isinstance(p, dict) else p for t, p in rope.items()
+        }
+    else:
+        config.rope_parameters = _sections(rope, head_dim, factor)
+
+
+def _sections(rope: dict[str, Any], head_dim: int, factor: Any) -> dict[str, Any]:
+    half = int(head_dim * float(rope.get("partial_rotary_factor") or factor)) // 2
     third = half // 3
-    config.rope_parameters = {**rope, "mrope_section": [half - 2 * third, third, third]}
+    return {**rope, "mrope_section": [half - 2 * third, third, third]}
 
 
-def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False) -> None:
+# Keys a default config may leave unset (None) that the checkpoints' configs set, filled in the
+# repair pass (REPAIRS): the shrunk values, and these beside them.
+UNSET: dict[str, Any] = {
+    "top_k_experts": 2,
+    "n_shared_experts": 1,  # dots.llm1 multiplies its shared experts' width by it
+    "clip_qkv": 8,  # DBRX clamps its projections by +-clip_qkv, None or not (its checkpoints: 8)
+}
+ROPE_THETA = 10_000.0  # the rotary base where a default config names none
+
+
+def _unset_values(config: Any, values: dict[str, Any]) -> None:
+    """A key the default config leaves None where the checkpoints set it (dots.llm1's experts
+    and top-k, DiffusionGemma's experts): the shrunk value. Only in the repair pass: elsewhere
+    a None may mean "none of these" (a dense model)."""
+    known = {**UNSET, **values}
+    for key, value in list(vars(config).items()):
+        if value is None and type(known.get(key)) is int:
+            try:
+                setattr(config, key, known[key])
+            except (AttributeError, ValueError, TypeError):
+                pass
+    _moe_top_k(config, values)
+
+
+def _attention_layer_types(config: Any) -> list[str]:
+    """The layer types of a config whose layers are attention layers of some kind (a ResNet-style
+    backbone's "basic" and "bottleneck" stages are not), else []."""
+    types = vars(config).get("layer_types")
+    if not isinstance(types, list) or not any("attention" in str(t) for t in types):
+        return []
+    return [str(t) for t in types]
+
+
+def _rope_per_layer_type(config: Any) -> None:
+    """A config with layer types and no rotary parameters at all (Cohere Compass: the modeling
+    code reads rope_parameters[layer_type]): the default rotation for every layer type."""
+    types = _attention_layer_types(config)
+    if not types or getattr(config, "rope_parameters", None) or getattr(config, "rope_theta", None):
+        return
+    rope_type = getattr(config, "default_rope_type", None) or "default"
+    try:
+        config.rope_parameters = {t: {"rope_type": rope_type, "rope_theta": ROPE_THETA} for t in dict.fromkeys(types)}
+    except (AttributeError, ValueError, TypeError):
+        pass
+
+
+SLIDING_WINDOW = 4  # half the text: the window is exercised
+
+
+def _sliding_window(config: Any) -> None:
+    """A sliding window left unset (Step3p7 builds its sliding mask, bidirectional overlay and all,
+    whatever its layer types): a window of half the text."""
+    if _attention_layer_types(config) and vars(config).get("sliding_window", 0) is None:
+        try:
+            config.sliding_window = SLIDING_WINDOW
+        except (AttributeError, ValueError, TypeError):
+            pass
+
+
+# How a model names the tokenizer's image tokens in its vocabulary map, by model_type (per VQ code).
+IMAGE_TOKEN_NAMES: dict[str, Any] = {
+    "chameleon": lambda code: "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z",
+    "emu3": lambda code: f"<|visual token{code:06d}|>",
+}
+# The map's other entries its model reads: the image placeholder, Emu3's end of an image row.
+MAP_TOKENS = ("<image>", "<|extra_200|>")
+
+
+def _vocabulary_map(config: Any) -> None:
+    """A vocabulary map left unset (Chameleon, Emu3: the checkpoint's tokenizer fills it): the
+    placeholder tokens and one token per VQ code at the top of the vocabulary, above the ids the
+    harness draws for text."""
+    name = IMAGE_TOKEN_NAMES.get(getattr(config, "model_type", ""))
+    vq = getattr(config, "vq_config", None)
+    codes = getattr(vq, "num_embeddings", None) or getattr(vq, "codebook_size", None)
+    text = getattr(config, "text_config", None) or config
+    vocab = getattr(text, "vocab_size", None)
+    if name is None or "vocabulary_map" not in vars(config) or config.vocabulary_map is not None:
+        return
+    if type(codes) is not int or type(vocab) is not int or vocab < codes + len(MAP_TOKENS) + 100:
+        return
+    first = vocab - codes - len(MAP_TOKENS)
+    mapping = {token: vocab - 1 - i for i, token in enumerate(MAP_TOKENS)}
+    config.vocabulary_map = {**mapping, **{name(code): first + code for code in range(codes)}}
+    if "image_token_id" in vars(config):
+        config.image_token_id = mapping["<image>"]
+
+
+# The repair pass (tiny_config(repair=True), tried where the plain shrink cannot be built): what a
+# default config leaves unset that a real checkpoint's config sets.
+REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map)
+
+
+def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False, repair: bool = False) -> None:
     from transformers import PretrainedConfig
 
     per_layer = _homogenize(config, values)
@@ -400,6 +535,10 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _consistent_heads(config)
     _hybrid_attention(config)
     _moe_top_k(config, values)
+    if repair:
+        _unset_values(config, values)
+        for fix in REPAIRS:
+            fix(config)
     for key, value in OVERRIDES.get(getattr(config, "model_type", ""), {}).items():
         setattr(config, key, copy.deepcopy(value))
     if per_layer:
@@ -408,10 +547,10 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
         _mrope(config)
     if depth < 3:
-        subs = {k: v for k in list(vars(config)) if isinstance(v := getattr(config, k, None), PretrainedConfig)}
+        subs = {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
         widths = {k: _safe_width(v) for k, v in subs.items()}
         for sub in subs.values():
-            _shrink(sub, values, depth + 1, mrope)
+            _shrink(sub, values, depth + 1, mrope, repair)
         _neck_outputs(subs, widths)
         _tower_widths(config)
 
@@ -516,6 +655,12 @@ def _prefixed_towers(config: Any, values: dict[str, Any]) -> None:
                 setattr(config, name, values[key])
 
 
+# A default config its own validator refuses, naming the one value it accepts ("hidden_size_per_
+# layer_input must be 0, got 256": Gemma 4's assistant on 5.25) is built with that value.
+MUST_BE = re.compile(r"\b([a-z_]\w*) must be (-?\d+|True|False), got\b")
+MAX_REPAIRS = 4  # repairs (MUST_BE, repair_from_error) tried on one config before giving up
+
+
 def default_config(model_type: str, config_class: Any = None, overrides: dict[str, Any] | None = None) -> Any:
     """The class's own default config (with the CONSTRUCT arguments it cannot be built without)."""
     from transformers import AutoConfig
@@ -523,14 +668,46 @@ def default_config(model_type: str, config_class: Any = None, overrides: dict[st
     overrides = overrides if overrides is not None else copy.deepcopy(CONSTRUCT.get(model_type, {}))
     if _timm_default(model_type, config_class):
         overrides.setdefault("use_timm_backbone", False)
-    if config_class is not None and getattr(config_class, "model_type", None) == model_type:
-        config = config_class(**overrides)
+    for _ in range(MAX_REPAIRS):
+        try:
+            if config_class is not None and getattr(config_class, "model_type", None) == model_type:
+                config = config_class(**overrides)
+            else:
+                config = AutoConfig.for_model(model_type, **overrides)
+            break
+        except Exception as exc:
+            named = MUST_BE.search(str(exc))  # its validator names the value (Gemma 4's assistant)
+            if named is None or not _construct_with(config_class, model_type, overrides, *named.groups()):
+                raise
     else:
-        config = AutoConfig.for_model(model_type, **overrides)
+        raise ValueError(f"the default config of {model_type!r} refuses {MAX_REPAIRS} values its validator named")
     own = _own_backbone(config)
     if own is not None:  # built again around it: what the config derives from its backbone follows
         return default_config(model_type, config_class, {**overrides, "backbone_config": own})
     return config
+
+
+def _construct_with(config_class: Any, model_type: str, overrides: dict[str, Any], key: str, value: str) -> bool:
+    """The value a validator named, as an argument of the config or of the sub-config that
+    declares it (Gemma 4's assistant: its text config's); False where it was given already."""
+    from transformers import CONFIG_MAPPING
+
+    cls = config_class if getattr(config_class, "model_type", None) == model_type else CONFIG_MAPPING[model_type]
+    named: Any = int(value) if value not in ("True", "False") else value == "True"
+    target = overrides
+    if key not in getattr(cls, "__dataclass_fields__", {}):
+        for name, spec in (getattr(cls, "sub_configs_defaults", None) or {}).items():
+            sub_type = str(getattr(spec, "model_type", None) or "")
+            sub = getattr(spec, "config_class", None)
+            sub = CONFIG_MAPPING[sub_type] if sub_type in CONFIG_MAPPING else sub  # AutoConfig: the default type's
+            if key in getattr(sub, "__dataclass_fields__", {}):
+                kwargs = {**(getattr(spec, "init_kwargs", None) or {}), "model_type": sub_type} if sub_type else {}
+                target = overrides.setdefault(name, {k: v for k, v in kwargs.items() if v is not None})
+                break
+    if not isinstance(target, dict) or target.get(key) == named:
+        return False
+    target[key] = named
+    return True
 
 
 @functools.cache
@@ -573,10 +750,16 @@ def _own_backbone(config: Any) -> Any:
         return None
 
 
-def tiny_config(model_type: str, values: dict[str, Any] = SHRINK, config_class: Any = None, mrope: bool = False) -> Any:
+def tiny_config(
+    model_type: str,
+    values: dict[str, Any] = SHRINK,
+    config_class: Any = None,
+    mrope: bool = False,
+    repair: bool = False,
+) -> Any:
     try:
         config = default_config(model_type, config_class)
-        _shrink(config, values, mrope=mrope)
+        _shrink(config, values, mrope=mrope, repair=repair)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
     return config
@@ -587,3 +770,91 @@ def width(config: Any) -> int:
     widest stage: Florence-2's DaViT embed_dim)."""
     values = [getattr(config, k, 0) for k in ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")]
     return max(int((v[-1] if isinstance(v, (list, tuple)) and v else v) or 0) for v in values)
+
+
+MISSING_ATTRIBUTE = re.compile(r"'(\w+)' object has no attribute '(\w+)'")
+DIVISIBLE = re.compile(r"\((\d+)\) must be divisible by (\w+) \((\d+)\)")
+
+
+def repair_from_error(config: Any, exc: BaseException) -> bool:
+    """A config the model refused while it was being built, made consistent where the error says
+    how (True then: build it again):
+    - a (sub-)config lacking an attribute the model reads (DBRX's attention config: rope_theta;
+      Moonshine Streaming: num_key_value_heads; T5Gemma 2's text config: dropout_rate) gets the
+      value of the nearest config around it that has one (an enclosing config, its rotary
+      parameters, then the configs inside);
+    - a class that asserts `is_decoder=True` (Reformer's LM head) gets it;
+    - a width that must be divisible by a number of heads (Perceiver's cross-attention over its
+      Fourier features: 261 channels, 8 heads): heads set to their greatest common divisor."""
+    text = str(exc)
+    if "is_decoder=True" in text and getattr(config, "is_decoder", None) is False:
+        config.is_decoder = True
+        return True
+    match = MISSING_ATTRIBUTE.search(text)
+    if isinstance(exc, AttributeError) and match:
+        return _inherit(config, match.group(1), match.group(2))
+    match = DIVISIBLE.search(text)
+    if isinstance(exc, ValueError) and match:
+        return _divide_heads(config, int(match.group(1)), int(match.group(3)))
+    return False
+
+
+def _configs(config: Any, chain: tuple[Any, ...] = ()) -> list[tuple[Any, tuple[Any, ...]]]:
+    """Every config in the tree with the configs enclosing it (outermost first)."""
+    from transformers import PretrainedConfig
+
+    found = [(config, chain)]
+    if len(chain) < 4:
+        for value in vars(config).values():
+            if isinstance(value, PretrainedConfig):
+                found += _configs(value, (*chain, config))
+    return found
+
+
+def _inherit(config: Any, class_name: str, key: str) -> bool:
+    for cfg, chain in _configs(config):
+        if type(cfg).__name__ != class_name or key in vars(cfg):
+            continue
+        inner = [c for c, _ in _configs(cfg)[1:]]
+        for source in (*reversed(chain), *inner, *_declaring(cfg, key)):
+            rope = vars(source).get("rope_parameters")
+            value = vars(source).get(key, rope.get(key) if isinstance(rope, dict) else None)
+            if value is not None:
+                try:
+                    setattr(cfg, key, copy.deepcopy(value))
+                except (AttributeError, ValueError, TypeError):
+                    object.__setattr__(cfg, key, copy.deepcopy(value))  # a strict config refuses unknown fields
+                return True
+    return False
+
+
+def _declaring(config: Any, key: str) -> list[Any]:
+    """Default configs of the config classes of the same model that declare `key` (T5Gemma 2's
+    encoder alone: the encoder-decoder config declares the dropout_rate it hands its text config)."""
+    from transformers import PretrainedConfig
+
+    module = inspect.getmodule(type(config))
+    found = []
+    for cls in vars(module).values() if module else ():
+        if (
+            isinstance(cls, type)
+            and issubclass(cls, PretrainedConfig)
+            and key in getattr(cls, "__dataclass_fields__", {})
+        ):
+            try:
+                found.append(cls())
+            except Exception:  # a config that cannot be built by default declares nothing usable
+                continue
+    return found
+
+
+def _divide_heads(config: Any, channels: int, heads: int) -> bool:
+    import math
+
+    fixed = False
+    for cfg, _ in _configs(config):
+        for key, value in list(vars(cfg).items()):
+            if "heads" in key and type(value) is int and value == heads:
+                setattr(cfg, key, math.gcd(channels, heads))
+                fixed = True
+    return fixed
