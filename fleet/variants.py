@@ -76,7 +76,17 @@ EXPORT_ERROR = "export_error"
 OOM = "oom"
 INFERENCE_ERROR = "inference_error"
 TIMEOUT = "timeout"
-ERROR_KINDS = (UNSUPPORTED_PRECISION, ATTENTION_UNSUPPORTED, COMPILE_ERROR, EXPORT_ERROR, OOM, INFERENCE_ERROR, TIMEOUT)
+CRASHED = "crashed"  # the process died while the variant ran (a native crash in a kernel)
+ERROR_KINDS = (
+    UNSUPPORTED_PRECISION,
+    ATTENTION_UNSUPPORTED,
+    COMPILE_ERROR,
+    EXPORT_ERROR,
+    OOM,
+    INFERENCE_ERROR,
+    TIMEOUT,
+    CRASHED,
+)
 
 
 class VariantError(BadInput):

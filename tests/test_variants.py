@@ -255,6 +255,30 @@ def test_a_check_output_with_no_floating_point_tensor_leaves_the_variants_not_ap
 
 
 # -- through a real worker, into the report ---------------------------------------------------------
+def test_a_variant_that_kills_its_process_is_crashed_and_the_job_keeps_its_status(
+    redis_url: str, start_worker, tmp_path: Path
+) -> None:
+    """A variant whose kernel kills the process (SIGSEGV: flex_attention on cpu for DogeModel)
+    killed every delivery of the job, which ended FAILED worker_lost though its check had passed.
+    The variant running is journaled on local disk: the next delivery records it `error` /
+    `crashed`, runs the others, and the job ends with its own status."""
+    start_worker(redis_url, FLEET_PLUGINS=f"{PLUGINS},tests.plugins.crashing_attention")
+    cat = write_catalog(
+        tmp_path / "c.toml",
+        {"tiny": {"check": "causal_lm", "architectures": ["LlamaForCausalLM"], "synthetic": "llama"}},
+    )
+    args = ("--catalog", str(cat), "--family", "tiny", "--repeats", "1", "--redis-url", redis_url)
+    sub = orchestrator("submit", *args, "--variants", "bf16,attention:crash,sdpa", "--wait", timeout=600)
+    assert sub.returncode == 0, sub.stderr
+    data = json.loads(orchestrator("report", sub.stdout.strip(), "--format", "json", "--redis-url", redis_url).stdout)
+    (result,) = data["results"]
+    assert result["status"] == "SYNTHETIC" and result["delivery"] == 2, (result["status"], result["error"])
+    got = _by_name(result["variants"])
+    assert got["attention:crash"]["verdict"] == "error" and got["attention:crash"]["kind"] == "crashed"
+    assert "died" in got["attention:crash"]["message"]
+    assert got["bf16"]["verdict"] == "works" and got["sdpa"]["verdict"] == "works"
+
+
 def test_variants_through_a_worker_into_the_capability_report(redis_url: str, start_worker, tmp_path: Path) -> None:
     start_worker(redis_url, FLEET_PLUGINS=f"{PLUGINS},tests.plugins.wrong_attention")
     cat = write_catalog(

@@ -58,7 +58,13 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
                 verdict = identity.decide(progress.identity, measurement)
                 progress.identity, progress.status = verdict.record, verdict.status
             progress.variants = stages.run_variants(
-                job, plan, resolution.bundle, resolution.evidence.weights_sha256, on_device, progress.status
+                job,
+                plan,
+                resolution.bundle,
+                resolution.evidence.weights_sha256,
+                on_device,
+                progress.status,
+                home=settings.home,
             )
     except CheckFailure as exc:
         # a device that is not there, or a model our harness cannot build or feed yet: not a model failure

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gc
+import hashlib
 import json
 import weakref
 from dataclasses import dataclass, field
@@ -172,12 +173,20 @@ def gate_known_answer(job: Job, plan: Plan, resolution: Resolution, measurement:
 
 
 def run_variants(
-    job: Job, plan: Plan, bundle: Bundle, weights: str | None, on_device: OnDevice, status: Status
+    job: Job,
+    plan: Plan,
+    bundle: Bundle,
+    weights: str | None,
+    on_device: OnDevice,
+    status: Status,
+    home: Path | None = None,
 ) -> dict[str, Any] | None:
     """The job's capability variants (job["variants"]) on the loaded model, once it passed; None
     when it asked for none. Pretrained weights (REAL, UNVERIFIED) run the quality gate in every
     reduced precision, and their check's fingerprint per precision/attention variant is judged
-    against the job's pins scoped to that variant (fleet/pins.py; `weights`: the digest loaded)."""
+    against the job's pins scoped to that variant (fleet/pins.py; `weights`: the digest loaded).
+    `home`: the worker's state folder, where the job's crash journal is kept while its variants run
+    (workers/variants.py Journal)."""
     wanted = job.get("variants") or []
     if not wanted:
         return None
@@ -195,7 +204,11 @@ def run_variants(
         if real
         else None
     )
-    return variants.run(plan.check, bundle, on_device.dev, wanted, real=real, known_answer=known_answer)
+    digest = hashlib.sha256(f"{job.get('run_id')}\0{job.get('job_id')}".encode()).hexdigest()[:32]
+    journal = home / "variants-running" / f"{digest}.json" if home is not None else None
+    return variants.run(
+        plan.check, bundle, on_device.dev, wanted, real=real, known_answer=known_answer, journal=journal
+    )
 
 
 def release(progress: Progress) -> Release:

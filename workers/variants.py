@@ -15,10 +15,12 @@ A variant never changes the job's status: its verdict is data (schema in docs/va
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +29,7 @@ from fleet.errors import CheckFailure
 from fleet.variants import (
     ATTENTION_UNSUPPORTED,
     COMPILE_ERROR,
+    CRASHED,
     EXPORT_ERROR,
     INFERENCE_ERROR,
     OOM,
@@ -387,10 +390,13 @@ def run(
     wanted: list[str],
     real: bool,
     known_answer: KnownAnswer | None = None,
+    journal: Path | None = None,
 ) -> dict[str, Any]:
     """Every variant named (fleet/variants.py names) on the bundle's loaded model: the record
     result["variants"] holds (docs/variants.md). known_answer: each precision/attention variant's
-    check output is fingerprinted and judged by it (its pins scoped to the variant)."""
+    check output is fingerprinted and judged by it (its pins scoped to the variant). journal: the
+    job's crash journal (Journal), so that a variant that kills the process (a native crash in a
+    compiled kernel) is an `error` / `crashed` on the next delivery, not the job's death."""
     model = bundle.model
     variants = parse(wanted, where="variants")
     claims = claims_of(model)
@@ -434,17 +440,68 @@ def run(
         known_answer=known_answer,
     )
     results: list[dict[str, Any]] = record["results"]
+    book = Journal(journal)
+    crashed = book.crashed()
     try:
         for i, v in enumerate(variants):
+            if v.name in crashed:
+                results.append(_error(v, CRASHED, crashed[v.name]))
+                continue
+            book.starting(v.name)
             try:
                 results.append(_one(ctx, v, snapshot))
             except measure.JobTimeout as exc:  # the job's time is up: the rest are not run
                 results.extend(_error(w, TIMEOUT, f"the job's time limit passed: {exc}") for w in variants[i:])
                 break
     finally:
+        book.close()
         snapshot.restore(model)
     record["findings"] = findings(results, claims)
     return record
+
+
+class Journal:
+    """Which variant a job was running, on local disk: a variant whose kernel kills the process
+    (SIGSEGV in a compiled flex kernel: DogeModel on cpu) would otherwise kill every delivery of
+    the job, and the job, whose check had passed, would end FAILED worker_lost. The name is
+    written before each variant runs; a delivery that finds one left by a delivery that died
+    records that variant as `error` / `crashed` and does not run it again; the file is removed
+    when the variants end. A file per job (the path names it); a redelivery to another host
+    cannot see it and runs the variant again (the job's max_attempts still bounds it)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.state: dict[str, Any] = {"crashed": {}, "running": None}
+        if path is not None:
+            try:
+                loaded = json.loads(path.read_text())
+                if isinstance(loaded, dict) and isinstance(loaded.get("crashed"), dict):
+                    self.state = {"crashed": dict(loaded["crashed"]), "running": loaded.get("running")}
+            except (OSError, ValueError):
+                pass
+
+    def crashed(self) -> dict[str, str]:
+        running = self.state.get("running")
+        if isinstance(running, str) and running not in self.state["crashed"]:
+            self.state["crashed"][running] = (
+                "the process running this variant died (a native crash, or killed) on an earlier "
+                "delivery of the job; not run again"
+            )
+            self.state["running"] = None
+        return {str(k): str(v) for k, v in self.state["crashed"].items()}
+
+    def starting(self, name: str) -> None:
+        self.state["running"] = name
+        if self.path is not None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.write_text(json.dumps(self.state))
+            except OSError:
+                pass  # no journal: a crash costs the delivery, as without one
+
+    def close(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def _entry(v: Variant) -> dict[str, Any]:
