@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,6 +131,7 @@ BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
 def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
     _pad_token(config)
+    _read_token_ids(cls, config)
     torch.manual_seed(SEED)
     try:
         model = cls(config).to(device).eval()
@@ -153,6 +155,33 @@ def _pad_token(config: Any) -> None:
     pad, vocab = getattr(text, "pad_token_id", None), getattr(text, "vocab_size", None)
     if type(pad) is int and type(vocab) is int and not 0 <= pad < vocab:
         text.pad_token_id = 0
+
+
+# A special token's id the modeling code reads from its config: `self.config.vision_start_token_id`.
+CONFIG_TOKEN = re.compile(r"self\.config\.(\w+_token_id)\b")
+
+
+def _read_token_ids(cls: type, config: Any) -> None:
+    """A special token's id that the class's modeling code reads from its config but the default
+    config does not define (Qwen2.5-Omni's and Qwen3-Omni's thinker read vision_start_token_id,
+    which only their talker config names; a checkpoint's config carries it): set, as a checkpoint
+    would, to an id at the top of the vocabulary, which no text the harness makes uses (3..99)."""
+    try:
+        source = inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return
+    text: Any = getattr(config, "text_config", None)
+    vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
+    top = vocab - 1 if type(vocab) is int and vocab > 200 else 1000
+    for name in dict.fromkeys(CONFIG_TOKEN.findall(source)):
+        try:
+            getattr(config, name)
+        except AttributeError:
+            try:
+                setattr(config, name, top)
+                top -= 1
+            except (ValueError, TypeError):
+                pass
 
 
 def _run_plans(model: Any, device: torch.device, task: str, inputs: dict[str, Any] | None = None) -> Exception | None:
