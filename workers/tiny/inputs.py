@@ -126,6 +126,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.naflex())  # with text too (SigLIP 2's dual encoder)
     if plan == PLACEHOLDERS:
         inputs.update(maker.placeholders(inputs, params))
+    pixels, text = inputs.get("pixel_values"), inputs.get("input_ids")
+    if "image_attention_mask" in params and isinstance(pixels, torch.Tensor) and isinstance(text, torch.Tensor):
+        if pixels.ndim == 5:  # several images per text, each token attending to each (IDEFICS)
+            inputs["image_attention_mask"] = torch.ones(BATCH, text.shape[1], pixels.shape[1], dtype=torch.long)
     if "noise" in params and "pixel_values" in inputs:
         inputs["noise"] = maker.noise()
     for name in MASKS:  # a mask beside each text input
