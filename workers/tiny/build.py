@@ -159,6 +159,8 @@ def _pad_token(config: Any) -> None:
 
 # A special token's id the modeling code reads from its config: `self.config.vision_start_token_id`.
 CONFIG_TOKEN = re.compile(r"self\.config\.(\w+_token_id)\b")
+# Tokens of generation, which a generation config may hold instead: never guessed.
+GENERATION_TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
 
 
 def _read_token_ids(cls: type, config: Any) -> None:
@@ -166,14 +168,15 @@ def _read_token_ids(cls: type, config: Any) -> None:
     config does not define (Qwen2.5-Omni's and Qwen3-Omni's thinker read vision_start_token_id,
     which only their talker config names; a checkpoint's config carries it): set, as a checkpoint
     would, to an id at the top of the vocabulary, which no text the harness makes uses (3..99)."""
-    try:
-        source = inspect.getsource(inspect.getmodule(cls))  # type: ignore[arg-type]
+    module = getattr(cls, "__module__", "")
+    try:  # the class's own methods and its bases' in its module (not the module's other models)
+        source = "".join(inspect.getsource(c) for c in cls.__mro__ if c.__module__ == module)
     except (OSError, TypeError):
         return
     text: Any = getattr(config, "text_config", None)
     vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
     top = vocab - 1 if type(vocab) is int and vocab > 200 else 1000
-    for name in dict.fromkeys(CONFIG_TOKEN.findall(source)):
+    for name in dict.fromkeys(n for n in CONFIG_TOKEN.findall(source) if n not in GENERATION_TOKENS):
         try:
             getattr(config, name)
         except AttributeError:
