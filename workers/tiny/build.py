@@ -35,12 +35,33 @@ def class_info(class_name: str) -> tuple[type, str]:
             break
     if model_type is None:
         raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{class_name} is in no transformers task mapping")
+    if _not_exported(transformers, class_name):
+        # a task mapping names a class the package does not export (transformers 5.25: VoxtralRealtimeTextModel)
+        raise CheckFailure(
+            ErrorKind.LOAD_ERROR,
+            f"{class_name} is named by transformers' {model_type!r} mapping but transformers does not export it: "
+            f"{LIBRARY}",
+        )
     try:
         cls = getattr(transformers, class_name)
         getattr(cls, "config_class", None)  # a placeholder class of a missing backend raises here
     except (AttributeError, ImportError, RuntimeError) as exc:
         raise Unsupported(f"{class_name} cannot be imported: {type(exc).__name__}: {exc}") from None
     return cls, model_type
+
+
+LIBRARY = "the library's"  # orchestrator.report.coverage.LIBRARY: a miss the library causes
+
+
+def _not_exported(module: Any, name: str) -> bool:
+    """The package has no such name (not one whose import fails: a missing backend, the harness's to report)."""
+    try:
+        getattr(module, name)
+    except AttributeError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def _uses_mrope(cls: type) -> bool:
@@ -59,6 +80,11 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     first shrunk model that built is returned, marked so, and the check shows the model's own
     error (the library's); if it cannot be tried, the miss is the harness's (Unsupported)."""
     cls, model_type = class_info(class_name)
+    if getattr(cls, "forward", None) is torch.nn.Module.forward:  # BarkModel, GLM-Image's VQ-VAE
+        raise Unsupported(
+            f"{class_name} defines no forward() of its own (nn.Module's): it runs only through its own "
+            "methods (generate, encode, decode), which a forward check does not call"
+        )
     config_class: Any = getattr(cls, "config_class", None)
     own_type = getattr(config_class, "model_type", None)
     if isinstance(own_type, str) and own_type:  # the class's own config, not a type that reuses the class

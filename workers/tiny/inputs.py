@@ -150,14 +150,12 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
 
 # Where a model with one config keeps its image tower's settings instead of a vision_config (ViLT).
 IMAGE_TOWERS = ("image_size",)
-# Other names of a tower's sub-config (CLVP's speech encoder reads the mel features: speech_config).
-SECOND_NAMES = {"audio_config": ("speech_config",)}
 
 
 def _has_tower(config: Any, name: str, sub: str) -> bool:
     """The config describes the tower that reads this input: its sub-config, or for images the
     image settings of a single config (ViLT, UDOP)."""
-    if any(getattr(config, s, None) is not None for s in (sub, *SECOND_NAMES.get(sub, ()))):
+    if getattr(config, sub, None) is not None:
         return True
     return name == "pixel_values" and any(getattr(config, key, None) is not None for key in IMAGE_TOWERS)
 
