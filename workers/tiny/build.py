@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +35,33 @@ def class_info(class_name: str) -> tuple[type, str]:
             break
     if model_type is None:
         raise CheckFailure(ErrorKind.UNSUPPORTED_ARCHITECTURE, f"{class_name} is in no transformers task mapping")
+    if _not_exported(transformers, class_name):
+        # a task mapping names a class the package does not export (transformers 5.25: VoxtralRealtimeTextModel)
+        raise CheckFailure(
+            ErrorKind.LOAD_ERROR,
+            f"{class_name} is named by transformers' {model_type!r} mapping but transformers does not export it: "
+            f"{LIBRARY}",
+        )
     try:
         cls = getattr(transformers, class_name)
         getattr(cls, "config_class", None)  # a placeholder class of a missing backend raises here
     except (AttributeError, ImportError, RuntimeError) as exc:
         raise Unsupported(f"{class_name} cannot be imported: {type(exc).__name__}: {exc}") from None
     return cls, model_type
+
+
+LIBRARY = "the library's"  # orchestrator.report.coverage.LIBRARY: a miss the library causes
+
+
+def _not_exported(module: Any, name: str) -> bool:
+    """The package has no such name (not one whose import fails: a missing backend, the harness's to report)."""
+    try:
+        getattr(module, name)
+    except AttributeError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def _uses_mrope(cls: type) -> bool:
@@ -58,6 +80,11 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     first shrunk model that built is returned, marked so, and the check shows the model's own
     error (the library's); if it cannot be tried, the miss is the harness's (Unsupported)."""
     cls, model_type = class_info(class_name)
+    if getattr(cls, "forward", None) is torch.nn.Module.forward:  # BarkModel, GLM-Image's VQ-VAE
+        raise Unsupported(
+            f"{class_name} defines no forward() of its own (nn.Module's): it runs only through its own "
+            "methods (generate, encode, decode), which a forward check does not call"
+        )
     config_class: Any = getattr(cls, "config_class", None)
     own_type = getattr(config_class, "model_type", None)
     if isinstance(own_type, str) and own_type:  # the class's own config, not a type that reuses the class
@@ -168,6 +195,7 @@ BUILD_FAILS_TOO = "the class cannot be built from its own default config either"
 
 def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, what: str) -> tuple[Any, str]:
     _pad_token(config)
+    _read_token_ids(cls, config)
     try:
         for _ in range(MAX_REPAIRS):
             torch.manual_seed(SEED)
@@ -204,6 +232,36 @@ def _pad_token(config: Any) -> None:
     pad, vocab = getattr(text, "pad_token_id", None), getattr(text, "vocab_size", None)
     if type(pad) is int and type(vocab) is int and not 0 <= pad < vocab:
         text.pad_token_id = 0
+
+
+# A special token's id the modeling code reads from its config: `self.config.vision_start_token_id`.
+CONFIG_TOKEN = re.compile(r"self\.config\.(\w+_token_id)\b")
+# Tokens of generation, which a generation config may hold instead: never guessed.
+GENERATION_TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id")
+
+
+def _read_token_ids(cls: type, config: Any) -> None:
+    """A special token's id that the class's modeling code reads from its config but the default
+    config does not define (Qwen2.5-Omni's and Qwen3-Omni's thinker read vision_start_token_id,
+    which only their talker config names; a checkpoint's config carries it): set, as a checkpoint
+    would, to an id at the top of the vocabulary, which no text the harness makes uses (3..99)."""
+    module = getattr(cls, "__module__", "")
+    try:  # the class's own methods and its bases' in its module (not the module's other models)
+        source = "".join(inspect.getsource(c) for c in cls.__mro__ if c.__module__ == module)
+    except (OSError, TypeError):
+        return
+    text: Any = getattr(config, "text_config", None)
+    vocab = getattr(text, "vocab_size", None) or getattr(config, "vocab_size", None)
+    top = vocab - 1 if type(vocab) is int and vocab > 200 else 1000
+    for name in dict.fromkeys(n for n in CONFIG_TOKEN.findall(source) if n not in GENERATION_TOKENS):
+        try:
+            getattr(config, name)
+        except AttributeError:
+            try:
+                setattr(config, name, top)
+                top -= 1
+            except (ValueError, TypeError):
+                pass
 
 
 def _run_plans(model: Any, device: torch.device, task: str, inputs: dict[str, Any] | None = None) -> Exception | None:

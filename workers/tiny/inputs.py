@@ -62,11 +62,14 @@ CHANNELS_LAST = PLANS[3]  # the other layout: features (batch, time, bins), wave
 FRAMES = PLANS[4]  # pixel_values as frames (batch, frames, channels, height, width): video models, image pairs
 # Config keys that give the number of image features a query-token model puts in the text.
 QUERY_COUNTS = ("num_query_tokens", "latent_query_num")
+IMAGE_TOKENS = ("image_token_id", "image_token_index")
+VIDEO_TOKENS = ("video_token_id", "video_token_index")
 MASKS = ("attention_mask", "qformer_attention_mask", "decoder_attention_mask")
 # Optional inputs the paired plan also gives by their documented shape: a second modality's
 # features the model cannot run without (LXMERT's visual features and positions; the
 # Q-Former's image features for its cross-attention).
 DOCUMENTED_PAIRS = ("visual_feats", "visual_pos", "encoder_hidden_states")
+WIDTHS = ("dim", "hidden_dim", "embed_dim", "embedding_dim", "hidden_size", "d_model")  # the model width
 PACKED = ("grid_thw", "image_grid_thw")  # Qwen2-VL-style vision towers: flat patches and a grid
 
 
@@ -96,6 +99,8 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs[main] = made
         if plan == "paired":  # and its documented companions (Decision Transformer: actions, returns, timesteps)
             inputs.update(maker.companions(params))
+    elif (made := maker.first_layer(main)) is not None:
+        inputs[main] = made
     else:
         raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
     for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
@@ -121,6 +126,10 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.naflex())  # with text too (SigLIP 2's dual encoder)
     if plan == PLACEHOLDERS:
         inputs.update(maker.placeholders(inputs, params))
+    pixels, text = inputs.get("pixel_values"), inputs.get("input_ids")
+    if "image_attention_mask" in params and isinstance(pixels, torch.Tensor) and isinstance(text, torch.Tensor):
+        if pixels.ndim == 5:  # several images per text, each token attending to each (IDEFICS)
+            inputs["image_attention_mask"] = torch.ones(BATCH, text.shape[1], pixels.shape[1], dtype=torch.long)
     if "noise" in params and "pixel_values" in inputs:
         inputs["noise"] = maker.noise()
     for name in MASKS:  # a mask beside each text input
@@ -271,18 +280,61 @@ class _Maker:
             return None
         shape = []
         for dim in (d.strip().removeprefix("config.") for d in match.group(1).split(",")):
-            value = _get(self.config, dim) or _deep_get(self.config, dim)
+            value = self._dim(dim)
             if dim == "batch_size":
                 shape.append(BATCH)
             elif dim.isdigit() or type(value) is int:
                 shape.append(int(dim) if dim.isdigit() else value)
             elif re.fullmatch(r"\w+", dim):
                 shape.append(SEQ)
+            elif (product := self._product(dim)) is not None:
+                shape.append(product)
             else:
-                return None  # an expression ("sequence_length + 1"): not guessed
+                return None  # another expression ("sequence_length + 1"): not guessed
         if name == "timesteps" or name.endswith(("_ids", "_index")):
             return torch.arange(SEQ).expand(*shape[:-1], SEQ).clone() if shape[-1] == SEQ else None
         return torch.randn(*shape, generator=self.g)
+
+    def _dim(self, dim: str) -> Any:
+        """A dimension the config (or a sub-config) names; the model width where a docstring
+        names a width the config does not have (MuseGlimmer's assistant: `dim`)."""
+        value = _get(self.config, dim) or _deep_get(self.config, dim)
+        if value is None and dim in WIDTHS:
+            from workers.tiny.shrink import width
+
+            return width(self.config) or None
+        return value
+
+    def _product(self, dim: str) -> int | None:
+        """A documented width that is a product of config values, numbers and lengths of config
+        lists (MuseGlimmer's assistant: `dim * len(config.target_layer_ids)`, the target's layers
+        side by side); None where a factor is none of these."""
+        product = 1
+        for factor in (f.strip().removeprefix("config.") for f in dim.split("*")):
+            listed = re.fullmatch(r"len\((?:config\.)?(\w+)\)", factor)
+            value = _get(self.config, listed.group(1)) if listed else self._dim(factor)
+            if listed and isinstance(value, (list, tuple)):
+                product *= len(value)
+            elif factor.isdigit() or type(value) is int:
+                product *= int(factor) if factor.isdigit() else int(value)
+            else:
+                return None
+        return product
+
+    def first_layer(self, name: str) -> torch.Tensor | None:
+        """Hidden states, undocumented, as the model's first layer takes them (VibeVoice's acoustic
+        tokenizer halves): a Conv1d's (batch, in_channels, length), a waveform of the harness's
+        length where those are the config's audio channels, else SEQ frames (latents); a Linear's
+        (batch, SEQ, in_features). None for other names or first layers."""
+        if name != "hidden_states":
+            return None
+        first = next((m for m in self.model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d))), None)
+        if isinstance(first, torch.nn.Linear):
+            return torch.randn(BATCH, SEQ, first.in_features, generator=self.g)
+        if isinstance(first, torch.nn.Conv1d):
+            audio = first.in_channels == _get(self.config, "audio_channels", "channels", default=1)
+            return torch.randn(BATCH, first.in_channels, self._samples() if audio else SEQ, generator=self.g)
+        return None
 
     def companions(self, params: Any) -> dict[str, torch.Tensor]:
         """Every optional input forward documents a shape for, but labels (masks all ones)."""
@@ -418,13 +470,20 @@ class _Maker:
             mask[:, 1 : 1 + count] = 1
             out["image_embeds_position_mask"] = mask
             return out
-        token = next((getattr(self.config, k, None) for k in ("image_token_id", "image_token_index")), None)
+        keys = IMAGE_TOKENS
+        if not any(_defines(self.config, k) for k in keys) and any(_defines(self.config, k) for k in VIDEO_TOKENS):
+            keys = VIDEO_TOKENS  # a video model's frames (InstructBLIP-Video: one query set per frame)
+            if inputs["pixel_values"].ndim == 4:
+                self.frames = True
+                out["pixel_values"] = self.image()
+            count = self._image_features(out.get("pixel_values", inputs["pixel_values"]))
+        token = next((getattr(self.config, k, None) for k in keys), None)
         if token is None:
-            if not any(hasattr(self.config, k) for k in ("image_token_id", "image_token_index")):
+            if not any(hasattr(self.config, k) for k in keys):
                 raise Unsupported("placeholders: the config names no image token")
             vocab = int(getattr(_sub(self.config, "text_config"), "vocab_size", None) or self.vocab)
             token = min(vocab - 1, 100)  # above every id the text uses (3 .. 99)
-            self.config.image_token_id = token
+            setattr(self.config, keys[0], token)
         out["input_ids"] = torch.cat([torch.full((BATCH, count), int(token), dtype=text.dtype), text], dim=1)
         return out
 
@@ -433,8 +492,8 @@ class _Maker:
         own get_image_features returns."""
         for key in QUERY_COUNTS:
             value = _get(self.config, key) or getattr(_sub(self.config, "text_config"), key, None)
-            if isinstance(value, int) and value > 0:
-                return value
+            if isinstance(value, int) and value > 0:  # per image; per frame of a video
+                return value * (int(pixel_values.shape[1]) if pixel_values.ndim == 5 else 1)
         get = getattr(self.model, "get_image_features", None)
         if get is None:
             raise Unsupported("placeholders: no query count and no get_image_features")
@@ -538,6 +597,11 @@ def _patch_conv(model: Any, channels: int, patch: int) -> int:
     return 0
 
 
+def _defines(config: Any, key: str) -> bool:
+    """The config's class defines the key (a field or an alias), not only this instance."""
+    return hasattr(type(config), key) or key in (getattr(config, "attribute_map", None) or {})
+
+
 def _sub(config: Any, name: str) -> Any:
     return getattr(config, name, None) or config
 
@@ -554,6 +618,9 @@ def leading_sizes(config: Any, inputs: dict[str, Any]) -> set[int]:
     for ids in (inputs.get("input_ids"), inputs.get("decoder_input_ids")):
         if isinstance(ids, torch.Tensor) and ids.ndim == 3:  # per-codebook ids: Dia's logits are per codebook
             sizes.add(BATCH * int(ids.shape[-1]))
+    pixels = inputs.get("pixel_values")
+    if isinstance(pixels, torch.Tensor) and pixels.ndim == 5:  # frames through an image tower (InstructBLIP-Video)
+        sizes.add(BATCH * int(pixels.shape[1]))
     positions = inputs.get("pixel_position_ids")
     if isinstance(positions, torch.Tensor):  # positioned patches: every image's patches, pooled or not
         pool = int(getattr(_sub(config, "vision_config"), "pooling_kernel_size", 1) or 1)

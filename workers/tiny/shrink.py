@@ -270,6 +270,12 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
     if not old or new == old:
         return
     for key, value in list(vars(config).items()):
+        if _stage_widths(key, value, old):  # per-stage widths from the model width (SAM 2's Hiera)
+            try:
+                setattr(config, key, type(value)(v * new // old for v in value))
+            except (AttributeError, ValueError, TypeError):
+                pass
+            continue
         if key in values or type(value) is not int or value != old:
             continue
         if ALIAS.search(key) and (key.endswith("groups") or not NOT_ALIAS.search(key)):
@@ -277,6 +283,14 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
                 setattr(config, key, new)
             except (AttributeError, ValueError, TypeError):
                 pass
+
+
+def _stage_widths(key: str, value: Any, old: int) -> bool:
+    """A per-stage list of widths that starts at the model width and grows from it (SAM 2's
+    Hiera: hidden_size 96, embed_dim_per_stage [96, 192, 384, 768]): it follows the shrunk width."""
+    if not isinstance(value, (list, tuple)) or len(value) < 2 or not all(type(v) is int for v in value):
+        return False
+    return value[0] == old and all(v % old == 0 for v in value) and ("dim" in key or "size" in key or "width" in key)
 
 
 # Secondary widths a config may size as a multiple of the model width (Zamba2's attention takes
@@ -549,10 +563,96 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     if depth < 3:
         subs = {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
         widths = {k: _safe_width(v) for k, v in subs.items()}
+        lists = {k: _int_lists(v) for k, v in subs.items()}
         for sub in subs.values():
             _shrink(sub, values, depth + 1, mrope, repair)
         _neck_outputs(subs, widths)
+        _copied_lists(config, subs, lists)
         _tower_widths(config)
+
+
+def _int_lists(config: Any) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v) for k, v in vars(config).items() if isinstance(v, (list, tuple)) and _ints(v)}
+
+
+def _ints(value: Any) -> bool:
+    return len(value) > 1 and all(type(v) is int for v in value)
+
+
+def _copied_lists(config: Any, subs: dict[str, Any], before: dict[str, dict[str, tuple[int, ...]]]) -> None:
+    """A list a config copies from its sub-config, in order or reversed (SAM 2's neck: its
+    backbone_channel_list is the Hiera's embed_dim_per_stage reversed), follows the sub-config's
+    shrunk list."""
+    for key, value in list(vars(config).items()):
+        if not isinstance(value, (list, tuple)) or not _ints(value):
+            continue
+        for name, old in before.items():
+            for sub_key, was in old.items():
+                new = tuple(getattr(subs[name], sub_key, None) or ())
+                if len(new) != len(was) or new == was or len(set(was)) < 2:
+                    continue
+                for order in (1, -1):
+                    if tuple(value) == was[::order]:
+                        try:
+                            setattr(config, key, type(value)(new[::order]))
+                        except (AttributeError, ValueError, TypeError):
+                            pass
+
+
+def _side(config: Any) -> int:
+    size = vars(config).get("image_size")
+    size = size[0] if isinstance(size, (list, tuple)) and size else size
+    return size if type(size) is int else 0
+
+
+def _scales(config: Any, depth: int = 0) -> dict[str, tuple[int, int]]:
+    """Every (sub-)config's patch grid and image side by its path, before shrinking (a config
+    may set its backbone's image size through a property: SAM 3's vision config)."""
+    from transformers import PretrainedConfig
+
+    out = {"": (_grid(config), _side(config))}
+    for key, sub in list(vars(config).items()):
+        if isinstance(sub, PretrainedConfig) and depth < 3:
+            out.update({f"{key}.{path}".rstrip("."): v for path, v in _scales(sub, depth + 1).items()})
+    return out
+
+
+def _last_feature_size(config: Any) -> int:
+    value = next((v for k, v in vars(config).items() if k.endswith("feature_sizes") and isinstance(v, list)), None)
+    last = value[-1] if value else None
+    return last[0] if isinstance(last, (list, tuple)) and last and type(last[0]) is int else 0
+
+
+def _feature_sizes(config: Any, before: dict[str, tuple[int, int]], path: str = "", depth: int = 0) -> None:
+    """Feature map sizes a config lists for its backbone's levels (SAM 2 / SAM 3 tracker:
+    backbone_feature_sizes [[256, 256], [128, 128], [64, 64]] of a 1024-pixel image) follow the
+    backbone's shrunk patch grid, else its shrunk image side."""
+    from transformers import PretrainedConfig
+
+    subs = {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
+    for key, value in list(vars(config).items()):
+        if not key.endswith("feature_sizes") or not isinstance(value, list) or not value:
+            continue
+        if not all(isinstance(v, (list, tuple)) and _ints(v) for v in value):
+            continue
+        for name, sub in subs.items():
+            grid, side = before.get(f"{path}{name}", (0, 0))
+            old, new = (grid, _grid(sub)) if grid else (side, _side(sub))
+            if old and new and new != old:
+                setattr(config, key, [type(v)(max(1, x * new // old) for x in v) for v in value])
+                break
+    if depth < 3:
+        lasts = {name: _last_feature_size(sub) for name, sub in subs.items()}
+        for name, sub in subs.items():
+            _feature_sizes(sub, before, f"{path}{name}.", depth + 1)
+        for name, old_last in lasts.items():
+            new_last = _last_feature_size(subs[name])
+            if not old_last or not new_last or new_last == old_last:
+                continue
+            for other, sub in subs.items():  # a sibling's patch grid matched the smallest level
+                side = _side(sub)
+                if other != name and before.get(f"{path}{other}", (0, 0))[0] == old_last and side % new_last == 0:
+                    sub.patch_size = side // new_last  # (SAM 2's prompt encoder: 1024 // 16 = 64)
 
 
 TOWER_WIDTH = re.compile(r"^(\w+)_hidden_size$")
@@ -759,7 +859,9 @@ def tiny_config(
 ) -> Any:
     try:
         config = default_config(model_type, config_class)
+        scales = _scales(config)
         _shrink(config, values, mrope=mrope, repair=repair)
+        _feature_sizes(config, scales)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
     return config
