@@ -355,7 +355,7 @@ def test_image_grid_neck_and_clip_follow_the_shrunk_towers() -> None:
 @pytest.mark.parametrize(
     ("cls", "reason"),
     [
-        ("GlmImageVQVAE", "main input 'input'"),  # an input kind the harness does not make yet (no documented shape)
+        ("GlmImageVQVAE", "defines no forward() of its own"),  # runs only through its own methods
         # an optional package the project does not install, and why (its torchvision would change the catalog)
         ("TimmWrapperModel", "needs timm, which the project does not install: it needs torchvision"),
         ("HiggsAudioV2TokenizerModel", "torchaudio"),  # a placeholder class of a missing backend
@@ -497,12 +497,12 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
     res = orchestrator(
         "run",
         "--architectures",
-        "BertModel,ViTForImageClassification,GlmImageVQVAE,DbrxModel",
+        "BertModel,ViTForImageClassification,GlmImageVQVAE,VoxtralRealtimeTextModel",
         "--devices",
         "cpu",
         env=env,
     )
-    assert res.returncode == 5, res.stderr  # DBRX fails (the library's); a harness gap does not fail the run
+    assert res.returncode == 5, res.stderr  # Voxtral text fails (the library's); a harness gap does not fail the run
     md_path, json_path, _ = (Path(p) for p in res.stdout.split())
     data = json.loads(json_path.read_text())
     statuses = {r["job_id"]: r["status"] for r in data["results"]}
@@ -510,14 +510,14 @@ def test_cli_run_architectures_end_to_end(tmp_path: Path) -> None:
         "arch:BertModel@cpu": "SYNTHETIC",
         "arch:ViTForImageClassification@cpu": "SYNTHETIC",
         "arch:GlmImageVQVAE@cpu": "SKIPPED",
-        "arch:DbrxModel@cpu": "FAILED",
+        "arch:VoxtralRealtimeTextModel@cpu": "FAILED",
     }
     assert data["transformers"] == transformers.__version__
     assert data["architectures"]["totals"]["harness"] == 1
     assert "## Harness gaps (1)" in md_path.read_text()
     # a twin that cannot be built from its seeded config is not rerun: a fresh process fails alike
-    (dbrx,) = (r for r in data["results"] if r["job_id"] == "arch:DbrxModel@cpu")
-    assert dbrx["error"]["kind"] == "load_error" and not dbrx.get("reruns"), dbrx.get("reruns")
+    (broken,) = (r for r in data["results"] if r["job_id"] == "arch:VoxtralRealtimeTextModel@cpu")
+    assert broken["error"]["kind"] == "load_error" and not broken.get("reruns"), broken.get("reruns")
     # an architecture run sizes its pool from the cores: seeded tiny models are interpreter-bound
     (log,) = (tmp_path / "state" / "logs").glob("workers-*.log")
     text = log.read_text()
