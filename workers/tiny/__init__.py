@@ -17,9 +17,12 @@ SEED = 1234  # every tiny model's weights and inputs are seeded with it: identic
 class Unsupported(CheckFailure):
     """The harness cannot build or feed this model (its gap, not the model's failure)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, any_config: bool = False) -> None:
         # one line: a missing backend's ImportError starts with a newline (the reason read empty)
         super().__init__(ErrorKind.HARNESS_UNSUPPORTED, " ".join(message.split())[:500])
+        # True where no other config could help (a package not installed, an input kind the
+        # harness does not make): the builder stops trying shrink variants and default configs
+        self.any_config = any_config
 
 
 # Optional packages some classes need that the project does not install, and why (the miss

@@ -104,11 +104,15 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
         except _Skip:
             continue
         except Unsupported as exc:
+            if exc.any_config:  # a package not installed: every config needs it
+                raise
             first_error = first_error or exc
             continue
         try:
             inputs = make_inputs(model, device, task, PLANS[0])
         except Exception as exc:
+            if isinstance(exc, Unsupported) and exc.any_config:  # an input kind not made: any config alike
+                raise
             unfed = unfed or (exc if isinstance(exc, Unsupported) else Unsupported(f"inputs: {_text(exc)}"))
             continue
         built = built or (model, digest)
@@ -213,8 +217,9 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
             for key, value in make(config).items():
                 setattr(model.generation_config, key, value)
     except Exception as exc:
-        text = missing_package(exc) or f"{type(exc).__name__}: {exc}"
-        raise Unsupported(f"{class_name} could not be built from {what}: {text}") from None
+        missing = missing_package(exc)
+        text = missing or f"{type(exc).__name__}: {exc}"
+        raise Unsupported(f"{class_name} could not be built from {what}: {text}", any_config=bool(missing)) from None
     digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode()).hexdigest()
     return model, digest
 

@@ -102,7 +102,7 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
     elif (made := maker.first_layer(main)) is not None:
         inputs[main] = made
     else:
-        raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet")
+        raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet", any_config=True)
     for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
         if name not in inputs:
             inputs[name] = maker.required(name, inputs)
