@@ -242,6 +242,21 @@ def test_a_sub_model_keeps_its_own_attention_after_the_variants() -> None:
     assert [(type(c).__name__, c._attn_implementation) for c in variants._configs_of(model)] == before
 
 
+def test_a_claim_only_parts_that_do_not_claim_it_could_run_is_broken() -> None:
+    """AriaModel claims flex_attention; its text model, which holds the attention that runs, does
+    not and refuses it. Asked where claimed, the rest keeping their own, the output is bit-identical
+    to the reference: nothing ran flex. That is the claim broken (as a user asking for flex gets an
+    error), not an attention setting the model ignores."""
+    result = run_job(_arch_job("AriaModel", "flex"))
+    assert result["status"] == Status.SYNTHETIC, result["error"]
+    flex = _by_name(result["variants"])["flex"]
+    assert flex["verdict"] == "error" and flex["kind"] == "attention_unsupported", flex
+    assert flex["message"].startswith(
+        "only sub-models that do not claim flex_attention run attention (AriaTextModel keeps"
+    )
+    assert [(f["finding"], f["variant"]) for f in result["variants"]["findings"]] == [("claim_broken", "flex")]
+
+
 def test_a_check_output_with_no_floating_point_tensor_leaves_the_variants_not_applicable() -> None:
     """WavTokenizer's encoder returns only discrete codes: the variants have no reference to be
     compared with. Each is not_applicable with that reason, no finding, and the job keeps its

@@ -124,6 +124,8 @@ class Snapshot:
             model.set_attn_implementation(self.attention)  # type: ignore[operator]
 
 
+# The reason of an attention setting a model ignores (its output bit-identical to the reference's).
+IGNORED = "the model does not dispatch attention through transformers' attention interface"
 # Where transformers keeps a config's attention implementation (what set_attn_implementation writes).
 ATTN = "_attn_implementation_internal"
 
@@ -191,18 +193,19 @@ def _ignored(read_back: dict[str, list[str]], v: Variant, kept: frozenset[str] =
     return None
 
 
-def set_attention(model: Any, name: str, claim: str | None) -> dict[str, str]:
+def set_attention(model: Any, name: str, claim: str | None) -> tuple[dict[str, str], str]:
     """Ask the model for attention `name`, as a user would (set_attn_implementation). transformers
     asks every sub-model for it, and a sub-model that does not claim it refuses (a ResNet backbone
     inside an SDPA detector), though the model already runs it where it claims it. Then it is asked
     for the model and every sub-model that claims it, and the sub-models that do not claim it keep
     what they ran (their sub-config mapped to their own value, transformers' dict form). Returns
-    {sub-model class: attention kept}; a refusal by the model itself, or by a sub-model that claims
-    the attention, is raised."""
+    ({sub-model class: attention kept}, transformers' refusal); a refusal by the model itself, or by
+    a sub-model that claims the attention, is raised."""
     try:
         model.set_attn_implementation(name)
-        return {}
-    except Exception:
+        return {}, ""
+    except Exception as exc:
+        refusal = failures.describe(exc, 300)
         if claim is None or not getattr(type(model), claim, False):
             raise
         refusing = [
@@ -221,7 +224,7 @@ def set_attention(model: Any, name: str, claim: str | None) -> dict[str, str]:
         if not isinstance(mapping, dict):
             raise
         model.set_attn_implementation(mapping)
-        return {type(m).__name__: keep[id(m.config)] for m in refusing}
+        return {type(m).__name__: keep[id(m.config)] for m in refusing}, refusal
 
 
 def _attention_map(config: Any, name: str, keep: dict[int, str]) -> str | dict[str, Any]:
@@ -597,9 +600,10 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
         except Exception as exc:
             raise Failed(UNSUPPORTED_PRECISION, exc) from None
         kept: dict[str, str] = {}
+        refusal = ""
         try:
             if v.attention is not None:
-                kept = set_attention(model, v.attention, v.claim)
+                kept, refusal = set_attention(model, v.attention, v.claim)
         except Exception as exc:
             raise Failed(ATTENTION_UNSUPPORTED, exc) from None
         entry["kernel"] = str(attention_of(model)) + (f" ({v.sdpa_backend})" if v.sdpa_backend else "")
@@ -628,6 +632,10 @@ def _one_timed(ctx: Context, v: Variant, snapshot: Snapshot) -> dict[str, Any]:
             raise measure.JobTimeout(str(exc)) from None
         return {**entry, **_error(v, exc.kind, str(exc))}
     except NotApplicable as exc:
+        if kept and str(exc).startswith(IGNORED):  # the parts that kept their own hold all its attention
+            parts = ", ".join(f"{k} keeps {a}" for k, a in kept.items())
+            hollow = f"only sub-models that do not claim {v.attention} run attention ({parts}): {refusal}"
+            return {**entry, **_error(v, ATTENTION_UNSUPPORTED, hollow)}
         return {**entry, **_na(v, str(exc))}
     except measure.JobTimeout:
         raise
@@ -804,8 +812,7 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
         and torch.equal(out.detach().float().cpu(), ctx.reference.float().cpu())
     ):  # another kernel gives other rounding: a bit-identical output means the setting was ignored
         raise NotApplicable(
-            f"the model does not dispatch attention through transformers' attention interface: its output "
-            f"with {v.attention} is bit-identical to the {ctx.default_attention} reference"
+            f"{IGNORED}: its output with {v.attention} is bit-identical to the {ctx.default_attention} reference"
         )
     judged = compare(reference, out, atol, rtol, ctx.keep)
     return {**judged, **_speed(ctx, ms), "first_call_s": round(first_s, 3), "against": against}
