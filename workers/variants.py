@@ -132,17 +132,21 @@ ATTN = "_attn_implementation_internal"
 
 def _configs_of(model: Any) -> list[Any]:
     """Every config the model holds: its own, each sub-model's, and their sub-configs at any depth."""
+    return _config_tree([getattr(m, "config", None) for m in model.modules()])
+
+
+def _config_tree(roots: list[Any]) -> list[Any]:
+    """The configs given and their sub-configs at any depth, each once, breadth first."""
     out: list[Any] = []
     seen: set[int] = set()
-    todo = [getattr(m, "config", None) for m in model.modules()]
+    todo = list(roots)
     while todo:
-        config = todo.pop()
+        config = todo.pop(0)
         if config is None or id(config) in seen or not hasattr(config, "__dict__"):
             continue
         seen.add(id(config))
         out.append(config)
-        for key in getattr(config, "sub_configs", None) or ():
-            todo.append(getattr(config, key, None))
+        todo.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", None) or ())
     return out
 
 
@@ -156,17 +160,10 @@ def attentions_of(model: Any) -> list[str]:
     """The attention implementations the model's config and its sub-configs (at any depth) read
     back, without repeats, the top-level one first."""
     out: list[str] = []
-    todo = [getattr(model, "config", None)]
-    seen: set[int] = set()
-    while todo:
-        config = todo.pop(0)
-        if config is None or id(config) in seen:
-            continue
-        seen.add(id(config))
+    for config in _config_tree([getattr(model, "config", None)]):
         value = getattr(config, "_attn_implementation", None)
         if value is not None and str(value) not in out:
             out.append(str(value))
-        todo.extend(getattr(config, key, None) for key in getattr(config, "sub_configs", None) or {})
     return out
 
 

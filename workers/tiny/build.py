@@ -201,17 +201,7 @@ def _instantiate(cls: type, config: Any, device: torch.device, class_name: str, 
     _pad_token(config)
     _read_token_ids(cls, config)
     try:
-        for _ in range(MAX_REPAIRS):
-            torch.manual_seed(SEED)
-            try:
-                model = cls(config)
-                break
-            except Exception as exc:
-                if not repair_from_error(config, exc):  # a config the error says how to make consistent
-                    raise
-        else:
-            model = cls(config)
-        model = model.to(device).eval()
+        model = _construct(cls, config).to(device).eval()
         make = GENERATION.get(str(getattr(config, "model_type", "")))
         if make is not None and getattr(model, "generation_config", None) is not None:
             for key, value in make(config).items():
@@ -345,13 +335,21 @@ def _count(cls: type, config: Any) -> int:
     """The parameters of the class built from this config, on the meta device (nothing allocated)."""
     _pad_token(config)
     with torch.device("meta"):
-        for _ in range(MAX_REPAIRS):
-            try:
-                return sum(p.numel() for p in cls(config).parameters())
-            except Exception as exc:
-                if not repair_from_error(config, exc):
-                    raise
-        return sum(p.numel() for p in cls(config).parameters())
+        return sum(p.numel() for p in _construct(cls, config).parameters())
+
+
+def _construct(cls: type, config: Any) -> Any:
+    """The class built from the config, seeded, the config repaired where the model's refusal says
+    how to make it consistent (shrink.repair_from_error), at most MAX_REPAIRS times."""
+    for _ in range(MAX_REPAIRS):
+        torch.manual_seed(SEED)
+        try:
+            return cls(config)
+        except Exception as exc:
+            if not repair_from_error(config, exc):
+                raise
+    torch.manual_seed(SEED)
+    return cls(config)
 
 
 # What a model's own generate() reads from the checkpoint's generation_config.json, by model_type:

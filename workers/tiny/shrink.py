@@ -498,7 +498,6 @@ REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map)
 
 
 def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False, repair: bool = False) -> None:
-    from transformers import PretrainedConfig
 
     per_layer = _homogenize(config, values)
     depths = {key: getattr(config, key, None) for key in DEPTH_KEYS}
@@ -561,7 +560,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     if mrope or "mrope_section" in (getattr(type(config), "ignore_keys_at_rope_validation", None) or ()):
         _mrope(config)
     if depth < 3:
-        subs = {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
+        subs = _subs(config)
         widths = {k: _safe_width(v) for k, v in subs.items()}
         lists = {k: _int_lists(v) for k, v in subs.items()}
         for sub in subs.values():
@@ -608,13 +607,17 @@ def _side(config: Any) -> int:
 def _scales(config: Any, depth: int = 0) -> dict[str, tuple[int, int]]:
     """Every (sub-)config's patch grid and image side by its path, before shrinking (a config
     may set its backbone's image size through a property: SAM 3's vision config)."""
+    out = {"": (_grid(config), _side(config))}
+    for key, sub in _subs(config).items() if depth < 3 else ():
+        out.update({f"{key}.{path}".rstrip("."): v for path, v in _scales(sub, depth + 1).items()})
+    return out
+
+
+def _subs(config: Any) -> dict[str, Any]:
+    """The config's sub-configs by attribute name."""
     from transformers import PretrainedConfig
 
-    out = {"": (_grid(config), _side(config))}
-    for key, sub in list(vars(config).items()):
-        if isinstance(sub, PretrainedConfig) and depth < 3:
-            out.update({f"{key}.{path}".rstrip("."): v for path, v in _scales(sub, depth + 1).items()})
-    return out
+    return {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
 
 
 def _last_feature_size(config: Any) -> int:
@@ -627,9 +630,7 @@ def _feature_sizes(config: Any, before: dict[str, tuple[int, int]], path: str = 
     """Feature map sizes a config lists for its backbone's levels (SAM 2 / SAM 3 tracker:
     backbone_feature_sizes [[256, 256], [128, 128], [64, 64]] of a 1024-pixel image) follow the
     backbone's shrunk patch grid, else its shrunk image side."""
-    from transformers import PretrainedConfig
-
-    subs = {k: v for k, v in list(vars(config).items()) if isinstance(v, PretrainedConfig)}
+    subs = _subs(config)
     for key, value in list(vars(config).items()):
         if not key.endswith("feature_sizes") or not isinstance(value, list) or not value:
             continue
@@ -903,13 +904,9 @@ def repair_from_error(config: Any, exc: BaseException) -> bool:
 
 def _configs(config: Any, chain: tuple[Any, ...] = ()) -> list[tuple[Any, tuple[Any, ...]]]:
     """Every config in the tree with the configs enclosing it (outermost first)."""
-    from transformers import PretrainedConfig
-
     found = [(config, chain)]
-    if len(chain) < 4:
-        for value in vars(config).values():
-            if isinstance(value, PretrainedConfig):
-                found += _configs(value, (*chain, config))
+    for value in _subs(config).values() if len(chain) < 4 else ():
+        found += _configs(value, (*chain, config))
     return found
 
 
