@@ -628,3 +628,26 @@ def test_real_minilm_with_its_tensors_renamed_is_incomplete(tmp_path: Path) -> N
     folder = rewrite_weights(copy_minilm(tmp_path / "m"), lambda t: {f"renamed.{k}": v for k, v in t.items()})
     error = assert_failed(run_family(minilm_fam(Candidate(path=str(folder)))), "weights_incomplete")
     assert error["data"]["missing_count"] > 0 and error["data"]["unexpected_count"] > 0
+
+
+def test_anchored_real_weights_under_a_check_with_no_gate_are_unverified(hf_home: Path, monkeypatch) -> None:
+    """The packaged MiniLM, anchored by the shipped lock and matching its pin, run by a check that
+    has no quality gate: nothing showed the weights at work, so the result is UNVERIFIED saying so,
+    never REAL (identity.decide needs a gate that held as well as an anchor)."""
+    import dataclasses
+
+    from workers import checks, quality
+    from workers.checks.embedding import EmbeddingCheck
+
+    class NoGate(EmbeddingCheck):
+        name = "embedding_no_gate"
+
+        def quality(self, bundle: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+            return quality.no_gate("this check has no gate", task="embedding")
+
+    monkeypatch.setitem(checks._REGISTRY, NoGate.name, NoGate())
+    fam = next(f for f in load_catalog().families.values() if f.name == "minilm")
+    result = run_family(dataclasses.replace(fam, check=NoGate.name))
+    assert result["status"] == Status.UNVERIFIED, (result["status"], result["error"])
+    assert result["weights_sha256"] == MINILM_SHA  # the genuine, anchored bytes: only the gate is missing
+    assert "no quality gate held for this check (this check has no gate)" in json.dumps(result)
