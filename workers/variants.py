@@ -673,12 +673,19 @@ def _compiled_flex(entry: dict[str, Any], last_try: bool) -> Iterator[None]:
       (last_try=False raises _FlexCacheFull), and a variant that fills even a fresh cache is a
       compile_error.
 
+    The block mask (which blocks of scores the mask function leaves anything in: metadata the kernel
+    skips by) is built without compiling create_block_mask. Tracing that vmap was most of a class's
+    flex cost on cpu (about 2 s of 3 for a tiny Llama, warm inductor cache); the mask function is
+    compiled into the flex kernel anyway, which applies it to every score it computes, and the
+    block mask eager and compiled is the same.
+
     entry["compiled"] records what compiled (dynamo graphs, inductor FX graph cache hits and
-    misses) and how many calls went through transformers' compiled flex path; a variant whose
-    model never called it is not_applicable."""
+    misses), how many calls went through transformers' compiled flex path and how many block masks
+    were built eagerly; a variant whose model never called flex is not_applicable."""
     from torch._dynamo.utils import counters
 
     calls = _count_flex_calls()
+    masks = _eager_block_masks()
     before = _compile_counts(counters)
     try:
         with torch._dynamo.config.patch(
@@ -701,6 +708,7 @@ def _compiled_flex(entry: dict[str, Any], last_try: bool) -> Iterator[None]:
         raise
     finally:
         n_calls = calls.stop()
+        n_masks = sum(m.stop() for m in masks)
         after = _compile_counts(counters)
         graphs, hits, misses = (a - b for a, b in zip(after, before, strict=True))
         entry["compiled"] = {
@@ -709,22 +717,24 @@ def _compiled_flex(entry: dict[str, Any], last_try: bool) -> Iterator[None]:
             "fx_graph_cache_hits": hits,
             "fx_graph_cache_misses": misses,
             "flex_calls": n_calls,
+            "block_masks_eager": n_masks,
         }
     if not n_calls:
         raise NotApplicable(f"{FLEX} was set, yet the model never called it")
 
 
 class _Calls:
-    """Counts calls of transformers' compiled flex path (compile_friendly_flex_attention, looked
-    up by name at each call) while installed; stop() puts the function back."""
+    """Counts calls of a function a module looks up by name at each call (transformers' compiled
+    flex path, compile_friendly_flex_attention; its create_block_mask), with keyword arguments
+    forced if given, while installed; stop() puts the function back."""
 
-    def __init__(self, module: Any, name: str) -> None:
+    def __init__(self, module: Any, name: str, force: dict[str, Any] | None = None) -> None:
         self.module, self.name, self.count = module, name, 0
         self.original = getattr(module, name)
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.count += 1
-            return self.original(*args, **kwargs)
+            return self.original(*args, **{**kwargs, **(force or {})})
 
         setattr(module, name, counted)
 
@@ -737,6 +747,19 @@ def _count_flex_calls() -> _Calls:
     from transformers.integrations import flex_attention
 
     return _Calls(flex_attention, "compile_friendly_flex_attention")
+
+
+def _eager_block_masks() -> list[_Calls]:
+    """create_block_mask as transformers' mask builders call it (masking_utils, and the older
+    integrations.flex_attention helper), with _compile=False."""
+    import transformers.integrations.flex_attention as integration
+    import transformers.masking_utils as masking
+
+    return [
+        _Calls(module, "create_block_mask", {"_compile": False})
+        for module in (masking, integration)
+        if hasattr(module, "create_block_mask")
+    ]
 
 
 def _compile_counts(counters: Any) -> tuple[int, int, int]:
