@@ -67,6 +67,7 @@ SECONDARY: dict[str, Any] = {
     "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
     **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
     "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
+    "spec_size": 64,  # CLAP's HTS-AT reads its mel spectrogram as a square image this wide (256: 4,096 patches)
     "num_layers_per_stack": 1,  # HRM: one layer per stack; its depth counts stacks x cycles (_stacked_depth)
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
@@ -442,13 +443,13 @@ def _mrope(config: Any) -> None:
 
 
 def _sections(rope: dict[str, Any], head_dim: int, factor: Any, code: tuple[int, ...] = ()) -> dict[str, Any]:
-    """The shrunk sections, two of them equal where the default's are (Qwen2-VL's (t, h, w) 16, 24,
-    24; ERNIE 4.5 VL's (h, w, t) 22, 22, 20, which stacks h with w: they must stay equal); the
-    default is the config's, else the modeling code's own (`.get("mrope_section", [22, 22, 20])`)."""
+    """The shrunk sections: the last two equal (Qwen2-VL's (t, h, w) 16, 24, 24), or the first two
+    where the config names none and the modeling code's own default has its first two equal (ERNIE
+    4.5 VL: `.get("mrope_section", [22, 22, 20])`, (h, w, t), stacking h with w: they must match)."""
     half = int(head_dim * float(rope.get("partial_rotary_factor") or factor)) // 2
     third = half // 3
-    default = rope.get("mrope_section") or code
-    if isinstance(default, (list, tuple)) and len(default) == 3 and default[0] == default[1] != default[2]:
+    default = code if not rope.get("mrope_section") else ()
+    if len(default) == 3 and default[0] == default[1] != default[2]:
         return {**rope, "mrope_section": [third, third, half - 2 * third]}
     return {**rope, "mrope_section": [half - 2 * third, third, third]}
 
@@ -646,6 +647,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
 
 
 JOINT = re.compile(r"(_dim|_size)$")
+NOT_JOINT = re.compile(r"feedforward|ffn|intermediate|hidden_dim|mlp")  # a layer's own width (Mask2Former's 1024)
 
 
 def _joint_widths(config: Any, values: dict[str, Any], subs: dict[str, Any], old: int, before: dict[str, int]) -> None:
@@ -654,7 +656,7 @@ def _joint_widths(config: Any, values: dict[str, Any], subs: dict[str, Any], old
     encoder's 1024) follows their shrunk sum."""
     new = _safe_width(config)
     for key, value in list(vars(config).items()):
-        if key in values or type(value) is not int or not JOINT.search(key) or not old:
+        if key in values or type(value) is not int or not JOINT.search(key) or NOT_JOINT.search(key) or not old:
             continue
         for name, was in before.items():
             total = new + _safe_width(subs[name])
@@ -672,8 +674,8 @@ NOT_FACTOR = re.compile(r"layers|heads|token|id|size|dim|vocab|experts|group|len
 def _factor_widths(config: Any, subs: dict[str, Any], before: dict[str, int]) -> None:
     """A tower whose default width is another tower's times a factor the config names (BLT's
     global transformer: 2048 = its local encoder's 1024 x cross_attn_k 2, the patch embeddings it
-    reads) keeps that product of the shrunk widths; its heads keep their count (the head size
-    follows the width where the default's did: BLT's attention derives it, its rotary reads it)."""
+    reads) keeps that product of the shrunk widths; its heads keep their count and its head size
+    is the width over them (BLT's attention derives it so; its rotary reads head_dim)."""
     factors = {v for k, v in vars(config).items() if type(v) is int and 2 <= v <= 8 and not NOT_FACTOR.search(k)}
     for name, sub in subs.items():
         for other, was in before.items():
