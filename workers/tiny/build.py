@@ -115,8 +115,11 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
                 raise
             unfed = unfed or (exc if isinstance(exc, Unsupported) else Unsupported(f"inputs: {_text(exc)}"))
             continue
-        built = built or (model, digest)
         error = _run_plans(model, device, task, inputs)
+        switched = _switched_on(model, error, device, class_name) if error is not None else None
+        if switched is not None:  # a submodule the checkpoints' configs switch on: built with it
+            (model, digest), error = switched, _run_plans(switched[0], device, task)
+        built = built or (model, digest)
         if error is None:
             model.fleet_variant = number
             return model, digest
@@ -140,6 +143,51 @@ def build_model(class_name: str, device: torch.device, task: str = "", variants:
     if default.why.startswith(BUILD_FAILS_TOO):  # the class cannot be built at all: the library's
         raise CheckFailure(ErrorKind.LOAD_ERROR, f"{default.why}: the library's (shrunk: {why[:200]})")
     raise Unsupported(f"{why[:300]}; {default.why}")
+
+
+MISSING_MODULE = re.compile(r"^'(\w+)' object has no attribute '(\w+)'$")
+GATE = re.compile(r"^\s*if (?:self\.)?config\.(\w+)\s*:\s*$")
+
+
+def _switched_on(model: Any, error: Exception, device: torch.device, class_name: str) -> tuple[Any, str] | None:
+    """A forward that reads a submodule its config did not build: the module's __init__ builds it
+    only under a boolean switch the default config leaves off and the checkpoints turn on
+    (BLIP-2's image-text retrieval reads its Q-Former layers' text feed-forward, built only
+    `if config.use_qformer_text_input:`). The model built again with the switch on, else None."""
+    from workers.tiny.shrink import _configs
+
+    match = MISSING_MODULE.match(str(error)) if isinstance(error, AttributeError) else None
+    owner = next((m for m in model.modules() if match and type(m).__name__ == match.group(1)), None)
+    flag = _gate(type(owner), match.group(2)) if match and owner is not None else None
+    switched = False
+    for cfg, _ in _configs(model.config) if flag else ():
+        if vars(cfg).get(flag) is False:
+            setattr(cfg, str(flag), True)
+            switched = True
+    if not switched:
+        return None
+    try:
+        return _instantiate(type(model), model.config, device, class_name, "a shrunk config")
+    except Unsupported:
+        return None
+
+
+def _gate(module: type, attribute: str) -> str | None:
+    """The config switch a module's __init__ assigns `self.<attribute>` under (`if config.X:`)."""
+    try:
+        lines = inspect.getsource(module.__init__).splitlines()  # type: ignore[misc]
+    except (OSError, TypeError):
+        return None
+    assign = re.compile(rf"^(\s*)self\.{re.escape(attribute)}\s*=")
+    found = next((m for m in map(assign.match, lines) if m), None)
+    if found is None:
+        return None
+    depth = len(found.group(1))
+    for line in reversed(lines[: lines.index(found.string)]):
+        if line.strip() and len(line) - len(line.lstrip()) < depth:  # the block the assignment is in
+            gate = GATE.match(line)
+            return gate.group(1) if gate else None
+    return None
 
 
 class _Skip(Exception):

@@ -140,11 +140,14 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs["input_features_mask"] = maker.features_mask(inputs["input_features"])  # AudioFlamingo 3 reads it
     if "use_cache" in params:  # the forward check looks at outputs, not the cache
         inputs["use_cache"] = False
+    if "decoder_input_values" in params and "decoder_input_values" not in inputs and _normed_first(model):
+        inputs["decoder_input_values"] = maker.waveform()  # its decoder has no prenet either
     decoder = "decoder_input_ids"
     if decoder in params and getattr(config, "is_encoder_decoder", False) and decoder not in inputs:
         inputs[decoder] = maker.text()  # as long as the text: BART's classifier reads eos from both
     if plan == CHANNELS_LAST:
         inputs.update(maker.per_codebook(inputs))
+    inputs.update(_stacked_images(model, inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
@@ -274,15 +277,16 @@ class _Maker:
         *_ids). Mimi's decoder latents, Decision Transformer's states, actions, returns and
         timesteps, LXMERT's visual features, MuseGlimmer's `[batch_size, config.block_size, dim]`
         noise. None when the docstring gives no shape."""
-        doc = doc or self.model.forward.__doc__ or ""  # or another method's (generate's own inputs)
-        match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
-        if match is None:
+        documented = _doc_shape(doc or self.model.forward.__doc__ or "", name)  # or another method's (generate's)
+        if documented is None:
             return None
         shape = []
-        for dim in (d.strip().removeprefix("config.") for d in match.group(1).split(",")):
+        for dim in (d.strip().removeprefix("config.") for d in documented.split(",")):
             value = self._dim(dim)
             if dim == "batch_size":
                 shape.append(BATCH)
+            elif dim in ("height", "width") and "num_channels" in documented:  # an image: the image side
+                shape.append(_size(_get(self.config, "image_size", default=32)))
             elif dim.isdigit() or type(value) is int:
                 shape.append(int(dim) if dim.isdigit() else value)
             elif re.fullmatch(r"\w+", dim):
@@ -374,6 +378,9 @@ class _Maker:
         return torch.randn(BATCH, frames, channels, size, size, generator=self.g)
 
     def waveform(self) -> torch.Tensor:
+        normed = _normed_first(self.model)
+        if normed:  # no prenet: hidden states (SpeechT5Model built alone)
+            return torch.randn(BATCH, SEQ, normed, generator=self.g)
         bins, frames = _get(self.config, "num_mel_bins"), getattr(self.config, "max_length", None)
         if isinstance(bins, int) and isinstance(frames, int):  # a spectrogram's frames as input_values (AST)
             return torch.randn(BATCH, frames, bins, generator=self.g)
@@ -394,16 +401,28 @@ class _Maker:
 
     def _bins(self) -> int:
         keys = ("num_mel_bins", "feature_size", "input_feat_per_channel", "input_feat_size")
-        return int(_get(self.config, *keys) or _deep_get(self.config, *keys) or 80)
+        return int(_get(self.config, *keys) or _deep_get(self.config, *keys) or _subsampled_bins(self.model) or 80)
 
     def features(self) -> torch.Tensor:
         bins = self._bins()
+        per_hop = self._frames_per_hop()
+        if type(_get(self.config, "spec_size")) is int:  # a spectrogram read as an image (CLAP's HTS-AT)
+            channels = int(_get(self.config, "patch_embed_input_channels", default=1) or 1)
+            return torch.randn(BATCH, channels, MEL_FRAMES, bins, generator=self.g)
         if self.channels_last:  # stacked frames where the model takes them (Wav2Vec2-BERT)
             stacked = _get(self.config, "feature_projection_input_dim", "input_dim")
             bins = int(stacked or _stacked_bins(self.model, bins))
-            return torch.randn(BATCH, 64, bins, generator=self.g)
-        length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
+            return torch.randn(BATCH, per_hop or 64, bins, generator=self.g)
+        length = per_hop or min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
         return torch.randn(BATCH, bins, length, generator=self.g)
+
+    def _frames_per_hop(self) -> int:
+        """A codec that reads a waveform and its features together, joining them frame by frame
+        (XCodec2: its semantic encoder's frames beside its acoustic encoder's, one per hop): one
+        feature frame per hop of the waveform; else 0."""
+        params = inspect.signature(self.model.forward).parameters
+        hop = _hop_length(self.config)
+        return max(self._samples() // hop, 1) if hop > 0 and {"input_values", "input_features"} <= set(params) else 0
 
     def features_mask(self, features: torch.Tensor | None = None) -> torch.Tensor:
         """Every frame of the features valid: (batch, frames) in the plan's layout."""
@@ -554,10 +573,52 @@ class _Maker:
         patches = torch.randn(BATCH * side * side, *shape, generator=self.g)
         grid_name = next(p for p in PACKED if p in params)
         main = "hidden_states" if "hidden_states" in params else "pixel_values"
+        documented = _doc_shape(self.model.forward.__doc__ or "", main) or ""
+        if merge > 1 and documented.count("merge") >= 2 and (made := self.documented(main)) is not None:
+            # one merged patch per language-model token, as documented (Inkling 2: (num_image_tokens,
+            # patch x merge, patch x merge, channels)), the grid counted in those tokens
+            grid = torch.tensor([[1, 2, 2]] * BATCH)
+            patches = torch.randn(BATCH * 4, *made.shape[1:], generator=self.g)
+            return {main: patches, grid_name: grid}
         out = {main: patches, grid_name: grid}
         if "merge_sizes" in params:  # VideoLLaMA 3: each image's spatial merge
             out["merge_sizes"] = torch.tensor([merge] * BATCH)
         return out
+
+
+# Two inputs a forward stacks along the height, as one image: `torch.cat((prompt_masks, labels), dim=2)`.
+HEIGHT_STACK = re.compile(r"torch\.cat\(\(\s*(\w+),\s*(\w+)\s*\),\s*dim=2\)")
+
+
+def _stacked_images(model: Any, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Images the forward stacks along the height into the one image the config sizes (SegGPT:
+    the prompt over the image, the prompt mask over itself, 896 x 448 of two 448 x 448): each
+    takes its half of the configured height."""
+    try:
+        source = inspect.getsource(type(model).forward)
+    except (OSError, TypeError):
+        return {}
+    names = {n for pair in HEIGHT_STACK.findall(source) for n in pair if n in inputs}
+    images = {n: inputs[n] for n in names if isinstance(inputs[n], torch.Tensor) and inputs[n].ndim == 4}
+    if len(images) < 2 or len({tuple(t.shape) for t in images.values()}) != 1:
+        return {}
+    return {n: t[:, :, : max(t.shape[2] // 2, 1)].contiguous() for n, t in images.items()}
+
+
+def _normed_first(model: Any) -> int:
+    """The width of the model's first layer when it is a LayerNorm (a speech-or-text model built
+    without its input prenets, SpeechT5Model: its input values are hidden states), else 0."""
+    for module in model.modules():
+        if next(module.parameters(recurse=False), None) is not None:
+            shape = getattr(module, "normalized_shape", None) if isinstance(module, torch.nn.LayerNorm) else None
+            return int(shape[-1]) if shape else 0
+    return 0
+
+
+def _doc_shape(doc: str, name: str) -> str | None:
+    """The shape a docstring gives an argument, "`name` (`torch.Tensor` of shape `(a, b)`)": "a, b"."""
+    match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
+    return match.group(1) if match else None
 
 
 def _hop_length(config: Any, depth: int = 0) -> int:
@@ -585,6 +646,25 @@ def _stacked_bins(model: Any, bins: int) -> int:
     if isinstance(first, torch.nn.Linear) and first.in_features % bins == 0 and first.in_features <= STACKED * bins:
         return first.in_features
     return bins
+
+
+def _subsampled_bins(model: Any) -> int:
+    """The mel bins a 2-D convolution subsampler implies where the config names none (Gemma 4's
+    audio encoder: two stride-2 convolutions, then a linear layer over (bins / 4) x 32 channels
+    = 1024: 128 bins): the first linear layer's input over the last convolution's channels,
+    times the convolutions' strides along the bins; 0 where the model does not start so."""
+    convs: list[torch.nn.Conv2d] = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            convs.append(module)
+        elif isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Embedding)):
+            if not convs or not isinstance(module, torch.nn.Linear) or module.in_features % convs[-1].out_channels:
+                return 0
+            stride = 1
+            for conv in convs:
+                stride *= int(conv.stride[-1])
+            return module.in_features // convs[-1].out_channels * stride
+    return 0
 
 
 def _patch_conv(model: Any, channels: int, patch: int) -> int:

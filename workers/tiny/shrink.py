@@ -67,6 +67,7 @@ SECONDARY: dict[str, Any] = {
     "rotary_dim": 4,  # GPT-J, CodeGen: rotary width within the shrunk head
     **dict.fromkeys(("attention_hidden_size", "cross_attention_hidden_size"), 32),  # RWKV; T5Gemma's decoder
     "num_queries": 8,  # DETR-style decoders take the top queries of a few image tokens
+    "spec_size": 64,  # CLAP's HTS-AT reads its mel spectrogram as a square image this wide (256: 4,096 patches)
     "num_layers_per_stack": 1,  # HRM: one layer per stack; its depth counts stacks x cycles (_stacked_depth)
     "index_n_heads": 2,
     "linear_num_key_heads": 2,
@@ -145,6 +146,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     "granite4_vision": {"downsample_rate": "1/2", "deepstack_layer_map": [[-1, 0], [-2, 1]]},
     # xLSTM: its blocks are num_blocks (not the depth), and its cache rounds the q/k and v widths up
     # to multiples of 64 where the layers do not: a width whose q/k part is 64 keeps them equal
+    # SegGPT merges its prompt ensembles after layer merge_index (2 of 24) and reads intermediate layers by index:
+    # indices that must name layers of the two (the batch stays doubled when no layer merges it)
+    "seggpt": {"merge_index": 1, "intermediate_hidden_state_indices": [0, 1]},
     "xlstm": {"hidden_size": 64, "embedding_dim": 64, "qk_dim_factor": 1.0, "num_blocks": 2},
 }
 
@@ -164,6 +168,21 @@ VARIANTS: tuple[dict[str, Any], ...] = (
     {**{k: 2 for k in DEPTH_KEYS}, "image_size": 64},  # a default-size image made the last try take up to 60 s
 )
 MAX_UNSHRUNK_WIDTH = 1024  # the depth-only variant is tried only on configs this narrow
+
+
+# Buckets of a hashed embedding (BLT's byte n-gram hashes: 500,002 x 6 tables of the width, 96 M
+# parameters and 45 s a build): any count takes the ids, hashed modulo it.
+HASH_BUCKETS = re.compile(r"hash\w*vocab")
+BUCKETS = 1024
+
+
+def _hash_buckets(config: Any) -> None:
+    for key, value in list(vars(config).items()):
+        if HASH_BUCKETS.search(key) and type(value) is int and value > BUCKETS:
+            try:
+                setattr(config, key, BUCKETS)
+            except (AttributeError, ValueError, TypeError):
+                pass
 
 
 def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
@@ -285,6 +304,30 @@ def _width_aliases(config: Any, values: dict[str, Any], old: int) -> None:
                 pass
 
 
+STEM = re.compile(r"(hidden_size|_dim|_width)$")
+NOT_STEM = re.compile(r"vocab|position|image|window|chunk|length|kernel|stride|bins|frames|head")
+
+
+def _stem_width(config: Any, values: dict[str, Any], depths: dict[str, Any], old: int) -> None:
+    """A stem width that doubles stage by stage up to the model width (CLAP's HTS-AT audio Swin:
+    patch_embeds_hidden_size 96 x 2^(4 - 1) stages = hidden_size 768, which its projection
+    reads) keeps doubling up to the shrunk width over the shrunk stages."""
+    new = width(config)
+    for key, before in depths.items():
+        stages = getattr(config, key, None)
+        if type(before) is not int or type(stages) is not int or before < 2 or stages < 1 or stages == before:
+            continue
+        staged = any(isinstance(v, (list, tuple)) and len(v) in (before, stages) for v in vars(config).values())
+        for name, value in list(vars(config).items()):
+            if name in values or type(value) is not int or value * 2 ** (before - 1) != old or value == old:
+                continue
+            if staged and STEM.search(name) and not NOT_STEM.search(name) and new % 2 ** (stages - 1) == 0:
+                try:
+                    setattr(config, name, new // 2 ** (stages - 1))
+                except (AttributeError, ValueError, TypeError):
+                    pass
+
+
 def _stage_widths(key: str, value: Any, old: int) -> bool:
     """A per-stage list of widths that starts at the model width and grows from it (SAM 2's
     Hiera: hidden_size 96, embed_dim_per_stage [96, 192, 384, 768]): it follows the shrunk width."""
@@ -392,16 +435,43 @@ def _mrope(config: Any) -> None:
     types = getattr(config, "layer_types", None)
     if isinstance(types, list) and rope and set(rope) <= set(types):  # rotary parameters per layer type (NeoMME)
         config.rope_parameters = {
-            t: _sections(p, head_dim, factor) if isinstance(p, dict) else p for t, p in rope.items()
+            t: _sections(p, head_dim, factor, _code_sections(config)) if isinstance(p, dict) else p
+            for t, p in rope.items()
         }
     else:
-        config.rope_parameters = _sections(rope, head_dim, factor)
+        config.rope_parameters = _sections(rope, head_dim, factor, _code_sections(config))
 
 
-def _sections(rope: dict[str, Any], head_dim: int, factor: Any) -> dict[str, Any]:
+def _sections(rope: dict[str, Any], head_dim: int, factor: Any, code: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The shrunk sections: the last two equal (Qwen2-VL's (t, h, w) 16, 24, 24), or the first two
+    where the config names none and the modeling code's own default has its first two equal (ERNIE
+    4.5 VL: `.get("mrope_section", [22, 22, 20])`, (h, w, t), stacking h with w: they must match)."""
     half = int(head_dim * float(rope.get("partial_rotary_factor") or factor)) // 2
     third = half // 3
+    default = code if not rope.get("mrope_section") else ()
+    if len(default) == 3 and default[0] == default[1] != default[2]:
+        return {**rope, "mrope_section": [third, third, half - 2 * third]}
     return {**rope, "mrope_section": [half - 2 * third, third, third]}
+
+
+CODE_SECTIONS = re.compile(r"""get\(\s*["']mrope_section["']\s*,\s*\[(\d+),\s*(\d+),\s*(\d+)\]""")
+
+
+@functools.cache
+def _module_sections(module: str) -> tuple[int, ...]:
+    import importlib
+
+    try:
+        match = CODE_SECTIONS.search(inspect.getsource(importlib.import_module(module)))
+    except (ImportError, OSError, TypeError):
+        return ()
+    return tuple(int(v) for v in match.groups()) if match else ()
+
+
+def _code_sections(config: Any) -> tuple[int, ...]:
+    """The rotary sections the modeling code falls back to where the config names none."""
+    module = type(config).__module__
+    return _module_sections(module.replace(".configuration_", ".modeling_")) if ".configuration_" in module else ()
 
 
 # Keys a default config may leave unset (None) that the checkpoints' configs set, filled in the
@@ -529,6 +599,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _width_aliases(config, values, old_width)
+    _stem_width(config, values, depths, old_width)
     _width_multiples(config, before, old_width)
     _image_grid(config, values, grid)
     _video_clip(config, values)
@@ -548,6 +619,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     _consistent_heads(config)
     _hybrid_attention(config)
     _moe_top_k(config, values)
+    _hash_buckets(config)
     if repair:
         _unset_values(config, values)
         for fix in REPAIRS:
@@ -563,11 +635,95 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         subs = _subs(config)
         widths = {k: _safe_width(v) for k, v in subs.items()}
         lists = {k: _int_lists(v) for k, v in subs.items()}
+        channels = {k: _stage_channels(v) for k, v in subs.items()}
         for sub in subs.values():
             _shrink(sub, values, depth + 1, mrope, repair)
         _neck_outputs(subs, widths)
+        _joint_widths(config, values, subs, old_width, widths)
+        _factor_widths(config, subs, widths)
         _copied_lists(config, subs, lists)
+        _backbone_channels(config, subs, channels)
         _tower_widths(config)
+
+
+JOINT = re.compile(r"(_dim|_size)$")
+NOT_JOINT = re.compile(r"feedforward|ffn|intermediate|hidden_dim|mlp")  # a layer's own width (Mask2Former's 1024)
+
+
+def _joint_widths(config: Any, values: dict[str, Any], subs: dict[str, Any], old: int, before: dict[str, int]) -> None:
+    """A width the default sets to the config's width plus a sub-config's (XCodec2 quantizes its
+    acoustic and semantic features side by side: quantization_dim 2048 = 1024 + its semantic
+    encoder's 1024) follows their shrunk sum."""
+    new = _safe_width(config)
+    for key, value in list(vars(config).items()):
+        if key in values or type(value) is not int or not JOINT.search(key) or NOT_JOINT.search(key) or not old:
+            continue
+        for name, was in before.items():
+            total = new + _safe_width(subs[name])
+            if was and value == old + was and total != value:
+                try:
+                    setattr(config, key, total)
+                except (AttributeError, ValueError, TypeError):
+                    pass
+                break
+
+
+NOT_FACTOR = re.compile(r"layers|heads|token|id|size|dim|vocab|experts|group|length|window")
+
+
+def _factor_widths(config: Any, subs: dict[str, Any], before: dict[str, int]) -> None:
+    """A tower whose default width is another tower's times a factor the config names (BLT's
+    global transformer: 2048 = its local encoder's 1024 x cross_attn_k 2, the patch embeddings it
+    reads) keeps that product of the shrunk widths; its heads keep their count and its head size
+    is the width over them (BLT's attention derives it so; its rotary reads head_dim)."""
+    factors = {v for k, v in vars(config).items() if type(v) is int and 2 <= v <= 8 and not NOT_FACTOR.search(k)}
+    for name, sub in subs.items():
+        for other, was in before.items():
+            old = before.get(name, 0)
+            factor = old // was if was and other != name and old % was == 0 else 0
+            new = _safe_width(subs[other]) * factor
+            if (
+                factor not in factors
+                or not new
+                or _safe_width(sub) == new
+                or type(vars(sub).get("hidden_size")) is not int
+            ):
+                continue
+            heads, head = vars(sub).get("num_attention_heads"), vars(sub).get("head_dim")
+            sub.hidden_size = new
+            if type(heads) is int and type(head) is int and heads and new % heads == 0:
+                sub.head_dim = new // heads
+            break
+
+
+def _stage_channels(config: Any) -> tuple[int, ...]:
+    """The channels of a backbone's output stages (out_indices, stage 0 the stem): its per-stage
+    hidden_sizes, else a width that doubles stage by stage from embed_dim (Swin); () if neither."""
+    indices, widths = vars(config).get("_out_indices"), vars(config).get("hidden_sizes")
+    embed, depths = vars(config).get("embed_dim"), vars(config).get("depths")
+    if not isinstance(indices, (list, tuple)) or not all(type(i) is int and i > 0 for i in indices):
+        return ()
+    if isinstance(widths, (list, tuple)) and _ints(widths) and max(indices) <= len(widths):
+        return tuple(int(widths[i - 1]) for i in indices)
+    if type(embed) is int and isinstance(depths, (list, tuple)) and max(indices) <= len(depths):
+        return tuple(embed * 2 ** (i - 1) for i in indices)
+    return ()
+
+
+def _backbone_channels(config: Any, subs: dict[str, Any], before: dict[str, tuple[int, ...]]) -> None:
+    """A list of a backbone's output channels the config holds for the layers that read them
+    (OmDet-Turbo's encoder_in_channels: its Swin's stages 2-4, 192, 384, 768) follows the
+    backbone's shrunk stages."""
+    for key, value in list(vars(config).items()):
+        if not isinstance(value, (list, tuple)) or not _ints(value):
+            continue
+        for name, was in before.items():
+            new = _stage_channels(subs[name])
+            if was and tuple(value) == was and len(new) == len(was) and new != was:
+                try:
+                    setattr(config, key, type(value)(new))
+                except (AttributeError, ValueError, TypeError):
+                    pass
 
 
 def _int_lists(config: Any) -> dict[str, tuple[int, ...]]:
@@ -656,7 +812,7 @@ def _feature_sizes(config: Any, before: dict[str, tuple[int, int]], path: str = 
                     sub.patch_size = side // new_last  # (SAM 2's prompt encoder: 1024 // 16 = 64)
 
 
-TOWER_WIDTH = re.compile(r"^(\w+)_hidden_size$")
+TOWER_WIDTH = re.compile(r"^(?:(\w+)_hidden_size|hidden_size_(\w+))$")  # audio_hidden_size; BLT's hidden_size_global
 
 
 def _tower_widths(config: Any) -> None:
@@ -668,7 +824,7 @@ def _tower_widths(config: Any) -> None:
     for cfg in (config, *subs):
         for key, value in list(vars(cfg).items()):
             match = TOWER_WIDTH.match(key)
-            tower = getattr(config, f"{match.group(1)}_config", None) if match else None
+            tower = getattr(config, f"{match.group(1) or match.group(2)}_config", None) if match else None
             new = getattr(tower, "hidden_size", None) if isinstance(tower, PretrainedConfig) else None
             if type(value) is int and type(new) is int and new != value:
                 try:
