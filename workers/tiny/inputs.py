@@ -213,6 +213,20 @@ def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
     return made
 
 
+def streamed_audio(model: Any, inputs: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+    """Generate's features where the config counts mel frames per text token and generation
+    stops where the audio does (Voxtral Realtime: at most frames / audio_length_per_tok tokens,
+    the prompt included; its forward adds one audio token to each text token): the features
+    forward was checked on, followed by seeded frames for the new tokens. {} for other models."""
+    features = inputs.get("input_features")
+    per_token = _get(model.config, "audio_length_per_tok")
+    if not isinstance(features, torch.Tensor) or features.ndim != 3 or type(per_token) is not int or per_token <= 0:
+        return {}
+    g = torch.Generator().manual_seed(SEED)
+    more = torch.randn(features.shape[0], features.shape[1], new_tokens * per_token, generator=g)
+    return {"input_features": torch.cat([features, more.to(features.device, features.dtype)], dim=-1)}
+
+
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
     """The model's main input; a class that inherits the default (input_ids) but whose forward
     does not take it (a vision tower of a multimodal model) is fed by its first required input."""
@@ -541,6 +555,9 @@ class _Maker:
             bins = int(stacked or _stacked_bins(self.model, bins))
             return torch.randn(BATCH, 64, bins, generator=self.g)
         length = min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
+        per_token = _get(self.config, "audio_length_per_tok")
+        if type(per_token) is int and per_token > 0:  # mel frames per text token, added to it (Voxtral Realtime)
+            length = SEQ * per_token
         return torch.randn(BATCH, bins, length, generator=self.g)
 
     def features_mask(self, features: torch.Tensor | None = None) -> torch.Tensor:
