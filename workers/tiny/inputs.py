@@ -381,9 +381,8 @@ class _Maker:
         config's image side, already processed, in the session's dtype and on the device; one
         prompt per object on frame 0, BATCH objects (the output's first dimension), as
         `add_inputs_to_inference_session` adds them: a positive point each where the session takes
-        points; a text prompt (token ids and a mask of ones, the processor's padded length) where
-        it takes text. And `frame_idx` 0 where forward takes it. None where the annotation names
-        no such class."""
+        points. And `frame_idx` 0 where forward takes it. None where the annotation names no such
+        class; a session prompted by text (SAM 3 video: per-object outputs) is the harness's miss."""
         cls = _annotated(self.model, params[name].annotation)
         if not isinstance(cls, type) or issubclass(cls, torch.Tensor):
             return None
@@ -416,11 +415,13 @@ class _Maker:
                 }
                 session.add_point_inputs(session.obj_id_to_idx(obj), 0, points)
             session.obj_with_new_inputs = objects
-        elif hasattr(session, "add_prompt") and hasattr(session, "prompt_input_ids"):
-            prompt = session.add_prompt("object")
-            ids = self.text(PROMPT_LENGTH)[:1].to(device)
-            session.prompt_input_ids[prompt] = ids
-            session.prompt_attention_masks[prompt] = torch.ones_like(ids)
+        elif hasattr(session, "add_prompt"):  # a detector, then a tracker of what it detects (SAM 3 video)
+            raise Unsupported(
+                f"{cls.__name__} is prompted by text: forward returns per-object dicts (a (1, h, w) mask per object "
+                "id it detects, none with seeded random weights at the config's detection threshold), no batch-first "
+                "float tensor for the check",
+                any_config=True,
+            )
         else:
             return None
         out: dict[str, Any] = {name: session}
@@ -716,7 +717,6 @@ class _Maker:
 
 
 SESSION_FRAMES = 2  # frames of a video inference session
-PROMPT_LENGTH = 32  # a text prompt's tokens in a session (SAM 3 video's processor pads them to 32)
 
 
 def _annotated(model: Any, annotation: Any) -> Any:
