@@ -405,7 +405,7 @@ class _Maker:
             "video_storage_device": device,
             "dtype": dtype,  # the session's own default is the string "float32", which Tensor.to refuses
         }
-        session = cls(**{k: v for k, v in given.items() if k in init})
+        session: Any = cls(**{k: v for k, v in given.items() if k in init})
         if hasattr(session, "add_point_inputs"):
             objects = list(range(BATCH))
             for obj in objects:
@@ -443,9 +443,10 @@ class _Maker:
         except (OSError, TypeError):
             return None
         match = re.search(rf"self\.(\w+)\([^)]*?\binputs_embeds={re.escape(name)}\b", source)
-        sub = getattr(self.model, match.group(1), None) if match else None
-        wide = width(sub.config) if isinstance(getattr(sub, "config", None), PretrainedConfig) else 0
-        if not wide:
+        sub: Any = getattr(self.model, match.group(1), None) if match else None
+        config = getattr(sub, "config", None)
+        wide = width(config) if isinstance(config, PretrainedConfig) else 0
+        if sub is None or not wide:
             return None
         chunk = getattr(self.config, "chunk_size", None)
         self.experts.append(name)
