@@ -222,6 +222,15 @@ RULES = {
     "Gemma4AudioModel": "channels_last",  # mel bins its 2-D convolution subsampler implies (config names none)
     "BltModel": "main",  # a tower as wide as another's x cross_attn_k; hidden_size_global; hash buckets shrunk
     "Blip2ForImageTextRetrieval": "placeholders",  # a submodule forward reads, built under a switch: switched on
+    # a video inference session by forward's annotation (frames, a point per object), each pass on a fresh copy;
+    # the memory modules' widths follow the towers' shared width
+    "Sam2VideoModel": "main",
+    "Sam3TrackerVideoModel": "main",  # the same; its property image_size re-derives feature sizes after the patch
+    "EdgeTamVideoModel": "main",  # (table) the same; its 2-D latents and key rotary grid fit the shrunk grid
+    "PI0Model": "main",  # an action expert's embeddings (its width x the action chunk) and their vision-language prefix
+    "PI05Model": "main",  # the same, and what the expert requires through **kwargs by its docstring (timestep_embeds)
+    "VoxtralRealtimeModel": "paired",  # audio features of audio_length_per_tok mel frames per text token
+    "VoxtralRealtimeForConditionalGeneration": "paired",  # the same; generate streams the new tokens from more audio
 }
 
 
@@ -688,14 +697,15 @@ def test_the_repair_pass_fills_what_a_default_leaves_unset_and_only_it() -> None
     ("cls", "reason"),
     [
         ("PeAudioVideoModel", "needs timm"),  # a package not installed: every config needs it
-        ("PI0Model", "main input 'action_embeds' is not an input kind"),  # the forward's main input, not the config
+        # an input the harness does not make for any config: a video session prompted by text (per-object outputs)
+        ("Sam3VideoModel", "Sam3VideoInferenceSession is prompted by text"),
     ],
 )
 def test_a_gap_no_config_can_close_ends_the_build_at_once(cls: str, reason: str) -> None:
     """A package the project does not install, or a main input kind the harness does not make,
     does not depend on the config: the builder stops there instead of trying every shrink variant,
     the repair pass and the default config (PeAudioVideoModel took 28.8 s to say it needs timm,
-    PI0Model 14.1 s, in the CLI run of the whole matrix)."""
+    PI0Model, whose input is made now, 14.1 s, in the CLI run of the whole matrix)."""
     import torch
 
     from workers.tiny import Unsupported, build
@@ -703,3 +713,23 @@ def test_a_gap_no_config_can_close_ends_the_build_at_once(cls: str, reason: str)
     with pytest.raises(Unsupported) as caught:
         build.build_model(cls, torch.device("cpu"))
     assert caught.value.any_config and reason in caught.value.message
+
+
+def test_a_video_inference_session_is_copied_for_each_pass() -> None:
+    """Forward stores its outputs and memory in a video model's inference session: each pass runs
+    on a copy of the session as made (inputs.fresh), so the check's second pass computes its
+    output again instead of reading the first pass's stored masks, and the session made stays
+    as it was."""
+    import torch
+
+    from workers.tiny import build
+    from workers.tiny.inputs import fresh, make_inputs
+
+    model, _ = build.build_model("Sam2VideoModel", torch.device("cpu"))
+    inputs = make_inputs(model, torch.device("cpu"))
+    session = inputs["inference_session"]
+    with torch.inference_mode():
+        first, second = (model(**fresh(inputs)) for _ in range(2))
+    assert session.output_dict_per_obj[0]["cond_frame_outputs"] == {} and session.obj_with_new_inputs == [0, 1]
+    assert first.pred_masks.shape[0] == 2 and torch.equal(first.pred_masks, second.pred_masks)
+    assert first.pred_masks is not second.pred_masks

@@ -41,6 +41,7 @@ from fleet.variants import (
 from fleet.variants import FLASH_ATTENTIONS as KNOWN_FLASH
 from workers import failures, measure
 from workers.checks.base import Bundle, Check, float_tensors
+from workers.tiny.inputs import fresh
 
 # Timed calls per variant. A call that compiles nothing (a precision, an attention kernel in eager
 # mode, batched, static cache) counts its first call as a sample: p50 of the first and WARM_REPEATS
@@ -368,7 +369,7 @@ class Context:
                 if runs != ["eager"]:  # judged against itself, any kernel would work
                     raise NotApplicable(f"no eager run to judge it against: asked eager, model runs {', '.join(runs)}")
                 with torch.inference_mode():
-                    self.eager.append(_first(model(**self.forward))[1].detach().clone())
+                    self.eager.append(_first(model(**fresh(self.forward)))[1].detach().clone())
             finally:
                 before.restore(model)
         return self.eager[0]
@@ -380,7 +381,7 @@ class Context:
         return mask if isinstance(mask, torch.Tensor) else None
 
     def call(self, model: Any, kwargs: dict[str, Any]) -> torch.Tensor:
-        return _first(model(**_cast(kwargs, self.dtype)))[1]
+        return _first(model(**_cast(fresh(kwargs), self.dtype)))[1]  # a session: each pass from its state
 
 
 def run(
@@ -417,7 +418,7 @@ def run(
             record["findings"] = []
             return record
         try:
-            out, _first_s, ref_ms = _timed(lambda: _first(model(**forward)), dev)
+            out, _first_s, ref_ms = _timed(lambda: _first(model(**fresh(forward))), dev)
         except measure.JobTimeout:
             raise
         except Exception as exc:  # the job passed its check: no reference is a fact about variants only

@@ -14,7 +14,7 @@ from fleet.errors import CheckFailure
 from workers.checks import task_gates
 from workers.checks.base import Bundle, Check, float_tensors, invalid, require_finite, sample
 from workers.tiny import SEED, Unsupported
-from workers.tiny.inputs import BATCH, generate_inputs, leading_sizes, make_inputs
+from workers.tiny.inputs import BATCH, fresh, generate_inputs, leading_sizes, make_inputs, streamed_audio
 from workers.tiny.tasks import task_of_class
 
 NEW_TOKENS = 3
@@ -44,7 +44,7 @@ class ForwardCheck(Check):
         # the same output for the same inputs, as with a seed set by its user
         torch.manual_seed(SEED)
         try:
-            return bundle.model(**inputs)
+            return bundle.model(**fresh(inputs))  # each pass from the same state (an inference session)
         except TypeError as exc:  # the harness did not give forward() the arguments it takes
             if "argument" not in str(exc):
                 raise
@@ -109,6 +109,7 @@ class GenerateCheck(ForwardCheck):
             # a decoder-only model may read it too (MusicGen pads its codebooks' delay pattern with it)
             kwargs["decoder_start_token_id"] = model.generation_config.pad_token_id or 0
         gen_inputs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k != "use_cache"}
+        gen_inputs.update(streamed_audio(model, gen_inputs, NEW_TOKENS))  # audio to stream the new tokens from
         device = next(v.device for v in inputs.values() if isinstance(v, torch.Tensor))
         return {**(generate_inputs(model, device) or gen_inputs), **kwargs}
 

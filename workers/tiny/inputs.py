@@ -3,8 +3,10 @@ forward signature and its config; the plans an architecture job tries in order."
 
 from __future__ import annotations
 
+import copy
 import inspect
 import re
+import sys
 from typing import Any
 
 import torch
@@ -101,11 +103,18 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
             inputs.update(maker.companions(params))
     elif (made := maker.first_layer(main)) is not None:
         inputs[main] = made
+    elif (session := maker.session(main, params, device)) is not None:
+        inputs.update(session)
+    elif (made := maker.expert(main)) is not None:
+        inputs[main] = made
     else:
         raise Unsupported(f"main input {main!r} is not an input kind the harness makes yet", any_config=True)
     for name in sorted(required, key=lambda n: n.endswith("_attention_mask")):  # masks after their ids
         if name not in inputs:
             inputs[name] = maker.required(name, inputs)
+    inputs.update({k: v for k, v in maker.passed.items() if k not in inputs})
+    if maker.experts and {"pixel_values", "pixel_attention_mask"} <= set(params):
+        inputs.update(maker.prefix())  # the vision-language prefix an action expert attends to (PI0)
     if plan in ("paired", PLACEHOLDERS, FRAMES) or task == "zero_shot_image_classification":  # text and image together
         pairs = (
             ("input_ids", None),
@@ -149,6 +158,17 @@ def make_inputs(model: Any, device: torch.device, task: str = "", plan: str | No
         inputs.update(maker.per_codebook(inputs))
     inputs.update(_stacked_images(model, inputs))
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+PLAIN = (torch.Tensor, int, float, bool, str, type(None), list, tuple, dict, torch.dtype, torch.device)
+
+
+def fresh(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The inputs of one forward pass, a stateful input deep-copied (anything but tensors and
+    plain values: a video model's inference session, which forward fills with its outputs and
+    memory): every pass starts from the state the inputs were made in, and a repeated pass
+    computes its output again instead of reading the one the first pass stored."""
+    return {k: v if isinstance(v, PLAIN) else copy.deepcopy(v) for k, v in inputs.items()}
 
 
 # Where a model with one config keeps its image tower's settings instead of a vision_config (ViLT).
@@ -196,6 +216,20 @@ def generate_inputs(model: Any, device: torch.device) -> dict[str, Any]:
     return made
 
 
+def streamed_audio(model: Any, inputs: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+    """Generate's features where the config counts mel frames per text token and generation
+    stops where the audio does (Voxtral Realtime: at most frames / audio_length_per_tok tokens,
+    the prompt included; its forward adds one audio token to each text token): the features
+    forward was checked on, followed by seeded frames for the new tokens. {} for other models."""
+    features = inputs.get("input_features")
+    per_token = _get(model.config, "audio_length_per_tok")
+    if not isinstance(features, torch.Tensor) or features.ndim != 3 or type(per_token) is not int or per_token <= 0:
+        return {}
+    g = torch.Generator().manual_seed(SEED)
+    more = torch.randn(features.shape[0], features.shape[1], new_tokens * per_token, generator=g)
+    return {"input_features": torch.cat([features, more.to(features.device, features.dtype)], dim=-1)}
+
+
 def _main_input(model: Any, params: Any, required: list[str]) -> str:
     """The model's main input; a class that inherits the default (input_ids) but whose forward
     does not take it (a vision tower of a multimodal model) is fed by its first required input."""
@@ -213,6 +247,8 @@ class _Maker:
         self.channels_last, self.frames = plan == CHANNELS_LAST, plan == FRAMES
         vocab = int(_get(self.config, "vocab_size", default=100) or 100)
         self.vocab, self.high = vocab, max(min(vocab, 100), 5)
+        self.experts: list[str] = []  # inputs made by expert(): embeddings a sub-model reads
+        self.passed: dict[str, torch.Tensor] = {}  # what that sub-model requires besides, through **kwargs
         self.kinds = {
             "input_ids": self.text,
             "qformer_input_ids": self.text,
@@ -253,6 +289,8 @@ class _Maker:
         if name.endswith("_attention_mask") and ids in inputs:
             return torch.ones_like(inputs[ids])
         made = self.documented(name)
+        if made is None:
+            made = self.expert(name)
         if made is not None:
             return made
         raise Unsupported(f"{type(self.model).__name__}.forward requires {name!r}, an input the harness lacks")
@@ -340,6 +378,122 @@ class _Maker:
             return torch.randn(BATCH, first.in_channels, self._samples() if audio else SEQ, generator=self.g)
         return None
 
+    def session(self, name: str, params: Any, device: torch.device) -> dict[str, Any] | None:
+        """A video model's inference session (SAM 2 video, SAM 3 tracker video, EdgeTAM video,
+        SAM 3 video), made as the model's processor makes it (`init_video_session`) where forward's
+        annotation names a class built from a `video`: SESSION_FRAMES seeded frames at the
+        config's image side, already processed, in the session's dtype and on the device; one
+        prompt per object on frame 0, BATCH objects (the output's first dimension), as
+        `add_inputs_to_inference_session` adds them: a positive point each where the session takes
+        points. And `frame_idx` 0 where forward takes it. None where the annotation names no such
+        class; a session prompted by text (SAM 3 video: per-object outputs) is the harness's miss."""
+        cls = _annotated(self.model, params[name].annotation)
+        if not isinstance(cls, type) or issubclass(cls, torch.Tensor):
+            return None
+        try:
+            init = inspect.signature(cls).parameters
+        except (TypeError, ValueError):
+            return None
+        if "video" not in init:
+            return None
+        config = self.config
+        side = _size(_get(config, "image_size") or _deep_get(config, "image_size") or 32)
+        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        video = torch.randn(SESSION_FRAMES, 3, side, side, generator=self.g)
+        given = {
+            "video": video,
+            "video_height": side,
+            "video_width": side,
+            "inference_device": device,
+            "inference_state_device": device,
+            "video_storage_device": device,
+            "dtype": dtype,  # the session's own default is the string "float32", which Tensor.to refuses
+        }
+        session: Any = cls(**{k: v for k, v in given.items() if k in init})
+        if hasattr(session, "add_point_inputs"):
+            objects = list(range(BATCH))
+            for obj in objects:
+                points = {
+                    "point_coords": torch.rand(1, 1, 1, 2, generator=self.g) * side,
+                    "point_labels": torch.ones(1, 1, 1, dtype=torch.int32),
+                }
+                session.add_point_inputs(session.obj_id_to_idx(obj), 0, points)
+            session.obj_with_new_inputs = objects
+        elif hasattr(session, "add_prompt"):  # a detector, then a tracker of what it detects (SAM 3 video)
+            raise Unsupported(
+                f"{cls.__name__} is prompted by text: forward returns per-object dicts (a (1, h, w) mask per object "
+                "id it detects, none with seeded random weights at the config's detection threshold), no batch-first "
+                "float tensor for the check",
+                any_config=True,
+            )
+        else:
+            return None
+        out: dict[str, Any] = {name: session}
+        if "frame_idx" in params:
+            out["frame_idx"] = 0
+        return out
+
+    def expert(self, name: str) -> torch.Tensor | None:
+        """Embeddings that forward hands one of its own sub-models as its `inputs_embeds`
+        (`self.dit(inputs_embeds=action_embeds, ...)`: PI0's and PI0.5's action expert reads the
+        suffix tokens, documented with no shape): (batch, the config's action chunk, else the text
+        length, that sub-model's width). None where forward hands the input to no sub-model so."""
+        from transformers import PretrainedConfig
+
+        from workers.tiny.shrink import width
+
+        try:
+            source = inspect.getsource(type(self.model).forward)
+        except (OSError, TypeError):
+            return None
+        match = re.search(rf"self\.(\w+)\([^)]*?\binputs_embeds={re.escape(name)}\b", source)
+        sub: Any = getattr(self.model, match.group(1), None) if match else None
+        config = getattr(sub, "config", None)
+        wide = width(config) if isinstance(config, PretrainedConfig) else 0
+        if sub is None or not wide:
+            return None
+        chunk = getattr(self.config, "chunk_size", None)
+        self.experts.append(name)
+        made = torch.randn(BATCH, chunk if type(chunk) is int and chunk > 0 else SEQ, wide, generator=self.g)
+        # what else the sub-model requires, passed on through forward's **kwargs, by the shape the
+        # sub-model's docstring gives it (PI0.5's expert: `timestep_embeds` (batch_size, hidden_size))
+        own = inspect.signature(self.model.forward).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in own):
+            inner = _Maker(sub, self.g, PLANS[0])
+            for key, param in inspect.signature(sub.forward).parameters.items():
+                if param.default is param.empty and param.kind <= param.KEYWORD_ONLY and key != "inputs_embeds":
+                    tensor = inner.documented(key)
+                    if tensor is not None:
+                        self.passed[key] = tensor
+        return made
+
+    def prefix(self) -> dict[str, torch.Tensor]:
+        """The vision-language prefix an action expert attends to (PI0, PI0.5: forward builds the
+        expert's cache from it, and fails without one), as their processor makes it: one camera
+        image per batch item, (batch, cameras, channels, side, side), with its camera mask, and the
+        text after one image token per image feature (what the vision-language sub-model's own
+        get_image_features gives per image), with a mask of ones."""
+        vlm = next((m for m in self.model.children() if hasattr(m, "get_image_features")), None)
+        token = getattr(getattr(vlm, "config", None), "image_token_id", None)
+        if vlm is None or type(token) is not int:
+            raise Unsupported("prefix: no vision-language sub-model with an image token")
+        vision = _sub(vlm.config, "vision_config")
+        side = _size(getattr(vision, "image_size", 32) or 32)
+        channels = int(getattr(vision, "num_channels", 3) or 3)
+        pixels = torch.randn(BATCH, 1, channels, side, side, generator=self.g)
+        device = next(vlm.parameters()).device
+        with torch.inference_mode():
+            out = vlm.get_image_features(pixels.flatten(0, 1).to(device))
+        features = out if isinstance(out, torch.Tensor) else out.pooler_output
+        text = self.text()
+        ids = torch.cat([torch.full((BATCH, int(features.shape[1])), token, dtype=text.dtype), text], dim=1)
+        return {
+            "pixel_values": pixels,
+            "pixel_attention_mask": torch.ones(BATCH, 1, dtype=torch.bool),
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+        }
+
     def companions(self, params: Any) -> dict[str, torch.Tensor]:
         """Every optional input forward documents a shape for, but labels (masks all ones)."""
         out: dict[str, torch.Tensor] = {}
@@ -414,6 +568,9 @@ class _Maker:
             bins = int(stacked or _stacked_bins(self.model, bins))
             return torch.randn(BATCH, per_hop or 64, bins, generator=self.g)
         length = per_hop or min(int(_get(self.config, "max_source_positions", default=1500)) * 2, 3000)
+        per_token = _get(self.config, "audio_length_per_tok")
+        if type(per_token) is int and per_token > 0:  # mel frames per text token, added to it (Voxtral Realtime)
+            length = SEQ * per_token
         return torch.randn(BATCH, bins, length, generator=self.g)
 
     def _frames_per_hop(self) -> int:
@@ -619,6 +776,16 @@ def _doc_shape(doc: str, name: str) -> str | None:
     """The shape a docstring gives an argument, "`name` (`torch.Tensor` of shape `(a, b)`)": "a, b"."""
     match = re.search(rf"^\s*{re.escape(name)} \(`[^`]*` of shape `[\(\[]([^`]*)[\)\]]`", doc, re.M)
     return match.group(1) if match else None
+
+
+SESSION_FRAMES = 2  # frames of a video inference session
+
+
+def _annotated(model: Any, annotation: Any) -> Any:
+    """The class an argument's annotation names, resolved in the model's module where it is a string."""
+    if isinstance(annotation, str):
+        return getattr(sys.modules.get(type(model).__module__), annotation, None)
+    return annotation
 
 
 def _hop_length(config: Any, depth: int = 0) -> int:

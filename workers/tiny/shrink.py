@@ -150,6 +150,10 @@ OVERRIDES: dict[str, dict[str, Any]] = {
     # indices that must name layers of the two (the batch stays doubled when no layer merges it)
     "seggpt": {"merge_index": 1, "intermediate_hidden_state_indices": [0, 1]},
     "xlstm": {"hidden_size": 64, "embedding_dim": 64, "qk_dim_factor": 1.0, "num_blocks": 2},
+    # EdgeTAM video's perceiver pools the memory's feature grid in a square of windows (256 2-D latents: 16 x 16
+    # windows of 64 x 64 features at 1024 pixels) and its memory attention's key rotary grid is that square
+    # (16 x 16): on the shrunk 2 x 2 grid, 2 x 2 windows of one feature (16 per side left a window of 0 features)
+    "edgetam_video": {"perceiver_resampler_num_latents_2d": 4, "memory_attention_rope_k_sizes": [2, 2]},
 }
 
 
@@ -644,6 +648,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         _copied_lists(config, subs, lists)
         _backbone_channels(config, subs, channels)
         _tower_widths(config)
+        _parent_widths(config, subs, widths, values)
 
 
 JOINT = re.compile(r"(_dim|_size)$")
@@ -833,6 +838,30 @@ def _tower_widths(config: Any) -> None:
                     pass
 
 
+def _parent_widths(config: Any, subs: dict[str, Any], before: dict[str, int], values: dict[str, Any]) -> None:
+    """A composite config with no width of its own that sizes its own modules by its towers' width
+    (SAM 2 video's memory attention, memory encoder, mask downsampler and fuser: 256, the mask
+    decoder's and prompt encoder's width): a width key (ALIAS: `mask_downsampler_embed_dim` too) equal to the
+    default width that two or more sub-configs share follows their shrunk width (one tower's
+    width alone is no shared model width: CLIP's projection_dim matches its text tower's)."""
+    if _safe_width(config):
+        return
+    shared: dict[int, set[int]] = {}
+    for name, old in before.items():
+        if old:
+            shared.setdefault(old, set()).add(_safe_width(subs[name]))
+    for key, value in list(vars(config).items()):
+        if key in values or type(value) is not int or not ALIAS.search(key) or "intermediate" in key:
+            continue
+        olds = [n for n, old in before.items() if old == value]
+        news = shared.get(value, set())
+        if len(olds) >= 2 and len(news) == 1 and (new := next(iter(news))) and new != value:
+            try:
+                setattr(config, key, new)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 def _safe_width(config: Any) -> int:
     try:
         return width(config)
@@ -1019,9 +1048,24 @@ def tiny_config(
         scales = _scales(config)
         _shrink(config, values, mrope=mrope, repair=repair)
         _feature_sizes(config, scales)
+        _derived_sizes(config)
     except Exception as exc:
         raise Unsupported(f"config for {model_type!r}: {type(exc).__name__}: {exc}") from None
     return config
+
+
+def _derived_sizes(config: Any) -> None:
+    """A config whose image_size is a property that derives other sizes from it (SAM 3 tracker
+    video: its backbone's feature sizes and memory attention's rotary grid, from the image side
+    and the backbone's patch) is set its image size again once every sub-config is shrunk: the
+    shrinker set it before the patch shrank, and the config's own derivation then read the
+    default patch. Parents first (SAM 3 video's image size sets its tracker's)."""
+    size = getattr(type(config), "image_size", None)
+    if isinstance(size, property) and size.fset is not None:
+        try:
+            config.image_size = config.image_size
+        except (AttributeError, ValueError, TypeError):
+            pass
 
 
 def width(config: Any) -> int:
