@@ -116,6 +116,9 @@ CONSTRUCT: dict[str, dict[str, Any]] = {
     # LW-DETR's default names no feature level for its projector (projector_scale_factors (): nothing for the
     # decoder to attend to, a torch.cat of no levels); its checkpoints' one level at scale 1 (lwdetr_small)
     "lw_detr": {"projector_scale_factors": [1.0]},
+    # UVDoc's head concatenates the feature maps of all six backbone stages (6 x 128 channels); its default
+    # backbone outputs only the last (the miss table called it the library's); its checkpoints output all six
+    "uvdoc": {"backbone_config": {"model_type": "uvdoc_backbone", "out_features": [f"stage{i}" for i in range(1, 7)]}},
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     # hybrids whose default layer pattern puts no attention layer in the first two layers
