@@ -744,3 +744,17 @@ def test_a_vocoder_keeps_two_channels_a_stage() -> None:
     six = FastSpeech2ConformerHifiGanConfig(upsample_rates=[2] * 6, upsample_kernel_sizes=[4] * 6)
     shrink._shrink(six, VARIANTS[0])
     assert six.upsample_initial_channel == 128
+
+
+def test_a_codec_doubling_its_filters_per_stage_keeps_its_stages_one_block_each() -> None:
+    """VibeVoice's acoustic tokenizer doubles num_filters at each of its six downsampling stages
+    (2048 channels deep, 175 M parameters as the width keys left it: a timeout under load): its
+    deepest stage 4 times the shrunk width, one block a stage."""
+    import transformers
+
+    from workers.tiny import shrink
+
+    if not hasattr(transformers, "VibeVoiceAcousticTokenizerDecoderConfig"):
+        pytest.skip("no VibeVoice in this transformers")
+    config = shrink.tiny_config("vibevoice_acoustic_tokenizer_decoder", VARIANTS[0])
+    assert config.num_filters * 2 ** len(config.downsampling_ratios) == 4 * 32 and set(config.depths) == {1}

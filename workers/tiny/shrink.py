@@ -202,6 +202,25 @@ def _vocoder_channels(config: Any, old: Any) -> None:
         pass
 
 
+def _codec_stages(config: Any, values: dict[str, Any]) -> None:
+    """A convolutional codec whose stage widths double from num_filters at each downsampling
+    stage (VibeVoice's acoustic tokenizer: 32 x 2^6 = 2048 channels deep, 26 blocks, 175 M
+    parameters left unshrunk by the width keys: 30 s a forward pass) keeps its stages, one block
+    each, its deepest stage 4 times the shrunk width."""
+    keys = vars(config)
+    filters, ratios, depths = keys.get("num_filters"), keys.get("downsampling_ratios"), keys.get("depths")
+    new = values.get("hidden_size")
+    if type(filters) is not int or type(new) is not int or not isinstance(ratios, (list, tuple)):
+        return
+    if not isinstance(depths, (list, tuple)) or not all(type(d) is int for d in depths):
+        return
+    try:
+        config.num_filters = max(1, min(filters, 4 * new // 2 ** len(ratios)))
+        config.depths = type(depths)(1 for _ in depths)
+    except (AttributeError, ValueError, TypeError):
+        pass
+
+
 def _per_stage_lists(config: Any, before: dict[str, Any], backbone: bool = False) -> bool:
     """Lists with one entry per stage or layer (hidden_sizes, depths, strides of ConvNeXt-style
     models) are cut to the shrunk depth, so that every stage still has its entry. A backbone
@@ -572,6 +591,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
         except (AttributeError, ValueError, TypeError):
             pass
     _vocoder_channels(config, channels)
+    _codec_stages(config, values)
     _width_aliases(config, values, old_width)
     _width_multiples(config, before, old_width)
     _image_grid(config, values, grid)
