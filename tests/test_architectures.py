@@ -231,6 +231,10 @@ RULES = {
     "PI05Model": "main",  # the same, and what the expert requires through **kwargs by its docstring (timestep_embeds)
     "VoxtralRealtimeModel": "paired",  # audio features of audio_length_per_tok mel frames per text token
     "VoxtralRealtimeForConditionalGeneration": "paired",  # the same; generate streams the new tokens from more audio
+    # token ids within a vocabulary only a nested config names (78 phonemes); a vocoder's channels shrunk
+    "FastSpeech2ConformerWithHifiGan": "main",
+    "OneFormerModel": "main",  # a documented input's length the config fixes by its name (task_seq_len)
+    "LwDetrModel": "main",  # (table) one projector feature level, as its checkpoints (the default names none)
 }
 
 
@@ -733,3 +737,65 @@ def test_a_video_inference_session_is_copied_for_each_pass() -> None:
     assert session.output_dict_per_obj[0]["cond_frame_outputs"] == {} and session.obj_with_new_inputs == [0, 1]
     assert first.pred_masks.shape[0] == 2 and torch.equal(first.pred_masks, second.pred_masks)
     assert first.pred_masks is not second.pred_masks
+
+
+def test_a_sub_config_is_the_configs_own_default_for_an_empty_one() -> None:
+    """transformers 5.17: Granite 4 Vision's default text config is Llama's (its attention reads
+    Granite's attention_multiplier), DiffusionGemma's vision config None; the repair pass puts in
+    what the config makes of `{}` (its own text config, Gemma 4's vision config). Exercised on the
+    installed release's objects: a Llama text config put into Granite 4 Vision's config."""
+    import transformers
+
+    from workers.tiny import shrink
+
+    if not hasattr(transformers, "Granite4VisionConfig"):
+        pytest.skip("no Granite 4 Vision in this transformers")
+    config = transformers.Granite4VisionConfig()
+    own = type(config.text_config)
+    config.text_config = transformers.LlamaConfig()
+    shrink._own_sub_configs(config)
+    assert type(config.text_config) is own and own.__name__ == "Granite4VisionTextConfig"
+
+
+def test_a_composite_without_defaults_gets_its_docstrings_sub_configs() -> None:
+    """transformers 5.17's encoder-decoder configs refuse to be built without both sub-configs
+    (has_no_defaults_at_init); default_config gives them the ones their docstring example builds
+    (`config_encoder = BertConfig()`). Exercised on 5.25's class with the 5.17 flag set."""
+    from transformers import EncoderDecoderConfig, VisionTextDualEncoderConfig
+
+    from workers.tiny import shrink
+
+    for base, want in ((EncoderDecoderConfig, ("bert", "bert")), (VisionTextDualEncoderConfig, ("vit", "bert"))):
+        strict = type("Strict", (base,), {"has_no_defaults_at_init": True, "__doc__": base.__doc__})
+        overrides: dict[str, Any] = {}
+        assert shrink._documented_subs(strict, base.model_type, overrides)
+        assert tuple(v["model_type"] for v in overrides.values()) == want, overrides
+        assert not shrink._documented_subs(strict, base.model_type, overrides)  # given already: nothing added
+
+
+def test_a_vocoder_keeps_two_channels_a_stage() -> None:
+    """A HiFi-GAN's upsample_initial_channel is shrunk (FastSpeech 2's 512 made the job time out
+    under load), at least 2 channels at its last upsampling stage."""
+    from transformers import FastSpeech2ConformerHifiGanConfig
+
+    from workers.tiny import shrink
+
+    config = shrink.tiny_config("fastspeech2_conformer_with_hifigan", VARIANTS[0])
+    assert config.vocoder_config.upsample_initial_channel == 32
+    six = FastSpeech2ConformerHifiGanConfig(upsample_rates=[2] * 6, upsample_kernel_sizes=[4] * 6)
+    shrink._shrink(six, VARIANTS[0])
+    assert six.upsample_initial_channel == 128
+
+
+def test_a_codec_doubling_its_filters_per_stage_keeps_its_stages_one_block_each() -> None:
+    """VibeVoice's acoustic tokenizer doubles num_filters at each of its six downsampling stages
+    (2048 channels deep, 175 M parameters as the width keys left it: a timeout under load): its
+    deepest stage 4 times the shrunk width, one block a stage."""
+    import transformers
+
+    from workers.tiny import shrink
+
+    if not hasattr(transformers, "VibeVoiceAcousticTokenizerDecoderConfig"):
+        pytest.skip("no VibeVoice in this transformers")
+    config = shrink.tiny_config("vibevoice_acoustic_tokenizer_decoder", VARIANTS[0])
+    assert config.num_filters * 2 ** len(config.downsampling_ratios) == 4 * 32 and set(config.depths) == {1}

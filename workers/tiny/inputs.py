@@ -246,7 +246,10 @@ class _Maker:
         self.model, self.config, self.g = model, model.config, g
         self.channels_last, self.frames = plan == CHANNELS_LAST, plan == FRAMES
         vocab = int(_get(self.config, "vocab_size", default=100) or 100)
-        self.vocab, self.high = vocab, max(min(vocab, 100), 5)
+        # token ids stay within a vocabulary only a nested config names (FastSpeech 2 with HiFi-GAN:
+        # its model_config's 78 phonemes), else ids up to 99 index past its embedding
+        nested = vocab if _get(self.config, "vocab_size") else int(_deep_get(self.config, "vocab_size") or vocab)
+        self.vocab, self.high = vocab, max(min(vocab, nested, 100), 5)
         self.experts: list[str] = []  # inputs made by expert(): embeddings a sub-model reads
         self.passed: dict[str, torch.Tensor] = {}  # what that sub-model requires besides, through **kwargs
         self.kinds = {
@@ -328,7 +331,7 @@ class _Maker:
             elif dim.isdigit() or type(value) is int:
                 shape.append(int(dim) if dim.isdigit() else value)
             elif re.fullmatch(r"\w+", dim):
-                shape.append(SEQ)
+                shape.append(self._own_length(name) if "len" in dim else SEQ)
             elif (product := self._product(dim)) is not None:
                 shape.append(product)
             else:
@@ -336,6 +339,17 @@ class _Maker:
         if name == "timesteps" or name.endswith(("_ids", "_index")):
             return torch.arange(SEQ).expand(*shape[:-1], SEQ).clone() if shape[-1] == SEQ else None
         return torch.randn(*shape, generator=self.g)
+
+    def _own_length(self, name: str) -> int:
+        """The length the config fixes for one input, named after its first word (OneFormer's
+        `task_inputs`, documented `(batch_size, sequence_length)`, feed a linear layer as wide as
+        `task_seq_len`), else the text length."""
+        prefix = name.split("_", 1)[0]
+        for key in (f"{prefix}_seq_len", f"{prefix}_sequence_length", f"{prefix}_length"):
+            value = _get(self.config, key)
+            if type(value) is int and value > 0:
+                return value
+        return SEQ
 
     def _dim(self, dim: str) -> Any:
         """A dimension the config (or a sub-config) names; the model width where a docstring

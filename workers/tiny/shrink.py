@@ -89,6 +89,7 @@ SECONDARY: dict[str, Any] = {
         ("out_hidden_size", "text_hidden_size", "encoder_hidden_size", "projection_dim", "fpn_hidden_size"), 32
     ),
     **dict.fromkeys(("embedding_size", "word_embed_proj_dim"), 32),
+    "upsample_initial_channel": 32,  # a HiFi-GAN vocoder's width (_vocoder_channels keeps 2 a stage)
     # cross-attention sized on its own (Dia's decoder: the encoder's width, heads and head size)
     **{f"cross_{k}": SHRINK[k] for k in ("hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim")},
 }
@@ -113,6 +114,12 @@ INTRACLASS_BLOCK = {
 # shrinking, on every (sub-)config of that model_type.
 CONSTRUCT: dict[str, dict[str, Any]] = {
     **{key: {"prediction_length": 4} for key in ("autoformer", "informer", "time_series_transformer")},
+    # LW-DETR's default names no feature level for its projector (projector_scale_factors (): nothing for the
+    # decoder to attend to, a torch.cat of no levels); its checkpoints' one level at scale 1 (lwdetr_small)
+    "lw_detr": {"projector_scale_factors": [1.0]},
+    # UVDoc's head concatenates the feature maps of all six backbone stages (6 x 128 channels); its default
+    # backbone outputs only the last (the miss table called it the library's); its checkpoints output all six
+    "uvdoc": {"backbone_config": {"model_type": "uvdoc_backbone", "out_features": [f"stage{i}" for i in range(1, 7)]}},
 }
 OVERRIDES: dict[str, dict[str, Any]] = {
     # hybrids whose default layer pattern puts no attention layer in the first two layers
@@ -202,6 +209,39 @@ def _homogenize(config: Any, values: dict[str, Any]) -> dict[int, dict[str, Any]
     }
     config.per_layer_config = None
     return {idx: o for idx, o in kept.items() if o}
+
+
+def _vocoder_channels(config: Any, old: Any) -> None:
+    """A HiFi-GAN vocoder halves its channels at every upsampling stage: the shrunk
+    upsample_initial_channel keeps at least 2 channels at the last one (BigVGAN's six stages in
+    Qwen2.5-Omni: 128), never more than the default's (FastSpeech 2's and VITS's 512 made a
+    waveform of a few mel frames take seconds)."""
+    new, rates = vars(config).get("upsample_initial_channel"), vars(config).get("upsample_rates")
+    if type(old) is not int or type(new) is not int or new == old or not isinstance(rates, (list, tuple)):
+        return
+    try:
+        config.upsample_initial_channel = min(old, max(new, 2 ** (len(rates) + 1)))
+    except (AttributeError, ValueError, TypeError):
+        pass
+
+
+def _codec_stages(config: Any, values: dict[str, Any]) -> None:
+    """A convolutional codec whose stage widths double from num_filters at each downsampling
+    stage (VibeVoice's acoustic tokenizer: 32 x 2^6 = 2048 channels deep, 26 blocks, 175 M
+    parameters left unshrunk by the width keys: 30 s a forward pass) keeps its stages, one block
+    each, its deepest stage 4 times the shrunk width."""
+    keys = vars(config)
+    filters, ratios, depths = keys.get("num_filters"), keys.get("downsampling_ratios"), keys.get("depths")
+    new = values.get("hidden_size")
+    if type(filters) is not int or type(new) is not int or not isinstance(ratios, (list, tuple)):
+        return
+    if not isinstance(depths, (list, tuple)) or not all(type(d) is int for d in depths):
+        return
+    try:
+        config.num_filters = max(1, min(filters, 4 * new // 2 ** len(ratios)))
+        config.depths = type(depths)(1 for _ in depths)
+    except (AttributeError, ValueError, TypeError):
+        pass
 
 
 def _per_stage_lists(config: Any, before: dict[str, Any], backbone: bool = False) -> bool:
@@ -566,9 +606,30 @@ def _vocabulary_map(config: Any) -> None:
         config.image_token_id = mapping["<image>"]
 
 
+def _own_sub_configs(config: Any) -> None:
+    """A sub-config the default fills in differently from the config's own default for one
+    given empty (`{}`): the latter, as a checkpoint's config (which names the sub-config) gets it.
+    transformers 5.17: DiffusionGemma's default leaves its vision config None (the model builds
+    its vision tower anyway) and Granite 4 Vision's default text config is Llama's (its attention
+    reads Granite's attention_multiplier), where `{}` gives Gemma 4's vision config and Granite 4
+    Vision's own text config."""
+    keys = [k for k in (getattr(type(config), "sub_configs", None) or {}) if k in vars(config)]
+    for key in keys:
+        current = vars(config)[key]
+        try:
+            given = vars(type(config)(**{key: {}})).get(key)
+        except Exception:  # a config that cannot be built with only this argument: left alone
+            continue
+        if given is not None and type(given) is not type(current):
+            try:
+                setattr(config, key, given)
+            except (AttributeError, ValueError, TypeError):
+                pass
+
+
 # The repair pass (tiny_config(repair=True), tried where the plain shrink cannot be built): what a
 # default config leaves unset that a real checkpoint's config sets.
-REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map)
+REPAIRS = (_rope_per_layer_type, _sliding_window, _vocabulary_map, _own_sub_configs)
 
 
 def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = False, repair: bool = False) -> None:
@@ -581,6 +642,7 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
     patch = getattr(config, "patch_size", None)
     stack = getattr(config, "num_layers_per_stack", None)
     grid = _grid(config)
+    channels = vars(config).get("upsample_initial_channel")
     for key, value in values.items():
         current = getattr(config, key, None)
         numeric = (int, float) if isinstance(value, float) else int  # a float key takes an int default too
@@ -602,6 +664,8 @@ def _shrink(config: Any, values: dict[str, Any], depth: int = 0, mrope: bool = F
             config.num_hidden_layers = len(kinds)
         except (AttributeError, ValueError, TypeError):
             pass
+    _vocoder_channels(config, channels)
+    _codec_stages(config, values)
     _width_aliases(config, values, old_width)
     _stem_width(config, values, depths, old_width)
     _width_multiples(config, before, old_width)
@@ -963,7 +1027,9 @@ def default_config(model_type: str, config_class: Any = None, overrides: dict[st
             break
         except Exception as exc:
             named = MUST_BE.search(str(exc))  # its validator names the value (Gemma 4's assistant)
-            if named is None or not _construct_with(config_class, model_type, overrides, *named.groups()):
+            if named is not None and _construct_with(config_class, model_type, overrides, *named.groups()):
+                continue
+            if not _documented_subs(config_class, model_type, overrides):  # a composite without defaults
                 raise
     else:
         raise ValueError(f"the default config of {model_type!r} refuses {MAX_REPAIRS} values its validator named")
@@ -971,6 +1037,34 @@ def default_config(model_type: str, config_class: Any = None, overrides: dict[st
     if own is not None:  # built again around it: what the config derives from its backbone follows
         return default_config(model_type, config_class, {**overrides, "backbone_config": own})
     return config
+
+
+# A docstring example's sub-config: `>>> config_encoder = BertConfig()` (its name, its class).
+DOC_SUB_CONFIG = re.compile(r">>> (?:config_)?(\w+?)(?:_config)? = (\w+Config)\(\)")
+
+
+def _documented_subs(config_class: Any, model_type: str, overrides: dict[str, Any]) -> bool:
+    """A composite config that has no defaults (`has_no_defaults_at_init`: transformers 5.17's
+    encoder-decoder, speech encoder-decoder and vision-text dual encoder refuse to be built without
+    both sub-configs) gets the sub-configs its own docstring example builds (`config_encoder =
+    BertConfig()`, `config_vision = ViTConfig()`), by the sub-config key they name; False where
+    none is named or all are given already."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    cls = config_class if getattr(config_class, "model_type", None) == model_type else CONFIG_MAPPING[model_type]
+    keys = getattr(cls, "sub_configs", None) or {}
+    if not getattr(cls, "has_no_defaults_at_init", False) or not keys:
+        return False
+    added = False
+    for name, sub_name in DOC_SUB_CONFIG.findall(cls.__doc__ or ""):
+        key = next((k for k in (name, f"{name}_config") if k in keys), None)
+        sub = getattr(transformers, sub_name, None)
+        if key is None or key in overrides or sub is None:
+            continue
+        overrides[key] = sub().to_dict()
+        added = True
+    return added
 
 
 def _construct_with(config_class: Any, model_type: str, overrides: dict[str, Any], key: str, value: str) -> bool:
