@@ -447,6 +447,29 @@ def test_a_miss_the_default_config_repeats_is_the_librarys(found: dict[str, Any]
     assert "too large to tell whose fault" in tvp["error"]["message"]
 
 
+def test_a_failure_after_the_forward_reading_a_config_attribute_the_default_lacks_is_the_librarys(
+    found: dict[str, Any],
+) -> None:
+    """BltForCausalLM's twin runs its forward pass; its generate builds a cache that reads
+    BltConfig.num_hidden_layers, which BltConfig() itself does not have: FAILED, the library's
+    (the unshrunk default lacks it too), never unclassed. A twin whose config lacks an attribute
+    its own default has (the shrinker's doing) would stay unclassed."""
+    import torch
+
+    from orchestrator.report.coverage import fault
+    from workers.tiny import default_config_lacks
+    from workers.tiny.build import build_model
+
+    blt = run_job(_job(found, "BltForCausalLM"))
+    assert blt["status"] == Status.FAILED and blt["error"]["kind"] == ErrorKind.INFERENCE_ERROR, blt["error"]
+    assert "BltConfig()) has no 'num_hidden_layers' either: the library's" in blt["error"]["message"]
+    assert fault(blt) == "library"
+    model, _ = build_model("LlamaModel", torch.device("cpu"))
+    assert default_config_lacks(model, AttributeError("'LlamaConfig' object has no attribute 'hidden_size'")) is None
+    assert default_config_lacks(model, AttributeError("'BltConfig' object has no attribute 'nope'")) is None
+    assert default_config_lacks(model, AttributeError("'LlamaConfig' object has no attribute 'nope'"))
+
+
 def _arch_result(run_id: str, i: int, status: str, kind: str | None = None, task: str = "base") -> dict[str, Any]:
     fam = f"arch:Class{i}"
     r = base_result({"run_id": run_id, "job_id": f"{fam}@cpu", "family": fam, "device": "cpu"})

@@ -16,7 +16,7 @@ from fleet.errors import CheckFailure, ErrorKind
 from fleet.protocol import ErrorInfo, Job, Result, Status, error_info, now
 from fleet.settings import Settings
 from workers import failures, identity, measure, plugins, process, quality, stages
-from workers.tiny import missing_package
+from workers.tiny import default_config_lacks, missing_package
 
 SECRET_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
@@ -84,6 +84,8 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
         elif missing := missing_package(exc):  # an optional package the project does not install: the harness's
             why = " ".join(f"{failures.describe(exc, 200)}: {missing}".split())
             _end(progress, Status.SKIPPED, error_info(ErrorKind.HARNESS_UNSUPPORTED, why))
+        elif lacks := _default_config_lacks(progress, exc):  # a twin's failure its default config repeats
+            _end(progress, Status.FAILED, error_info(ErrorKind.INFERENCE_ERROR, lacks))
         else:
             _end(progress, Status.FAILED, failures.job_failure(exc))
     finally:
@@ -92,6 +94,11 @@ def run_job(job: Job, delivery: int = 1, settings: Settings | None = None) -> Re
     result = stages.assemble(progress, sampler)
     result["process"] = ran_in
     return scrub(result)
+
+
+def _default_config_lacks(progress: stages.Progress, exc: BaseException) -> str | None:
+    bundle = progress.resolution.bundle if progress.resolution is not None else None
+    return default_config_lacks(bundle.model, exc) if bundle is not None and bundle.synthetic else None
 
 
 def _end(progress: stages.Progress, status: Status, error: ErrorInfo) -> None:

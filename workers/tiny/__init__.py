@@ -9,6 +9,9 @@ per modality), tasks (the task of an architecture class). Here: what they share.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from fleet.errors import CheckFailure, ErrorKind
 
 SEED = 1234  # every tiny model's weights and inputs are seeded with it: identical on every device
@@ -50,3 +53,26 @@ def missing_package(exc: BaseException) -> str | None:
             if f"the {package} library" in str(exc) or f"requires `{package}`" in str(exc):
                 return f"needs {package}, which the project does not install: {why}"
     return None
+
+
+CONFIG_ATTRIBUTE = re.compile(r"^'(\w+Config)' object has no attribute '(\w+)'$")
+
+
+def default_config_lacks(model: Any, exc: BaseException) -> str | None:
+    """A twin that ran its forward pass, then failed reading an attribute of its config (generate's
+    cache, BltForCausalLM: 'BltConfig' object has no attribute 'num_hidden_layers') that the class's
+    own unshrunk default config lacks too: the library's, with that as the reason; else None."""
+    config = getattr(model, "config", None)
+    match = CONFIG_ATTRIBUTE.match(str(exc)) if isinstance(exc, AttributeError) else None
+    if config is None or match is None or type(config).__name__ != match.group(1):
+        return None
+    try:
+        default = type(config)()
+    except Exception:
+        return None
+    if hasattr(default, match.group(2)):
+        return None
+    return (
+        f"AttributeError: {exc}; the class's own default config ({match.group(1)}()) has no "
+        f"{match.group(2)!r} either: the library's"
+    )
