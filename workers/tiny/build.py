@@ -154,13 +154,13 @@ def _switched_on(model: Any, error: Exception, device: torch.device, class_name:
     only under a boolean switch the default config leaves off and the checkpoints turn on
     (BLIP-2's image-text retrieval reads its Q-Former layers' text feed-forward, built only
     `if config.use_qformer_text_input:`). The model built again with the switch on, else None."""
-    from workers.tiny.shrink import _configs
+    from workers.tiny.shrink import config_tree
 
     match = MISSING_MODULE.match(str(error)) if isinstance(error, AttributeError) else None
     owner = next((m for m in model.modules() if match and type(m).__name__ == match.group(1)), None)
     flag = _gate(type(owner), match.group(2)) if match and owner is not None else None
     switched = False
-    for cfg, _ in _configs(model.config) if flag else ():
+    for cfg, _ in config_tree(model.config) if flag else ():
         if vars(cfg).get(flag) is False:
             setattr(cfg, str(flag), True)
             switched = True

@@ -1196,19 +1196,19 @@ def repair_from_error(config: Any, exc: BaseException) -> bool:
     return False
 
 
-def _configs(config: Any, chain: tuple[Any, ...] = ()) -> list[tuple[Any, tuple[Any, ...]]]:
+def config_tree(config: Any, chain: tuple[Any, ...] = ()) -> list[tuple[Any, tuple[Any, ...]]]:
     """Every config in the tree with the configs enclosing it (outermost first)."""
     found = [(config, chain)]
     for value in _subs(config).values() if len(chain) < 4 else ():
-        found += _configs(value, (*chain, config))
+        found += config_tree(value, (*chain, config))
     return found
 
 
 def _inherit(config: Any, class_name: str, key: str) -> bool:
-    for cfg, chain in _configs(config):
+    for cfg, chain in config_tree(config):
         if type(cfg).__name__ != class_name or key in vars(cfg):
             continue
-        inner = [c for c, _ in _configs(cfg)[1:]]
+        inner = [c for c, _ in config_tree(cfg)[1:]]
         for source in (*reversed(chain), *inner, *_declaring(cfg, key)):
             rope = vars(source).get("rope_parameters")
             value = vars(source).get(key, rope.get(key) if isinstance(rope, dict) else None)
@@ -1245,7 +1245,7 @@ def _divide_heads(config: Any, channels: int, heads: int) -> bool:
     import math
 
     fixed = False
-    for cfg, _ in _configs(config):
+    for cfg, _ in config_tree(config):
         for key, value in list(vars(cfg).items()):
             if "heads" in key and type(value) is int and value == heads:
                 setattr(cfg, key, math.gcd(channels, heads))
