@@ -6,13 +6,14 @@ second, idle worker watching for orphans when Redis comes back."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
 from fleet.broker import make_app
-from fleet.redelivery import MAX_CHECK_GAP_S, ORPHAN_CONFIRM_S, OrphanWatch
+from fleet.redelivery import MAX_CHECK_GAP_S, ORPHAN_CONFIRM_S, OrphanWatch, restore_orphans
 from fleet.settings import RunSettings
 from fleet.store import ResultStore, keys
 from fleet.timing import WORKER_TTL_S
@@ -126,3 +127,38 @@ def test_every_message_a_worker_holds_is_recorded_with_its_unacked_entry(redis_u
             seen.add(tag)
         time.sleep(0.05)
     assert len(seen) == 2  # both messages were seen held while their jobs ran
+
+
+def test_unacked_entries_that_are_not_messages_are_dead_lettered_not_raised(redis_url: str) -> None:
+    """Rule: the restore of orphaned messages never raises on what kombu's unacked hash holds.
+    An entry that is not [message object, exchange, a fleet queue] is removed with its records and
+    dead-lettered; the sound orphans beside it are still restored (every worker's heartbeat loop
+    runs this check: one raise there stopped its heartbeat for good)."""
+    store = ResultStore(redis_url)
+    r = raw_redis(redis_url)
+    r.rpush("fleet:run:x:late", "a")  # a fleet list a routing key may name: not a queue
+    bad = {
+        "dict-entry": json.dumps({"message": {}, "routing_key": "cpu"}),
+        "info-text": json.dumps([{"properties": {"delivery_info": "x"}}, "", "cpu"]),
+        "record-key": json.dumps([{"body": "e30="}, "", "fleet:run:x:late"]),
+        "deep": "[" * 3000 + "]" * 3000,
+        "number-key": json.dumps([{}, "", 7]),
+    }
+    good = json.dumps([{"body": "e30=", "headers": {}, "properties": {"delivery_info": {}}}, "", "cpu"])
+    entries = {**bad, "good": good}
+    r.hset(keys.UNACKED, mapping=entries)
+    r.zadd(keys.UNACKED_INDEX, dict.fromkeys(entries, time.time() - 10 * WORKER_TTL_S))
+    r.hset(keys.HELD, mapping=dict.fromkeys(entries, "a-dead-instance"))
+    clock = Clock()
+    watch = OrphanWatch(clock)
+    assert restore_orphans(store, watch) == 0
+    while clock.t < 1000 + ORPHAN_CONFIRM_S:  # observed without a break (checks 10 s apart)
+        clock.t += 10
+        restored = restore_orphans(store, watch)
+    assert restored == 1
+    assert r.hlen(keys.UNACKED) == 0 and r.hlen(keys.HELD) == 0 and r.zcard(keys.UNACKED_INDEX) == 0
+    assert [json.loads(m)["headers"] for m in r.lrange("cpu", 0, -1)] == [{"redelivered": True}]
+    assert r.lrange("fleet:run:x:late", 0, -1) == ["a"]
+    letters = store.transport.dead_letters(limit=10)
+    assert sorted(d["delivery_tag"] for d in letters) == sorted(bad)
+    assert all(d["reason"].startswith("an unacknowledged message could not be restored") for d in letters)

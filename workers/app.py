@@ -439,11 +439,15 @@ def _beat_loop() -> None:
                 logger.warning("put %d message(s) of dead workers back on their queues", restored)
         except FleetError:
             _watch.lost_contact()  # Redis away: the next beat tries again, and observes afresh
+        except Exception:  # anything else is logged: the heartbeat thread never dies (no beat: not live)
+            logger.exception("the heartbeat or the check for dead workers' messages failed")
         try:  # the running jobs KEDA counts: those of gone worker starts and answered jobs dropped
             live = {w.get("instance") for w in store().registry.live_workers()}
             store().ledger.prune_running(QUEUES, {i for i in live if isinstance(i, str)} | {INSTANCE})
         except FleetError as exc:
             logger.warning("could not prune the running jobs: %s", exc)
+        except Exception:
+            logger.exception("could not prune the running jobs")
         if _stop.wait(HEARTBEAT_S):
             return
 

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from fleet.devices import QUEUES
 from fleet.store import keys
 
 MAX_DEAD_LETTERS = 1000
@@ -82,24 +83,41 @@ class Transport:
 
     def restore_unacked(self, delivery_tag: str) -> bool:
         """Put an unacknowledged message back on its queue now, as kombu's own restore does
-        after the visibility timeout (same transaction: it cannot be restored twice)."""
+        after the visibility timeout (same transaction: it cannot be restored twice).
+
+        Whoever can write to Redis can leave anything in kombu's unacked hash. An entry that is
+        not `[message object, exchange, one of the fleet's queues]` is removed with its records
+        and dead-lettered, never raised: one bad entry must not stop the restore of the others,
+        nor the heartbeat loop of every worker that runs this check (fleet.redelivery)."""
         restored = False
+        refused: list[tuple[str, str]] = []
 
         def move(pipe: Any) -> None:
             nonlocal restored
+            restored = False
+            refused.clear()
             raw = pipe.hget(keys.UNACKED, delivery_tag)
             pipe.multi()
             pipe.zrem(keys.UNACKED_INDEX, delivery_tag)
             pipe.hdel(keys.UNACKED, delivery_tag)
             pipe.hdel(keys.HELD, delivery_tag)
             if raw:
-                message, _exchange, routing_key = json.loads(raw)
-                message.get("headers", {})["redelivered"] = True
-                message.get("properties", {}).get("delivery_info", {})["redelivered"] = True
+                entry, problem = _unacked_entry(raw)
+                if entry is None:
+                    refused.append((problem, str(raw)))
+                    return
+                message, routing_key = entry
+                message.setdefault("headers", {})["redelivered"] = True
+                message.setdefault("properties", {}).setdefault("delivery_info", {})["redelivered"] = True
                 pipe.rpush(routing_key, json.dumps(message))  # consumers BRPOP: the front of the queue
                 restored = True
 
         self._r.transaction(move, keys.UNACKED)
+        for problem, raw in refused:
+            self.dead_letter(
+                f"an unacknowledged message could not be restored: {problem}",
+                {"delivery_tag": delivery_tag, "body": raw},
+            )
         return restored
 
     # -- dead letters ---------------------------------------------------------------------
@@ -130,3 +148,27 @@ class Transport:
         """Messages dead-lettered since the store began (the list keeps the newest MAX_DEAD_LETTERS)."""
         value = self._r.get(keys.DEAD_LETTERS_COUNT)
         return int(value) if value and str(value).isdigit() else 0
+
+
+def _unacked_entry(raw: Any) -> tuple[tuple[dict[str, Any], str] | None, str]:
+    """kombu's unacked entry `[message, exchange, routing key]` as (message, queue), or None and
+    what is wrong with it. The queue must be one of the fleet's (fleet.devices.QUEUES): a restore
+    pushes onto it, and any other key (a fleet record, a list of another type) is not a queue."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
+        return None, "the entry is not JSON"
+    if not isinstance(entry, list) or len(entry) != 3:
+        return None, "the entry is not a list [message, exchange, routing key]"
+    message, _exchange, routing_key = entry
+    if not isinstance(message, dict):
+        return None, f"the message must be an object, got {type(message).__name__}"
+    for key in ("headers", "properties"):
+        if not isinstance(message.get(key, {}), dict):
+            return None, f"the message's {key} must be an object"
+    props = message.get("properties", {})
+    if not isinstance(props.get("delivery_info", {}), dict):
+        return None, "the message's properties.delivery_info must be an object"
+    if routing_key not in QUEUES:
+        return None, f"routing key {str(routing_key)[:64]!r} is not a fleet queue ({', '.join(QUEUES)})"
+    return (message, routing_key), ""
