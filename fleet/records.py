@@ -203,13 +203,14 @@ def result_problem(data: Any, run_id: str | None = None, job_id: str | None = No
         return problem
     if data["status"] not in STATUSES:
         return f"unknown status {str(data['status'])[:40]!r}"
-    for i, attempt in enumerate(data["attempts"]):
+    # Fields an older result may lack (not in _RESULT_REQUIRED) are read as their empty value.
+    for i, attempt in enumerate(data.get("attempts") or []):
         if not isinstance(attempt, dict):
             return f"attempt {i} is not an object"
         problem = _field_problem(attempt, _ATTEMPT_FIELDS, f"attempt {i}")
         if problem:
             return problem
-    error = data["error"]
+    error = data.get("error")
     if error is not None and not (isinstance(error.get("kind"), str) and isinstance(error.get("message"), str)):
         return "the result's error needs a string kind and message"
     if run_id is not None and data["run_id"] != run_id:

@@ -350,3 +350,20 @@ def test_records_decode_as_json_loads_does() -> None:
             assert ("ok", _typed(data)) == expected, text[:80]
         else:  # json.loads reads it, but it is not text (a lone surrogate): refused as before
             assert "surrogate" in problem, (text[:80], problem)
+
+
+def test_a_result_lacking_any_field_it_may_lack_is_read_not_raised() -> None:
+    """Rule: every field a stored result may lack (all but the required ids and status: older
+    results predate them) is read as its empty value by every check, never indexed: a result
+    without `error` or `attempts` raised KeyError in diff, metrics and report."""
+    from fleet import records
+
+    full = dict(_result("r1", "llama", "FAILED"), error={"kind": "load_error", "message": "m"})
+    full["attempts"] = [{"candidate": "c", "outcome": "failed", "error_kind": None, "detail": "", "seconds": 1.0}]
+    optional = [k for k in records._RESULT_FIELDS if k not in records._RESULT_REQUIRED]
+    assert {"attempts", "error", "metrics"} <= set(optional)
+    for key in optional:
+        partial = {k: v for k, v in full.items() if k != key}
+        got = records.decode_result(json.dumps(partial), "r1", full["job_id"])
+        assert got["status"] == "FAILED" and (got["error"] or {}).get("kind") != "corrupt_record", key
+        assert key in got, key
