@@ -10,6 +10,8 @@ $FLEET_REDIS_URL when first used, not at import.
 
 from __future__ import annotations
 
+import functools
+import logging
 import ssl
 from typing import Any
 
@@ -97,3 +99,30 @@ def lazy_app() -> Celery:
 
 
 app = lazy_app()
+
+
+# Inspect commands that are not read-only for the worker (objgraph writes a file and walks every
+# object of the process; memdump and memsample run the garbage collector's census in the consumer).
+HEAVY_INSPECT = ("objgraph", "memdump", "memsample")
+
+
+def refuse_remote_control() -> list[str]:
+    """In this process's Celery registry (celery.worker.control.Panel, the handlers of a worker's
+    pidbox node), replace every remote-control command that changes what a worker does with a
+    refusal, keeping the read-only inspect commands. Remote control arrives by PUBLISH, which
+    anyone who can write to Redis can send: `cancel_consumer` made a worker stop taking jobs
+    while its heartbeat still said consuming. The fleet sends none of them. Every worker (fleet
+    workers, the beat's control worker) calls it before it starts. Returns the commands refused."""
+    from celery.worker.control import Panel
+
+    dropped = [
+        name for name, meta in Panel.meta.items() if getattr(meta, "type", None) != "inspect" or name in HEAVY_INSPECT
+    ]
+    for name in dropped:
+        Panel.data[name] = functools.partial(_refused, name)
+    return sorted(dropped)
+
+
+def _refused(name: str, state: Any, **arguments: Any) -> dict[str, str]:
+    logging.getLogger("fleet.control").warning("refused the remote-control command %r", name[:64])
+    return {"error": f"{name} refused: a model-fleet worker answers only read-only inspect commands"}

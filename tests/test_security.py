@@ -136,3 +136,30 @@ def test_tls_redis(tmp_path: Path, start_worker, monkeypatch: pytest.MonkeyPatch
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_remote_control_that_changes_a_worker_is_refused(redis_url: str, start_worker) -> None:  # type: ignore[no-untyped-def]
+    """Rule: a worker answers only read-only inspect commands. Remote control arrives by PUBLISH,
+    which anyone who can write to Redis can send: `cancel_consumer cpu` made a worker stop taking
+    jobs while its heartbeat still said consuming; `rate_limit`, `time_limit`, `revoke`,
+    `pool_shrink`, `shutdown` change or stop it just as well."""
+    start_worker(redis_url, "w1")
+    app = make_app(redis_url)
+    try:
+        for command, arguments in [
+            ("cancel_consumer", {"queue": "cpu"}),
+            ("rate_limit", {"task_name": "fleet.run_check", "rate_limit": "1/h"}),
+            ("pool_shrink", {"n": 1}),
+            ("autoscale", {"max": 0, "min": 0}),
+            ("shutdown", {}),
+        ]:
+            replies = app.control.broadcast(command, arguments=arguments, reply=True, timeout=3)
+            assert replies, command
+            for reply in replies:
+                (answer,) = reply.values()
+                assert "refused" in str(answer.get("error")), (command, answer)
+        assert app.control.inspect(timeout=3).ping()  # still there, and inspect still answers
+        queues = app.control.inspect(timeout=3).active_queues() or {}
+        assert [q["name"] for qs in queues.values() for q in qs] == ["cpu"]
+    finally:
+        app.close()

@@ -33,7 +33,7 @@ from celery.worker.request import Request
 
 import workers.checks  # noqa: F401  (preload check modules in the parent)
 from fleet import __version__
-from fleet.broker import RUN_CHECK_TASK, lazy_app
+from fleet.broker import RUN_CHECK_TASK, lazy_app, refuse_remote_control
 from fleet.devices import QUEUES
 from fleet.errors import ErrorKind, FleetError, NotTheRunsJob, UnknownJob
 from fleet.jobs import job_problem, same_job
@@ -56,6 +56,7 @@ for _mod in synthetic.modeling_modules():
 
 app = lazy_app()  # configured from the environment (fleet-worker sets it) when first used
 app.steps["consumer"].add(ScreenMessages)  # every message is checked before Celery sees it
+refuse_remote_control()  # only read-only inspect commands: a Redis writer cannot stop or slow a worker
 logger = logging.getLogger("fleet.worker")
 HEARTBEAT_S = 10.0
 # This worker start, in its heartbeat and on every message it receives (fleet.redelivery).

@@ -13,6 +13,13 @@ reaches Celery; so is one whose check itself raises. Anything the wrapped callba
 raises (other than a broker connection error, which Celery handles by reconnecting)
 dead-letters the message the same way instead of stopping the consumer.
 
+Remote control (Celery's broadcast commands, which arrive by PUBLISH on the worker's pidbox)
+is anyone's who can write to Redis, so a worker answers only the read-only ones
+(fleet.broker.refuse_remote_control()): `celery inspect ping|active|stats|active_queues|...` work, while
+`cancel_consumer` (the worker stops taking jobs and still looks live), `rate_limit`,
+`time_limit`, `revoke`, `terminate`, `pool_*`, `autoscale`, `add_consumer` and `shutdown`
+answer that they are refused. The fleet itself sends none of them.
+
 It also tells whether the consumer is really consuming (consuming()): the heartbeat is not
 written while the consumer is down or restarting again and again, so such a worker is not
 listed as live.

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 from fleet import lock as locking
+from fleet.broker import refuse_remote_control
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
 from fleet.errors import ExitCode
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     state.mkdir(parents=True, exist_ok=True)
     name = f"control-{os.getpid()}@{socket.gethostname()}"
     note(f"beat on schedule {options.spec!r} (UTC), devices {args.devices}")
+    refuse_remote_control()  # read-only inspect commands only (fleet.broker)
     app.worker_main(
         [
             "worker",
