@@ -467,3 +467,27 @@ def test_templates_are_not_kept_in_a_folder_others_can_write(tmp_path: Path, mon
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "file"))
     (tmp_path / "file").write_text("")  # not a folder: no cache, no error
     assert environment(False, {}).bytecode_cache is None
+
+
+def test_a_result_no_renderer_can_show_is_a_corrupt_record_not_a_traceback(redis_url: str) -> None:
+    """Rule: whatever a result holds below its checked top-level fields, every report format
+    renders; a result that breaks a renderer is shown as a corrupt record (FAILED, naming the
+    error), the others as they are. Found with `provenance.conversion` a string; proved here on
+    other fields and with two such results among sound ones."""
+    store = ResultStore(redis_url)
+    weights = {"files": {"m.safetensors": "ab" * 32}, "digest": "ab" * 32, "claims": [], "verified_by": ["sha256"]}
+    sound = [
+        _result("r1", f"fam{i}", "cpu", "REAL", model_used=f"org/m{i}", weights_sha256="ab" * 32, weights=weights)
+        for i in range(6)
+    ]
+    sound[1]["identity"] = {"anchored_by": "hub", "digest": "ab" * 32, "files": {}, "unverified": 7.5}  # not a list
+    sound[4]["provenance"] = {"conversion": ["not", "an", "object"]}
+    _fixture_run(store, "r1", 1_700_000_000.0, sound)
+    for renderer in (report.render_markdown, report.to_json, report.render_html, report.to_junit):
+        (text,) = report.render_checked(store, "r1", [renderer])
+        assert "fam0@cpu" in text and "fam5@cpu" in text
+    _, _, text = report.render_checked(store, "r1", [report.render_markdown, report.render_html, report.to_json])
+    rows = {r["job_id"]: r for r in json.loads(text)["results"]}
+    broken = {j for j, r in rows.items() if (r.get("error") or {}).get("kind") == "corrupt_record"}
+    assert broken == {"fam1@cpu", "fam4@cpu"}
+    assert all(rows[j]["status"] == ("FAILED" if j in broken else "REAL") for j in rows)

@@ -50,7 +50,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "kept), --trend-threshold positive"
         )
     expected = expecting.load(args.expectations)
-    with report.collector_paused():  # the model and its rendering: plain acyclic data, freed when the command ends
-        model = report.build(store, run_id, expectations=expected, trend=trend, prices=prices)
-        text = report.RENDERERS[args.format](model)
+    # the model and its rendering (plain acyclic data, the collector paused); a result no renderer
+    # can show is shown as a corrupt record (report.render_checked)
+    (text,) = report.render_checked(
+        store, run_id, [report.RENDERERS[args.format]], expectations=expected, trend=trend, prices=prices
+    )
     return emit(text, args.output, force=args.force)

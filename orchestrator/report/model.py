@@ -4,6 +4,7 @@ as plain data that every renderer (markdown, JSON, JUnit) reads."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from fleet import records
@@ -29,6 +30,7 @@ def build(
     window: int = baselines.WINDOW_RUNS,
     prices: dict[str, float] | None = None,
     full_read: bool = False,
+    unreadable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The report model. Each row's baseline is the newest earlier run that had the same job
     (orchestrator.baselines), not simply the run before. Earlier runs come from the per-job
@@ -38,9 +40,12 @@ def build(
 
     The cyclic garbage collector is paused meanwhile: the model is some hundred thousand
     objects from JSON and no cycles, and each of the collector's full passes walks all of them
-    (a fifth of the time at 10,000 results, bench.history_scale)."""
+    (a fifth of the time at 10,000 results, bench.history_scale).
+
+    unreadable: job id -> why; those results of the run are shown as corrupt records
+    (orchestrator.report.render_checked: a result no renderer could show)."""
     with collector_paused():
-        return _build(store, run_id, history_runs, expectations, trend, window, prices, full_read)
+        return _build(store, run_id, history_runs, expectations, trend, window, prices, full_read, unreadable)
 
 
 def _build(
@@ -52,8 +57,14 @@ def _build(
     window: int,
     prices: dict[str, float] | None,
     full_read: bool,
+    unreadable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     current = runs.view(store, run_id)  # reading never writes: a run past its deadline is shown as it will end
+    if unreadable:
+        current.results[:] = [
+            records.corrupt_result(run_id, r["job_id"], unreadable[r["job_id"]]) if r["job_id"] in unreadable else r
+            for r in current.results
+        ]
     meta, results = current.meta, current.results
     trend = trend or trends.TrendSettings()
     previous_id = store.previous_run_id(run_id)
