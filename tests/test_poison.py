@@ -279,3 +279,23 @@ def test_fuzzed_messages_never_stop_a_worker(seed: int, redis_url: str, start_wo
     wait_until(lambda: store.transport.dead_letter_count() == n, timeout=300, what=f"{n} dead letters")
     wait_until(lambda: settled(store), timeout=30, what="nothing requeued")
     assert_still_serving(store, redis_url, w, pid)
+
+
+def test_an_expired_copy_pushed_first_does_not_discard_the_runs_own_message(redis_url: str, start_worker) -> None:  # type: ignore[no-untyped-def]
+    """Rule: a message can discard only itself. Celery's expiry check added an expired message's
+    task id to the worker's revoked ids, so a copy of a queued job with `expires` in the past,
+    taken first, made the run's own message of that job be discarded unrun (LOST at the
+    deadline). Here two such copies (one with a time zone, one without) are taken first."""
+    store = ResultStore(redis_url)
+    run_id = submit(store, make_app(redis_url), load_catalog(), ["minilm"], ["cpu"], RunSettings(repeats=1))
+    r = raw_redis(redis_url)
+    (raw,) = r.lrange("cpu", 0, -1)
+    for expires in ("2000-01-01T00:00:00+00:00", "2000-01-01T00:00:00"):
+        copy = json.loads(raw)
+        copy["headers"]["expires"] = expires
+        copy["properties"]["delivery_tag"] = str(uuid.uuid4())
+        r.rpush("cpu", json.dumps(copy))  # consumers pop from this end: taken before the run's own
+    start_worker(redis_url, "w1")
+    wait_until(lambda: store.results(run_id), timeout=240, what="the job's result")
+    (result,) = store.results(run_id)
+    assert result["status"] == "REAL", result.get("error")

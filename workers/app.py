@@ -18,6 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
@@ -116,7 +117,8 @@ class RunCheckRequest(Request):
     half a second would otherwise end the job FAILED timeout, and its reruns with it.
 
     Its `expires` header (the run's deadline, the same text in every job of a run) is parsed once
-    per text (parse_header_time), and the app's time zone read once per app, not per message."""
+    per text (parse_header_time), and the app's time zone read once per app, not per message; an
+    expired message revokes no other message with its id (maybe_expire)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("maybe_iso8601", parse_header_time)
@@ -125,6 +127,17 @@ class RunCheckRequest(Request):
     @property
     def tzlocal(self) -> Any:
         return _timezone(self._app)
+
+    def maybe_expire(self) -> bool | None:
+        """Whether this message has expired. Celery's own also adds the message's task id to the
+        worker's revoked ids, and every later message with that id is then discarded unrun: a
+        copy of a queued job pushed first with an `expires` in the past (any Redis writer can)
+        made the run's own message of that job be dropped when it came (the job never ran, LOST
+        at the deadline). An expired message is discarded; it revokes nothing else."""
+        expires = self.expires
+        if not expires:
+            return None
+        return True if datetime.now(UTC if expires.tzinfo else None) > expires else None
 
     @property
     def time_limits(self) -> tuple[float | None, float | None]:
