@@ -21,21 +21,37 @@ from fleet.timing import MAX_DEADLINE_S
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+# Query options that carry a credential: redis-py reads every query option of a URL as a
+# keyword of the connection, so `redis://host/0?password=SECRET` authenticates like the userinfo.
+_SECRET_QUERY_WORDS = ("pass", "secret", "token", "auth", "key", "credential")
+
+
+def _secret_option(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_QUERY_WORDS)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every credential replaced, for messages and logs: the userinfo's password
+    and the value of any query option that names a credential (password=, ...?token=)."""
     try:
         parts = urlsplit(url)
         password = parts.password
         port = parts.port  # ValueError for a port that is not a number 0-65535
     except ValueError:
         return "<unparsable url>"
-    if password is None:
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(_secret_option(k) for k, _ in options)
+    if password is None and not secret_query:
         return url
-    host = parts.hostname or ""
-    if port:
-        host = f"{host}:{port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    if password is not None:
+        host = parts.hostname or ""
+        if port:
+            host = f"{host}:{port}"
+        url = urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, "", ""))
+    else:
+        url = url.split("?", 1)[0]
+    query = "&".join(f"{k}={'***' if _secret_option(k) else v}" for k, v in options)
+    return url + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")

@@ -136,3 +136,46 @@ def test_tls_redis(tmp_path: Path, start_worker, monkeypatch: pytest.MonkeyPatch
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_password_in_a_redis_url_query_is_masked_wherever_the_url_is_shown(tmp_path: Path) -> None:
+    """Rule: every credential a Redis URL can carry is masked in messages, not only the
+    userinfo's: redis-py authenticates with `?password=` (any query option is a connection
+    keyword), so its value is as secret as `redis://:PASSWORD@`."""
+    import sys
+
+    from fleet.settings import redact_url
+
+    secret = "s3cr3t-in-the-query"
+    port = free_port()
+    sock = tmp_path / "r.sock"
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsave ''\nappendonly no\nrequirepass {secret}\nunixsocket {sock}\n")
+    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", str(conf)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        urls = [
+            f"redis://127.0.0.1:{port}/0?password={secret}",  # right: authenticates, "no runs"
+            f"unix://{sock}?db=0&password={secret}x",  # wrong: refused credentials
+            f"redis://127.0.0.1:1/0?socket_timeout=2&password={secret}",  # unreachable
+        ]
+        for url in urls:
+            assert secret not in redact_url(url)
+            out = subprocess.run(
+                [sys.executable, "-m", "orchestrator", "status", "--redis-url", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode != 0
+            assert secret not in out.stdout + out.stderr, out.stderr
+            assert "password=***" in out.stderr, out.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    # the userinfo form stays masked, and a URL with no credential is shown as given
+    assert redact_url("redis://user:pw@h:1/0?db=0") == "redis://user:***@h:1/0?db=0"
+    assert redact_url("unix:///run/r.sock?db=2") == "unix:///run/r.sock?db=2"
