@@ -674,3 +674,39 @@ def render_markdown_of(data: dict) -> str:
     from orchestrator.report import render_markdown
 
     return render_markdown(data)
+
+
+def _tiny(builder: str):  # type: ignore[no-untyped-def]
+    from workers.checks import get_check
+    from workers.tiny import synthetic
+
+    fam = family(builder)
+    check = get_check(fam.check)
+    return check, synthetic.build(fam, check, torch.device("cpu"))
+
+
+def test_a_reference_that_cannot_tell_kernels_apart_gives_no_verdict() -> None:
+    """Rule: a verdict judges a variant against the reference, so a reference with non-finite
+    values (every variant would be `mismatch`, the class's claim blamed) or with one value
+    everywhere (every kernel and precision keeping it would `work`) judges nothing: every
+    variant is not_applicable, saying why, and no finding is derived."""
+    from workers import variants as running
+
+    check, bundle = _tiny("bert")
+    layer_norm = bundle.model.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        layer_norm.weight.zero_()
+        layer_norm.bias.fill_(0.25)  # last_hidden_state is 0.25 everywhere, whatever the kernel
+    record = running.run(check, bundle, torch.device("cpu"), ["sdpa", "eager", "fp16", "bf16"], real=False)
+    assert "is constant" in record["reference"]["unusable"]
+    assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
+    assert all("cannot tell kernels" in r["reason"] for r in record["results"])
+    assert record["findings"] == []
+
+    check, bundle = _tiny("llama")
+    with torch.no_grad():
+        bundle.model.lm_head.weight[1, 0] = float("inf")  # one logit column non-finite in every kernel
+    record = running.run(check, bundle, torch.device("cpu"), ["sdpa", "eager", "bf16"], real=False)
+    assert "non-finite" in record["reference"]["unusable"]
+    assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
+    assert record["findings"] == []  # no claim_broken, no non_finite blamed on a variant

@@ -278,6 +278,27 @@ def _first(output: Any) -> tuple[str, torch.Tensor]:
     return found[0]
 
 
+def reference_problem(reference: torch.Tensor) -> str | None:
+    """Why a reference output cannot judge a variant, or None. A verdict compares a variant's
+    output with the reference's, so the reference must be able to tell kernels apart: one with
+    no values makes every variant `works` vacuously, one with NaN or infinite values makes every
+    variant `mismatch` (and blames the class's claim), and one whose values are all equal (a
+    zeroed head, an output that does not depend on the computation) matches any kernel and
+    any precision that keeps that constant."""
+    ref = reference.detach()
+    if ref.numel() == 0:
+        return "has no values"
+    bad = int((~torch.isfinite(ref)).sum())
+    if bad:
+        return f"holds {bad} non-finite value(s) of {ref.numel()}"
+    flat = ref.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return (
+            f"is constant (all {ref.numel()} values are {float(flat[0]):g}): it cannot tell kernels or precisions apart"
+        )
+    return None
+
+
 def _timed(fn: Callable[[], Any], dev: torch.device, compiles: bool = False) -> tuple[Any, float, float]:
     """The first call's output and seconds (compilation included), and the p50 latency (ms): of
     REPEATS more calls when the first compiles, else of the first and WARM_REPEATS more."""
@@ -428,6 +449,13 @@ def run(
             return record
         name, reference = out
         record["reference"].update(output=name, shape=list(reference.shape), latency_ms_p50=round(ref_ms, 3))
+        unusable = reference_problem(reference)
+        if unusable is not None:  # every verdict would judge the reference, not the variant
+            record["reference"]["unusable"] = unusable
+            why = f"no reference to compare with: the check's plain forward pass's {name} {unusable}"
+            record["results"] = [_na(v, why) for v in variants]
+            record["findings"] = []
+            return record
     ctx = Context(
         check,
         bundle,
