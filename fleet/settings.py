@@ -8,6 +8,7 @@ naming the variable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -80,6 +81,27 @@ def _url_number(text: str, whole: bool, low: float, high: float) -> bool:
     return math.isfinite(value) and low <= value <= high
 
 
+@functools.cache
+def connection_options() -> frozenset[str]:
+    """The query options a Redis URL may carry: redis-py hands every one to its connection class
+    as a keyword (redis.connection.parse_url), so a name none of them takes is a TypeError at the
+    first command, not a usable URL."""
+    import inspect
+
+    import redis.connection as rc
+
+    names: set[str] = set(getattr(rc, "URL_QUERY_ARGUMENT_PARSERS", {}))
+    for cls in (
+        rc.AbstractConnection,
+        rc.Connection,
+        rc.SSLConnection,
+        rc.UnixDomainSocketConnection,
+        rc.ConnectionPool,
+    ):
+        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+    return frozenset(names)
+
+
 def check_redis_url(url: str, where: str = "--redis-url") -> str:
     """The URL when redis-py and kombu can use it; otherwise BadInput naming what is wrong."""
     shown = redact_url(url)
@@ -100,7 +122,13 @@ def check_redis_url(url: str, where: str = "--redis-url") -> str:
             raise BadInput(f"{where}: {shown}: the database must be a number (/0 ... /15), got /{db}")
     elif not parts.path:
         raise BadInput(f"{where}: {shown} names no socket path (expected unix:///path/to/redis.sock)")
+    known = connection_options()
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in known:
+            raise BadInput(
+                f"{where}: {shown}: unknown option {key[:60]!r} (redis-py passes every query option to its "
+                "connection, which takes none by that name; names are case-sensitive)"
+            )
         if key in _NUMERIC_URL_OPTIONS:
             whole, low, high = _NUMERIC_URL_OPTIONS[key]
             if not _url_number(value, whole, low, high):

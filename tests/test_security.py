@@ -179,3 +179,26 @@ def test_a_password_in_a_redis_url_query_is_masked_wherever_the_url_is_shown(tmp
     # the userinfo form stays masked, and a URL with no credential is shown as given
     assert redact_url("redis://user:pw@h:1/0?db=0") == "redis://user:***@h:1/0?db=0"
     assert redact_url("unix:///run/r.sock?db=2") == "unix:///run/r.sock?db=2"
+
+
+def test_a_redis_url_option_no_connection_takes_is_refused_in_one_line() -> None:
+    """Rule: a Redis URL's query options are checked against what redis-py's connection takes
+    (it passes each one on as a keyword): an unknown name, a misspelling or a credential in the
+    wrong case, is exit 2 naming it (masked when it names a credential), never a traceback at
+    the first command."""
+    import sys
+
+    for url, named in (
+        ("redis://127.0.0.1:1/0?PASSWORD=s3cr3t-upper", "'PASSWORD'"),
+        ("unix:///nonexistent/r.sock?db=0&sockettimeout=1", "'sockettimeout'"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", "--redis-url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr and named in out.stderr, out.stderr
+        assert "s3cr3t" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
