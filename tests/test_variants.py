@@ -710,3 +710,28 @@ def test_a_reference_that_cannot_tell_kernels_apart_gives_no_verdict() -> None:
     assert "non-finite" in record["reference"]["unusable"]
     assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
     assert record["findings"] == []  # no claim_broken, no non_finite blamed on a variant
+
+
+@pytest.mark.parametrize(
+    ("architecture", "verdict"), [("XLNetLMHeadModel", "not_applicable"), ("GPT2LMHeadModel", "works")]
+)
+def test_static_cache_works_only_when_generation_read_back_a_static_cache(architecture: str, verdict: str) -> None:
+    """Rule: like attention and precision, the static cache is read back before it is judged:
+    generate() ignores cache_implementation="static" for a model that keeps its own state
+    (XLNet's mems, RWKV's state list), and its greedy tokens then equal the dynamic run's, a
+    `works` for a cache that never ran. The verdict says which cache generation used."""
+    from fleet.catalog import Family
+    from workers import variants as running
+    from workers.checks.forward import for_architecture
+    from workers.tiny import synthetic
+
+    check = for_architecture(architecture)
+    fam = Family(
+        name=architecture, check="auto", architectures=(architecture,), synthetic=f"auto:{architecture}", candidates=()
+    )
+    bundle = synthetic.build(fam, check, torch.device("cpu"))
+    (result,) = running.run(check, bundle, torch.device("cpu"), ["static_cache"], real=False)["results"]
+    assert result["verdict"] == verdict, result
+    if verdict == "not_applicable":
+        assert result["reason"].startswith("asked cache_implementation static, generation used ")
+        assert "Static" not in result["reason"]

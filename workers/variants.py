@@ -999,13 +999,34 @@ def _batched(ctx: Context, atol: float, rtol: float) -> dict[str, Any]:
 
 
 # -- static cache: greedy generation with a static KV cache against a dynamic one --------------
+def cache_used(output: Any) -> str:
+    """The cache a generate() call with return_dict_in_generate used, read back from its output:
+    its class name, an encoder-decoder's self-attention cache's, with its layers' classes when
+    they differ from it ("none" when the output holds no cache)."""
+    cache = getattr(output, "past_key_values", None)
+    inner = getattr(cache, "self_attention_cache", None)
+    cache = inner if inner is not None else cache
+    if cache is None:
+        return "none"
+    layers = sorted({type(layer).__name__ for layer in getattr(cache, "layers", None) or []})
+    return type(cache).__name__ + (f" ({', '.join(layers)})" if layers else "")
+
+
+def _is_static(used: str) -> bool:
+    return used.startswith("Static") or (used.endswith(")") and "Static" in used and "Dynamic" not in used)
+
+
 def _static_cache(ctx: Context) -> dict[str, Any]:
     model = ctx.bundle.model
     kw = ctx.check.generate_kwargs(ctx.bundle, _cast(ctx.inputs, ctx.dtype))
     assert kw is not None  # _applicable() said the model generates
+    kw = {**kw, "return_dict_in_generate": True}  # the cache generation used comes back with it
     with torch.inference_mode():
         dynamic, _, dyn_ms = _timed(lambda: model.generate(**kw), ctx.dev, ctx.compiles)
         static, _, ms = _timed(lambda: model.generate(**kw, cache_implementation="static"), ctx.dev, ctx.compiles)
+    used = cache_used(static)
+    if not _is_static(used):  # the model keeps its own state (RWKV, XLNet): nothing static ran
+        raise NotApplicable(f"asked cache_implementation static, generation used {used}")
     dynamic = getattr(dynamic, "sequences", dynamic)
     static = getattr(static, "sequences", static)
     speed = _speed(ctx, ms, dyn_ms)
