@@ -735,3 +735,26 @@ def test_static_cache_works_only_when_generation_read_back_a_static_cache(archit
     if verdict == "not_applicable":
         assert result["reason"].startswith("asked cache_implementation static, generation used ")
         assert "Static" not in result["reason"]
+
+
+@pytest.mark.parametrize("how", ["TORCHDYNAMO_DISABLE", "config.disable", "config.suppress_errors"])
+def test_compiled_variants_are_not_judged_where_torch_compile_cannot_compile(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: a verdict on a compiled kernel (compile, flex) needs a process where torch.compile
+    compiles. With dynamo disabled torch.compile hands back the model itself (compile 'worked'
+    in 5 ms) and flex_attention runs its unfused eager path ('compiled code reused', 0 graphs);
+    with errors suppressed a failed compile runs eager. Such a process gives not_applicable."""
+    from workers import variants as running
+
+    if how == "TORCHDYNAMO_DISABLE":
+        monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
+    else:
+        monkeypatch.setattr(torch._dynamo.config, how.removeprefix("config."), True)
+    check, bundle = _tiny("llama")
+    record = running.run(check, bundle, torch.device("cpu"), ["compile", "flex", "sdpa"], real=False)
+    verdicts = {r["variant"]: r for r in record["results"]}
+    for name in ("compile", "flex"):
+        assert verdicts[name]["verdict"] == "not_applicable", verdicts[name]
+        assert "torch.compile is disabled" in verdicts[name]["reason"] or "suppress_errors" in verdicts[name]["reason"]
+    assert verdicts["sdpa"]["verdict"] != "not_applicable"  # nothing compiled there: judged as before

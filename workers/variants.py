@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -562,10 +563,30 @@ def _applicable(ctx: Context, v: Variant) -> str | None:
         hub = _hub_kernel(ctx.bundle.model, v.attention)
         if hub is not None:
             return f"would fetch a kernel from the Hub: {hub}"
+    if v.feature == "compile" or v.attention == FLEX:
+        off = dynamo_off()
+        if off is not None:
+            return off
     if v.feature == "static_cache" and ctx.check.generate_kwargs(ctx.bundle, ctx.inputs) is None:
         return "the model does not generate (static cache applies to generation)"
     if v.feature == "batched" and "input_ids" not in ctx.forward:
         return "the inputs have no token ids to pad"
+    return None
+
+
+def dynamo_off() -> str | None:
+    """Why torch.compile would not compile in this process, or None. With dynamo disabled
+    (TORCHDYNAMO_DISABLE / TORCH_COMPILE_DISABLE, torch._dynamo.config.disable) torch.compile
+    returns the model itself and flex_attention runs its unfused eager path; with errors
+    suppressed a failed compile runs eager: a verdict then judges eager code under the name
+    of a compiled kernel."""
+    config = torch._dynamo.config
+    if getattr(config, "disable", False) or os.environ.get("TORCHDYNAMO_DISABLE", "") == "1":
+        return "torch.compile is disabled in this process (TORCHDYNAMO_DISABLE or TORCH_COMPILE_DISABLE)"
+    if getattr(config, "suppress_errors", False):
+        return (
+            "torch._dynamo.config.suppress_errors is on: a failed compile would run eager (TORCHDYNAMO_SUPPRESS_ERRORS)"
+        )
     return None
 
 
@@ -824,18 +845,25 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
     if v.feature == "static_cache":
         return _static_cache(ctx)
     if v.feature == "compile":
+        from torch._dynamo.utils import counters
+
         try:
             torch._dynamo.reset()
+            before = _compile_counts(counters)[0]
             compiled = torch.compile(model, fullgraph=True)
             with torch.no_grad():
                 out, first_s, ms = _timed(lambda: ctx.call(compiled, ctx.forward), ctx.dev, compiles=True)
+            graphs = _compile_counts(counters)[0] - before
         except measure.JobTimeout:
             raise
         except Exception as exc:
             raise Failed(COMPILE_ERROR, exc) from None
         finally:
             torch._dynamo.reset()
-        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "compile_s": round(first_s, 3)}
+        if graphs <= 0:  # on a fresh cache a compiled call traces at least one graph
+            raise NotApplicable("torch.compile traced no graph: the calls ran the model uncompiled")
+        judged = compare(ctx.reference, out, atol, rtol, ctx.keep)
+        return {**judged, **_speed(ctx, ms), "compile_s": round(first_s, 3), "graphs": graphs}
     if v.feature == "export":
         try:
             with torch.no_grad():
