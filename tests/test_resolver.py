@@ -210,3 +210,46 @@ def test_cached_repo_with_files_we_never_fetch_resolves_offline(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     res = run(fam)
     assert res.bundle is not None and res.bundle.source == "cache", res.attempts
+
+
+def test_every_file_name_a_tokenizer_or_processor_reads_is_hashed_when_present() -> None:
+    """Rule: a file the check may read is evidence. Every vocabulary file name a tokenizer class
+    of the installed transformers declares (VOCAB_FILES_NAMES) and every tokenizer / processor
+    file constant is among the files hashed when present (an edited spm.model in a Hub snapshot,
+    never hashed, would otherwise leave the result anchored by the Hub)."""
+    import re
+
+    import transformers
+    import transformers.tokenization_utils_base as tub
+    import transformers.utils as tu
+
+    from workers.resolver import PREPROCESSING_FILES
+
+    root = Path(transformers.__file__).parent
+    declared: set[str] = set()
+    for source in root.rglob("*.py"):
+        for block in re.findall(r"VOCAB_FILES_NAMES\s*=\s*\{(.*?)\}", source.read_text(errors="ignore"), re.S):
+            declared.update(re.findall(r':\s*"([^"/]+)"', block))
+    for mod, names in (
+        (tub, ("ADDED_TOKENS_FILE", "CHAT_TEMPLATE_FILE", "FULL_TOKENIZER_FILE", "SPECIAL_TOKENS_MAP_FILE")),
+        (tu, ("FEATURE_EXTRACTOR_NAME", "IMAGE_PROCESSOR_NAME", "PROCESSOR_NAME", "VIDEO_PROCESSOR_NAME")),
+        (tu, ("AUDIO_TOKENIZER_NAME", "LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE", "GENERATION_CONFIG_NAME")),
+    ):
+        declared.update(getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), str))
+    declared.add("tokenizer_config.json")
+    assert len(declared) > 10
+    assert sorted(declared - set(PREPROCESSING_FILES)) == []
+
+
+def test_a_vocabulary_file_beside_the_weights_is_in_the_identity(tmp_path: Path) -> None:
+    """The rule above on a load: files a tokenizer may read (here spm.model and
+    chat_template.json, which BERT's tokenizer ignores) are hashed, so a lock entry or a
+    Hub answer vouches for them too, or the load is not anchored."""
+    repo = minilm_repo(tmp_path / "m")
+    (repo / "spm.model").write_bytes(b"\x0a\x05extra")
+    (repo / "chat_template.json").write_text('{"chat_template": "{{ messages }}"}')
+    fam = family("bert", (Candidate(path=str(repo), params_m=22.7),))
+    res = run(fam, allow_paths=(tmp_path,))
+    assert res.evidence.hashed is not None
+    assert {"spm.model", "chat_template.json"} <= set(res.evidence.hashed.others)
+    assert res.evidence.revision_basis == "content_digest"

@@ -163,3 +163,69 @@ def test_remote_control_that_changes_a_worker_is_refused(redis_url: str, start_w
         assert [q["name"] for qs in queues.values() for q in qs] == ["cpu"]
     finally:
         app.close()
+
+
+def test_a_password_in_a_redis_url_query_is_masked_wherever_the_url_is_shown(tmp_path: Path) -> None:
+    """Rule: every credential a Redis URL can carry is masked in messages, not only the
+    userinfo's: redis-py authenticates with `?password=` (any query option is a connection
+    keyword), so its value is as secret as `redis://:PASSWORD@`."""
+    import sys
+
+    from fleet.settings import redact_url
+
+    secret = "s3cr3t-in-the-query"
+    port = free_port()
+    sock = tmp_path / "r.sock"
+    conf = tmp_path / "redis.conf"
+    conf.write_text(f"port {port}\nbind 127.0.0.1\nsave ''\nappendonly no\nrequirepass {secret}\nunixsocket {sock}\n")
+    server = subprocess.Popen([shutil.which("redis-server") or "redis-server", str(conf)], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        urls = [
+            f"redis://127.0.0.1:{port}/0?password={secret}",  # right: authenticates, "no runs"
+            f"unix://{sock}?db=0&password={secret}x",  # wrong: refused credentials
+            f"redis://127.0.0.1:1/0?socket_timeout=2&password={secret}",  # unreachable
+        ]
+        for url in urls:
+            assert secret not in redact_url(url)
+            out = subprocess.run(
+                [sys.executable, "-m", "orchestrator", "status", "--redis-url", url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert out.returncode != 0
+            assert secret not in out.stdout + out.stderr, out.stderr
+            assert "password=***" in out.stderr, out.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    # the userinfo form stays masked, and a URL with no credential is shown as given
+    assert redact_url("redis://user:pw@h:1/0?db=0") == "redis://user:***@h:1/0?db=0"
+    assert redact_url("unix:///run/r.sock?db=2") == "unix:///run/r.sock?db=2"
+
+
+def test_a_redis_url_option_no_connection_takes_is_refused_in_one_line() -> None:
+    """Rule: a Redis URL's query options are checked against what redis-py's connection takes
+    (it passes each one on as a keyword): an unknown name, a misspelling or a credential in the
+    wrong case, is exit 2 naming it (masked when it names a credential), never a traceback at
+    the first command."""
+    import sys
+
+    for url, named in (
+        ("redis://127.0.0.1:1/0?PASSWORD=s3cr3t-upper", "'PASSWORD'"),
+        ("unix:///nonexistent/r.sock?db=0&sockettimeout=1", "'sockettimeout'"),
+    ):
+        out = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", "--redis-url", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 2, out.stderr
+        assert "Traceback" not in out.stderr and named in out.stderr, out.stderr
+        assert "s3cr3t" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1

@@ -674,3 +674,87 @@ def render_markdown_of(data: dict) -> str:
     from orchestrator.report import render_markdown
 
     return render_markdown(data)
+
+
+def _tiny(builder: str):  # type: ignore[no-untyped-def]
+    from workers.checks import get_check
+    from workers.tiny import synthetic
+
+    fam = family(builder)
+    check = get_check(fam.check)
+    return check, synthetic.build(fam, check, torch.device("cpu"))
+
+
+def test_a_reference_that_cannot_tell_kernels_apart_gives_no_verdict() -> None:
+    """Rule: a verdict judges a variant against the reference, so a reference with non-finite
+    values (every variant would be `mismatch`, the class's claim blamed) or with one value
+    everywhere (every kernel and precision keeping it would `work`) judges nothing: every
+    variant is not_applicable, saying why, and no finding is derived."""
+    from workers import variants as running
+
+    check, bundle = _tiny("bert")
+    layer_norm = bundle.model.encoder.layer[-1].output.LayerNorm
+    with torch.no_grad():
+        layer_norm.weight.zero_()
+        layer_norm.bias.fill_(0.25)  # last_hidden_state is 0.25 everywhere, whatever the kernel
+    record = running.run(check, bundle, torch.device("cpu"), ["sdpa", "eager", "fp16", "bf16"], real=False)
+    assert "is constant" in record["reference"]["unusable"]
+    assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
+    assert all("cannot tell kernels" in r["reason"] for r in record["results"])
+    assert record["findings"] == []
+
+    check, bundle = _tiny("llama")
+    with torch.no_grad():
+        bundle.model.lm_head.weight[1, 0] = float("inf")  # one logit column non-finite in every kernel
+    record = running.run(check, bundle, torch.device("cpu"), ["sdpa", "eager", "bf16"], real=False)
+    assert "non-finite" in record["reference"]["unusable"]
+    assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
+    assert record["findings"] == []  # no claim_broken, no non_finite blamed on a variant
+
+
+@pytest.mark.parametrize(
+    ("architecture", "verdict"), [("XLNetLMHeadModel", "not_applicable"), ("GPT2LMHeadModel", "works")]
+)
+def test_static_cache_works_only_when_generation_read_back_a_static_cache(architecture: str, verdict: str) -> None:
+    """Rule: like attention and precision, the static cache is read back before it is judged:
+    generate() ignores cache_implementation="static" for a model that keeps its own state
+    (XLNet's mems, RWKV's state list), and its greedy tokens then equal the dynamic run's, a
+    `works` for a cache that never ran. The verdict says which cache generation used."""
+    from fleet.catalog import Family
+    from workers import variants as running
+    from workers.checks.forward import for_architecture
+    from workers.tiny import synthetic
+
+    check = for_architecture(architecture)
+    fam = Family(
+        name=architecture, check="auto", architectures=(architecture,), synthetic=f"auto:{architecture}", candidates=()
+    )
+    bundle = synthetic.build(fam, check, torch.device("cpu"))
+    (result,) = running.run(check, bundle, torch.device("cpu"), ["static_cache"], real=False)["results"]
+    assert result["verdict"] == verdict, result
+    if verdict == "not_applicable":
+        assert result["reason"].startswith("asked cache_implementation static, generation used ")
+        assert "Static" not in result["reason"]
+
+
+@pytest.mark.parametrize("how", ["TORCHDYNAMO_DISABLE", "config.disable", "config.suppress_errors"])
+def test_compiled_variants_are_not_judged_where_torch_compile_cannot_compile(
+    how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: a verdict on a compiled kernel (compile, flex) needs a process where torch.compile
+    compiles. With dynamo disabled torch.compile hands back the model itself (compile 'worked'
+    in 5 ms) and flex_attention runs its unfused eager path ('compiled code reused', 0 graphs);
+    with errors suppressed a failed compile runs eager. Such a process gives not_applicable."""
+    from workers import variants as running
+
+    if how == "TORCHDYNAMO_DISABLE":
+        monkeypatch.setenv("TORCHDYNAMO_DISABLE", "1")
+    else:
+        monkeypatch.setattr(torch._dynamo.config, how.removeprefix("config."), True)
+    check, bundle = _tiny("llama")
+    record = running.run(check, bundle, torch.device("cpu"), ["compile", "flex", "sdpa"], real=False)
+    verdicts = {r["variant"]: r for r in record["results"]}
+    for name in ("compile", "flex"):
+        assert verdicts[name]["verdict"] == "not_applicable", verdicts[name]
+        assert "torch.compile is disabled" in verdicts[name]["reason"] or "suppress_errors" in verdicts[name]["reason"]
+    assert verdicts["sdpa"]["verdict"] != "not_applicable"  # nothing compiled there: judged as before

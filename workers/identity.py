@@ -90,7 +90,7 @@ def judge(
         record["anchored_by"] = "lock"
         record["lock"] = verdict
         if evidence.conversion:
-            _converted_as_locked(locked, name, revision, evidence.conversion)
+            _converted_as_locked(_vouching(locked, name, revision, verdict, read), name, evidence.conversion)
     elif evidence.revision_basis == "hub":
         record["anchored_by"] = "hub"
     else:
@@ -119,10 +119,21 @@ def decide(record: dict[str, Any], measurement: Measurement) -> Identity:
     return Identity(Status.UNVERIFIED if why else Status.REAL, out)
 
 
-def _converted_as_locked(
-    locked: list[dict[str, Any]], name: str, revision: str | None, conversion: dict[str, Any]
-) -> None:
-    entry = next((e for e in locked if e["model"] == name and e["revision"] == revision), None)
+def _vouching(
+    locked: list[dict[str, Any]], name: str, revision: str | None, verdict: dict[str, Any], read: dict[str, str]
+) -> dict[str, Any] | None:
+    """The lock entry that vouched (lock.judge's rule): the candidate's own (name, revision), else
+    its declared alias's entry holding these bytes."""
+    own = next((e for e in locked if e["model"] == name and e["revision"] == revision), None)
+    if own is not None or verdict.get("alias") is None:
+        return own
+    loaded = lock.digest(read)
+    return next((e for e in locked if e["model"] == verdict["alias"] and e["digest"] == loaded), None)
+
+
+def _converted_as_locked(entry: dict[str, Any] | None, name: str, conversion: dict[str, Any]) -> None:
+    """A GGUF candidate is held to the converted digest of the entry that vouched for its file,
+    whichever name that entry has (its own, or the alias it is declared to be)."""
     want = (entry or {}).get("converted", {}).get(transformers.__version__)
     if want is not None and want != conversion.get("converted_sha256"):
         raise IntegrityFailure(

@@ -46,10 +46,29 @@ PREPROCESSING_FILES = (
     "source.spm",
     "target.spm",
     "chat_template.jinja",
+    "chat_template.json",  # transformers' LEGACY_PROCESSOR_CHAT_TEMPLATE_FILE
     "generation_config.json",
     "preprocessor_config.json",
     "processor_config.json",
     "video_preprocessor_config.json",
+    "audio_tokenizer_config.json",
+    # every other name a tokenizer class of transformers reads its vocabulary from
+    # (VOCAB_FILES_NAMES): a file read is evidence, whichever tokenizer reads it
+    "bpe.codes",
+    "byte_maps.json",
+    "dict.txt",
+    "emoji.json",
+    "entity_vocab.json",
+    "normalizer.json",
+    "prophetnet.tokenizer",
+    "sentencepiece.model",
+    "spm.model",
+    "spm_char.model",
+    "target_vocab.json",
+    "vocab-src.json",
+    "vocab-tgt.json",
+    "word_pronunciation.json",
+    "word_shape.json",
 )
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MEMORY_HEADROOM = 1.2  # weights need this factor of free memory to count as fitting

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -278,6 +279,27 @@ def _first(output: Any) -> tuple[str, torch.Tensor]:
     return found[0]
 
 
+def reference_problem(reference: torch.Tensor) -> str | None:
+    """Why a reference output cannot judge a variant, or None. A verdict compares a variant's
+    output with the reference's, so the reference must be able to tell kernels apart: one with
+    no values makes every variant `works` vacuously, one with NaN or infinite values makes every
+    variant `mismatch` (and blames the class's claim), and one whose values are all equal (a
+    zeroed head, an output that does not depend on the computation) matches any kernel and
+    any precision that keeps that constant."""
+    ref = reference.detach()
+    if ref.numel() == 0:
+        return "has no values"
+    bad = int((~torch.isfinite(ref)).sum())
+    if bad:
+        return f"holds {bad} non-finite value(s) of {ref.numel()}"
+    flat = ref.reshape(-1)
+    if bool((flat == flat[0]).all()):
+        return (
+            f"is constant (all {ref.numel()} values are {float(flat[0]):g}): it cannot tell kernels or precisions apart"
+        )
+    return None
+
+
 def _timed(fn: Callable[[], Any], dev: torch.device, compiles: bool = False) -> tuple[Any, float, float]:
     """The first call's output and seconds (compilation included), and the p50 latency (ms): of
     REPEATS more calls when the first compiles, else of the first and WARM_REPEATS more."""
@@ -428,6 +450,13 @@ def run(
             return record
         name, reference = out
         record["reference"].update(output=name, shape=list(reference.shape), latency_ms_p50=round(ref_ms, 3))
+        unusable = reference_problem(reference)
+        if unusable is not None:  # every verdict would judge the reference, not the variant
+            record["reference"]["unusable"] = unusable
+            why = f"no reference to compare with: the check's plain forward pass's {name} {unusable}"
+            record["results"] = [_na(v, why) for v in variants]
+            record["findings"] = []
+            return record
     ctx = Context(
         check,
         bundle,
@@ -534,10 +563,30 @@ def _applicable(ctx: Context, v: Variant) -> str | None:
         hub = _hub_kernel(ctx.bundle.model, v.attention)
         if hub is not None:
             return f"would fetch a kernel from the Hub: {hub}"
+    if v.feature == "compile" or v.attention == FLEX:
+        off = dynamo_off()
+        if off is not None:
+            return off
     if v.feature == "static_cache" and ctx.check.generate_kwargs(ctx.bundle, ctx.inputs) is None:
         return "the model does not generate (static cache applies to generation)"
     if v.feature == "batched" and "input_ids" not in ctx.forward:
         return "the inputs have no token ids to pad"
+    return None
+
+
+def dynamo_off() -> str | None:
+    """Why torch.compile would not compile in this process, or None. With dynamo disabled
+    (TORCHDYNAMO_DISABLE / TORCH_COMPILE_DISABLE, torch._dynamo.config.disable) torch.compile
+    returns the model itself and flex_attention runs its unfused eager path; with errors
+    suppressed a failed compile runs eager: a verdict then judges eager code under the name
+    of a compiled kernel."""
+    config = torch._dynamo.config
+    if getattr(config, "disable", False) or os.environ.get("TORCHDYNAMO_DISABLE", "") == "1":
+        return "torch.compile is disabled in this process (TORCHDYNAMO_DISABLE or TORCH_COMPILE_DISABLE)"
+    if getattr(config, "suppress_errors", False):
+        return (
+            "torch._dynamo.config.suppress_errors is on: a failed compile would run eager (TORCHDYNAMO_SUPPRESS_ERRORS)"
+        )
     return None
 
 
@@ -796,18 +845,25 @@ def _feature(ctx: Context, v: Variant) -> dict[str, Any]:
     if v.feature == "static_cache":
         return _static_cache(ctx)
     if v.feature == "compile":
+        from torch._dynamo.utils import counters
+
         try:
             torch._dynamo.reset()
+            before = _compile_counts(counters)[0]
             compiled = torch.compile(model, fullgraph=True)
             with torch.no_grad():
                 out, first_s, ms = _timed(lambda: ctx.call(compiled, ctx.forward), ctx.dev, compiles=True)
+            graphs = _compile_counts(counters)[0] - before
         except measure.JobTimeout:
             raise
         except Exception as exc:
             raise Failed(COMPILE_ERROR, exc) from None
         finally:
             torch._dynamo.reset()
-        return {**compare(ctx.reference, out, atol, rtol, ctx.keep), **_speed(ctx, ms), "compile_s": round(first_s, 3)}
+        if graphs <= 0:  # on a fresh cache a compiled call traces at least one graph
+            raise NotApplicable("torch.compile traced no graph: the calls ran the model uncompiled")
+        judged = compare(ctx.reference, out, atol, rtol, ctx.keep)
+        return {**judged, **_speed(ctx, ms), "compile_s": round(first_s, 3), "graphs": graphs}
     if v.feature == "export":
         try:
             with torch.no_grad():
@@ -971,13 +1027,34 @@ def _batched(ctx: Context, atol: float, rtol: float) -> dict[str, Any]:
 
 
 # -- static cache: greedy generation with a static KV cache against a dynamic one --------------
+def cache_used(output: Any) -> str:
+    """The cache a generate() call with return_dict_in_generate used, read back from its output:
+    its class name, an encoder-decoder's self-attention cache's, with its layers' classes when
+    they differ from it ("none" when the output holds no cache)."""
+    cache = getattr(output, "past_key_values", None)
+    inner = getattr(cache, "self_attention_cache", None)
+    cache = inner if inner is not None else cache
+    if cache is None:
+        return "none"
+    layers = sorted({type(layer).__name__ for layer in getattr(cache, "layers", None) or []})
+    return type(cache).__name__ + (f" ({', '.join(layers)})" if layers else "")
+
+
+def _is_static(used: str) -> bool:
+    return used.startswith("Static") or (used.endswith(")") and "Static" in used and "Dynamic" not in used)
+
+
 def _static_cache(ctx: Context) -> dict[str, Any]:
     model = ctx.bundle.model
     kw = ctx.check.generate_kwargs(ctx.bundle, _cast(ctx.inputs, ctx.dtype))
     assert kw is not None  # _applicable() said the model generates
+    kw = {**kw, "return_dict_in_generate": True}  # the cache generation used comes back with it
     with torch.inference_mode():
         dynamic, _, dyn_ms = _timed(lambda: model.generate(**kw), ctx.dev, ctx.compiles)
         static, _, ms = _timed(lambda: model.generate(**kw, cache_implementation="static"), ctx.dev, ctx.compiles)
+    used = cache_used(static)
+    if not _is_static(used):  # the model keeps its own state (RWKV, XLNet): nothing static ran
+        raise NotApplicable(f"asked cache_implementation static, generation used {used}")
     dynamic = getattr(dynamic, "sequences", dynamic)
     static = getattr(static, "sequences", static)
     speed = _speed(ctx, ms, dyn_ms)
