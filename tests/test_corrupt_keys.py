@@ -172,3 +172,24 @@ def test_held_deliveries_of_another_type_leave_a_run_going(redis_url: str, start
     assert w.proc.poll() is None and w.celery_main().pid == pid
     assert raw.type(keys.HELD) == b"set"  # left as it was: only a person deletes it
     raw.close()
+
+
+def test_dead_letters_are_counted_from_the_list_when_their_counter_is_lost(redis_url: str) -> None:
+    """Rule: the dead letters shown are never fewer than the list holds. The counter (messages
+    dead-lettered since the store began) was the only count read, so a counter deleted or reset
+    by hand made `orchestrator workers` say "no dead letters" over a list full of them."""
+    r = redis.Redis.from_url(redis_url)
+    letters = [{"reason": f"bad job: refused {i}", "queue": "cpu", "worker": "w1", "at": T0 + i} for i in range(3)]
+    for letter in letters:
+        r.lpush(keys.DEAD_LETTERS, json.dumps(letter))
+    for counter in (None, "1", "not a number"):  # lost, behind the list, unreadable
+        r.delete(keys.DEAD_LETTERS_COUNT)
+        if counter is not None:
+            r.set(keys.DEAD_LETTERS_COUNT, counter)
+        res = orchestrator("workers", "--redis-url", redis_url)
+        assert "Traceback" not in res.stderr, res.stderr
+        assert "no dead letters" not in res.stdout, (counter, res.stdout)
+        assert "dead letters: 3 message(s)" in res.stdout, (counter, res.stdout)
+        assert "refused 2" in res.stdout
+    r.set(keys.DEAD_LETTERS_COUNT, "40")  # the list keeps only the newest: the counter says more
+    assert "dead letters: 40 message(s)" in orchestrator("workers", "--redis-url", redis_url).stdout

@@ -145,9 +145,15 @@ class Transport:
         return out
 
     def dead_letter_count(self) -> int:
-        """Messages dead-lettered since the store began (the list keeps the newest MAX_DEAD_LETTERS)."""
-        value = self._r.get(keys.DEAD_LETTERS_COUNT)
-        return int(value) if value and str(value).isdigit() else 0
+        """Messages dead-lettered since the store began (the list keeps the newest MAX_DEAD_LETTERS):
+        the counter, and never fewer than the list holds (a counter lost or reset, by hand or by an
+        older writer, must not make `orchestrator workers` say "no dead letters" over a full list)."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(keys.DEAD_LETTERS_COUNT)
+        pipe.llen(keys.DEAD_LETTERS)
+        value, held = pipe.execute()
+        counted = int(value) if value and str(value).isdigit() else 0
+        return max(counted, int(held or 0))
 
 
 def _unacked_entry(raw: Any) -> tuple[tuple[dict[str, Any], str] | None, str]:
