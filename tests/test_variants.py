@@ -711,6 +711,12 @@ def test_a_reference_that_cannot_tell_kernels_apart_gives_no_verdict() -> None:
     assert {r["verdict"] for r in record["results"]} == {"not_applicable"}
     assert record["findings"] == []  # no claim_broken, no non_finite blamed on a variant
 
+    # one value (a single score, a regression head at batch 1) is not "constant": it still moves
+    # with the kernel; two equal values are, and no value at all judges nothing
+    assert running.reference_problem(torch.tensor([[0.3]])) is None
+    assert "is constant" in str(running.reference_problem(torch.tensor([[0.3, 0.3]])))
+    assert running.reference_problem(torch.zeros(1, 0)) == "has no values"
+
 
 @pytest.mark.parametrize(
     ("architecture", "verdict"), [("XLNetLMHeadModel", "not_applicable"), ("GPT2LMHeadModel", "works")]

@@ -285,7 +285,8 @@ def reference_problem(reference: torch.Tensor) -> str | None:
     no values makes every variant `works` vacuously, one with NaN or infinite values makes every
     variant `mismatch` (and blames the class's claim), and one whose values are all equal (a
     zeroed head, an output that does not depend on the computation) matches any kernel and
-    any precision that keeps that constant."""
+    any precision that keeps that constant. A single value (one score, one regression output) is
+    not constant in that sense: a kernel that computes otherwise changes it."""
     ref = reference.detach()
     if ref.numel() == 0:
         return "has no values"
@@ -293,7 +294,7 @@ def reference_problem(reference: torch.Tensor) -> str | None:
     if bad:
         return f"holds {bad} non-finite value(s) of {ref.numel()}"
     flat = ref.reshape(-1)
-    if bool((flat == flat[0]).all()):
+    if flat.numel() > 1 and bool((flat == flat[0]).all()):  # one value (a score) still tells kernels apart
         return (
             f"is constant (all {ref.numel()} values are {float(flat[0]):g}): it cannot tell kernels or precisions apart"
         )
