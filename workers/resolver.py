@@ -280,6 +280,8 @@ def convert_gguf(located: Located, cand: Candidate) -> Located:
         raise CheckFailure(ErrorKind.NOT_FOUND, f"{cand.name}: no GGUF file {cand.gguf_file} in {located.path}")
     try:
         conv = gguf.convert(source)
+    except IntegrityFailure:  # the GGUF file changed under the conversion: a fact about the bytes, it ends the job
+        raise
     except Exception as exc:
         raise failures.load_failure(exc, f"{cand.name} (GGUF conversion)") from None
     conversion = conv.to_dict()
