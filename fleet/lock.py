@@ -208,7 +208,10 @@ def judge(
     for e in entries:
         if e["model"] in (name, alias):
             continue
+        # an entry's weights: its weight files, and the safetensors its GGUF file converts to
+        # (`converted`, any transformers version): those bytes are that model's too
         theirs = {sha for f, sha in e["files"].items() if f.endswith(WEIGHT_SUFFIXES)}
+        theirs |= set(e.get("converted", {}).values())
         if e["digest"] == loaded or weights & theirs:
             raise CheckFailure(
                 ErrorKind.IDENTITY_MISMATCH,

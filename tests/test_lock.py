@@ -208,3 +208,28 @@ def test_a_lock_too_large_for_a_job_is_refused_not_cut(tmp_path: Path) -> None:
     carried = lock.for_job(fits, [fits[-1]["model"]], MAX_LOCK)
     assert len(carried) == MAX_LOCK and carried[0]["model"] == fits[-1]["model"]
     assert {lock.key(e) for e in carried} == {lock.key(e) for e in fits}
+
+
+def test_the_weights_a_locked_gguf_file_converts_to_are_that_model_under_any_other_name() -> None:
+    """Rule: a lock entry's weights are its weight files and the safetensors its GGUF file
+    converts to (`converted`, whatever transformers version), so those bytes under another name
+    are identity_mismatch. Found with the shipped SmolLM2 entry: its converted model.safetensors
+    copied into a folder of another name was UNVERIFIED (no pin on that device to catch it).
+    Proven also on an entry whose converted digest is for a transformers version not installed."""
+    import hashlib
+
+    shipped = next(e for e in lock.load(None) if e.get("converted"))
+    converted = next(iter(shipped["converted"].values()))
+    config = hashlib.sha256(b"{}").hexdigest()
+    with pytest.raises(CheckFailure) as caught:
+        lock.judge(lock.load(None), "/srv/models/my-llm", None, {"model.safetensors": converted, "config.json": config})
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH and caught.value.data["locked_as"] == shipped["model"]
+    gguf_sha, old_conv = hashlib.sha256(b"gguf").hexdigest(), hashlib.sha256(b"conv").hexdigest()
+    other = {"model": "org/q", "revision": "r1", "digest": gguf_sha, "files": {"q.gguf": gguf_sha}}
+    other["converted"] = {"4.0.0": old_conv}
+    read = {"model-00001-of-00002.safetensors": old_conv, "model-00002-of-00002.safetensors": config}
+    with pytest.raises(CheckFailure) as caught:
+        lock.judge([lock.parse_entry("t", other)], "org/copy", "r1", read)
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH
+    # the GGUF candidate itself (its own name, or a declared alias) is still judged by its file
+    assert lock.judge([lock.parse_entry("t", other)], "org/q", "r1", {"q.gguf": gguf_sha}) is not None
