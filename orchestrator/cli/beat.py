@@ -12,6 +12,7 @@ from fleet.broker import refuse_remote_control
 from fleet.catalog import load_catalog
 from fleet.devices import parse_devices
 from fleet.errors import ExitCode
+from fleet.jobs import MAX_LOCK
 from fleet.settings import Settings
 from orchestrator import expectations as expecting
 from orchestrator import notify
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     load_catalog(options.catalog, settings.plugins)
     pinning.load(options.pins)  # a bad pins file is an error now, not at the first scheduled run
-    locking.load(options.lock)  # so is a bad lock file
+    locking.for_job(locking.load(options.lock), (), MAX_LOCK)  # so is a bad lock file, or one too large for a job
     app = make_beat_app(settings, options)  # checks the schedule
     connect(settings)
     state.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from fleet import lock as locking
 from fleet.catalog import MAX_REPEATS, Catalog, load_catalog
 from fleet.devices import Device, parse_devices
 from fleet.errors import BadInput
-from fleet.jobs import MAX_ATTEMPTS
+from fleet.jobs import MAX_ATTEMPTS, MAX_LOCK
 from fleet.settings import RunSettings, Settings
 from fleet.timing import MAX_TIME_LIMIT_S
 from orchestrator import architectures, notify
@@ -143,6 +143,7 @@ def prepare(
     run_settings = _run_settings(args)
     pins = pinning.load(args.pins or settings.pins)
     lock = locking.load(args.lock or settings.lock)
+    locking.for_job(lock, (), MAX_LOCK)  # a lock too large for a job is an error before anything runs
     expected = expecting.load(args.expectations)
     notify.check_url(args.notify)
     return Selection(catalog, families, chosen, run_settings, pins, lock, expected, meta)
