@@ -38,6 +38,24 @@ def check_target(path: Path, force: bool = False) -> None:
         raise BadInput(f"{path} is not a regular file (a device, FIFO or socket); name a file")
 
 
+def writable_dir(path: Path, what: str, mode: int = 0o777) -> Path:
+    """A directory a command will write into later, created and proven writable now (a file is
+    made in it and removed): a long command (an embedded run, the beat) must not find out at its
+    end, after the work is done, that its reports cannot be written. BadInput (one line, exit 2)
+    when it is a file, cannot be created, or cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise BadInput(f"{what} {path} is not a directory") from None
+    except OSError as exc:
+        raise BadInput(f"cannot use {path} as {what}: {exc.strerror or exc}") from None
+    return path
+
+
 def write_atomic(path: Path, text: str, force: bool = False) -> None:
     """Write a whole file or nothing: a temp file in the same folder, then a rename. The file
     gets the mode a new file would get (0666 less the umask)."""

@@ -15,6 +15,7 @@ from orchestrator import architectures
 from orchestrator.cli import selection
 from orchestrator.cli.console import line, note, say, warn
 from orchestrator.cli.options import Subcommands, whole
+from orchestrator.output import writable_dir
 
 MAX_CONCURRENCY = 256
 
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args, settings, architectures.local_listing, args.devices or ("cpu,cuda" if gpus else "cpu")
     )
     state = _state_dir(args.state_dir or settings.home)
+    # the reports are written after every job has run: a folder they cannot go to is an error now
+    out = writable_dir(args.output_dir or state / "reports", "the output directory")
     worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in chosen.devices) else []))
     flags = ["--trust-remote-code"] * args.trust_remote_code + ["--allow-pickle"] * args.allow_pickle
     for raw in args.allow_path:
@@ -104,9 +107,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # Every result is in: the workers stop now (at once when they hold no message), while
         # the report is written.
         fleet.finish()
-        paths = report.save_run_report(
-            store, run_id, args.output_dir or state / "reports", expectations=chosen.expected
-        )
+        paths = report.save_run_report(store, run_id, out, expectations=chosen.expected)
         code = say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
     for path in paths:
         line(str(path))
