@@ -7,6 +7,7 @@ import math
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,22 +60,34 @@ def writable_dir(path: Path, what: str, mode: int = 0o777) -> Path:
 def write_atomic(path: Path, text: str, force: bool = False) -> None:
     """Write a whole file or nothing: a temp file in the same folder, then a rename. The file
     gets the mode a new file would get (0666 less the umask)."""
-    path = Path(path)
-    check_target(path, force)
-    tmp: str | None = None
+    write_atomic_set([(Path(path), text)], force)
+
+
+def write_atomic_set(files: Sequence[tuple[Path, str]], force: bool = False) -> None:
+    """Write several files as one: every temp file is written in full before the first is
+    renamed into place, so a write that fails (a full disk, a quota) leaves none of them
+    (the report of a run is its markdown, JSON and HTML together, never one without the
+    others). BadInput names the file that could not be written."""
+    for path, _ in files:
+        check_target(Path(path), force)
+    tmps: list[tuple[str, Path]] = []
+    path = Path(files[0][0]) if files else Path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        for path, text in ((Path(p), t) for p, t in files):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            tmps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in tmps:
+            os.replace(tmp, path)
     except OSError as exc:
-        if tmp is not None:
+        for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        if tmp is not None:
+        for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
         raise
 

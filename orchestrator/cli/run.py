@@ -107,7 +107,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # Every result is in: the workers stop now (at once when they hold no message), while
         # the report is written.
         fleet.finish()
-        paths = report.save_run_report(store, run_id, out, expectations=chosen.expected)
+        try:
+            paths = report.save_run_report(store, run_id, out, expectations=chosen.expected)
+        except BadInput as exc:  # a disk that filled during the run: the verdict and alert are still given
+            say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
+            raise BadInput(f"run {run_id}: no report file written: {exc.message}") from None
         code = say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
     for path in paths:
         line(str(path))
