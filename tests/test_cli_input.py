@@ -258,3 +258,23 @@ def test_a_folder_written_at_the_end_is_checked_at_the_start(tmp_path: Path, arg
     assert blocker.read_text() == "not a directory\n"
     assert not (state / "children.json").exists()  # nothing was started
     assert not (state / "redis").exists()
+
+
+def test_a_state_dir_in_use_is_bad_input(tmp_path: Path) -> None:
+    """Rule: a state directory another `orchestrator run` holds is the operator's choice to
+    change (exit 2, one line naming --state-dir), not an internal error (it was exit 1); the
+    holder's files are left alone. The lock is held here as a running embedded run holds it."""
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with (state / "embedded.lock").open("ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = orchestrator(
+            "run", "--architectures", "BertModel", "--state-dir", str(state), env={"FLEET_HOME": str(tmp_path)}
+        )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert lines[-1].startswith("orchestrator: error: another `orchestrator run` is using"), res.stderr
+    assert "--state-dir" in lines[-1]
+    assert {p.name for p in state.iterdir()} <= {"embedded.lock", "reports"}  # no Redis, no record of children
