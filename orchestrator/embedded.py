@@ -189,6 +189,14 @@ class EmbeddedFleet:
             time.sleep(POLL_S)
         raise ServiceError(f"workers did not come up within {self.worker_timeout_s:.0f} s; see {self.log_path}")
 
+    def workers_gone(self) -> str | None:
+        """Why this fleet's workers can run nothing more (the launcher exited: it stops every
+        worker once one dies, kill -9 included), or None while they can."""
+        if self.launcher is None or self.launcher.poll() is None:
+            return None
+        code = self.launcher.returncode
+        return f"the embedded workers exited (code {code}) before the run finished; see {self.log_path}"
+
     def _tail(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-2000:]

@@ -103,7 +103,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
         if runs.skip_unserved(store, run_id, store.registry.served_queues()):
             warn("no GPU visible here; cuda jobs end SKIPPED")
-        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05)  # a private Redis: polled often
+        # a private Redis: polled often; the workers all gone (one killed), the rest ends LOST now
+        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05, gone=fleet.workers_gone)
+        if fleet.workers_gone():
+            warn(str(fleet.workers_gone()))
         # Every result is in: the workers stop now (at once when they hold no message), while
         # the report is written.
         fleet.finish()
