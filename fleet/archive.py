@@ -11,6 +11,7 @@ import gzip
 import json
 import logging
 import os
+import stat
 import tempfile
 import zlib
 from collections import Counter
@@ -25,6 +26,8 @@ from fleet.protocol import Result
 
 SUFFIX = ".jsonl.gz"
 VERSION = 1
+# the longest line read back (a result with its outputs and error text is kilobytes)
+MAX_LINE = 64 * 1024 * 1024
 logger = logging.getLogger("fleet.archive")
 
 
@@ -66,12 +69,29 @@ def write_run(folder: Path, meta: Mapping[str, Any], results: Sequence[Mapping[s
 
 
 def _lines(path: Path) -> Iterator[bytes]:
-    """The file's lines as stored (StoreCorrupt when it cannot be read: not gzip, cut short)."""
+    """The file's lines as stored (StoreCorrupt when it cannot be read: not gzip, cut short, not
+    a regular file). Only a regular file is read (a link to one included): a FIFO, a device or a
+    socket that carries the archive's name is a foreign file, not something to wait on or read
+    forever (opened without blocking, checked before a byte is read). A line is at most
+    MAX_LINE bytes once decompressed: a file that inflates to one endless line is corrupt, not
+    all of memory."""
     try:
-        with gzip.open(path, "rb") as fh:
-            yield from fh
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreCorrupt(f"archive {path} is not a regular file")
+            raw = os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
+        with raw, gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+            while line := fh.readline(MAX_LINE + 1):
+                if len(line) > MAX_LINE:
+                    raise StoreCorrupt(f"archive {path} has a line longer than {MAX_LINE} bytes")
+                yield line
     except (OSError, EOFError, zlib.error) as exc:
-        raise StoreCorrupt(f"archive {path} cannot be read: {exc}") from None
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise StoreCorrupt(f"archive {path} cannot be read: {why}") from None
 
 
 def _header_problem(value: dict[str, Any], path: Path) -> str | None:

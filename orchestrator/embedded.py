@@ -41,7 +41,7 @@ import psutil
 
 from fleet.children import tethered
 from fleet.devices import QUEUES
-from fleet.errors import ServiceError
+from fleet.errors import BadInput, ServiceError
 from fleet.launcher import command_line, plan
 from fleet.store import ResultStore
 from orchestrator import runs
@@ -120,8 +120,8 @@ class EmbeddedFleet:
         self._lock = (self.state / "embedded.lock").open("ab")
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ServiceError(
+        except BlockingIOError:  # the operator's choice to make, not an internal error: exit 2
+            raise BadInput(
                 f"another `orchestrator run` is using {self.state}; wait for it or use --state-dir"
             ) from None
 
@@ -188,6 +188,14 @@ class EmbeddedFleet:
                 return
             time.sleep(POLL_S)
         raise ServiceError(f"workers did not come up within {self.worker_timeout_s:.0f} s; see {self.log_path}")
+
+    def workers_gone(self) -> str | None:
+        """Why this fleet's workers can run nothing more (the launcher exited: it stops every
+        worker once one dies, kill -9 included), or None while they can."""
+        if self.launcher is None or self.launcher.poll() is None:
+            return None
+        code = self.launcher.returncode
+        return f"the embedded workers exited (code {code}) before the run finished; see {self.log_path}"
 
     def _tail(self) -> str:
         try:

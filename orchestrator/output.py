@@ -7,6 +7,7 @@ import math
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,25 +39,55 @@ def check_target(path: Path, force: bool = False) -> None:
         raise BadInput(f"{path} is not a regular file (a device, FIFO or socket); name a file")
 
 
+def writable_dir(path: Path, what: str, mode: int = 0o777) -> Path:
+    """A directory a command will write into later, created and proven writable now (a file is
+    made in it and removed): a long command (an embedded run, the beat) must not find out at its
+    end, after the work is done, that its reports cannot be written. BadInput (one line, exit 2)
+    when it is a file, cannot be created, or cannot be written."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise BadInput(f"{what} {path} is not a directory") from None
+    except OSError as exc:
+        raise BadInput(f"cannot use {path} as {what}: {exc.strerror or exc}") from None
+    return path
+
+
 def write_atomic(path: Path, text: str, force: bool = False) -> None:
     """Write a whole file or nothing: a temp file in the same folder, then a rename. The file
     gets the mode a new file would get (0666 less the umask)."""
-    path = Path(path)
-    check_target(path, force)
-    tmp: str | None = None
+    write_atomic_set([(Path(path), text)], force)
+
+
+def write_atomic_set(files: Sequence[tuple[Path, str]], force: bool = False) -> None:
+    """Write several files as one: every temp file is written in full before the first is
+    renamed into place, so a write that fails (a full disk, a quota) leaves none of them
+    (the report of a run is its markdown, JSON and HTML together, never one without the
+    others). BadInput names the file that could not be written."""
+    for path, _ in files:
+        check_target(Path(path), force)
+    tmps: list[tuple[str, Path]] = []
+    path = Path(files[0][0]) if files else Path()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+        for path, text in ((Path(p), t) for p, t in files):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            tmps.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in tmps:
+            os.replace(tmp, path)
     except OSError as exc:
-        if tmp is not None:
+        for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
         raise BadInput(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
-        if tmp is not None:
+        for tmp, _ in tmps:
             Path(tmp).unlink(missing_ok=True)
         raise
 

@@ -203,12 +203,15 @@ def wait(
     on_progress: Callable[[int, int, Counter[str]], None] | None = None,
     poll_s: float = 0.5,
     reconnect_s: float = 120.0,
+    gone: Callable[[], str | None] | None = None,
 ) -> Counter[str]:
     """Block until the run is finished (all results, or the deadline passed). Survives a
     Redis restart for up to reconnect_s. Each poll reads every result (for the counts per
     status), so large runs are polled less often: at least every total/4000 s. When the
     redelivery bookkeeping is corrupt (fleet:held of another type), the wait goes on without it
-    (one warning): jobs of dead workers then come back after the visibility timeout."""
+    (one warning): jobs of dead workers then come back after the visibility timeout. gone: the
+    reason no result can come any more (a fleet whose workers all exited), or None; the run's
+    jobs without a result then end LOST with that reason at once."""
     last_ok = time.monotonic()
     last_restore = 0.0
     watch = OrphanWatch()
@@ -229,7 +232,10 @@ def wait(
             poll_s = max(poll_s, total / 4000)
             if on_progress:
                 on_progress(done, total, counts)
-            if finalize_if_due(store, run_id):
+            why = gone() if gone is not None else None
+            if why is not None:  # nothing can answer the rest: its jobs end LOST now, not at the deadline
+                abandon(store, run_id, why)
+            if why is not None or finalize_if_due(store, run_id):
                 done, total, counts = store.progress(run_id)
                 if on_progress:
                     on_progress(done, total, counts)

@@ -28,7 +28,7 @@ from fleet import lock as locking
 from fleet.broker import make_app
 from fleet.catalog import load_catalog
 from fleet.devices import Device
-from fleet.errors import SelectionError
+from fleet.errors import FleetError, SelectionError
 from fleet.settings import RunSettings, Settings
 from fleet.store import ResultStore
 from orchestrator import expectations as expecting
@@ -167,6 +167,10 @@ def run_slot(settings: Settings, options: ScheduleOptions, slot: str) -> str:
     )
     wait(store, run_id, poll_s=2.0)
     expected = expecting.load(options.expectations)
-    publish_report(store, run_id, options.reports_dir, expected)
+    try:
+        publish_report(store, run_id, options.reports_dir, expected)
+    except (OSError, FleetError):  # the day's files are lost (a full disk), not its alert
+        notify.send(options.notify, report.build(store, run_id, expectations=expected))
+        raise
     notify.send(options.notify, report.build(store, run_id, expectations=expected))
     return run_id

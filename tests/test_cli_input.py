@@ -229,3 +229,52 @@ def test_trend_options_beyond_the_kept_runs_are_bad_input(redis_url: str) -> Non
 def test_notify_urls_with_unusable_ports_are_bad_input(url: str) -> None:
     res = orchestrator("submit", "--all", "--notify", url, "--redis-url", NOWHERE)
     one_line_error(res, 2, "--notify: not a usable URL")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        # orchestrator run writes its reports after every job has run: the output directory is
+        # proven usable before Redis or a worker starts (a file where it should be, or under it)
+        (["run", "--architectures", "BertModel", "--output-dir", "{file}"], "the output directory"),
+        (["run", "--architectures", "BertModel", "--output-dir", "{file}/reports"], "the output directory"),
+        # the beat writes every day's reports: the same, at start, not at the first scheduled run
+        (["beat", "--state-dir", "{file}"], "the state directory"),
+        (["beat", "--state-dir", "{dir}", "--reports-dir", "{file}/daily"], "the reports directory"),
+    ],
+)
+def test_a_folder_written_at_the_end_is_checked_at_the_start(tmp_path: Path, args: list[str], needle: str) -> None:
+    """Rule: a directory a long command will write into later (an embedded run's reports, the
+    beat's schedule and daily reports) is created and proven writable before any work starts;
+    one that cannot be is one line, exit 2, and nothing is started (no Redis, no worker)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    state = tmp_path / "state"
+    argv = [a.format(file=blocker, dir=state) for a in args]
+    if args[0] == "run":
+        argv += ["--state-dir", str(state)]
+    res = orchestrator(*argv, env={"FLEET_REDIS_URL": NOWHERE, "FLEET_HOME": str(tmp_path / "home")}, timeout=60)
+    one_line_error(res, 2, needle)
+    assert blocker.read_text() == "not a directory\n"
+    assert not (state / "children.json").exists()  # nothing was started
+    assert not (state / "redis").exists()
+
+
+def test_a_state_dir_in_use_is_bad_input(tmp_path: Path) -> None:
+    """Rule: a state directory another `orchestrator run` holds is the operator's choice to
+    change (exit 2, one line naming --state-dir), not an internal error (it was exit 1); the
+    holder's files are left alone. The lock is held here as a running embedded run holds it."""
+    import fcntl
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    with (state / "embedded.lock").open("ab") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        res = orchestrator(
+            "run", "--architectures", "BertModel", "--state-dir", str(state), env={"FLEET_HOME": str(tmp_path)}
+        )
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert lines[-1].startswith("orchestrator: error: another `orchestrator run` is using"), res.stderr
+    assert "--state-dir" in lines[-1]
+    assert {p.name for p in state.iterdir()} <= {"embedded.lock", "reports"}  # no Redis, no record of children

@@ -258,3 +258,42 @@ def test_a_record_naming_someone_elses_process_is_left_alone(tmp_path: Path) -> 
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_run_whose_workers_die_ends_now_with_the_rest_lost(tmp_path: Path) -> None:
+    """Rule: an embedded run waits only while something can answer it. Its workers all gone
+    (here the Celery main process killed with SIGKILL mid-run: the launcher then stops and
+    exits), the jobs without a result end LOST at once, with the reason, exit 5, nothing left
+    running; before, the run waited at 0/N until its deadline (an hour)."""
+    classes = "BertModel,GPT2Model,T5Model,BartModel,RobertaModel,DistilBertModel,AlbertModel,ElectraModel"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    err = tmp_path / "err"
+    state = ["--state-dir", str(tmp_path / "state")]
+    with err.open("w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "run", "--architectures", classes, "--concurrency", "1", *state],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while "job(s)" not in err.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        mains = [
+            c
+            for c in psutil.Process(proc.pid).children(recursive=True)
+            if "celery" in " ".join(c.cmdline()) and "celery" not in " ".join(c.parent().cmdline())
+        ]
+        assert mains, err.read_text()
+        mains[0].kill()
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = err.read_text()
+    assert code == 5, text
+    assert "the embedded workers exited" in text and "LOST=" in text, text
+    assert "Traceback" not in text
+    assert not (tmp_path / "state" / RECORD).exists()

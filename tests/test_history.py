@@ -135,3 +135,53 @@ def test_history_skips_files_that_are_no_archive_and_shows_corrupt_lines(tmp_pat
         out = orchestrator("history", unreadable, env=env)
         assert out.returncode == ExitCode.STORE_CORRUPT and not out.stdout, (unreadable, out.stderr)
         assert out.stderr.startswith("orchestrator: error: archive ") and "Traceback" not in out.stderr
+
+
+def test_an_archive_that_cannot_be_written_is_said_once_a_prune(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Rule: a run kept in Redis past keep_runs because its archive cannot be written is never
+    kept silently: each prune says so, once (not once a run). Here the folder is under a file."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    store = ResultStore(redis_url, keep_runs=1, archive_dir=blocker / "archive")
+    with caplog.at_level("WARNING", logger="fleet.store"):
+        fill(store, 4, 3)  # three prunes with runs to archive: the last one has three
+    said = [r.getMessage() for r in caplog.records if "cannot be archived" in r.getMessage()]
+    assert len(said) == 3, said
+    assert all(str(blocker / "archive") in m and "stays in Redis" in m for m in said)
+    assert len(store.run_ids(10)) == 4
+
+
+def test_history_reads_only_regular_files(tmp_path: Path) -> None:
+    """Rule: the archive reader opens regular files only (links to them included): a FIFO, a
+    device or a directory carrying an archive's name is a foreign file, skipped with a warning
+    (a FIFO hung `orchestrator history` forever); a file that inflates to one endless line is
+    corrupt, not read into memory whole; an archive folder that is a file is an error, not
+    'no archived runs'."""
+    import os
+
+    folder = tmp_path / "archive"
+    meta = {"run_id": "kept", "started_at": 1.0e9}
+    archive.write_run(folder, meta, [], 0)
+    os.mkfifo(folder / f"fifo{archive.SUFFIX}")
+    (folder / f"zeros{archive.SUFFIX}").symlink_to("/dev/zero")
+    (folder / f"folder{archive.SUFFIX}").mkdir()
+    (folder / f"linked{archive.SUFFIX}").symlink_to(folder / f"kept{archive.SUFFIX}")
+    with gzip.open(folder / f"endless{archive.SUFFIX}", "wb") as fh:
+        fh.write(b"a" * (archive.MAX_LINE + 2))
+    res = orchestrator("history", "--dir", str(folder), timeout=60)
+    assert res.returncode == ExitCode.OK, res.stderr
+    assert res.stdout.splitlines()[0].startswith("kept ") and len(res.stdout.splitlines()) == 1
+    warned = res.stderr.strip().splitlines()
+    assert "Traceback" not in res.stderr and len(warned) == 5, res.stderr  # linked: its header names kept
+    for name in ("fifo", "zeros", "folder"):
+        assert any(f"{name}{archive.SUFFIX} is not a regular file" in w for w in warned), res.stderr
+    assert any(f"longer than {archive.MAX_LINE} bytes" in w for w in warned), res.stderr
+    with pytest.raises(StoreCorrupt, match="not a regular file"):
+        archive.header(folder / f"fifo{archive.SUFFIX}")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for extra in ([], ["kept"]):
+        res = orchestrator("history", "--dir", str(blocker), *extra, timeout=60)
+        assert res.returncode == ExitCode.BAD_INPUT and "is not a directory" in res.stderr, res.stderr

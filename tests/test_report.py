@@ -491,3 +491,45 @@ def test_a_result_no_renderer_can_show_is_a_corrupt_record_not_a_traceback(redis
     broken = {j for j, r in rows.items() if (r.get("error") or {}).get("kind") == "corrupt_record"}
     assert broken == {"fam1@cpu", "fam4@cpu"}
     assert all(rows[j]["status"] == ("FAILED" if j in broken else "REAL") for j in rows)
+
+
+def test_a_report_set_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Rule: the files of one report (markdown, JSON, HTML) are written as a set: a write that
+    fails part-way (here the file-size limit, as a full disk or a quota would) leaves none of them
+    and no temp file, never a markdown without its JSON (a full disk used to leave RUN.md and
+    RUN.json without RUN.html). A subprocess, so that only it has the limit."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.helpers import ROOT
+
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        from pathlib import Path
+        from fleet.errors import BadInput
+        from orchestrator.output import write_atomic_set
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is EFBIG, not death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        out = Path({str(tmp_path / "out")!r})
+        try:
+            write_atomic_set([(out / "r.md", "m" * 100), (out / "r.json", "j" * 2000), (out / "r.html", "h" * 9000)])
+        except BadInput as exc:
+            print(exc.message)
+            sys.exit(0)
+        sys.exit(1)
+        """
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "cannot write" in res.stdout and "r.html" in res.stdout, res.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+    report.write_atomic_set([(tmp_path / "out" / "r.md", "m"), (tmp_path / "out" / "r.json", "{}")])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json", "r.md"]

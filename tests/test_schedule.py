@@ -119,3 +119,55 @@ def test_launcher_starts_one_pinned_worker_per_device(redis_url: str, start_work
         assert cmd[cmd.index("-P") + 1] == "prefork"
         if "gpu" in cmd[cmd.index("-Q") + 1]:
             assert cmd[cmd.index("-c") + 1] == "1"
+
+
+def test_a_scheduled_run_whose_reports_cannot_be_written_still_alerts(redis_url: str, tmp_path: Path) -> None:
+    """Rule: a scheduled run's alert does not depend on its report files: the reports folder
+    failing at report time (a disk that filled, a folder replaced since the beat started) loses
+    the day's files, said in the task's error, not its alert. No worker here: the job ends
+    SKIPPED at the deadline, which the expectations file did not expect."""
+    import http.server
+    import threading
+
+    from fleet.devices import parse_devices
+    from fleet.errors import FleetError
+    from fleet.settings import Settings
+    from orchestrator.schedule import ScheduleOptions, run_slot
+
+    got: list[bytes] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cat = write_catalog(
+        tmp_path / "cat.toml",
+        {"t5": {"check": "seq2seq", "architectures": ["T5ForConditionalGeneration"], "synthetic": "t5"}},
+    )
+    expected = tmp_path / "expected.toml"
+    expected.write_text('[expect]\n"*" = "REAL: it always ran"\n')
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    options = ScheduleOptions(
+        spec="every:60",
+        devices=tuple(parse_devices("cpu")),
+        reports_dir=blocker / "reports",
+        catalog=str(cat),
+        deadline_s=2.0,
+        expectations=str(expected),
+        notify=f"http://127.0.0.1:{server.server_port}/hook",
+    )
+    try:
+        with pytest.raises(FleetError, match="cannot write"):
+            run_slot(Settings(redis_url=redis_url), options, "2026-12-07T23:00")
+    finally:
+        server.shutdown()
+    assert len(got) == 1 and b"t5" in got[0], got
+    assert blocker.read_text() == "x"

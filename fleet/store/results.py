@@ -126,6 +126,7 @@ class ResultStore:
         once it is over (marked finished, or past its deadline): never under a running job; and,
         with an archive folder, only once its results are archived there (fleet.archive): a run
         whose file cannot be written stays in Redis."""
+        said = False  # an archive that cannot be written is said once a prune, not once a run
         for run_id in self._r.zrange(keys.RUNS, 0, -self.keep_runs - 1):
             try:
                 meta = self.meta(run_id)
@@ -135,8 +136,18 @@ class ResultStore:
             if over and meta is not None and self.archive_dir is not None:
                 try:
                     archive.write_run(self.archive_dir, meta, self.results(run_id), self.job_count(run_id))
-                except OSError:
-                    continue  # kept in Redis: tried again at the next prune
+                except OSError as exc:  # kept in Redis: tried again at the next prune, and said
+                    # (silently, Redis would grow past keep_runs run after run, the operator unaware)
+                    if not said:
+                        logger.warning(
+                            "run %s cannot be archived in %s (%s): it stays in Redis, past FLEET_KEEP_RUNS, "
+                            "until the archive can be written",
+                            run_id,
+                            self.archive_dir,
+                            exc.strerror or exc,
+                        )
+                        said = True
+                    continue
                 except StoreCorrupt as exc:  # e.g. a run id that is no file name: kept in Redis, said
                     logger.warning("%s; the run stays in Redis (ZREM %s and DEL its keys to drop it)", exc, keys.RUNS)
                     continue

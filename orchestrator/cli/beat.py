@@ -29,6 +29,7 @@ from orchestrator.cli.options import (
     reruns,
     variants,
 )
+from orchestrator.output import writable_dir
 
 
 def add(sub: Subcommands) -> None:
@@ -81,9 +82,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     load_catalog(options.catalog, settings.plugins)
     pinning.load(options.pins)  # a bad pins file is an error now, not at the first scheduled run
     locking.for_job(locking.load(options.lock), (), MAX_LOCK)  # so is a bad lock file, or one too large for a job
+    # the schedule file and every day's reports go here: a folder that cannot take them is an
+    # error now, not at the first scheduled run (whose report and alert it would lose)
+    writable_dir(state, "the state directory")
+    writable_dir(options.reports_dir, "the reports directory")
     app = make_beat_app(settings, options)  # checks the schedule
     connect(settings)
-    state.mkdir(parents=True, exist_ok=True)
     name = f"control-{os.getpid()}@{socket.gethostname()}"
     note(f"beat on schedule {options.spec!r} (UTC), devices {args.devices}")
     refuse_remote_control()  # read-only inspect commands only (fleet.broker)

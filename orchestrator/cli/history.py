@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from fleet import archive
-from fleet.errors import ExitCode, SelectionError
+from fleet.errors import BadInput, ExitCode, SelectionError
 from fleet.protocol import STATUSES
 from fleet.settings import Settings
 from orchestrator import summaries
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if unknown:
         raise SelectionError(f"--status {', '.join(unknown)}: not a status (one of {', '.join(STATUSES)})")
     folder: Path = args.dir or settings.archive_dir or settings.home / "reports" / "archive"
+    if folder.exists() and not folder.is_dir():  # not "no archived runs": the archive is not there
+        raise BadInput(f"the archive {folder} is not a directory")
     if args.run_id is None:
         return _list(folder, args)
     # read whole before anything is shown: a file cut short is one error (exit 7), not half a listing;

@@ -15,6 +15,7 @@ from orchestrator import architectures
 from orchestrator.cli import selection
 from orchestrator.cli.console import line, note, say, warn
 from orchestrator.cli.options import Subcommands, whole
+from orchestrator.output import writable_dir
 
 MAX_CONCURRENCY = 256
 
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         args, settings, architectures.local_listing, args.devices or ("cpu,cuda" if gpus else "cpu")
     )
     state = _state_dir(args.state_dir or settings.home)
+    # the reports are written after every job has run: a folder they cannot go to is an error now
+    out = writable_dir(args.output_dir or state / "reports", "the output directory")
     worker_devices = ",".join(["cpu"] + (["cuda"] if gpus and any(d.is_gpu for d in chosen.devices) else []))
     flags = ["--trust-remote-code"] * args.trust_remote_code + ["--allow-pickle"] * args.allow_pickle
     for raw in args.allow_path:
@@ -100,13 +103,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # This fleet is complete: jobs for a device it has no worker for end SKIPPED now.
         if runs.skip_unserved(store, run_id, store.registry.served_queues()):
             warn("no GPU visible here; cuda jobs end SKIPPED")
-        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05)  # a private Redis: polled often
+        # a private Redis: polled often; the workers all gone (one killed), the rest ends LOST now
+        counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05, gone=fleet.workers_gone)
+        if fleet.workers_gone():
+            warn(str(fleet.workers_gone()))
         # Every result is in: the workers stop now (at once when they hold no message), while
         # the report is written.
         fleet.finish()
-        paths = report.save_run_report(
-            store, run_id, args.output_dir or state / "reports", expectations=chosen.expected
-        )
+        try:
+            paths = report.save_run_report(store, run_id, out, expectations=chosen.expected)
+        except BadInput as exc:  # a disk that filled during the run: the verdict and alert are still given
+            say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
+            raise BadInput(f"run {run_id}: no report file written: {exc.message}") from None
         code = say(verdicts.conclude(store, run_id, counts, chosen.expected, args.notify))
     for path in paths:
         line(str(path))

@@ -12,7 +12,7 @@ from fleet.collector import collector_paused
 from fleet.errors import FleetError, StoreCorrupt
 from fleet.store import ResultStore
 from orchestrator.expectations import Expectations
-from orchestrator.output import write_atomic
+from orchestrator.output import write_atomic, write_atomic_set
 from orchestrator.report.diff import diff
 from orchestrator.report.html import render_html
 from orchestrator.report.json import to_json
@@ -92,9 +92,7 @@ def save_run_report(
     )
     store.registry.save_report(run_id, markdown)
     md_path, json_path, html_path = (out_dir / f"{run_id}.{ext}" for ext in ("md", "json", "html"))
-    write_atomic(md_path, markdown)
-    write_atomic(json_path, as_json)
-    write_atomic(html_path, html)
+    write_atomic_set([(md_path, markdown), (json_path, as_json), (html_path, html)])  # all three or none
     return md_path, json_path, html_path
 
 
@@ -115,4 +113,5 @@ __all__ = [
     "to_json",
     "to_junit",
     "write_atomic",
+    "write_atomic_set",
 ]
