@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     code = 0
+    died: int | None = None  # the code of a worker that exited before anyone asked the launcher to stop
     while procs:
         for pr in list(procs):
             rc = pr.poll()
@@ -264,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             code = code or rc
             if not stopping:
                 print(f"fleet-worker: a worker exited with code {rc}; stopping the others", file=sys.stderr)
+                died = rc
                 stop(signal.SIGTERM, None)
         if time.monotonic() > stop_by:
             for pr in procs:
@@ -275,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                     pr.kill()  # its pool children follow (Celery gives them PDEATHSIG SIGKILL)
             stop_by = float("inf")
         time.sleep(0.1)
+    if died:  # a worker died on its own (killed, out of memory, crashed): a failure, for a supervisor's restart
+        return died if died > 0 else 128 - died  # killed by signal N: 128 + N, as a shell reports it
     return 0 if stopping and code in (0, -signal.SIGTERM, -signal.SIGKILL) else code
 
 

@@ -295,5 +295,8 @@ def test_a_run_whose_workers_die_ends_now_with_the_rest_lost(tmp_path: Path) -> 
     text = err.read_text()
     assert code == 5, text
     assert "the embedded workers exited" in text and "LOST=" in text, text
+    # the launcher fails with the killed worker's code (128 + SIGKILL), as a supervisor must see it
+    # (it exited 0: a Kubernetes restartPolicy OnFailure or systemd's Restart=on-failure would not restart it)
+    assert "the embedded workers exited (code 137)" in text, text
     assert "Traceback" not in text
     assert not (tmp_path / "state" / RECORD).exists()
