@@ -105,8 +105,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             warn("no GPU visible here; cuda jobs end SKIPPED")
         # a private Redis: polled often; the workers all gone (one killed), the rest ends LOST now
         counts = runs.wait(store, run_id, ProgressBar(), poll_s=0.05, gone=fleet.workers_gone)
-        if fleet.workers_gone():
-            warn(str(fleet.workers_gone()))
+        gone = fleet.workers_gone()
+        if gone:
+            warn(gone)
         # Every result is in: the workers stop now (at once when they hold no message), while
         # the report is written.
         fleet.finish()
